@@ -1,0 +1,16 @@
+//! Types and names that every wafleet binary agrees on: validated ids, the webhook token scheme,
+//! the versioned queue envelope, broker topology names, and telemetry setup.
+//!
+//! This crate must not depend on axum, database pools or the other wafleet crates, so that the
+//! queue contract can be shared by old and new binaries during a rolling upgrade.
+
+pub mod amqp;
+pub mod envelope;
+pub mod ids;
+pub mod telemetry;
+pub mod token;
+pub mod topology;
+
+pub use envelope::{AuthMode, DecodeError, Envelope, EnvelopeV1};
+pub use ids::{CustomerRef, Generation, IngestId, InvalidRef};
+pub use token::{Keyring, KeyringError, TokenError};
