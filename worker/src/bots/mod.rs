@@ -1,0 +1,105 @@
+//! Bots and the scope they run in. A bot gets a [`TenantScope`] (its tenant, its config and
+//! tenant-scoped reads) and returns replies as data. Bots cannot send: only the outbox sender
+//! sends, and it reads the bridge from the tenant row at send time.
+//!
+//! ISOLATION: a fresh bot and a fresh scope are built for every message, and nothing global is
+//! reachable from bot code. The scope's database access always goes through a transaction
+//! scoped to its own tenant.
+
+mod echo;
+mod rules;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+
+use crate::db;
+use crate::tenant::{BotKind, Tenant};
+
+pub use echo::EchoBot;
+pub use rules::RulesBot;
+
+/// The parts of an inbound `message` event a bot may read.
+#[derive(Clone, Debug)]
+pub struct InboundMessage {
+    /// Conversation JID (`...@s.whatsapp.net` or a group JID).
+    pub chat_id: String,
+    /// Text content.
+    pub body: String,
+    /// Sender display name, if any.
+    pub sender_name: Option<String>,
+    /// Whether it came from a group.
+    pub is_group: bool,
+}
+
+/// A reply the bot wants sent. It always goes to the chat the message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Text to send.
+    pub body: String,
+}
+
+/// Why a bot produced no replies.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    /// Worth retrying later (a dependency was briefly unavailable).
+    #[error("transient bot failure: {0}")]
+    Transient(String),
+    /// Retrying will not help.
+    #[error("bot failure: {0}")]
+    Permanent(String),
+}
+
+/// A tenant's bot. Implementations must not keep state between messages.
+#[async_trait]
+pub trait Bot: Send + Sync {
+    /// Handles one message and returns the replies to send.
+    async fn handle(&self, scope: &TenantScope, message: &InboundMessage) -> Result<Vec<Reply>, BotError>;
+}
+
+/// What a bot can see: its own tenant and tenant-scoped reads. Built fresh for each message.
+pub struct TenantScope {
+    tenant: Tenant,
+    pool: PgPool,
+}
+
+impl TenantScope {
+    /// A scope for one message of `tenant`.
+    pub fn new(tenant: Tenant, pool: PgPool) -> Self {
+        Self { tenant, pool }
+    }
+
+    /// The tenant this scope belongs to.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The tenant's keyword rules, longest keyword first.
+    /// ISOLATION: read in a read-only transaction scoped to this tenant; RLS hides other rows.
+    pub async fn keyword_rules(&self) -> Result<Vec<(String, String)>, BotError> {
+        let mut tx = db::begin_tenant_read_only(&self.pool, self.tenant.id())
+            .await
+            .map_err(|e| BotError::Transient(e.to_string()))?;
+        let rules: Vec<(String, String)> = sqlx::query_as(
+            "select keyword, reply from bot_rules where tenant_id = $1 order by length(keyword) desc, keyword",
+        )
+        .bind(self.tenant.id().get())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| BotError::Transient(e.to_string()))?;
+        tx.commit().await.map_err(|e| BotError::Transient(e.to_string()))?;
+        Ok(rules)
+    }
+
+    /// Gives the tenant back once the bot is done.
+    pub fn into_tenant(self) -> Tenant {
+        self.tenant
+    }
+}
+
+/// A fresh bot for `kind`.
+pub fn bot_for(kind: BotKind) -> Box<dyn Bot> {
+    match kind {
+        BotKind::Echo => Box::new(EchoBot),
+        BotKind::Rules => Box::new(RulesBot),
+    }
+}

@@ -1,0 +1,203 @@
+//! The `wafleet` operator CLI: argument parsing and output. Every command calls one function
+//! of [`crate::ops`].
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use wafleet_shared::topology::QueueType;
+use wafleet_shared::{AuthMode, CustomerRef};
+
+use crate::config::{
+    env_bool, env_or, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
+};
+use crate::db::{self, RoleSetup};
+use crate::error::{Error, Result};
+use crate::ops::{self, Endpoints};
+use crate::tenant::{BotKind, NewTenant, TenantStatus};
+
+/// wafleet operator CLI. Reads DATABASE_URL (application role), MIGRATE_DATABASE_URL (owner,
+/// `migrate` only), AMQP_URL, RABBITMQ_API_URL and WAFLEET_SIGNING_KEY (`webhook-url`).
+#[derive(Parser, Debug)]
+#[command(name = "wafleet", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run database migrations as the owner (MIGRATE_DATABASE_URL), create and grant the
+    /// application role (DATABASE_URL), declare the broker topology and apply its policies.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Print the signed webhook URL to configure on a tenant's bridge (alone on the last line).
+    WebhookUrl {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Public base URL of ingest, e.g. https://hooks.example.com.
+        #[arg(long)]
+        base: String,
+    },
+    /// Manage keyword rules of the `rules` bot.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// `wafleet tenants ...`.
+#[derive(Subcommand, Debug)]
+pub enum TenantsCommand {
+    /// Add a tenant and declare its queue (idempotent for an identical tenant).
+    Add(AddTenant),
+    /// List tenants.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a tenant: its messages are dropped with a warning, its queue is kept.
+    Disable {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+    },
+    /// Enable a disabled tenant.
+    Enable {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+    },
+}
+
+/// Arguments of `tenants add`.
+#[derive(Args, Debug)]
+pub struct AddTenant {
+    /// The tenant's customer_ref ([A-Za-z0-9_.:-], at most 128 bytes).
+    pub customer_ref: String,
+    /// The bridge's `/proxy/*` key at WA Bridges.
+    #[arg(long)]
+    pub bridge: String,
+    /// Bot: echo or rules.
+    #[arg(long, default_value = "echo")]
+    pub bot: String,
+    /// Webhook auth: token (signed URL, default) or open (also accept the unsigned route).
+    #[arg(long, default_value = "token")]
+    pub auth: String,
+    /// Queue type of wa.tenant.<ref>: quorum (default) or classic.
+    #[arg(long, default_value = "quorum")]
+    pub queue_type: String,
+}
+
+/// `wafleet rules ...`.
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Add or replace a keyword rule.
+    Add {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Keyword (case-insensitive, matched anywhere in the message).
+        keyword: String,
+        /// Reply text.
+        reply: String,
+    },
+}
+
+fn parse_ref(raw: &str) -> Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+fn endpoints() -> Endpoints {
+    Endpoints {
+        database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
+        amqp_url: env_or("AMQP_URL", DEFAULT_AMQP_URL),
+        rabbitmq_api_url: env_or("RABBITMQ_API_URL", DEFAULT_RABBITMQ_API_URL),
+    }
+}
+
+async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
+    let pool = db::app_pool(&endpoints.database_url, 2)?;
+    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+    Ok(pool)
+}
+
+/// Runs one CLI command. Output goes to stdout, warnings to stderr.
+pub async fn run(cli: Cli) -> Result<()> {
+    let endpoints = endpoints();
+    match cli.command {
+        Command::Migrate => {
+            let owner = env_or("MIGRATE_DATABASE_URL", DEFAULT_MIGRATE_DATABASE_URL);
+            match ops::migrate(&owner, &endpoints).await? {
+                RoleSetup::Granted => {
+                    println!("migrations applied; application role granted; topology and policies in place")
+                }
+                RoleSetup::NeedsAdministrator(statements) => {
+                    eprintln!("migrations applied, but this role may not create roles. An administrator must run:");
+                    for s in statements {
+                        println!("{s};");
+                    }
+                }
+            }
+        }
+        Command::Tenants(TenantsCommand::Add(args)) => {
+            let new = NewTenant {
+                customer_ref: parse_ref(&args.customer_ref)?,
+                bridge: args.bridge,
+                bot_kind: BotKind::parse(&args.bot)?,
+                auth_mode: AuthMode::parse(&args.auth)
+                    .ok_or_else(|| Error::Invalid(format!("unknown --auth {:?}: use token or open", args.auth)))?,
+                queue_type: QueueType::parse(&args.queue_type).ok_or_else(|| {
+                    Error::Invalid(format!("unknown --queue-type {:?}: use quorum or classic", args.queue_type))
+                })?,
+            };
+            let pool = app_pool(&endpoints).await?;
+            let created = ops::add_tenant(&pool, &endpoints, &new).await?;
+            println!("{} {}", if created { "added" } else { "unchanged" }, new.customer_ref);
+        }
+        Command::Tenants(TenantsCommand::List { json }) => {
+            let pool = app_pool(&endpoints).await?;
+            let tenants = ops::list_tenants(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tenants).unwrap_or_default());
+            } else {
+                println!(
+                    "{:<32} {:<10} {:<4} {:<6} {:<8} {:<6} BRIDGE",
+                    "CUSTOMER_REF", "STATUS", "GEN", "AUTH", "QUEUE", "BOT"
+                );
+                for t in tenants {
+                    println!(
+                        "{:<32} {:<10} {:<4} {:<6} {:<8} {:<6} {}",
+                        t.customer_ref, t.status, t.generation, t.auth_mode, t.queue_type, t.bot_kind, t.bridge
+                    );
+                }
+            }
+        }
+        Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
+            let pool = app_pool(&endpoints).await?;
+            ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Disabled).await?;
+            println!("disabled {customer_ref}");
+        }
+        Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
+            let pool = app_pool(&endpoints).await?;
+            ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Active).await?;
+            println!("enabled {customer_ref}");
+        }
+        Command::WebhookUrl { customer_ref, base } => {
+            let key = std::env::var("WAFLEET_SIGNING_KEY")
+                .map_err(|_| Error::Config("WAFLEET_SIGNING_KEY is required to sign webhook URLs".into()))?;
+            let pool = app_pool(&endpoints).await?;
+            let (url, status) =
+                ops::webhook_url(&pool, &SecretString::from(key), &parse_ref(&customer_ref)?, &base).await?;
+            if status != TenantStatus::Active {
+                eprintln!("warning: tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str());
+            }
+            // The URL is a credential: it goes to stdout only, alone on the last line.
+            println!("{url}");
+        }
+        Command::Rules(RulesCommand::Add { customer_ref, keyword, reply }) => {
+            let pool = app_pool(&endpoints).await?;
+            ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
+            println!("rule saved for {customer_ref}");
+        }
+    }
+    Ok(())
+}

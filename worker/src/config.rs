@@ -1,0 +1,118 @@
+//! Worker configuration, from the environment only, validated once at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::consumer::ConsumerConfig;
+use crate::error::{Error, Result};
+use crate::process::ProcessConfig;
+use crate::sender::SenderConfig;
+
+/// Default `DATABASE_URL` (the application role).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://wafleet_app@127.0.0.1:5432/wafleet";
+/// Default `MIGRATE_DATABASE_URL` (the owner).
+pub const DEFAULT_MIGRATE_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wafleet";
+/// Default `AMQP_URL`.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default `RABBITMQ_API_URL`.
+pub const DEFAULT_RABBITMQ_API_URL: &str = "http://guest:guest@127.0.0.1:15672";
+/// Default `WA_API_BASE_URL`.
+pub const DEFAULT_WA_API_BASE_URL: &str = "https://wabridges.com";
+
+/// Everything the worker reads from the environment.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// `DATABASE_URL`: the application role (never a superuser or table owner).
+    pub database_url: String,
+    /// `AMQP_URL`: broker URL; its path is the vhost.
+    pub amqp_url: String,
+    /// `RABBITMQ_API_URL`: management API, used to check that policies exist.
+    pub rabbitmq_api_url: String,
+    /// `WA_API_KEY`: the WA Bridges account key.
+    pub wa_api_key: SecretString,
+    /// `WA_API_BASE_URL`: WA Bridges base URL.
+    pub wa_api_base_url: String,
+    /// `WAFLEET_WORKER_ADDR`: health and metrics listener (default 127.0.0.1:8081).
+    pub addr: SocketAddr,
+    /// `WAFLEET_DB_POOL_SIZE`: connections in the application pool (default 10).
+    pub pool_size: u32,
+    /// `WAFLEET_ALLOW_UNSAFE_DB_ROLE`: run even if the role can bypass RLS (local experiments only).
+    pub allow_unsafe_db_role: bool,
+    /// `WAFLEET_SEND_TIMEOUT_MS`: bound of one send request (default 10000).
+    pub send_timeout: Duration,
+    /// Consumption settings: `WAFLEET_PREFETCH` (8), `WAFLEET_TENANT_IN_FLIGHT` (4),
+    /// `WAFLEET_MAX_IN_FLIGHT` (64), `WAFLEET_TENANT_REFRESH_SECS` (30).
+    pub consumer: ConsumerConfig,
+    /// Processing settings: `WAFLEET_BOT_TIMEOUT_MS` (10000), `WAFLEET_REPLY_TTL_SECS` (3600),
+    /// `WAFLEET_STALE_AFTER_SECS` (900).
+    pub process: ProcessConfig,
+    /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120).
+    pub sender: SenderConfig,
+}
+
+/// Reads `name`, or `default` when unset.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// Reads and parses `name`, or `default` when unset; a bad value is an error naming the variable.
+pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|_| Error::Config(format!("{name}={v:?} is not valid"))),
+        _ => Ok(default),
+    }
+}
+
+/// Reads a boolean (`true`/`false`/`1`/`0`).
+pub fn env_bool(name: &str) -> Result<bool> {
+    match std::env::var(name).as_deref() {
+        Ok("true") | Ok("1") => Ok(true),
+        Ok("false") | Ok("0") | Ok("") | Err(_) => Ok(false),
+        Ok(other) => Err(Error::Config(format!("{name}={other:?}: use true or false"))),
+    }
+}
+
+impl WorkerConfig {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Self> {
+        let process = ProcessConfig {
+            bot_timeout: Duration::from_millis(env_parse("WAFLEET_BOT_TIMEOUT_MS", 10_000)?),
+            reply_ttl: Duration::from_secs(env_parse("WAFLEET_REPLY_TTL_SECS", 3600)?),
+            stale_after: Duration::from_secs(env_parse("WAFLEET_STALE_AFTER_SECS", 900)?),
+        };
+        let consumer = ConsumerConfig {
+            prefetch: env_parse("WAFLEET_PREFETCH", 8)?,
+            tenant_in_flight: env_parse("WAFLEET_TENANT_IN_FLIGHT", 4)?,
+            max_in_flight: env_parse("WAFLEET_MAX_IN_FLIGHT", 64)?,
+            refresh_interval: Duration::from_secs(env_parse("WAFLEET_TENANT_REFRESH_SECS", 30)?),
+        };
+        let sender = SenderConfig {
+            batch: env_parse("WAFLEET_SENDER_BATCH", 32)?,
+            stale_sending_after: Duration::from_secs(env_parse("WAFLEET_STALE_SENDING_SECS", 120)?),
+            ..SenderConfig::default()
+        };
+        if consumer.prefetch == 0 || consumer.tenant_in_flight == 0 || consumer.max_in_flight == 0 {
+            return Err(Error::Config(
+                "WAFLEET_PREFETCH, WAFLEET_TENANT_IN_FLIGHT and WAFLEET_MAX_IN_FLIGHT must be > 0".into(),
+            ));
+        }
+        Ok(Self {
+            database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
+            amqp_url: env_or("AMQP_URL", DEFAULT_AMQP_URL),
+            rabbitmq_api_url: env_or("RABBITMQ_API_URL", DEFAULT_RABBITMQ_API_URL),
+            wa_api_key: SecretString::from(
+                std::env::var("WA_API_KEY").map_err(|_| Error::Config("WA_API_KEY is required".into()))?,
+            ),
+            wa_api_base_url: env_or("WA_API_BASE_URL", DEFAULT_WA_API_BASE_URL),
+            addr: env_parse("WAFLEET_WORKER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            pool_size: env_parse("WAFLEET_DB_POOL_SIZE", 10)?,
+            allow_unsafe_db_role: env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?,
+            send_timeout: Duration::from_millis(env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
+            consumer,
+            process,
+            sender,
+        })
+    }
+}

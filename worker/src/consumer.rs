@@ -1,0 +1,320 @@
+//! Consumption of every tenant queue. One AMQP connection for consumers and a separate one for
+//! publishing (quarantine, unrouted republish), so a blocked publisher cannot stall acks.
+//!
+//! Per-queue prefetch bounds what one tenant can hold unacked; a per-tenant semaphore caps its
+//! concurrent work and a global semaphore caps the worker's, so a slow or noisy tenant holds
+//! only its own slots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use wafleet_shared::topology::{self as names, QueueType, QUARANTINE_QUEUE};
+use wafleet_shared::CustomerRef;
+
+use crate::error::Result;
+use crate::process::{Disposition, Processor};
+use crate::{tenant, topology};
+
+/// Settings of consumption.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Unacked messages per tenant queue. Small, so one tenant's backlog stays in its own
+    /// queue (visible as depth, and taken by other replicas) instead of in this process.
+    pub prefetch: u16,
+    /// Concurrent messages per tenant.
+    pub tenant_in_flight: usize,
+    /// Concurrent messages in the whole worker.
+    pub max_in_flight: usize,
+    /// How often the tenant list is re-read even without a notification.
+    pub refresh_interval: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self { prefetch: 8, tenant_in_flight: 4, max_in_flight: 64, refresh_interval: Duration::from_secs(30) }
+    }
+}
+
+/// Consumes tenant queues until shutdown, reconnecting and holding through outages.
+pub struct ConsumerSupervisor {
+    amqp_url: String,
+    pool: PgPool,
+    processor: Processor,
+    config: ConsumerConfig,
+    global: Arc<Semaphore>,
+    /// Set when Postgres is unreachable: consumers are cancelled until it answers again.
+    database_down: Arc<tokio::sync::Notify>,
+    /// Number of consumers currently running, for `/readyz` and tests.
+    pub active_consumers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Running {
+    tag: String,
+    stop: CancellationToken,
+}
+
+impl ConsumerSupervisor {
+    /// A supervisor consuming with `processor`.
+    pub fn new(amqp_url: String, pool: PgPool, processor: Processor, config: ConsumerConfig) -> Self {
+        let global = Arc::new(Semaphore::new(config.max_in_flight));
+        Self {
+            amqp_url,
+            pool,
+            processor,
+            config,
+            global,
+            database_down: Arc::new(tokio::sync::Notify::new()),
+            active_consumers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    /// Runs until `shutdown`: connect, consume, and start over after a broker or database outage.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tenants_changed: Arc<tokio::sync::Notify>) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &tenants_changed).await {
+                Ok(SessionEnd::Shutdown) => return,
+                Ok(SessionEnd::DatabaseDown) => {
+                    self.wait_for_database(&shutdown).await;
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "consumer session ended; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Polls Postgres with backoff (no hot loop) until it answers.
+    async fn wait_for_database(&self, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            if sqlx::query("select 1").execute(&self.pool).await.is_ok() {
+                info!("database reachable again; resuming consumers");
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken, tenants_changed: &tokio::sync::Notify) -> Result<SessionEnd> {
+        let consume_conn = wafleet_shared::amqp::connect(&self.amqp_url, "wafleet-worker-consume").await?;
+        let publish_conn = wafleet_shared::amqp::connect(&self.amqp_url, "wafleet-worker-publish").await?;
+        let channel = consume_conn.create_channel().await?;
+        // global=false: the prefetch applies to each consumer (= each tenant queue) separately.
+        channel.basic_qos(self.config.prefetch, BasicQosOptions { global: false }).await?;
+        let publisher = publish_conn.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        let publisher = Arc::new(Mutex::new(publisher));
+        let broken = CancellationToken::new();
+        watch_connection(&consume_conn, broken.clone());
+        watch_connection(&publish_conn, broken.clone());
+        let mut running: HashMap<CustomerRef, Running> = HashMap::new();
+        let session_stop = CancellationToken::new();
+        let result = loop {
+            if let Err(e) = self.refresh(&channel, &publisher, &mut running, &session_stop).await {
+                if e.is_database_unavailable() {
+                    break Ok(SessionEnd::DatabaseDown);
+                }
+                break Err(e);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
+                _ = broken.cancelled() => break Err(crate::error::Error::Management("AMQP connection lost".into())),
+                _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
+                _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
+                _ = tokio::time::sleep(self.config.refresh_interval) => {}
+            }
+        };
+        // Cancel consumers first so no new deliveries arrive, then let in-flight work finish:
+        // unacked messages return to their queues when the channel closes.
+        for (_, r) in running.drain() {
+            let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
+            r.stop.cancel();
+        }
+        session_stop.cancel();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), self.global.acquire_many(self.config.max_in_flight as u32))
+                .await;
+        self.active_consumers.store(0, std::sync::atomic::Ordering::Relaxed);
+        let _ = consume_conn.close(200, "worker stopping").await;
+        let _ = publish_conn.close(200, "worker stopping").await;
+        result
+    }
+
+    /// Starts consumers for tenants that have none. Disabled tenants keep being consumed so
+    /// their messages are dropped visibly; offboarded ones are not consumed.
+    async fn refresh(
+        &self,
+        channel: &Channel,
+        publisher: &Arc<Mutex<Channel>>,
+        running: &mut HashMap<CustomerRef, Running>,
+        session_stop: &CancellationToken,
+    ) -> Result<()> {
+        let tenants = tenant::list(&self.pool).await?;
+        for summary in tenants {
+            let Ok(customer_ref) = CustomerRef::parse(&summary.customer_ref) else { continue };
+            if summary.status == "offboarded" {
+                if let Some(r) = running.remove(&customer_ref) {
+                    let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
+                    r.stop.cancel();
+                }
+                continue;
+            }
+            if running.contains_key(&customer_ref) {
+                continue;
+            }
+            // Repairs a queue that is missing (for example after a broker reset). Declaring
+            // with the same arguments is a no-op.
+            let queue_type = QueueType::parse(&summary.queue_type).unwrap_or(QueueType::Quorum);
+            topology::declare_tenant(channel, &customer_ref, queue_type).await?;
+            let queue = names::tenant_queue(&customer_ref);
+            let tag = format!("wafleet-{}-{}", std::process::id(), queue);
+            let consumer =
+                channel.basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
+            let stop = session_stop.child_token();
+            let worker = TenantConsumer {
+                customer_ref: customer_ref.clone(),
+                processor: self.processor.clone(),
+                publisher: publisher.clone(),
+                tenant_slots: Arc::new(Semaphore::new(self.config.tenant_in_flight)),
+                global: self.global.clone(),
+                database_down: self.database_down.clone(),
+            };
+            tokio::spawn(worker.run(consumer, stop.clone()));
+            running.insert(customer_ref, Running { tag, stop });
+        }
+        self.active_consumers.store(running.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    DatabaseDown,
+}
+
+fn watch_connection(connection: &Connection, broken: CancellationToken) {
+    connection.on_error(move |e| {
+        warn!(error = %e, "AMQP connection error");
+        broken.cancel();
+    });
+}
+
+struct TenantConsumer {
+    customer_ref: CustomerRef,
+    processor: Processor,
+    publisher: Arc<Mutex<Channel>>,
+    tenant_slots: Arc<Semaphore>,
+    global: Arc<Semaphore>,
+    database_down: Arc<tokio::sync::Notify>,
+}
+
+impl TenantConsumer {
+    async fn run(self, mut consumer: lapin::Consumer, stop: CancellationToken) {
+        let this = Arc::new(self);
+        loop {
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = consumer.next() => match next {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => { warn!(tenant = %this.customer_ref, error = %e, "consumer error"); return; }
+                    None => return,
+                },
+            };
+            let (Ok(tenant_slot), Ok(global_slot)) =
+                (this.tenant_slots.clone().acquire_owned().await, this.global.clone().acquire_owned().await)
+            else {
+                return;
+            };
+            let this = this.clone();
+            tokio::spawn(async move {
+                let _slots = (tenant_slot, global_slot);
+                this.handle(delivery).await;
+            });
+        }
+    }
+
+    async fn handle(&self, delivery: lapin::message::Delivery) {
+        let started = std::time::Instant::now();
+        // ISOLATION: the tenant is the one this consumer was started for (its queue), not
+        // anything read from the message; the processor checks the envelope against it.
+        let disposition = self.processor.handle(&self.customer_ref, &delivery.data).await;
+        let acker = &delivery.acker;
+        let result = match disposition {
+            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+            Disposition::Quarantine => match self.quarantine(&delivery).await {
+                Ok(()) => acker.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    warn!(tenant = %self.customer_ref, error = %e, "quarantine publish failed; requeueing");
+                    acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                }
+            },
+            Disposition::DeadLetter(reason) => {
+                debug!(tenant = %self.customer_ref, reason, "rejecting to the dead-letter queue");
+                acker.reject(BasicRejectOptions { requeue: false }).await
+            }
+            Disposition::LeaveForNewerWorker => {
+                // Give newer workers a chance to take it, without spinning.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            }
+            Disposition::HoldDatabaseDown => {
+                let r = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                self.database_down.notify_one();
+                r
+            }
+        };
+        if let Err(e) = result {
+            warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
+        }
+        metrics::histogram!("wafleet_worker_processing_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    async fn quarantine(&self, delivery: &lapin::message::Delivery) -> Result<()> {
+        let channel = self.publisher.lock().await;
+        let confirm = channel
+            .basic_publish(
+                "",
+                QUARANTINE_QUEUE,
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &delivery.data,
+                BasicProperties::default().with_delivery_mode(2).with_headers(quarantine_headers(&self.customer_ref)),
+            )
+            .await?;
+        drop(channel);
+        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
+            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(_)) => Err(crate::error::Error::Management("quarantine publish not confirmed".into())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(crate::error::Error::Management("quarantine publish timed out".into())),
+        }
+    }
+}
+
+fn quarantine_headers(queue_tenant: &CustomerRef) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert("x-wafleet-queue-tenant".into(), lapin::types::AMQPValue::LongString(queue_tenant.as_str().into()));
+    headers
+}

@@ -1,0 +1,113 @@
+//! The service layer behind the operator CLI (and, later, the admin API): tenant and
+//! operations commands with one implementation, so their semantics cannot drift.
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use wafleet_shared::{CustomerRef, Keyring};
+
+use crate::db::{self, RoleSetup};
+use crate::error::{Error, Result};
+use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
+use crate::topology::{self, Management};
+
+/// Where the CLI finds its services.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// `DATABASE_URL` (application role).
+    pub database_url: String,
+    /// `AMQP_URL`.
+    pub amqp_url: String,
+    /// `RABBITMQ_API_URL`.
+    pub rabbitmq_api_url: String,
+}
+
+impl Endpoints {
+    /// Management API client for the vhost of `AMQP_URL`.
+    pub fn management(&self) -> Result<Management> {
+        Management::new(&self.rabbitmq_api_url, &wafleet_shared::amqp::vhost_of(&self.amqp_url))
+    }
+}
+
+/// `wafleet migrate`: schema and grants as the owner, then the fleet-wide broker topology and
+/// its policies.
+pub async fn migrate(owner_url: &str, endpoints: &Endpoints) -> Result<RoleSetup> {
+    let setup = db::migrate(owner_url, &endpoints.database_url).await?;
+    let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
+    let channel = connection.create_channel().await?;
+    topology::declare_base(&channel).await?;
+    let _ = connection.close(200, "done").await;
+    endpoints.management()?.apply_policies().await.map_err(|e| {
+        Error::Management(format!(
+            "{e}. Policies are applied through the management API: enable it with \
+             `rabbitmq-plugins enable rabbitmq_management` and check RABBITMQ_API_URL"
+        ))
+    })?;
+    Ok(setup)
+}
+
+/// `wafleet tenants add`: declares the tenant's queue and binding before committing the row,
+/// so no webhook URL can be handed out for a tenant without a queue.
+pub async fn add_tenant(pool: &PgPool, endpoints: &Endpoints, new: &NewTenant) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let (_, created) = tenant::insert(&mut tx, new).await?;
+    let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
+    let channel = connection.create_channel().await?;
+    topology::declare_tenant(&channel, &new.customer_ref, new.queue_type).await?;
+    let _ = connection.close(200, "done").await;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// `wafleet tenants list`.
+pub async fn list_tenants(pool: &PgPool) -> Result<Vec<TenantSummary>> {
+    tenant::list(pool).await
+}
+
+/// `wafleet tenants enable|disable`. Disabling never deletes the queue.
+pub async fn set_status(pool: &PgPool, customer_ref: &CustomerRef, status: TenantStatus) -> Result<()> {
+    tenant::set_status(pool, customer_ref, status).await.map(|_| ())
+}
+
+/// The signed webhook URL of a tenant, and its status (the caller warns if not active).
+pub async fn webhook_url(
+    pool: &PgPool,
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    base: &str,
+) -> Result<(String, TenantStatus)> {
+    let keyring = Keyring::parse(signing_key).map_err(|e| Error::Config(e.to_string()))?;
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    let base = base.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::Invalid("--base must be an http(s) URL such as https://hooks.example.com".into()));
+    }
+    let token = keyring.sign(customer_ref, meta.generation);
+    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
+}
+
+/// `wafleet rules add`: a keyword rule for the `rules` bot.
+pub async fn add_rule(pool: &PgPool, customer_ref: &CustomerRef, keyword: &str, reply: &str) -> Result<()> {
+    let keyword = keyword.trim();
+    if keyword.is_empty() || keyword.len() > 200 {
+        return Err(Error::Invalid("keyword must be 1-200 characters".into()));
+    }
+    if reply.trim().is_empty() {
+        return Err(Error::Invalid("reply must not be empty".into()));
+    }
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    // ISOLATION: written in the tenant's own scope; RLS rejects a row for any other tenant.
+    let mut tx = db::begin_tenant(pool, meta.id).await?;
+    sqlx::query(
+        "insert into bot_rules (tenant_id, keyword, reply) values ($1, $2, $3) \
+         on conflict (tenant_id, keyword) do update set reply = excluded.reply",
+    )
+    .bind(meta.id.get())
+    .bind(keyword)
+    .bind(reply)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

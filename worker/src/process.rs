@@ -1,0 +1,319 @@
+//! Handling of one delivered message, independent of AMQP so it can be tested directly:
+//! check the envelope against its queue, resolve the tenant, dedupe, run the bot in a fresh
+//! scope outside any transaction, then record the event and its replies in one short
+//! transaction. The returned [`Disposition`] tells the consumer what to do with the delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tracing::{debug, info, warn};
+use wafleet_shared::{CustomerRef, DecodeError, Envelope, EnvelopeV1};
+
+use crate::bots::{self, InboundMessage, Reply, TenantScope};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::tenant::{self, Tenant, TenantId};
+
+/// What the consumer must do with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (processed, deliberately dropped, or a duplicate).
+    Ack,
+    /// The envelope names another tenant than its queue: move it to `wa.quarantine`.
+    Quarantine,
+    /// Not an envelope at all: reject without requeue, so the queue's DLX takes it.
+    DeadLetter(&'static str),
+    /// Written by a newer release: put it back and let a newer worker take it.
+    LeaveForNewerWorker,
+    /// Postgres is unreachable: put it back and hold consumption until it returns.
+    HoldDatabaseDown,
+}
+
+/// Settings of message processing.
+#[derive(Clone, Debug)]
+pub struct ProcessConfig {
+    /// Upper bound on one bot run.
+    pub bot_timeout: Duration,
+    /// How long a reply may wait in the outbox before it expires.
+    pub reply_ttl: Duration,
+    /// Messages received longer ago than this are recorded without an auto-reply.
+    pub stale_after: Duration,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            bot_timeout: Duration::from_secs(10),
+            reply_ttl: Duration::from_secs(3600),
+            stale_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Shared state of message processing.
+#[derive(Clone)]
+pub struct Processor {
+    pool: PgPool,
+    config: ProcessConfig,
+    outbox_ready: Arc<tokio::sync::Notify>,
+}
+
+/// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
+/// few guarantees, and unknown fields are ignored.
+#[derive(Debug, Default)]
+struct EventFields {
+    chat_id: Option<String>,
+    body: Option<String>,
+    from_me: bool,
+    is_group: bool,
+    name: Option<String>,
+}
+
+impl EventFields {
+    fn from_payload(payload: &serde_json::Value) -> Self {
+        let s = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let b = |k: &str| payload.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        Self { chat_id: s("chat_id"), body: s("body"), from_me: b("from_me"), is_group: b("is_group"), name: s("name") }
+    }
+}
+
+impl Processor {
+    /// A processor writing to `pool`; `outbox_ready` wakes the sender after a commit.
+    pub fn new(pool: PgPool, config: ProcessConfig, outbox_ready: Arc<tokio::sync::Notify>) -> Self {
+        Self { pool, config, outbox_ready }
+    }
+
+    /// Handles one message taken from the queue of `queue_tenant`.
+    pub async fn handle(&self, queue_tenant: &CustomerRef, body: &[u8]) -> Disposition {
+        let envelope = match Envelope::decode(body) {
+            Ok(e) => e,
+            Err(DecodeError::UnknownVersion(v)) => {
+                warn!(tenant = %queue_tenant, version = %v, "envelope version unknown to this worker; leaving it for a newer one");
+                return Disposition::LeaveForNewerWorker;
+            }
+            Err(DecodeError::Malformed(_)) => {
+                warn!(tenant = %queue_tenant, "undecodable message; dead-lettering");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "undecodable").increment(1);
+                return Disposition::DeadLetter("undecodable");
+            }
+        };
+        // ISOLATION: double check at the worker. The broker routed this message by ref; if the
+        // envelope names anyone else, something upstream is broken, and it must not be processed.
+        if envelope.customer_ref() != queue_tenant {
+            warn!(tenant = %queue_tenant, envelope_tenant = %envelope.customer_ref(), "envelope/queue tenant mismatch; quarantining");
+            metrics::counter!("wafleet_worker_quarantined_total").increment(1);
+            return Disposition::Quarantine;
+        }
+        let envelope = envelope.into_v1();
+        match self.process(envelope).await {
+            Ok(()) => Disposition::Ack,
+            Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
+            Err(e) => {
+                // Not an outage: requeueing would loop, so the tenant's DLQ takes it, visibly.
+                warn!(tenant = %queue_tenant, error = %e, "processing failed; dead-lettering");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "processing_error").increment(1);
+                Disposition::DeadLetter("processing_error")
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %envelope.customer_ref, ingest_id = %envelope.ingest_id))]
+    async fn process(&self, envelope: EnvelopeV1) -> Result<()> {
+        let tenant =
+            match tenant::resolve_active(&self.pool, &envelope.customer_ref, envelope.generation, envelope.auth).await?
+            {
+                Ok(t) => t,
+                Err(rejection) => {
+                    // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
+                    warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
+                    metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(1);
+                    return Ok(());
+                }
+            };
+        if self.already_processed(&tenant, &envelope).await? {
+            debug!("duplicate event; skipping");
+            metrics::counter!("wafleet_worker_duplicates_total").increment(1);
+            return Ok(());
+        }
+        let fields = EventFields::from_payload(&envelope.payload);
+        let tenant_id = tenant.id();
+        let (outcome, replies) = self.run_bot_if_due(tenant, &envelope, &fields).await;
+        self.record(tenant_id, &envelope, &fields, outcome, &replies).await
+    }
+
+    async fn already_processed(&self, tenant: &Tenant, envelope: &EnvelopeV1) -> Result<bool> {
+        let mut tx = db::begin_tenant_read_only(&self.pool, tenant.id()).await?;
+        let fields = EventFields::from_payload(&envelope.payload);
+        let seen: bool = sqlx::query_scalar(
+            "select exists(select 1 from processed_events where tenant_id = $1 and (ingest_id = $2 \
+             or (provider_message_id = $3 and coalesce(chat_id, '') = coalesce($4, '') and from_me = $5)))",
+        )
+        .bind(tenant.id().get())
+        .bind(envelope.ingest_id.as_uuid())
+        .bind(envelope.provider_message_id.as_deref())
+        .bind(fields.chat_id.as_deref())
+        .bind(fields.from_me)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seen)
+    }
+
+    /// Runs the tenant's bot for inbound text messages; other events are recorded only.
+    async fn run_bot_if_due(
+        &self,
+        tenant: Tenant,
+        envelope: &EnvelopeV1,
+        fields: &EventFields,
+    ) -> (&'static str, Vec<Reply>) {
+        if envelope.event_type != "message" {
+            debug!(event = %envelope.event_type, "non-message event recorded without a bot run");
+            return ("recorded", Vec::new());
+        }
+        if fields.from_me {
+            // Our own outgoing messages come back as events; a bot must never answer them.
+            return ("from_me", Vec::new());
+        }
+        let (Some(chat_id), Some(body)) = (fields.chat_id.clone(), fields.body.clone()) else {
+            return ("no_text", Vec::new());
+        };
+        let age = Utc::now().signed_duration_since(envelope.received_at);
+        if age.to_std().map(|a| a > self.config.stale_after).unwrap_or(false) {
+            info!("stale message recorded without an auto-reply");
+            metrics::counter!("wafleet_worker_stale_total").increment(1);
+            return ("stale", Vec::new());
+        }
+        let message = InboundMessage { chat_id, body, sender_name: fields.name.clone(), is_group: fields.is_group };
+        // ISOLATION: a fresh bot and scope for this message only.
+        let scope = TenantScope::new(tenant, self.pool.clone());
+        let bot = bots::bot_for(scope.tenant().bot_kind());
+        let started = std::time::Instant::now();
+        // The bot runs on its own task so a panic is caught as a JoinError instead of unwinding
+        // through the consumer, and under a timeout so a hung bot holds only its own slot.
+        let task = tokio::spawn(async move { bot.handle(&scope, &message).await });
+        let abort = task.abort_handle();
+        let outcome = tokio::time::timeout(self.config.bot_timeout, task).await;
+        metrics::histogram!("wafleet_worker_bot_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(Ok(replies))) => ("replied", replies),
+            Ok(Ok(Err(e))) => {
+                warn!(error = %e, "bot failed");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_error").increment(1);
+                ("bot_failed", Vec::new())
+            }
+            Ok(Err(join)) => {
+                warn!(panicked = join.is_panic(), "bot panicked");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_panic").increment(1);
+                ("bot_panicked", Vec::new())
+            }
+            Err(_) => {
+                abort.abort();
+                warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_timeout").increment(1);
+                ("bot_timeout", Vec::new())
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        tenant: TenantId,
+        envelope: &EnvelopeV1,
+        fields: &EventFields,
+        outcome: &str,
+        replies: &[Reply],
+    ) -> Result<()> {
+        let mut tx = db::begin_tenant(&self.pool, tenant).await?;
+        let inserted = sqlx::query(
+            "insert into processed_events (tenant_id, ingest_id, event_type, chat_id, from_me, provider_message_id, outcome, received_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
+        )
+        .bind(tenant.get())
+        .bind(envelope.ingest_id.as_uuid())
+        .bind(&envelope.event_type)
+        .bind(fields.chat_id.as_deref())
+        .bind(fields.from_me)
+        .bind(envelope.provider_message_id.as_deref())
+        .bind(outcome)
+        .bind(envelope.received_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // A concurrent or earlier delivery of the same event won: discard this bot output.
+            tx.rollback().await?;
+            metrics::counter!("wafleet_worker_duplicates_total").increment(1);
+            return Ok(());
+        }
+        self.update_bridge_state(&mut tx, tenant, envelope).await?;
+        sqlx::query(
+            "insert into message_log (tenant_id, ingest_id, direction, event_type, chat_id, body) values ($1, $2, 'in', $3, $4, $5)",
+        )
+        .bind(tenant.get())
+        .bind(envelope.ingest_id.as_uuid())
+        .bind(&envelope.event_type)
+        .bind(fields.chat_id.as_deref())
+        .bind(fields.body.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        let chat = fields.chat_id.as_deref().map(reply_chat);
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
+        for reply in replies {
+            let Some(chat) = chat.as_deref() else { break };
+            // ISOLATION: the outbox row belongs to the tenant that owns the message; the bridge
+            // is not stored here but read from the tenant row at send time.
+            sqlx::query(
+                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at) values ($1, $2, $3, $4, $5)",
+            )
+            .bind(tenant.get())
+            .bind(envelope.ingest_id.as_uuid())
+            .bind(chat)
+            .bind(&reply.body)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("wafleet_worker_processed_total", "outcome" => outcome.to_owned()).increment(1);
+        if !replies.is_empty() {
+            self.outbox_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `connected` / `disconnected` update the tenant's bridge state, last writer wins by
+    /// received-at, so a late, older event cannot overwrite a newer state.
+    async fn update_bridge_state(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        tenant: TenantId,
+        envelope: &EnvelopeV1,
+    ) -> Result<()> {
+        let state = match envelope.event_type.as_str() {
+            "connected" => "connected",
+            "disconnected" => "disconnected",
+            _ => return Ok(()),
+        };
+        let at: DateTime<Utc> = envelope.received_at;
+        sqlx::query(
+            "update tenants set bridge_state = $2, bridge_state_at = $3, updated_at = now() \
+             where tenant_id = $1 and (bridge_state_at is null or bridge_state_at < $3)",
+        )
+        .bind(tenant.get())
+        .bind(state)
+        .bind(at)
+        .execute(&mut **tx)
+        .await
+        .map_err(Error::from)?;
+        Ok(())
+    }
+}
+
+/// The `chat` to send a reply to: the bare number for 1:1 chats (as in the WA Bridges send
+/// example), the full JID for groups.
+pub fn reply_chat(chat_id: &str) -> String {
+    chat_id.strip_suffix("@s.whatsapp.net").unwrap_or(chat_id).to_owned()
+}

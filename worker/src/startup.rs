@@ -1,0 +1,154 @@
+//! Worker startup: build every part, serve health and metrics, run until cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bridge_client::BridgeClient;
+use crate::config::WorkerConfig;
+use crate::consumer::ConsumerSupervisor;
+use crate::error::{Error, Result};
+use crate::process::Processor;
+use crate::sender::Sender;
+use crate::{db, topology};
+
+/// A built worker, bound to its health port.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    pool: PgPool,
+    supervisor: Arc<ConsumerSupervisor>,
+    sender: Arc<Sender>,
+    config: WorkerConfig,
+    metrics: Option<PrometheusHandle>,
+}
+
+#[derive(Clone)]
+struct HealthState {
+    pool: PgPool,
+    supervisor: Arc<ConsumerSupervisor>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl Application {
+    /// Checks the database role, builds the pool, client, processor and sender, and binds.
+    pub async fn build(config: WorkerConfig, metrics: Option<PrometheusHandle>) -> Result<Self> {
+        let pool = db::app_pool(&config.database_url, config.pool_size)?;
+        db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
+        let client = BridgeClient::new(&config.wa_api_base_url, config.wa_api_key.clone(), config.send_timeout)?;
+        let outbox_ready = Arc::new(Notify::new());
+        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone());
+        let supervisor = Arc::new(ConsumerSupervisor::new(
+            config.amqp_url.clone(),
+            pool.clone(),
+            processor,
+            config.consumer.clone(),
+        ));
+        let sender = Arc::new(Sender::new(pool.clone(), client, config.sender.clone(), outbox_ready));
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot bind WAFLEET_WORKER_ADDR {}: {e}", config.addr)))?;
+        Ok(Self { listener, pool, supervisor, sender, config, metrics })
+    }
+
+    /// The bound health/metrics port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a: SocketAddr| a.port()).unwrap_or(0)
+    }
+
+    /// Runs consumers, sender and the health server until `shutdown` fires.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+        self.warn_if_policies_missing().await;
+        let tenants_changed = Arc::new(Notify::new());
+        tokio::spawn(listen_for_tenant_changes(
+            self.config.database_url.clone(),
+            tenants_changed.clone(),
+            shutdown.clone(),
+        ));
+        let consumers = tokio::spawn(self.supervisor.clone().run(shutdown.clone(), tenants_changed));
+        let sender = tokio::spawn(self.sender.clone().run(shutdown.clone()));
+        let state = HealthState { pool: self.pool.clone(), supervisor: self.supervisor.clone(), metrics: self.metrics };
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(render_metrics))
+            .with_state(state);
+        let stop = shutdown.clone();
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|e| Error::Config(format!("health server: {e}")))?;
+        let _ = consumers.await;
+        let _ = sender.await;
+        self.pool.close().await;
+        info!("worker stopped");
+        Ok(())
+    }
+
+    async fn warn_if_policies_missing(&self) {
+        let vhost = wafleet_shared::amqp::vhost_of(&self.config.amqp_url);
+        let check = match topology::Management::new(&self.config.rabbitmq_api_url, &vhost) {
+            Ok(m) => m.policies_present().await,
+            Err(e) => Err(e),
+        };
+        match check {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                "tenant queue policy {} is missing: dead-lettering, delivery limit and overflow are not set. Run `wafleet migrate`",
+                topology::TENANT_POLICY
+            ),
+            Err(e) => warn!(error = %e, "could not check broker policies through RABBITMQ_API_URL"),
+        }
+    }
+}
+
+async fn readyz(State(state): State<HealthState>) -> (StatusCode, &'static str) {
+    if sqlx::query("select 1").execute(&state.pool).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
+    }
+    if state.supervisor.active_consumers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no tenant queue consumed yet");
+    }
+    (StatusCode::OK, "ready")
+}
+
+async fn render_metrics(State(state): State<HealthState>) -> String {
+    state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// LISTENs on `wafleet_tenants` on a direct connection (not through a transaction pooler,
+/// which would drop the LISTEN) and wakes the consumer refresh on every change.
+async fn listen_for_tenant_changes(database_url: String, changed: Arc<Notify>, shutdown: CancellationToken) {
+    let mut delay = std::time::Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        let listener = async {
+            let mut listener = PgListener::connect(&database_url).await?;
+            listener.listen("wafleet_tenants").await?;
+            changed.notify_one();
+            loop {
+                listener.recv().await?;
+                changed.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = listener => if let Err(e) = result { warn!(error = %e, "tenant change listener failed; reconnecting") },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+    }
+}

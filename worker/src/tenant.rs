@@ -1,0 +1,439 @@
+//! Tenants and the repository that is the only place a [`Tenant`] or [`TenantBridge`] is made.
+//!
+//! ISOLATION: neither type can be built, parsed, deserialized or decoded from a row outside this
+//! module. A bridge key therefore reaches the sender only by reading the tenant's own row under
+//! its own RLS scope; no string from a request can become a `TenantBridge`. The compile-fail
+//! tests in `worker/tests/ui/` prove it.
+
+use std::fmt;
+
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use wafleet_shared::topology::QueueType;
+use wafleet_shared::{AuthMode, CustomerRef, Generation};
+
+use crate::db;
+use crate::error::{Error, Result};
+
+/// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(i64);
+
+impl TenantId {
+    /// Wraps an id read from the database.
+    pub fn from_db(id: i64) -> Self {
+        Self(id)
+    }
+    /// The raw id.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The `/proxy/*` path key of a tenant's own bridge. Capability type: only the repository makes
+/// one, from the tenant's row, and the bridge client accepts nothing else.
+#[derive(PartialEq, Eq)]
+pub struct TenantBridge {
+    key: String,
+}
+
+impl TenantBridge {
+    /// The key, for building the request path.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Debug for TenantBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantBridge({})", self.key)
+    }
+}
+
+/// Status of a tenant row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantStatus {
+    /// Messages are processed and replies sent.
+    Active,
+    /// Messages are dropped with a warning; the queue is kept.
+    Disabled,
+    /// Tombstone: the ref can never be used again.
+    Offboarded,
+}
+
+impl TenantStatus {
+    fn parse(raw: &str) -> Result<Self> {
+        match raw {
+            "active" => Ok(Self::Active),
+            "disabled" => Ok(Self::Disabled),
+            "offboarded" => Ok(Self::Offboarded),
+            other => Err(Error::Invalid(format!("unknown tenant status {other}"))),
+        }
+    }
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Offboarded => "offboarded",
+        }
+    }
+}
+
+/// Which built-in bot a tenant runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BotKind {
+    /// Replies with the message text.
+    Echo,
+    /// Replies from the tenant's keyword rules.
+    Rules,
+}
+
+impl BotKind {
+    /// Parses the database / CLI spelling.
+    pub fn parse(raw: &str) -> Result<Self> {
+        match raw {
+            "echo" => Ok(Self::Echo),
+            "rules" => Ok(Self::Rules),
+            other => Err(Error::Invalid(format!("unknown bot kind {other:?}: use echo or rules"))),
+        }
+    }
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Rules => "rules",
+        }
+    }
+}
+
+/// An active tenant, read from its own row. Fields are private: only this module builds one.
+pub struct Tenant {
+    id: TenantId,
+    customer_ref: CustomerRef,
+    bridge: TenantBridge,
+    status: TenantStatus,
+    generation: Generation,
+    auth_mode: AuthMode,
+    queue_type: QueueType,
+    bot_kind: BotKind,
+    bot_config: serde_json::Value,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant").field("id", &self.id).field("customer_ref", &self.customer_ref).finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    /// Database id.
+    pub fn id(&self) -> TenantId {
+        self.id
+    }
+    /// The tenant's ref.
+    pub fn customer_ref(&self) -> &CustomerRef {
+        &self.customer_ref
+    }
+    /// The tenant's own bridge.
+    pub fn bridge(&self) -> &TenantBridge {
+        &self.bridge
+    }
+    /// Row status.
+    pub fn status(&self) -> TenantStatus {
+        self.status
+    }
+    /// Current URL generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+    /// Whether the open webhook route is allowed.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth_mode
+    }
+    /// Queue type of `wa.tenant.<ref>`.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+    /// Bot the tenant runs.
+    pub fn bot_kind(&self) -> BotKind {
+        self.bot_kind
+    }
+    /// Bot configuration (per-tenant JSON).
+    pub fn bot_config(&self) -> &serde_json::Value {
+        &self.bot_config
+    }
+}
+
+/// Metadata from the cross-tenant lookup, before the tenant's own row is read.
+#[derive(Clone, Debug)]
+pub struct TenantMeta {
+    /// Database id.
+    pub id: TenantId,
+    /// Row status.
+    pub status: TenantStatus,
+    /// Current URL generation.
+    pub generation: Generation,
+    /// Auth mode.
+    pub auth_mode: AuthMode,
+}
+
+/// Looks up a ref through the narrow definer function: ids and metadata only.
+pub async fn lookup(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<TenantMeta>> {
+    let row = sqlx::query("select tenant_id, status, generation, auth_mode from wafleet_resolve_tenant($1)")
+        .bind(customer_ref.as_str())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|row| -> Result<TenantMeta> {
+        Ok(TenantMeta {
+            id: TenantId(row.try_get("tenant_id")?),
+            status: TenantStatus::parse(row.try_get("status")?)?,
+            generation: generation_of(row.try_get("generation")?)?,
+            auth_mode: auth_of(row.try_get("auth_mode")?)?,
+        })
+    })
+    .transpose()
+}
+
+/// Reads a tenant's own row inside a transaction already scoped to that tenant.
+/// ISOLATION: RLS makes any other tenant's row invisible here, and the `where` repeats the id.
+pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
+    let row = sqlx::query(
+        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config \
+         from tenants where tenant_id = $1",
+    )
+    .bind(id.get())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let customer_ref: String = row.try_get("customer_ref")?;
+    Ok(Some(Tenant {
+        id: TenantId(row.try_get("tenant_id")?),
+        customer_ref: CustomerRef::parse(&customer_ref).map_err(|e| Error::Invalid(e.to_string()))?,
+        bridge: TenantBridge { key: row.try_get("bridge")? },
+        status: TenantStatus::parse(row.try_get("status")?)?,
+        generation: generation_of(row.try_get("generation")?)?,
+        auth_mode: auth_of(row.try_get("auth_mode")?)?,
+        queue_type: QueueType::parse(row.try_get("queue_type")?)
+            .ok_or_else(|| Error::Invalid("unknown queue type".into()))?,
+        bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
+        bot_config: row.try_get("bot_config")?,
+    }))
+}
+
+/// Why a message's tenant could not be used. Each becomes a `reason` label on the drop metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No tenant has this ref.
+    UnknownTenant,
+    /// The tenant is disabled.
+    Disabled,
+    /// The tenant was offboarded (tombstone).
+    Offboarded,
+    /// The URL generation is not the tenant's current one (rotated or forged).
+    GenerationMismatch,
+    /// An open-route event for a tenant that requires a signed URL.
+    OpenAuthNotAllowed,
+}
+
+impl Rejection {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownTenant => "unknown_tenant",
+            Self::Disabled => "disabled",
+            Self::Offboarded => "offboarded",
+            Self::GenerationMismatch => "generation_mismatch",
+            Self::OpenAuthNotAllowed => "open_auth_not_allowed",
+        }
+    }
+}
+
+/// Resolves the active tenant for an envelope: the ref must name an active tenant whose
+/// generation matches, and open events need an open tenant. There is no fallback tenant.
+pub async fn resolve_active(
+    pool: &PgPool,
+    customer_ref: &CustomerRef,
+    generation: Generation,
+    auth: AuthMode,
+) -> Result<std::result::Result<Tenant, Rejection>> {
+    let Some(meta) = lookup(pool, customer_ref).await? else { return Ok(Err(Rejection::UnknownTenant)) };
+    let mut tx = db::begin_tenant_read_only(pool, meta.id).await?;
+    let tenant = load_in(&mut tx, meta.id).await?;
+    tx.commit().await?;
+    let Some(tenant) = tenant else { return Ok(Err(Rejection::UnknownTenant)) };
+    Ok(check_usable(tenant, generation, auth))
+}
+
+fn check_usable(tenant: Tenant, generation: Generation, auth: AuthMode) -> std::result::Result<Tenant, Rejection> {
+    match tenant.status {
+        TenantStatus::Disabled => return Err(Rejection::Disabled),
+        TenantStatus::Offboarded => return Err(Rejection::Offboarded),
+        TenantStatus::Active => {}
+    }
+    match (auth, tenant.auth_mode) {
+        // Open events carry no generation; they are only for tenants that opted in.
+        (AuthMode::Open, AuthMode::Open) => Ok(tenant),
+        (AuthMode::Open, AuthMode::Token) => Err(Rejection::OpenAuthNotAllowed),
+        (AuthMode::Token, _) if generation != tenant.generation => Err(Rejection::GenerationMismatch),
+        (AuthMode::Token, _) => Ok(tenant),
+    }
+}
+
+fn generation_of(raw: i64) -> Result<Generation> {
+    Generation::from_db(raw).ok_or_else(|| Error::Invalid("negative generation".into()))
+}
+
+fn auth_of(raw: &str) -> Result<AuthMode> {
+    AuthMode::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown auth mode {raw}")))
+}
+
+/// A row of `tenants list`: metadata only, for operators and the reconciler.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TenantSummary {
+    /// Database id.
+    pub tenant_id: i64,
+    /// The ref.
+    pub customer_ref: String,
+    /// Bridge key (for display; the sender never uses this value).
+    pub bridge: String,
+    /// Row status.
+    pub status: String,
+    /// URL generation.
+    pub generation: i64,
+    /// Auth mode.
+    pub auth_mode: String,
+    /// Queue type.
+    pub queue_type: String,
+    /// Bot kind.
+    pub bot_kind: String,
+}
+
+/// Lists the fleet through the definer function.
+pub async fn list(pool: &PgPool) -> Result<Vec<TenantSummary>> {
+    let rows = sqlx::query(
+        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind from wafleet_list_tenants()",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(TenantSummary {
+                tenant_id: row.try_get("tenant_id")?,
+                customer_ref: row.try_get("customer_ref")?,
+                bridge: row.try_get("bridge")?,
+                status: row.try_get("status")?,
+                generation: row.try_get("generation")?,
+                auth_mode: row.try_get("auth_mode")?,
+                queue_type: row.try_get("queue_type")?,
+                bot_kind: row.try_get("bot_kind")?,
+            })
+        })
+        .collect()
+}
+
+/// Settings of a new tenant.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    /// The ref.
+    pub customer_ref: CustomerRef,
+    /// The bridge's `/proxy/*` key at WA Bridges.
+    pub bridge: String,
+    /// Bot kind.
+    pub bot_kind: BotKind,
+    /// Auth mode.
+    pub auth_mode: AuthMode,
+    /// Queue type.
+    pub queue_type: QueueType,
+}
+
+/// Inserts a tenant inside `tx` (the caller declares the queue before committing).
+/// Returns the id and whether the row is new (false: an identical tenant already existed).
+pub async fn insert(tx: &mut Transaction<'static, Postgres>, new: &NewTenant) -> Result<(TenantId, bool)> {
+    if new.bridge.is_empty() || new.bridge.len() > 256 || new.bridge.chars().any(char::is_control) {
+        return Err(Error::Invalid("bridge key must be 1-256 printable characters".into()));
+    }
+    let result =
+        sqlx::query_as::<_, (i64, bool)>("select tenant_id, created from wafleet_add_tenant($1, $2, $3, $4, $5)")
+            .bind(new.customer_ref.as_str())
+            .bind(&new.bridge)
+            .bind(new.bot_kind.as_str())
+            .bind(new.auth_mode.as_str())
+            .bind(new.queue_type.as_str())
+            .fetch_one(&mut **tx)
+            .await;
+    match result {
+        Ok((id, created)) => Ok((TenantId(id), created)),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("tenants_bridge_key") => {
+            Err(Error::Conflict(format!("bridge {} already belongs to another tenant", new.bridge)))
+        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => {
+            Err(Error::Conflict(db.message().to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets a tenant active or disabled. Errors if the ref is unknown or offboarded.
+pub async fn set_status(pool: &PgPool, customer_ref: &CustomerRef, status: TenantStatus) -> Result<TenantId> {
+    let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_status($1, $2)")
+        .bind(customer_ref.as_str())
+        .bind(status.as_str())
+        .fetch_one(pool)
+        .await?;
+    id.map(TenantId).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(status: TenantStatus, generation: u64, auth_mode: AuthMode) -> Tenant {
+        Tenant {
+            id: TenantId(1),
+            customer_ref: CustomerRef::parse("a").unwrap_or_else(|e| panic!("{e}")),
+            bridge: TenantBridge { key: "bridge-a".into() },
+            status,
+            generation: Generation::from_db(generation as i64).unwrap_or(Generation::FIRST),
+            auth_mode,
+            queue_type: QueueType::Quorum,
+            bot_kind: BotKind::Echo,
+            bot_config: serde_json::Value::Null,
+        }
+    }
+    fn generation(n: i64) -> Generation {
+        Generation::from_db(n).unwrap_or(Generation::FIRST)
+    }
+
+    #[test]
+    fn only_active_tenants_of_the_same_generation_are_usable() {
+        assert!(check_usable(tenant(TenantStatus::Active, 2, AuthMode::Token), generation(2), AuthMode::Token).is_ok());
+        let rejection = |t, g, a| check_usable(t, g, a).err();
+        assert_eq!(
+            rejection(tenant(TenantStatus::Active, 2, AuthMode::Token), generation(1), AuthMode::Token),
+            Some(Rejection::GenerationMismatch)
+        );
+        assert_eq!(
+            rejection(tenant(TenantStatus::Disabled, 1, AuthMode::Token), generation(1), AuthMode::Token),
+            Some(Rejection::Disabled)
+        );
+        assert_eq!(
+            rejection(tenant(TenantStatus::Offboarded, 1, AuthMode::Token), generation(1), AuthMode::Token),
+            Some(Rejection::Offboarded)
+        );
+    }
+
+    #[test]
+    fn open_events_are_accepted_only_for_open_tenants() {
+        assert_eq!(
+            check_usable(tenant(TenantStatus::Active, 1, AuthMode::Token), generation(0), AuthMode::Open).err(),
+            Some(Rejection::OpenAuthNotAllowed)
+        );
+        assert!(check_usable(tenant(TenantStatus::Active, 1, AuthMode::Open), generation(0), AuthMode::Open).is_ok());
+    }
+}
