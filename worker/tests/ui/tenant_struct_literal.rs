@@ -1,0 +1,5 @@
+use wafleet_worker::tenant::{Tenant, TenantId};
+
+fn main() {
+    let _t = Tenant { id: TenantId::from_db(2) };
+}
