@@ -1,0 +1,150 @@
+//! Command-line flags and environment variables of the `wafleet-sim` binary, and their mapping
+//! onto [`SimConfig`]. Kept in the library so the parsing is unit-tested.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::builder::FalseyValueParser;
+use clap::{ArgAction, Parser};
+
+use crate::SimConfig;
+
+/// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wafleet-sim", version, about)]
+pub struct Cli {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "WAFLEET_SIM_ADDR", default_value = "127.0.0.1:9090")]
+    pub addr: SocketAddr,
+    /// Accepted API key(s); repeat the flag or separate with commas. The first owns `--bridge`s.
+    #[arg(
+        long = "api-key",
+        env = "WA_API_KEY",
+        value_delimiter = ',',
+        default_value = "sk_test_default",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Disable all rate limits.
+    #[arg(long, env = "WAFLEET_SIM_UNLIMITED", action = ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
+    pub unlimited: bool,
+    /// Length in seconds of one rate-limit window (the API's "minute").
+    #[arg(long, env = "WAFLEET_SIM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window_secs: u64,
+    /// Post a `from_me: true` message event to the bridge's webhook after every successful send.
+    #[arg(long, env = "WAFLEET_SIM_ECHO_FROM_ME", action = ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
+    pub echo_from_me: bool,
+    /// Proxy calls allowed per key per window.
+    #[arg(long, env = "WAFLEET_SIM_PROXY_PER_WINDOW", default_value_t = 120)]
+    pub proxy_per_window: u32,
+    /// Other `/api/*` calls allowed per key per window.
+    #[arg(long, env = "WAFLEET_SIM_OTHER_PER_WINDOW", default_value_t = 120)]
+    pub other_per_window: u32,
+    /// `POST /api/instances` calls allowed per key per window.
+    #[arg(long, env = "WAFLEET_SIM_PROVISION_PER_WINDOW", default_value_t = 10)]
+    pub provision_per_window: u32,
+    /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
+    /// repeatable.
+    #[arg(long = "bridge", value_parser = parse_bridge_spec)]
+    pub bridges: Vec<BridgeSpec>,
+}
+
+/// One `--bridge` flag value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpec {
+    /// The bridge key.
+    pub customer_ref: String,
+    /// Where its inbound events go, if anywhere.
+    pub webhook_url: Option<String>,
+}
+
+/// Parse `<customer_ref>=<webhook_url>` or a bare `<customer_ref>`.
+pub fn parse_bridge_spec(raw: &str) -> Result<BridgeSpec, String> {
+    let (customer_ref, url) = match raw.split_once('=') {
+        Some((r, u)) => (r.trim(), Some(u.trim())),
+        None => (raw.trim(), None),
+    };
+    if customer_ref.is_empty() {
+        return Err("customer_ref must not be empty".into());
+    }
+    let webhook_url = match url.filter(|u| !u.is_empty()) {
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.to_owned()),
+        Some(_) => return Err("webhook_url must be an http(s) URL".into()),
+        None => None,
+    };
+    Ok(BridgeSpec { customer_ref: customer_ref.to_owned(), webhook_url })
+}
+
+impl Cli {
+    /// The simulator configuration these flags describe.
+    pub fn sim_config(&self) -> SimConfig {
+        SimConfig {
+            api_keys: self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
+            unlimited: self.unlimited,
+            window: Duration::from_secs(self.window_secs),
+            echo_from_me: self.echo_from_me,
+            proxy_per_window: self.proxy_per_window,
+            other_per_window: self.other_per_window,
+            provision_per_window: self.provision_per_window,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_flag_accepts_ref_with_or_without_a_webhook() {
+        let spec = parse_bridge_spec("cust_1=http://127.0.0.1:8080/wa/cust_1/tok").unwrap();
+        assert_eq!(spec.customer_ref, "cust_1");
+        assert_eq!(spec.webhook_url.as_deref(), Some("http://127.0.0.1:8080/wa/cust_1/tok"));
+        assert_eq!(parse_bridge_spec("cust_2").unwrap().webhook_url, None);
+        assert!(parse_bridge_spec("=http://x").is_err());
+        assert!(parse_bridge_spec("c=ftp://x").is_err());
+    }
+
+    #[test]
+    fn flags_map_onto_the_sim_config() {
+        let cli = Cli::try_parse_from([
+            "wafleet-sim",
+            "--addr",
+            "127.0.0.1:0",
+            "--api-key",
+            "sk_a,sk_b",
+            "--api-key",
+            "sk_c",
+            "--unlimited",
+            "--window-secs",
+            "6",
+            "--echo-from-me",
+            "--bridge",
+            "cust_1=http://h/x",
+            "--bridge",
+            "cust_2",
+        ])
+        .unwrap();
+        let config = cli.sim_config();
+        assert_eq!(config.api_keys, ["sk_a", "sk_b", "sk_c"]);
+        assert!(config.unlimited && config.echo_from_me);
+        assert_eq!(config.window, Duration::from_secs(6));
+        assert_eq!(cli.bridges.len(), 2);
+    }
+
+    #[test]
+    fn defaults_match_the_documented_api() {
+        let cli = Cli::try_parse_from(["wafleet-sim"]).unwrap();
+        let config = cli.sim_config();
+        assert_eq!(cli.addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.window, Duration::from_secs(60));
+        assert_eq!((config.proxy_per_window, config.other_per_window, config.provision_per_window), (120, 120, 10));
+        assert!(cli.bridges.is_empty());
+    }
+
+    #[test]
+    fn zero_window_is_refused() {
+        assert!(Cli::try_parse_from(["wafleet-sim", "--window-secs", "0"]).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Simulator configuration: which API keys exist, how long a rate-limit "minute" lasts, the three
+//! per-key limits and optional behaviours. It owns validation of those values and nothing else; the
+//! binary maps its CLI flags onto [`SimConfig`].
+
+use std::time::Duration;
+
+/// How a [`crate::Simulator`] behaves. `Default` matches the documented WA Bridges limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// API keys accepted in `Authorization: Bearer <key>`; each key is one account. The first one
+    /// owns bridges registered without an explicit key.
+    pub api_keys: Vec<String>,
+    /// Disable every rate limit (proxy calls are still counted per window).
+    pub unlimited: bool,
+    /// Length of one rate-limit window, the API's "minute". Tests and benchmarks compress it.
+    pub window: Duration,
+    /// After a successful send, post a `from_me: true` `message` event to the bridge's webhook.
+    pub echo_from_me: bool,
+    /// `/api/instances/{key}/proxy/*` calls allowed per key per window (documented: 120).
+    pub proxy_per_window: u32,
+    /// Other `/api/*` calls allowed per key per window (documented: 120).
+    pub other_per_window: u32,
+    /// `POST /api/instances` calls allowed per key per window (documented: 10).
+    pub provision_per_window: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: vec!["sk_test_default".to_owned()],
+            unlimited: false,
+            window: Duration::from_secs(60),
+            echo_from_me: false,
+            proxy_per_window: 120,
+            other_per_window: 120,
+            provision_per_window: 10,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The key that owns bridges registered without one: the first configured key.
+    pub fn default_api_key(&self) -> Option<&str> {
+        self.api_keys.first().map(String::as_str)
+    }
+
+    /// Reject configurations the simulator cannot serve: no keys, a blank key or a zero window.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.api_keys.is_empty() {
+            return Err("at least one API key is required".to_owned());
+        }
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err("API keys must not be blank".to_owned());
+        }
+        if self.window.is_zero() {
+            return Err("the rate-limit window must be longer than zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_matches_the_documented_limits() {
+        let c = SimConfig::default();
+        assert_eq!((c.proxy_per_window, c.other_per_window, c.provision_per_window), (120, 120, 10));
+        assert_eq!(c.window, Duration::from_secs(60));
+        assert_eq!(c.default_api_key(), Some("sk_test_default"));
+        assert!(!c.unlimited && !c.echo_from_me);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn config_without_keys_or_with_zero_window_is_rejected() {
+        let no_keys = SimConfig { api_keys: vec![], ..SimConfig::default() };
+        assert!(no_keys.validate().is_err());
+        let blank = SimConfig { api_keys: vec![" ".into()], ..SimConfig::default() };
+        assert!(blank.validate().is_err());
+        let zero = SimConfig { window: Duration::ZERO, ..SimConfig::default() };
+        assert!(zero.validate().is_err());
+    }
+}
