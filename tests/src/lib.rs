@@ -1,1 +1,348 @@
-//! placeholder
+//! Test harness for the end-to-end and isolation suites: each [`TestEnv`] gets its own Postgres
+//! database, its own RabbitMQ vhost, a WA Bridges simulator on port 0, and in-process ingest and
+//! worker instances wired to them. Service URLs come from the environment and default to the
+//! local services.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wafleet_shared::topology::QueueType;
+use wafleet_shared::{AuthMode, CustomerRef, Keyring};
+use wafleet_sim::{SimConfig, Simulator};
+use wafleet_worker::config::WorkerConfig;
+use wafleet_worker::consumer::ConsumerConfig;
+use wafleet_worker::ops::{self, Endpoints};
+use wafleet_worker::process::ProcessConfig;
+use wafleet_worker::sender::SenderConfig;
+use wafleet_worker::tenant::{BotKind, NewTenant};
+
+/// Signing key used by every test ingest.
+pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef-wafleet";
+/// API key the simulator accepts.
+pub const TEST_API_KEY: &str = "sk_test_default";
+
+/// Admin Postgres URL (a role that may create databases), `WAFLEET_TEST_PG_ADMIN_URL`.
+pub fn pg_admin_url() -> String {
+    std::env::var("WAFLEET_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+/// AMQP base URL without vhost, `WAFLEET_TEST_AMQP_BASE`.
+pub fn amqp_base() -> String {
+    std::env::var("WAFLEET_TEST_AMQP_BASE").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+/// Management API URL, `RABBITMQ_API_URL`.
+pub fn rabbit_api() -> String {
+    std::env::var("RABBITMQ_API_URL").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("postgres url");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// Installs a process-wide Prometheus recorder once and returns its handle, so tests can read
+/// counters.
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            wafleet_shared::telemetry::init_tracing();
+            wafleet_shared::telemetry::install_metrics().expect("metrics recorder")
+        })
+        .clone()
+}
+
+/// Sums the samples of `name` whose labels contain every `label=value` pair in `labels`.
+pub fn counter_value(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = metrics_handle().render();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One isolated environment: database, vhost, simulator, ingest and worker.
+pub struct TestEnv {
+    /// Unique name of the database and vhost.
+    pub name: String,
+    /// Pool as the application role.
+    pub app_pool: PgPool,
+    /// Pool as the owner (for assertions only; bypasses RLS).
+    pub owner_pool: PgPool,
+    /// Endpoints for `ops` calls.
+    pub endpoints: Endpoints,
+    /// Owner URL of the test database.
+    pub owner_url: String,
+    /// The simulator.
+    pub sim: Simulator,
+    /// Base URL of ingest.
+    pub ingest_url: String,
+    /// The AMQP URL with this env's vhost.
+    pub amqp_url: String,
+    shutdown: CancellationToken,
+    worker_stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    worker: Option<JoinHandle<()>>,
+    worker_config: WorkerConfig,
+}
+
+/// Options of a test environment.
+#[derive(Clone, Debug, Default)]
+pub struct EnvOptions {
+    /// Do not start the worker (tests that start it later).
+    pub no_worker: bool,
+    /// Accept the open webhook route.
+    pub open_webhook: bool,
+    /// Simulator config (defaults to unlimited).
+    pub sim: Option<SimConfig>,
+    /// Bot timeout.
+    pub bot_timeout: Option<Duration>,
+}
+
+impl TestEnv {
+    /// A fresh environment with defaults.
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::with(EnvOptions::default()).await
+    }
+
+    /// A fresh environment.
+    pub async fn with(options: EnvOptions) -> anyhow::Result<Self> {
+        metrics_handle();
+        // The tail of a UUIDv7 is random; its head is a timestamp shared by parallel tests.
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let name = format!("wf_t_{}", &id[id.len() - 14..]);
+        let admin = PgPoolOptions::new().max_connections(1).connect(&pg_admin_url()).await.context(
+            "cannot reach Postgres: start it or set WAFLEET_TEST_PG_ADMIN_URL (see README, Running the tests)",
+        )?;
+        sqlx::query(&format!("create database {name}")).execute(&admin).await?;
+        admin.close().await;
+        let owner_url = with_database(&pg_admin_url(), &name);
+        let mut app_url = url::Url::parse(&owner_url)?;
+        app_url.set_username("wafleet_app").map_err(|_| anyhow::anyhow!("url"))?;
+        app_url.set_password(None).map_err(|_| anyhow::anyhow!("url"))?;
+        let amqp_url = format!("{}/{name}", amqp_base());
+        let endpoints =
+            Endpoints { database_url: app_url.to_string(), amqp_url: amqp_url.clone(), rabbitmq_api_url: rabbit_api() };
+        endpoints
+            .management()?
+            .create_vhost("guest")
+            .await
+            .context("cannot create a vhost: is rabbitmq_management enabled? (rabbitmq-plugins enable rabbitmq_management)")?;
+        ops::migrate(&owner_url, &endpoints).await.context("migrate")?;
+        let app_pool = wafleet_worker::db::app_pool(&endpoints.database_url, 5)?;
+        let owner_pool = PgPoolOptions::new().max_connections(2).connect(&owner_url).await?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let sim_config = options.sim.clone().unwrap_or(SimConfig {
+            api_keys: vec![TEST_API_KEY.into()],
+            unlimited: true,
+            ..SimConfig::default()
+        });
+        let (sim, sim_task) = Simulator::start(sim_config, "127.0.0.1:0".parse()?).await?;
+        tasks.push(sim_task);
+
+        let keyring = Keyring::parse(&SecretString::from(TEST_SIGNING_KEY))?;
+        let mut ingest_config = wafleet_ingest::config::Config::new(keyring);
+        ingest_config.amqp_url = SecretString::from(amqp_url.clone());
+        ingest_config.addr = "127.0.0.1:0".parse()?;
+        ingest_config.open_webhook = options.open_webhook;
+        ingest_config.ready_recheck = Duration::from_millis(200);
+        let ingest = wafleet_ingest::startup::Application::build(ingest_config).await?;
+        let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = ingest.run_until_stopped(stop).await;
+        }));
+
+        let worker_config = WorkerConfig {
+            database_url: endpoints.database_url.clone(),
+            amqp_url: amqp_url.clone(),
+            rabbitmq_api_url: rabbit_api(),
+            wa_api_key: SecretString::from(TEST_API_KEY),
+            wa_api_base_url: sim.base_url(),
+            addr: "127.0.0.1:0".parse()?,
+            pool_size: 5,
+            allow_unsafe_db_role: false,
+            send_timeout: Duration::from_secs(3),
+            consumer: ConsumerConfig { refresh_interval: Duration::from_secs(2), ..ConsumerConfig::default() },
+            process: ProcessConfig {
+                bot_timeout: options.bot_timeout.unwrap_or(Duration::from_secs(5)),
+                ..ProcessConfig::default()
+            },
+            sender: SenderConfig { poll_interval: Duration::from_millis(100), ..SenderConfig::default() },
+        };
+        let mut env = Self {
+            name,
+            app_pool,
+            owner_pool,
+            endpoints,
+            owner_url,
+            sim,
+            ingest_url,
+            amqp_url,
+            worker_stop: shutdown.child_token(),
+            shutdown,
+            tasks,
+            worker: None,
+            worker_config,
+        };
+        env.wait_ingest_ready().await?;
+        if !options.no_worker {
+            env.start_worker().await?;
+        }
+        Ok(env)
+    }
+
+    async fn wait_ingest_ready(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.ingest_url);
+        wait_until(Duration::from_secs(20), || async {
+            client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        })
+        .await
+        .context("ingest never became ready")
+    }
+
+    /// Starts (or restarts) the in-process worker.
+    pub async fn start_worker(&mut self) -> anyhow::Result<()> {
+        self.worker_stop = self.shutdown.child_token();
+        let app = wafleet_worker::startup::Application::build(self.worker_config.clone(), Some(metrics_handle())).await?;
+        let stop = self.worker_stop.clone();
+        self.worker = Some(tokio::spawn(async move {
+            let _ = app.run_until_stopped(stop).await;
+        }));
+        Ok(())
+    }
+
+    /// Stops the in-process worker and waits for it to finish.
+    pub async fn stop_worker(&mut self) {
+        self.worker_stop.cancel();
+        if let Some(w) = self.worker.take() {
+            let _ = w.await;
+        }
+    }
+
+    /// Adds a tenant with an `echo` bot on bridge `bridge`, registers the bridge at the
+    /// simulator with the tenant's signed webhook URL, and returns that URL.
+    pub async fn add_tenant(&self, customer_ref: &str, bridge: &str) -> anyhow::Result<String> {
+        self.add_tenant_with(customer_ref, bridge, BotKind::Echo, AuthMode::Token).await
+    }
+
+    /// Adds a tenant with the given bot and auth mode.
+    pub async fn add_tenant_with(
+        &self,
+        customer_ref: &str,
+        bridge: &str,
+        bot: BotKind,
+        auth: AuthMode,
+    ) -> anyhow::Result<String> {
+        let new = NewTenant {
+            customer_ref: CustomerRef::parse(customer_ref)?,
+            bridge: bridge.into(),
+            bot_kind: bot,
+            auth_mode: auth,
+            queue_type: QueueType::Quorum,
+        };
+        ops::add_tenant(&self.app_pool, &self.endpoints, &new).await?;
+        let url = self.webhook_url(customer_ref).await?;
+        self.sim.add_bridge(bridge, Some(&url), None);
+        Ok(url)
+    }
+
+    /// The tenant's current signed webhook URL.
+    pub async fn webhook_url(&self, customer_ref: &str) -> anyhow::Result<String> {
+        let (url, _) = ops::webhook_url(
+            &self.app_pool,
+            &SecretString::from(TEST_SIGNING_KEY),
+            &CustomerRef::parse(customer_ref)?,
+            &self.ingest_url,
+        )
+        .await?;
+        Ok(url)
+    }
+
+    /// Count of rows in `table` for all tenants (owner view, bypasses RLS).
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.owner_pool).await.expect("count query")
+    }
+
+    /// Waits until the tenant queues and the outbox are drained and no reply is pending.
+    pub async fn wait_idle(&self, expected_processed: i64) -> anyhow::Result<()> {
+        wait_until(Duration::from_secs(30), || async {
+            let processed = self.count("select count(*) from processed_events").await;
+            let pending = self.count("select count(*) from outbox where status in ('pending','sending')").await;
+            processed >= expected_processed && pending == 0
+        })
+        .await
+        .with_context(|| format!("not idle: expected {expected_processed} processed events"))
+    }
+
+    /// Tears everything down: tasks, database and vhost.
+    pub async fn cleanup(mut self) {
+        self.stop_worker().await;
+        self.shutdown.cancel();
+        self.sim.shutdown();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.app_pool.close().await;
+        self.owner_pool.close().await;
+        if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(&pg_admin_url()).await {
+            let _ = sqlx::query(&format!("drop database if exists {} with (force)", self.name)).execute(&admin).await;
+        }
+        if let Ok(m) = self.endpoints.management() {
+            let _ = m.delete_vhost().await;
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it is true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A documented WA Bridges `message` event.
+pub fn message_event(chat: &str, body: &str, message_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event": "message",
+        "message_id": message_id,
+        "contact_id": format!("{chat}@s.whatsapp.net"),
+        "phone": chat,
+        "chat_id": format!("{chat}@s.whatsapp.net"),
+        "name": "Test",
+        "body": body,
+        "type": "text",
+        "media_type": "",
+        "is_group": false,
+        "from_me": false,
+        "timestamp": 1_777_180_700
+    })
+}
+
+/// POSTs `body` as JSON to `url` and returns the status.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> u16 {
+    reqwest::Client::new().post(url).json(body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
