@@ -21,6 +21,7 @@ use wafleet_worker::config::WorkerConfig;
 use wafleet_worker::consumer::ConsumerConfig;
 use wafleet_worker::ops::{self, Endpoints};
 use wafleet_worker::process::ProcessConfig;
+use wafleet_worker::reconciler::ReconcilerConfig;
 use wafleet_worker::sender::SenderConfig;
 use wafleet_worker::tenant::{BotKind, NewTenant};
 
@@ -132,11 +133,9 @@ impl TestEnv {
         let amqp_url = format!("{}/{name}", amqp_base());
         let endpoints =
             Endpoints { database_url: app_url.to_string(), amqp_url: amqp_url.clone(), rabbitmq_api_url: rabbit_api() };
-        endpoints
-            .management()?
-            .create_vhost("guest")
-            .await
-            .context("cannot create a vhost: is rabbitmq_management enabled? (rabbitmq-plugins enable rabbitmq_management)")?;
+        endpoints.management()?.create_vhost("guest").await.context(
+            "cannot create a vhost: is rabbitmq_management enabled? (rabbitmq-plugins enable rabbitmq_management)",
+        )?;
         ops::migrate(&owner_url, &endpoints).await.context("migrate")?;
         let app_pool = wafleet_worker::db::app_pool(&endpoints.database_url, 5)?;
         let owner_pool = PgPoolOptions::new().max_connections(2).connect(&owner_url).await?;
@@ -180,6 +179,7 @@ impl TestEnv {
                 ..ProcessConfig::default()
             },
             sender: SenderConfig { poll_interval: Duration::from_millis(100), ..SenderConfig::default() },
+            reconciler: ReconcilerConfig { sweep_interval: Duration::from_millis(500), ..ReconcilerConfig::default() },
         };
         let mut env = Self {
             name,
@@ -216,7 +216,8 @@ impl TestEnv {
     /// Starts (or restarts) the in-process worker.
     pub async fn start_worker(&mut self) -> anyhow::Result<()> {
         self.worker_stop = self.shutdown.child_token();
-        let app = wafleet_worker::startup::Application::build(self.worker_config.clone(), Some(metrics_handle())).await?;
+        let app =
+            wafleet_worker::startup::Application::build(self.worker_config.clone(), Some(metrics_handle())).await?;
         let stop = self.worker_stop.clone();
         self.worker = Some(tokio::spawn(async move {
             let _ = app.run_until_stopped(stop).await;

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use crate::consumer::ConsumerConfig;
 use crate::error::{Error, Result};
 use crate::process::ProcessConfig;
+use crate::reconciler::ReconcilerConfig;
 use crate::sender::SenderConfig;
 
 /// Default `DATABASE_URL` (the application role).
@@ -50,6 +51,9 @@ pub struct WorkerConfig {
     pub process: ProcessConfig,
     /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120).
     pub sender: SenderConfig,
+    /// Reconciler settings: `WAFLEET_UNROUTED_SWEEP_SECS` (60), `WAFLEET_UNROUTED_RETENTION`
+    /// (seconds, 3600).
+    pub reconciler: ReconcilerConfig,
 }
 
 /// Reads `name`, or `default` when unset.
@@ -113,6 +117,10 @@ impl WorkerConfig {
             consumer,
             process,
             sender,
+            reconciler: ReconcilerConfig {
+                sweep_interval: Duration::from_secs(env_parse("WAFLEET_UNROUTED_SWEEP_SECS", 60)?),
+                retention: Duration::from_secs(env_parse("WAFLEET_UNROUTED_RETENTION", 3600)?),
+            },
         })
     }
 }

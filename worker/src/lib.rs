@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod ops;
 pub mod process;
+pub mod reconciler;
 pub mod sender;
 pub mod startup;
 pub mod tenant;

@@ -20,7 +20,7 @@ use crate::consumer::ConsumerSupervisor;
 use crate::error::{Error, Result};
 use crate::process::Processor;
 use crate::sender::Sender;
-use crate::{db, topology};
+use crate::{db, reconciler, topology};
 
 /// A built worker, bound to its health port.
 pub struct Application {
@@ -69,9 +69,18 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         self.warn_if_policies_missing().await;
         let tenants_changed = Arc::new(Notify::new());
+        let unrouted_sweep = Arc::new(Notify::new());
         tokio::spawn(listen_for_tenant_changes(
             self.config.database_url.clone(),
-            tenants_changed.clone(),
+            vec![tenants_changed.clone(), unrouted_sweep.clone()],
+            shutdown.clone(),
+        ));
+        let reconciler = tokio::spawn(reconciler::run(
+            self.config.database_url.clone(),
+            self.pool.clone(),
+            self.config.amqp_url.clone(),
+            self.config.reconciler.clone(),
+            unrouted_sweep,
             shutdown.clone(),
         ));
         let consumers = tokio::spawn(self.supervisor.clone().run(shutdown.clone(), tenants_changed));
@@ -89,6 +98,7 @@ impl Application {
             .map_err(|e| Error::Config(format!("health server: {e}")))?;
         let _ = consumers.await;
         let _ = sender.await;
+        let _ = reconciler.await;
         self.pool.close().await;
         info!("worker stopped");
         Ok(())
@@ -127,16 +137,17 @@ async fn render_metrics(State(state): State<HealthState>) -> String {
 
 /// LISTENs on `wafleet_tenants` on a direct connection (not through a transaction pooler,
 /// which would drop the LISTEN) and wakes the consumer refresh on every change.
-async fn listen_for_tenant_changes(database_url: String, changed: Arc<Notify>, shutdown: CancellationToken) {
+async fn listen_for_tenant_changes(database_url: String, changed: Vec<Arc<Notify>>, shutdown: CancellationToken) {
+    let notify_all = || changed.iter().for_each(|n| n.notify_one());
     let mut delay = std::time::Duration::from_millis(500);
     while !shutdown.is_cancelled() {
         let listener = async {
             let mut listener = PgListener::connect(&database_url).await?;
             listener.listen("wafleet_tenants").await?;
-            changed.notify_one();
+            notify_all();
             loop {
                 listener.recv().await?;
-                changed.notify_one();
+                notify_all();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

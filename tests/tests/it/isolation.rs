@@ -1,8 +1,6 @@
 //! End-to-end isolation suite: simulator → ingest → RabbitMQ → worker → Postgres → simulator,
 //! with real services and one database and vhost per test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use wafleet_tests::{counter_value, message_event, post_json, wait_until, EnvOptions, TestEnv};
@@ -19,7 +17,8 @@ async fn message_for_tenant_a_never_sends_on_tenant_b_bridge() {
     let mut event = message_event("15550000002", "hello from A", "MSG-A-1");
     event["bridge_id"] = "cust_b".into();
     event["instance"] = "cust_b".into();
-    event["nested"] = serde_json::json!({"customer_ref": "cust_b", "bridge": "cust_b", "list": [{"customer_ref": "cust_b"}]});
+    event["nested"] =
+        serde_json::json!({"customer_ref": "cust_b", "bridge": "cust_b", "list": [{"customer_ref": "cust_b"}]});
     assert_eq!(env.sim.fire("cust_a", event, true).await.unwrap(), 200);
 
     let sends = env.sim.wait_for_sends("cust_a", 1, Duration::from_secs(20)).await;
@@ -56,7 +55,9 @@ async fn interleaved_tenants_each_get_only_their_own_replies_while_one_queue_is_
         assert_eq!(p.await.unwrap(), 200);
     }
     env.wait_idle(80).await.unwrap();
-    for (bridge, chat, n) in [("bridge-1", "15550000001", 20), ("bridge-2", "15550000002", 20), ("bridge-3", "15550000003", 40)] {
+    for (bridge, chat, n) in
+        [("bridge-1", "15550000001", 20), ("bridge-2", "15550000002", 20), ("bridge-3", "15550000003", 40)]
+    {
         let sends = env.sim.sends_for(bridge);
         assert_eq!(sends.len(), n, "{bridge}");
         let prefix = if bridge == "bridge-3" { "t3-".to_owned() } else { format!("{bridge}-") };
@@ -70,18 +71,25 @@ async fn valid_token_for_an_unknown_tenant_is_accepted_dropped_and_counted() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("known", "known").await.unwrap();
     // A correctly signed URL for a ref that has no tenant row.
-    let keyring = wafleet_shared::Keyring::parse(&secrecy::SecretString::from(wafleet_tests::TEST_SIGNING_KEY)).unwrap();
+    let keyring =
+        wafleet_shared::Keyring::parse(&secrecy::SecretString::from(wafleet_tests::TEST_SIGNING_KEY)).unwrap();
     let ghost = wafleet_shared::CustomerRef::parse("ghost").unwrap();
     let token = keyring.sign(&ghost, wafleet_shared::Generation::FIRST);
-    let before = counter_value("wafleet_worker_dropped_total", &[("reason", "unknown_tenant")]);
-    let status = post_json(&format!("{}/webhook/ghost/{token}", env.ingest_url), &message_event("15550000009", "hi", "G1")).await;
+    let before = counter_value("wafleet_unrouted_total", &[("reason", "unknown_tenant")]);
+    let status =
+        post_json(&format!("{}/webhook/ghost/{token}", env.ingest_url), &message_event("15550000009", "hi", "G1"))
+            .await;
     assert_eq!(status, 200);
     // No queue exists for it: the alternate exchange keeps it in wa.unrouted, never another tenant's queue.
     env.sim.fire_message("known", "15550000008", "ping", None, true).await.unwrap();
     env.wait_idle(1).await.unwrap();
     assert_eq!(env.sim.all_sends().len(), 1);
     assert_eq!(env.sim.sends_for("known").len(), 1);
-    let _ = before;
+    wait_until(Duration::from_secs(20), || async {
+        counter_value("wafleet_unrouted_total", &[("reason", "unknown_tenant")]) > before
+    })
+    .await
+    .expect("the unknown tenant's event is counted");
     env.cleanup().await;
 }
 

@@ -1,0 +1,207 @@
+//! Ingest settings, read from the environment once at start and validated there.
+//!
+//! This module owns the names, defaults and parsing of every ingest environment variable. It must
+//! not read the environment anywhere else, and its errors must never echo a value (the signing
+//! keyring and the AMQP URL are secrets).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use wafleet_shared::Keyring;
+
+use crate::error::Error;
+
+/// AMQP URL used when `AMQP_URL` is unset (a local broker, default vhost).
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Listen address used when `WAFLEET_INGEST_ADDR` is unset.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default body limit: WA Bridges events are small; 256 KiB leaves room for long texts.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 262_144;
+/// Default time allowed to read a body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(5_000);
+/// Default deadline for publish plus confirm. WA Bridges gives up after 10 s (§8.2).
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// Default interval between passive checks that `wa.inbound` still exists.
+pub const DEFAULT_READY_RECHECK: Duration = Duration::from_millis(5_000);
+
+/// Every ingest setting. Fields are public so tests can build a `Config` without the environment
+/// (see [`Config::new`]).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `AMQP_URL`: the broker, including credentials and vhost. Secret because it holds a password.
+    pub amqp_url: SecretString,
+    /// `WAFLEET_INGEST_ADDR`: where the HTTP server listens. Port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// `WAFLEET_SIGNING_KEY` (required): `key_id:secret[,key_id:secret...]`; the first key signs,
+    /// every key verifies, so a rotation keeps old URLs working until their key is removed.
+    pub keyring: Arc<Keyring>,
+    /// `WAFLEET_OPEN_WEBHOOK` (default false): accept `POST /webhook` with the ref taken from the body.
+    pub open_webhook: bool,
+    /// `WAFLEET_BODY_LIMIT_BYTES` (default 262144): larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// `WAFLEET_BODY_TIMEOUT_MS` (default 5000): a body not fully read by then gets 408.
+    pub body_timeout: Duration,
+    /// `WAFLEET_PUBLISH_TIMEOUT_MS` (default 2000): one deadline over `basic_publish` and its confirm.
+    pub publish_timeout: Duration,
+    /// `WAFLEET_INGEST_DECLARE_TOPOLOGY` (default false, development only): declare `wa.inbound`,
+    /// its alternate exchange and `wa.unrouted`. In production topology belongs to `wafleet migrate`.
+    pub declare_topology: bool,
+    /// `WAFLEET_READY_RECHECK_MS` (default 5000): how often readiness re-checks `wa.inbound`.
+    pub ready_recheck: Duration,
+}
+
+impl Config {
+    /// A config with every default and the given keyring, for tests and embedding.
+    pub fn new(keyring: Keyring) -> Self {
+        Self {
+            amqp_url: SecretString::from(DEFAULT_AMQP_URL),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            keyring: Arc::new(keyring),
+            open_webhook: false,
+            body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            declare_topology: false,
+            ready_recheck: DEFAULT_READY_RECHECK,
+        }
+    }
+
+    /// Reads and validates every setting from the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads and validates every setting through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let signing_key =
+            lookup("WAFLEET_SIGNING_KEY").ok_or(Error::Config { var: "WAFLEET_SIGNING_KEY", reason: "is required" })?;
+        let keyring = Keyring::parse(&SecretString::from(signing_key))?;
+        let mut config = Self::new(keyring);
+        if let Some(url) = lookup("AMQP_URL") {
+            // Validated here because the URL parser's own error quotes the URL, password included.
+            url.parse::<lapin::uri::AMQPUri>()
+                .map_err(|_| Error::Config { var: "AMQP_URL", reason: "is not a valid amqp:// or amqps:// URL" })?;
+            config.amqp_url = SecretString::from(url);
+        }
+        let addr = lookup("WAFLEET_INGEST_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        config.addr = addr.trim().parse().map_err(|_| Error::Config {
+            var: "WAFLEET_INGEST_ADDR",
+            reason: "must be host:port, e.g. 0.0.0.0:8080",
+        })?;
+        config.open_webhook = parse_bool(&lookup, "WAFLEET_OPEN_WEBHOOK")?.unwrap_or(false);
+        config.declare_topology = parse_bool(&lookup, "WAFLEET_INGEST_DECLARE_TOPOLOGY")?.unwrap_or(false);
+        if let Some(limit) = parse_positive(&lookup, "WAFLEET_BODY_LIMIT_BYTES")? {
+            config.body_limit_bytes = usize::try_from(limit)
+                .map_err(|_| Error::Config { var: "WAFLEET_BODY_LIMIT_BYTES", reason: "is too large" })?;
+        }
+        if let Some(ms) = parse_positive(&lookup, "WAFLEET_BODY_TIMEOUT_MS")? {
+            config.body_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = parse_positive(&lookup, "WAFLEET_PUBLISH_TIMEOUT_MS")? {
+            config.publish_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = parse_positive(&lookup, "WAFLEET_READY_RECHECK_MS")? {
+            config.ready_recheck = Duration::from_millis(ms);
+        }
+        Ok(config)
+    }
+}
+
+fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<bool>, Error> {
+    let Some(raw) = lookup(var) else { return Ok(None) };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
+        _ => Err(Error::Config { var, reason: "must be true or false" }),
+    }
+}
+
+fn parse_positive(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<u64>, Error> {
+    let Some(raw) = lookup(var) else { return Ok(None) };
+    match raw.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err(Error::Config { var, reason: "must be a positive integer" }),
+        Ok(value) => Ok(Some(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    const KEY: &str = "k1:0123456789abcdef0123456789abcdef";
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_signing_key_is_set() -> Result<(), Error> {
+        let config = from(&[("WAFLEET_SIGNING_KEY", KEY)])?;
+        assert_eq!(config.amqp_url.expose_secret(), DEFAULT_AMQP_URL);
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert!(!config.open_webhook && !config.declare_topology);
+        assert_eq!(config.body_limit_bytes, 262_144);
+        assert_eq!(config.body_timeout, Duration::from_millis(5_000));
+        assert_eq!(config.publish_timeout, Duration::from_millis(2_000));
+        Ok(())
+    }
+
+    #[test]
+    fn every_variable_is_read() -> Result<(), Error> {
+        let config = from(&[
+            ("WAFLEET_SIGNING_KEY", KEY),
+            ("AMQP_URL", "amqp://u:p@h:5672/v"),
+            ("WAFLEET_INGEST_ADDR", "0.0.0.0:0"),
+            ("WAFLEET_OPEN_WEBHOOK", "TRUE"),
+            ("WAFLEET_BODY_LIMIT_BYTES", "1024"),
+            ("WAFLEET_BODY_TIMEOUT_MS", "10"),
+            ("WAFLEET_PUBLISH_TIMEOUT_MS", "20"),
+            ("WAFLEET_INGEST_DECLARE_TOPOLOGY", "1"),
+            ("WAFLEET_READY_RECHECK_MS", "30"),
+        ])?;
+        assert_eq!(config.amqp_url.expose_secret(), "amqp://u:p@h:5672/v");
+        assert_eq!(config.addr.port(), 0);
+        assert!(config.open_webhook && config.declare_topology);
+        assert_eq!(config.body_limit_bytes, 1024);
+        assert_eq!(config.body_timeout, Duration::from_millis(10));
+        assert_eq!(config.publish_timeout, Duration::from_millis(20));
+        assert_eq!(config.ready_recheck, Duration::from_millis(30));
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_signing_key_is_a_startup_error() {
+        assert!(matches!(from(&[]), Err(Error::Config { var: "WAFLEET_SIGNING_KEY", .. })));
+    }
+
+    #[test]
+    fn startup_errors_never_echo_the_secret() {
+        let secret = "shortsecretvalue";
+        let message = from(&[("WAFLEET_SIGNING_KEY", &format!("k1:{secret}"))]).err().map(|e| e.to_string());
+        assert!(message.as_deref().is_some_and(|m| !m.contains(secret)), "{message:?}");
+        let message = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", "foo:hunter2")]).err().map(|e| e.to_string());
+        assert!(message.as_deref().is_some_and(|m| !m.contains("hunter2")), "{message:?}");
+    }
+
+    #[test]
+    fn malformed_numbers_and_booleans_are_rejected() {
+        for (var, value) in [
+            ("WAFLEET_BODY_LIMIT_BYTES", "0"),
+            ("WAFLEET_BODY_TIMEOUT_MS", "-5"),
+            ("WAFLEET_PUBLISH_TIMEOUT_MS", "2s"),
+            ("WAFLEET_OPEN_WEBHOOK", "maybe"),
+            ("WAFLEET_INGEST_ADDR", "localhost"),
+            ("AMQP_URL", "http://u:hunter2@h"),
+        ] {
+            let result = from(&[("WAFLEET_SIGNING_KEY", KEY), (var, value)]);
+            assert!(matches!(result, Err(Error::Config { var: v, .. }) if v == var), "{var}={value}");
+        }
+    }
+}

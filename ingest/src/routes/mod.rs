@@ -1,0 +1,84 @@
+//! The HTTP surface: shared state, the merged router, request logging and request metrics.
+//!
+//! This module owns what wraps every route. It must not log a request URI (the webhook URL carries
+//! its token): spans name the matched route template, and the tenant once it is verified.
+
+mod health;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use wafleet_shared::Keyring;
+
+use crate::body::BodyLimits;
+use crate::config::Config;
+use crate::error::Error;
+use crate::metric;
+use crate::publisher::Publisher;
+
+/// What every handler needs. Small and cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Verifies webhook URL tokens.
+    pub keyring: Arc<Keyring>,
+    /// Where accepted events go.
+    pub publisher: Arc<dyn Publisher>,
+    /// Renders `/metrics`; `None` renders an empty page (tests run without a recorder).
+    pub metrics: Option<PrometheusHandle>,
+    /// Size and time limits for webhook bodies.
+    pub body_limits: BodyLimits,
+    /// Deadline for publish plus confirm.
+    pub publish_timeout: Duration,
+    /// Whether `POST /webhook` (ref from the body) is enabled.
+    pub open_webhook: bool,
+}
+
+impl AppState {
+    /// State built from `config`, publishing through `publisher`.
+    pub fn new(config: &Config, publisher: Arc<dyn Publisher>, metrics: Option<PrometheusHandle>) -> Self {
+        Self {
+            keyring: Arc::clone(&config.keyring),
+            publisher,
+            metrics,
+            body_limits: BodyLimits { max_bytes: config.body_limit_bytes, timeout: config.body_timeout },
+            publish_timeout: config.publish_timeout,
+            open_webhook: config.open_webhook,
+        }
+    }
+}
+
+/// Every route, with logging, request metrics and JSON 404/405 answers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(webhook::router())
+        .merge(health::router())
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(middleware::from_fn(count_requests))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // Never the URI: on the webhook route it contains the token.
+                    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("http", method = %request.method(), route, tenant = tracing::field::Empty)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // A 503 from /readyz during start is expected, not an error; error.rs logs real causes.
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .with_state(state)
+}
+
+async fn count_requests(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    metrics::counter!(metric::REQUESTS_TOTAL, "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}

@@ -1,0 +1,11 @@
+//! Ingest's test binary: router tests over the fake publisher, and tests against the local
+//! RabbitMQ (one vhost per test).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod broker;
+mod health;
+mod helpers;
+mod logs;
+mod open;
+mod shutdown;
+mod webhook;

@@ -1,0 +1,93 @@
+//! The `wafleet` operator CLI, run as a real process against the test environment.
+
+use std::process::Output;
+
+use wafleet_tests::{post_json, EnvOptions, TestEnv, TEST_SIGNING_KEY};
+
+fn cli_path() -> std::path::PathBuf {
+    // target/debug/deps/it-<hash> → target/debug/wafleet
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let path = dir.join("wafleet");
+    assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
+    path
+}
+
+fn wafleet(env: &TestEnv, args: &[&str]) -> Output {
+    std::process::Command::new(cli_path())
+        .args(args)
+        .env("DATABASE_URL", &env.endpoints.database_url)
+        .env("AMQP_URL", &env.amqp_url)
+        .env("RABBITMQ_API_URL", &env.endpoints.rabbitmq_api_url)
+        .env("WAFLEET_SIGNING_KEY", TEST_SIGNING_KEY)
+        .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_add_is_idempotent_and_refuses_a_bridge_owned_by_another_tenant() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let first = wafleet(&env, &["tenants", "add", "cli_a", "--bridge", "cli_a"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stdout).contains("added cli_a"));
+    let again = wafleet(&env, &["tenants", "add", "cli_a", "--bridge", "cli_a"]);
+    assert!(again.status.success(), "identical add is idempotent: {}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("unchanged"));
+    let stolen = wafleet(&env, &["tenants", "add", "cli_b", "--bridge", "cli_a"]);
+    assert!(!stolen.status.success());
+    assert!(text(&stolen.stderr).contains("already belongs to another tenant"), "{}", text(&stolen.stderr));
+    let changed = wafleet(&env, &["tenants", "add", "cli_a", "--bridge", "cli_a", "--bot", "rules"]);
+    assert!(!changed.status.success());
+    assert!(text(&changed.stderr).contains("different settings"));
+    let bad_ref = wafleet(&env, &["tenants", "add", "a#b", "--bridge", "x"]);
+    assert!(!bad_ref.status.success());
+    // The queue was declared before the row was committed.
+    let list = wafleet(&env, &["tenants", "list", "--json"]);
+    let tenants: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(tenants.as_array().unwrap().len(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_url_prints_a_working_url_on_the_last_line_and_fails_for_unknown_refs() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    assert!(wafleet(&env, &["tenants", "add", "url_t", "--bridge", "url_t"]).status.success());
+    let out = wafleet(&env, &["webhook-url", "url_t", "--base", &env.ingest_url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let url = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(url.starts_with(&format!("{}/webhook/url_t/test.1.", env.ingest_url)), "{url}");
+    assert_eq!(post_json(&url, &serde_json::json!({"event": "disconnected"})).await, 200);
+    let tampered = format!("{}x", &url[..url.len() - 1]);
+    assert_eq!(post_json(&tampered, &serde_json::json!({"event": "disconnected"})).await, 401);
+
+    let unknown = wafleet(&env, &["webhook-url", "nobody", "--base", &env.ingest_url]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no tenant"));
+
+    assert!(wafleet(&env, &["tenants", "disable", "url_t"]).status.success());
+    let disabled = wafleet(&env, &["webhook-url", "url_t", "--base", &env.ingest_url]);
+    assert!(disabled.status.success());
+    assert!(text(&disabled.stderr).contains("disabled"));
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_refuses_a_superuser_database_role_and_says_how_to_fix_it() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let out = std::process::Command::new(cli_path())
+        .args(["tenants", "list"])
+        .env("DATABASE_URL", &env.owner_url)
+        .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("superuser") && stderr.contains("DATABASE_URL"), "{stderr}");
+    env.cleanup().await;
+}

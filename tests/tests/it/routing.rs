@@ -1,0 +1,145 @@
+//! Routing edges: quarantine of mismatched envelopes, unrouted events waiting for their tenant,
+//! redelivery, and the open webhook route.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, IngestId};
+use wafleet_tests::{counter_value, message_event, post_json, wait_until, EnvOptions, TestEnv};
+use wafleet_worker::tenant::BotKind;
+
+fn envelope_for(customer_ref: &str, body: &str, message_id: &str) -> Envelope {
+    Envelope::V1(EnvelopeV1 {
+        ingest_id: IngestId::new(),
+        customer_ref: CustomerRef::parse(customer_ref).unwrap(),
+        generation: Generation::FIRST,
+        auth: AuthMode::Token,
+        received_at: chrono::Utc::now(),
+        event_type: "message".into(),
+        provider_message_id: Some(message_id.into()),
+        payload: message_event("15550000077", body, message_id),
+    })
+}
+
+async fn publish_raw(env: &TestEnv, exchange: &str, routing_key: &str, bytes: &[u8]) {
+    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.basic_publish(exchange, routing_key, BasicPublishOptions::default(), bytes, BasicProperties::default())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    conn.close(200, "done").await.unwrap();
+}
+
+async fn queue_depth(env: &TestEnv, queue: &str) -> u32 {
+    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    conn.close(200, "done").await.unwrap();
+    q.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_naming_another_tenant_is_quarantined_and_never_processed() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("qa", "qa").await.unwrap();
+    env.add_tenant("qb", "qb").await.unwrap();
+    // An envelope for A placed straight into B's queue (bypassing the exchange) must not run.
+    let bytes = envelope_for("qa", "smuggled", "Q1").to_bytes();
+    publish_raw(&env, "", "wa.tenant.qb", &bytes).await;
+    wait_until(Duration::from_secs(20), || async { queue_depth(&env, "wa.quarantine").await == 1 }).await.unwrap();
+    assert!(env.sim.all_sends().is_empty());
+    assert_eq!(env.count("select count(*) from processed_events").await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_envelope_runs_the_bot_once_and_sends_once() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("redo", "redo").await.unwrap();
+    let bytes = envelope_for("redo", "only once", "R1").to_bytes();
+    // The same envelope (same ingest id) delivered three times, as after a worker crash.
+    for _ in 0..3 {
+        publish_raw(&env, "wa.inbound", "redo", &bytes).await;
+    }
+    env.sim.wait_for_sends("redo", 1, Duration::from_secs(20)).await;
+    wait_until(Duration::from_secs(20), || async { queue_depth(&env, "wa.tenant.redo").await == 0 }).await.unwrap();
+    env.wait_idle(1).await.unwrap();
+    assert_eq!(env.sim.sends_for("redo").len(), 1);
+    assert_eq!(env.count("select count(*) from outbox").await, 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_for_a_tenant_added_later_waits_in_unrouted_and_then_reaches_only_its_own_queue() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("present", "present").await.unwrap();
+    // Signed URL for a ref whose tenant does not exist yet: accepted, parked in wa.unrouted.
+    let keyring =
+        wafleet_shared::Keyring::parse(&secrecy::SecretString::from(wafleet_tests::TEST_SIGNING_KEY)).unwrap();
+    let token = keyring.sign(&CustomerRef::parse("late").unwrap(), Generation::FIRST);
+    let url = format!("{}/webhook/late/{token}", env.ingest_url);
+    assert_eq!(post_json(&url, &message_event("15550000031", "early bird", "L1")).await, 200);
+    wait_until(Duration::from_secs(10), || async {
+        counter_value("wafleet_unrouted_total", &[("reason", "unknown_tenant")]) >= 1.0
+    })
+    .await
+    .unwrap();
+    assert!(env.sim.all_sends().is_empty());
+    env.add_tenant("late", "late").await.unwrap();
+    let sends = env.sim.wait_for_sends("late", 1, Duration::from_secs(20)).await;
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].body, "early bird");
+    assert!(env.sim.sends_for("present").is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_route_events_reach_open_tenants_and_are_dropped_for_token_tenants() {
+    let env = TestEnv::with(EnvOptions { open_webhook: true, ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant_with("opened", "opened", BotKind::Echo, AuthMode::Open).await.unwrap();
+    env.add_tenant("tokenonly", "tokenonly").await.unwrap();
+    let open_url = format!("{}/webhook", env.ingest_url);
+    let before = counter_value("wafleet_worker_dropped_total", &[("reason", "open_auth_not_allowed")]);
+    let mut to_token = message_event("15550000041", "sneaky", "O1");
+    to_token["customer_ref"] = "tokenonly".into();
+    assert_eq!(post_json(&open_url, &to_token).await, 200);
+    let mut to_open = message_event("15550000042", "welcome", "O2");
+    to_open["customer_ref"] = "opened".into();
+    assert_eq!(post_json(&open_url, &to_open).await, 200);
+    let sends = env.sim.wait_for_sends("opened", 1, Duration::from_secs(20)).await;
+    assert_eq!(sends[0].body, "welcome");
+    wait_until(Duration::from_secs(20), || async {
+        counter_value("wafleet_worker_dropped_total", &[("reason", "open_auth_not_allowed")]) > before
+    })
+    .await
+    .unwrap();
+    assert!(env.sim.sends_for("tokenonly").is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_bot_answers_from_its_own_tenants_rules_only() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant_with("shop_a", "shop_a", BotKind::Rules, AuthMode::Token).await.unwrap();
+    env.add_tenant_with("shop_b", "shop_b", BotKind::Rules, AuthMode::Token).await.unwrap();
+    let a = CustomerRef::parse("shop_a").unwrap();
+    let b = CustomerRef::parse("shop_b").unwrap();
+    wafleet_worker::ops::add_rule(&env.app_pool, &a, "hours", "A opens at 9").await.unwrap();
+    wafleet_worker::ops::add_rule(&env.app_pool, &b, "hours", "B opens at 10").await.unwrap();
+    wafleet_worker::ops::add_rule(&env.app_pool, &b, "price", "B is cheap").await.unwrap();
+    env.sim.fire_message("shop_a", "15550000051", "what are your HOURS?", None, true).await.unwrap();
+    env.sim.fire_message("shop_a", "15550000051", "price?", None, true).await.unwrap();
+    let sends = env.sim.wait_for_sends("shop_a", 1, Duration::from_secs(20)).await;
+    env.wait_idle(2).await.unwrap();
+    assert_eq!(sends[0].body, "A opens at 9");
+    assert_eq!(env.sim.sends_for("shop_a").len(), 1, "B's price rule never answers A");
+    env.cleanup().await;
+}

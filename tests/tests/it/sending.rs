@@ -1,0 +1,85 @@
+//! The outbox sender's outcomes against the simulator's injected faults.
+
+use std::time::Duration;
+
+use wafleet_shared::CustomerRef;
+use wafleet_sim::Fault;
+use wafleet_tests::{wait_until, TestEnv};
+use wafleet_worker::tenant::TenantStatus;
+
+async fn outbox_status(env: &TestEnv) -> Vec<String> {
+    sqlx::query_scalar("select status from outbox order by outbox_id").fetch_all(&env.owner_pool).await.unwrap()
+}
+
+async fn wait_status(env: &TestEnv, expected: &str) {
+    wait_until(Duration::from_secs(20), || async { outbox_status(env).await == vec![expected.to_owned()] })
+        .await
+        .unwrap_or_else(|_| panic!("outbox never reached {expected}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_503_is_retried_until_the_reply_is_delivered_once() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("retry503", "retry503").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(503).with_remaining(2)));
+    env.sim.fire_message("retry503", "15550000061", "eventually", None, true).await.unwrap();
+    wait_status(&env, "sent").await;
+    assert_eq!(env.sim.sends_for("retry503").len(), 1);
+    assert_eq!(env.sim.attempts_for("retry503"), 3, "two refused attempts, then one send");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_502_after_the_send_marks_the_reply_unknown_and_never_resends() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("lost502", "lost502").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(502).with_record_then_fail()));
+    env.sim.fire_message("lost502", "15550000062", "maybe delivered", None, true).await.unwrap();
+    wait_status(&env, "unknown").await;
+    env.sim.set_fault(None);
+    // Give a (wrong) resend every chance to happen before checking it did not.
+    env.sim.fire_message("lost502", "15550000062", "next", None, true).await.unwrap();
+    env.sim.wait_for_sends("lost502", 2, Duration::from_secs(20)).await;
+    let bodies: Vec<String> = env.sim.sends_for("lost502").into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies.iter().filter(|b| b.as_str() == "maybe delivered").count(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_400_marks_the_reply_failed() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("bad400", "bad400").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(400)));
+    env.sim.fire_message("bad400", "15550000063", "refused", None, true).await.unwrap();
+    wait_status(&env, "failed").await;
+    assert_eq!(env.sim.attempts_for("bad400"), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_send_waits_for_retry_after_and_then_goes_out_once() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("slowdown", "slowdown").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(429).with_retry_after(1).with_remaining(1)));
+    env.sim.fire_message("slowdown", "15550000064", "patience", None, true).await.unwrap();
+    wait_status(&env, "sent").await;
+    assert_eq!(env.sim.sends_for("slowdown").len(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_of_a_tenant_disabled_before_the_send_is_cancelled() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("goner", "goner").await.unwrap();
+    // Keep the reply waiting in the outbox (503s), disable the tenant, then let the bridge recover.
+    env.sim.set_fault(Some(Fault::new(503)));
+    env.sim.fire_message("goner", "15550000065", "too late", None, true).await.unwrap();
+    wait_until(Duration::from_secs(20), || async { env.sim.attempts_for("goner") >= 1 }).await.unwrap();
+    wafleet_worker::ops::set_status(&env.app_pool, &CustomerRef::parse("goner").unwrap(), TenantStatus::Disabled)
+        .await
+        .unwrap();
+    env.sim.set_fault(None);
+    wait_status(&env, "cancelled").await;
+    assert!(env.sim.sends_for("goner").is_empty());
+    env.cleanup().await;
+}
