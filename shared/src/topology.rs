@@ -21,8 +21,12 @@ pub const DLQ_PREFIX: &str = "wa.dlq.";
 pub const RETRY_EXCHANGE: &str = "wa.retry";
 /// AMQP header carrying the worker's own attempt count.
 pub const ATTEMPT_HEADER: &str = "x-wafleet-attempt";
-/// AMQP header naming the routing key a retried message must return with.
-pub const TENANT_HEADER: &str = "x-wafleet-tenant";
+/// AMQP header with the reason of the last failure (`bot_timeout`, `undecodable`, ...).
+pub const REASON_HEADER: &str = "x-wafleet-reason";
+/// AMQP header with the last error text (never the message body).
+pub const LAST_ERROR_HEADER: &str = "x-wafleet-last-error";
+/// AMQP header with one line per failed attempt: `<time> <reason> <error>`.
+pub const HISTORY_HEADER: &str = "x-wafleet-history";
 
 /// `wa.tenant.<ref>`. ISOLATION: the only way to name a tenant's queue.
 pub fn tenant_queue(customer_ref: &CustomerRef) -> String {

@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::OnceLock;
+pub mod fault_proxy;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +26,7 @@ use wafleet_worker::process::ProcessConfig;
 use wafleet_worker::reconciler::ReconcilerConfig;
 use wafleet_worker::sender::SenderConfig;
 use wafleet_worker::tenant::{BotKind, NewTenant};
+use wafleet_worker::topology::RetryTier;
 
 /// Signing key used by every test ingest.
 pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef-wafleet";
@@ -55,7 +58,10 @@ pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            wafleet_shared::telemetry::init_tracing();
+            // Through libtest's capture, so passing tests stay quiet; RUST_LOG overrides.
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
             wafleet_shared::telemetry::install_metrics().expect("metrics recorder")
         })
         .clone()
@@ -93,11 +99,13 @@ pub struct TestEnv {
     worker_stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     worker: Option<JoinHandle<()>>,
-    worker_config: WorkerConfig,
+    /// The in-process worker's configuration (tests may adjust it before `start_worker`).
+    pub worker_config: WorkerConfig,
+    bots: Arc<dyn wafleet_worker::bots::BotFactory>,
 }
 
 /// Options of a test environment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct EnvOptions {
     /// Do not start the worker (tests that start it later).
     pub no_worker: bool,
@@ -107,6 +115,12 @@ pub struct EnvOptions {
     pub sim: Option<SimConfig>,
     /// Bot timeout.
     pub bot_timeout: Option<Duration>,
+    /// Bots to run instead of the built-ins (to inject panics or hangs).
+    pub bots: Option<Arc<dyn wafleet_worker::bots::BotFactory>>,
+    /// Route the worker's Postgres connections through this proxy (outage tests).
+    pub worker_db_via: Option<std::net::SocketAddr>,
+    /// Route the worker's AMQP connections through this proxy (outage tests).
+    pub worker_amqp_via: Option<std::net::SocketAddr>,
 }
 
 impl TestEnv {
@@ -163,9 +177,21 @@ impl TestEnv {
             let _ = ingest.run_until_stopped(stop).await;
         }));
 
+        let worker_database_url = match options.worker_db_via {
+            Some(proxy) => {
+                let mut u = url::Url::parse(&endpoints.database_url)?;
+                u.set_port(Some(proxy.port())).map_err(|_| anyhow::anyhow!("url"))?;
+                u.to_string()
+            }
+            None => endpoints.database_url.clone(),
+        };
+        let worker_amqp_url = match options.worker_amqp_via {
+            Some(proxy) => format!("amqp://guest:guest@127.0.0.1:{}/{name}", proxy.port()),
+            None => amqp_url.clone(),
+        };
         let worker_config = WorkerConfig {
-            database_url: endpoints.database_url.clone(),
-            amqp_url: amqp_url.clone(),
+            database_url: worker_database_url,
+            amqp_url: worker_amqp_url,
             rabbitmq_api_url: rabbit_api(),
             wa_api_key: SecretString::from(TEST_API_KEY),
             wa_api_base_url: sim.base_url(),
@@ -173,7 +199,12 @@ impl TestEnv {
             pool_size: 5,
             allow_unsafe_db_role: false,
             send_timeout: Duration::from_secs(3),
-            consumer: ConsumerConfig { refresh_interval: Duration::from_secs(2), ..ConsumerConfig::default() },
+            consumer: ConsumerConfig {
+                refresh_interval: Duration::from_secs(2),
+                // Short tiers keep retry tests fast; production defaults are 5s,30s,2m,10m.
+                retry_tiers: RetryTier::parse_list("100ms,200ms,300ms")?,
+                ..ConsumerConfig::default()
+            },
             process: ProcessConfig {
                 bot_timeout: options.bot_timeout.unwrap_or(Duration::from_secs(5)),
                 ..ProcessConfig::default()
@@ -195,6 +226,7 @@ impl TestEnv {
             tasks,
             worker: None,
             worker_config,
+            bots: options.bots.clone().unwrap_or_else(|| Arc::new(wafleet_worker::bots::BuiltinBots)),
         };
         env.wait_ingest_ready().await?;
         if !options.no_worker {
@@ -216,8 +248,12 @@ impl TestEnv {
     /// Starts (or restarts) the in-process worker.
     pub async fn start_worker(&mut self) -> anyhow::Result<()> {
         self.worker_stop = self.shutdown.child_token();
-        let app =
-            wafleet_worker::startup::Application::build(self.worker_config.clone(), Some(metrics_handle())).await?;
+        let app = wafleet_worker::startup::Application::build_with_bots(
+            self.worker_config.clone(),
+            Some(metrics_handle()),
+            self.bots.clone(),
+        )
+        .await?;
         let stop = self.worker_stop.clone();
         self.worker = Some(tokio::spawn(async move {
             let _ = app.run_until_stopped(stop).await;

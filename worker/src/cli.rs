@@ -44,6 +44,55 @@ pub enum Command {
     /// Manage keyword rules of the `rules` bot.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Inspect, replay and purge per-tenant dead letters (wa.dlq.<ref>).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `wafleet dlq ...`.
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// Count, oldest age and reasons per tenant, largest first.
+    List {
+        /// Only this tenant.
+        customer_ref: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show dead letters of one tenant: metadata, and the payload only with --body.
+    Show {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// How many messages to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Include the webhook payload (personal data: handle with care).
+        #[arg(long)]
+        body: bool,
+    },
+    /// Move dead letters back into the tenant's own queue (only if it is active and of the same URL generation).
+    Replay {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Replay every message.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Replay these ingest ids (repeatable).
+        #[arg(long)]
+        id: Vec<String>,
+        /// Only print what would move.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete every dead letter of a tenant.
+    Purge {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `wafleet tenants ...`.
@@ -193,10 +242,64 @@ pub async fn run(cli: Cli) -> Result<()> {
             // The URL is a credential: it goes to stdout only, alone on the last line.
             println!("{url}");
         }
+        Command::Dlq(command) => run_dlq(&endpoints, command).await?,
         Command::Rules(RulesCommand::Add { customer_ref, keyword, reply }) => {
             let pool = app_pool(&endpoints).await?;
             ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
             println!("rule saved for {customer_ref}");
+        }
+    }
+    Ok(())
+}
+
+async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
+    let pool = app_pool(endpoints).await?;
+    match command {
+        DlqCommand::List { customer_ref, json } => {
+            let only = customer_ref.as_deref().map(parse_ref).transpose()?;
+            let summaries = crate::dlq::list(&pool, &endpoints.amqp_url, only.as_ref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summaries).unwrap_or_default());
+            } else {
+                println!("{:<32} {:>7} {:>12}  REASONS", "CUSTOMER_REF", "COUNT", "OLDEST_AGE_S");
+                for s in summaries {
+                    let reasons: Vec<String> = s.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                    let age = s.oldest_age_secs.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+                    println!("{:<32} {:>7} {:>12}  {}", s.customer_ref, s.count, age, reasons.join(","));
+                }
+            }
+        }
+        DlqCommand::Show { customer_ref, limit, body } => {
+            let letters = crate::dlq::show(&endpoints.amqp_url, &parse_ref(&customer_ref)?, limit, body).await?;
+            println!("{}", serde_json::to_string_pretty(&letters).unwrap_or_default());
+        }
+        DlqCommand::Replay { customer_ref, all, id, dry_run } => {
+            let selection = match (all, id.is_empty()) {
+                (true, _) => crate::dlq::Selection::All,
+                (false, false) => crate::dlq::Selection::Ids(id),
+                (false, true) => return Err(Error::Invalid("say --all or --id <ingest_id> (repeatable)".into())),
+            };
+            let r = parse_ref(&customer_ref)?;
+            let report = crate::dlq::replay(&pool, &endpoints.amqp_url, &r, &selection, dry_run).await?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            for id in &report.moved {
+                println!("{verb} {id}");
+            }
+            for (id, why) in &report.skipped {
+                eprintln!("skipped {id}: {why}");
+            }
+            println!(
+                "{verb} {} message(s) into wa.tenant.{customer_ref}, skipped {}",
+                report.moved.len(),
+                report.skipped.len()
+            );
+        }
+        DlqCommand::Purge { customer_ref, yes } => {
+            if !yes {
+                return Err(Error::Invalid("purging deletes dead letters for good: add --yes".into()));
+            }
+            let purged = crate::dlq::purge(&endpoints.amqp_url, &parse_ref(&customer_ref)?).await?;
+            println!("purged {purged} message(s) from wa.dlq.{customer_ref}");
         }
     }
     Ok(())

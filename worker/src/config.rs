@@ -44,7 +44,8 @@ pub struct WorkerConfig {
     /// `WAFLEET_SEND_TIMEOUT_MS`: bound of one send request (default 10000).
     pub send_timeout: Duration,
     /// Consumption settings: `WAFLEET_PREFETCH` (8), `WAFLEET_TENANT_IN_FLIGHT` (4),
-    /// `WAFLEET_MAX_IN_FLIGHT` (64), `WAFLEET_TENANT_REFRESH_SECS` (30).
+    /// `WAFLEET_MAX_IN_FLIGHT` (64), `WAFLEET_TENANT_REFRESH_SECS` (30), `WAFLEET_RETRY_TIERS`
+    /// (`5s,30s,2m,10m`), `WAFLEET_PUBLISH_TIMEOUT_MS` (5000).
     pub consumer: ConsumerConfig,
     /// Processing settings: `WAFLEET_BOT_TIMEOUT_MS` (10000), `WAFLEET_REPLY_TTL_SECS` (3600),
     /// `WAFLEET_STALE_AFTER_SECS` (900).
@@ -78,6 +79,16 @@ pub fn env_bool(name: &str) -> Result<bool> {
     }
 }
 
+/// The retry tiers from `WAFLEET_RETRY_TIERS` (default `5s,30s,2m,10m`).
+pub fn retry_tiers_from_env() -> Result<Vec<crate::topology::RetryTier>> {
+    let tiers =
+        crate::topology::RetryTier::parse_list(&env_or("WAFLEET_RETRY_TIERS", crate::topology::DEFAULT_RETRY_TIERS))?;
+    if tiers.is_empty() {
+        return Err(Error::Config("WAFLEET_RETRY_TIERS must name at least one tier".into()));
+    }
+    Ok(tiers)
+}
+
 impl WorkerConfig {
     /// Reads the environment.
     pub fn from_env() -> Result<Self> {
@@ -91,6 +102,8 @@ impl WorkerConfig {
             tenant_in_flight: env_parse("WAFLEET_TENANT_IN_FLIGHT", 4)?,
             max_in_flight: env_parse("WAFLEET_MAX_IN_FLIGHT", 64)?,
             refresh_interval: Duration::from_secs(env_parse("WAFLEET_TENANT_REFRESH_SECS", 30)?),
+            retry_tiers: retry_tiers_from_env()?,
+            publish_timeout: Duration::from_millis(env_parse("WAFLEET_PUBLISH_TIMEOUT_MS", 5000)?),
         };
         let sender = SenderConfig {
             batch: env_parse("WAFLEET_SENDER_BATCH", 32)?,

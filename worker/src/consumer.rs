@@ -14,17 +14,22 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions,
 };
+use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{Channel, Connection};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use wafleet_shared::topology::{self as names, QueueType, QUARANTINE_QUEUE};
+use wafleet_shared::topology::{
+    self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
+    REASON_HEADER,
+};
 use wafleet_shared::CustomerRef;
 
-use crate::error::Result;
-use crate::process::{Disposition, Processor};
+use crate::error::{Error, Result};
+use crate::process::{Disposition, Failure, Processor};
+use crate::topology::RetryTier;
 use crate::{tenant, topology};
 
 /// Settings of consumption.
@@ -39,11 +44,22 @@ pub struct ConsumerConfig {
     pub max_in_flight: usize,
     /// How often the tenant list is re-read even without a notification.
     pub refresh_interval: Duration,
+    /// Retry tiers for consume-side failures, in order (`WAFLEET_RETRY_TIERS`).
+    pub retry_tiers: Vec<RetryTier>,
+    /// Bound of one publish plus its confirm (retry, dead-letter, quarantine).
+    pub publish_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self { prefetch: 8, tenant_in_flight: 4, max_in_flight: 64, refresh_interval: Duration::from_secs(30) }
+        Self {
+            prefetch: 8,
+            tenant_in_flight: 4,
+            max_in_flight: 64,
+            refresh_interval: Duration::from_secs(30),
+            retry_tiers: RetryTier::parse_list(topology::DEFAULT_RETRY_TIERS).unwrap_or_default(),
+            publish_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -126,6 +142,7 @@ impl ConsumerSupervisor {
         channel.basic_qos(self.config.prefetch, BasicQosOptions { global: false }).await?;
         let publisher = publish_conn.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        topology::declare_retry_tiers(&publisher, &self.config.retry_tiers).await?;
         let publisher = Arc::new(Mutex::new(publisher));
         let broken = CancellationToken::new();
         watch_connection(&consume_conn, broken.clone());
@@ -201,6 +218,9 @@ impl ConsumerSupervisor {
                 tenant_slots: Arc::new(Semaphore::new(self.config.tenant_in_flight)),
                 global: self.global.clone(),
                 database_down: self.database_down.clone(),
+                retry_tiers: self.config.retry_tiers.clone(),
+                publish_timeout: self.config.publish_timeout,
+                classic: queue_type == QueueType::Classic,
             };
             tokio::spawn(worker.run(consumer, stop.clone()));
             running.insert(customer_ref, Running { tag, stop });
@@ -229,6 +249,10 @@ struct TenantConsumer {
     tenant_slots: Arc<Semaphore>,
     global: Arc<Semaphore>,
     database_down: Arc<tokio::sync::Notify>,
+    retry_tiers: Vec<RetryTier>,
+    publish_timeout: Duration,
+    /// Classic queues have no delivery limit: the crash-loop backstop counts in Postgres.
+    classic: bool,
 }
 
 impl TenantConsumer {
@@ -258,27 +282,57 @@ impl TenantConsumer {
 
     async fn handle(&self, delivery: lapin::message::Delivery) {
         let started = std::time::Instant::now();
+        let attempt = header_u32(&delivery, ATTEMPT_HEADER);
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
         // anything read from the message; the processor checks the envelope against it.
-        let disposition = self.processor.handle(&self.customer_ref, &delivery.data).await;
+        let disposition = if self.classic && delivery.redelivered {
+            self.processor.handle_redelivered_classic(&self.customer_ref, &delivery.data).await
+        } else {
+            self.processor.handle(&self.customer_ref, &delivery.data).await
+        };
         let acker = &delivery.acker;
         let result = match disposition {
             Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-            Disposition::Quarantine => match self.quarantine(&delivery).await {
-                Ok(()) => acker.ack(BasicAckOptions::default()).await,
-                Err(e) => {
-                    warn!(tenant = %self.customer_ref, error = %e, "quarantine publish failed; requeueing");
-                    acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            Disposition::Quarantine => {
+                let published =
+                    self.publish(&delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
+                self.settle_after_publish(&delivery, published, "quarantine").await
+            }
+            Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
+                Some(tier) => {
+                    metrics::counter!("wafleet_worker_retried_total", "reason" => failure.reason).increment(1);
+                    let headers = failure_headers(&delivery, &failure, attempt + 1);
+                    let expiration = tier.delay.as_millis().to_string();
+                    // ISOLATION: published with the tenant's own ref as routing key; the tier's
+                    // dead-lettering keeps it, so the message can only come back to this queue.
+                    let published = self
+                        .publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                        .await;
+                    self.settle_after_publish(&delivery, published, "retry").await
+                }
+                None => {
+                    let exhausted = Failure {
+                        reason: "retries_exhausted",
+                        error: format!("{}: {}", failure.reason, failure.error),
+                    };
+                    self.dead_letter(&delivery, &exhausted, attempt).await
                 }
             },
-            Disposition::DeadLetter(reason) => {
-                debug!(tenant = %self.customer_ref, reason, "rejecting to the dead-letter queue");
-                acker.reject(BasicRejectOptions { requeue: false }).await
-            }
+            Disposition::DeadLetter(failure) => self.dead_letter(&delivery, &failure, attempt).await,
             Disposition::LeaveForNewerWorker => {
-                // Give newer workers a chance to take it, without spinning.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                // Park it in the longest retry tier without counting an attempt: it comes back to
+                // this queue later, when a newer worker may be running. Requeueing in place would
+                // spin and, on quorum queues, run into the delivery limit and dead-letter it.
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                let published = match self.retry_tiers.last() {
+                    Some(tier) => {
+                        let expiration = tier.delay.as_millis().to_string();
+                        self.publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                            .await
+                    }
+                    None => Err(Error::Config("no retry tiers".into())),
+                };
+                self.settle_after_publish(&delivery, published, "park").await
             }
             Disposition::HoldDatabaseDown => {
                 let r = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
@@ -292,25 +346,105 @@ impl TenantConsumer {
         metrics::histogram!("wafleet_worker_processing_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    async fn quarantine(&self, delivery: &lapin::message::Delivery) -> Result<()> {
-        let channel = self.publisher.lock().await;
-        let confirm = channel
-            .basic_publish(
-                "",
-                QUARANTINE_QUEUE,
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &delivery.data,
-                BasicProperties::default().with_delivery_mode(2).with_headers(quarantine_headers(&self.customer_ref)),
-            )
-            .await?;
-        drop(channel);
-        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(_)) => Err(crate::error::Error::Management("quarantine publish not confirmed".into())),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(crate::error::Error::Management("quarantine publish timed out".into())),
+    /// Publishes to `wa.dlx` with the failure in the headers; if that fails, `basic.reject`
+    /// lets the queue's own dead-letter policy take it, so the message is never dropped.
+    async fn dead_letter(
+        &self,
+        delivery: &lapin::message::Delivery,
+        failure: &Failure,
+        attempt: u32,
+    ) -> Result<(), lapin::Error> {
+        warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
+        metrics::counter!("wafleet_worker_dead_lettered_total", "reason" => failure.reason).increment(1);
+        let headers = failure_headers(delivery, failure, attempt);
+        match self.publish(delivery, DLX_EXCHANGE, self.customer_ref.as_str(), headers, None).await {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                warn!(tenant = %self.customer_ref, error = %e, "DLQ publish failed; rejecting to the policy's DLX");
+                delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+            }
         }
     }
+
+    /// Acks after a confirmed publish; otherwise puts the message back so nothing is lost.
+    async fn settle_after_publish(
+        &self,
+        delivery: &lapin::message::Delivery,
+        published: Result<()>,
+        what: &str,
+    ) -> Result<(), lapin::Error> {
+        match published {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                warn!(tenant = %self.customer_ref, error = %e, what, "publish failed; requeueing");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            }
+        }
+    }
+
+    /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
+    /// one deadline (a publish can hang while the broker is blocked).
+    async fn publish(
+        &self,
+        delivery: &lapin::message::Delivery,
+        exchange: &str,
+        routing_key: &str,
+        headers: FieldTable,
+        expiration: Option<String>,
+    ) -> Result<()> {
+        let mut properties = delivery.properties.clone().with_delivery_mode(2).with_headers(headers);
+        if let Some(expiration) = expiration {
+            properties = properties.with_expiration(expiration.into());
+        }
+        let publish = async {
+            let channel = self.publisher.lock().await;
+            let confirm = channel
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &delivery.data,
+                    properties,
+                )
+                .await?;
+            drop(channel);
+            confirm.await
+        };
+        match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange} was not confirmed"))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Management(format!("publish to {exchange} timed out"))),
+        }
+    }
+}
+
+fn header_u32(delivery: &lapin::message::Delivery, name: &str) -> u32 {
+    let value = delivery.properties.headers().as_ref().and_then(|h| h.inner().get(name).cloned());
+    match value {
+        Some(AMQPValue::LongUInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(n),
+        _ => 0,
+    }
+}
+
+/// The delivery's headers plus the attempt count, the failure, and an appended history line.
+fn failure_headers(delivery: &lapin::message::Delivery, failure: &Failure, attempt: u32) -> FieldTable {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let history = match headers.inner().get(HISTORY_HEADER) {
+        Some(AMQPValue::LongString(h)) => h.to_string(),
+        _ => String::new(),
+    };
+    let line = format!("{} {} {}", chrono::Utc::now().to_rfc3339(), failure.reason, failure.error);
+    let history = if history.is_empty() { line } else { format!("{history}\n{line}") };
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason.into()));
+    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(failure.error.as_str().into()));
+    headers.insert(HISTORY_HEADER.into(), AMQPValue::LongString(history.into()));
+    headers
 }
 
 fn quarantine_headers(queue_tenant: &CustomerRef) -> FieldTable {

@@ -153,7 +153,7 @@ pub fn role_statements(role: &str, password: Option<&str>) -> Vec<String> {
     vec![
         create,
         format!("grant usage on schema public to {r}"),
-        format!("grant select, insert, update, delete on processed_events, outbox, bot_rules, message_log to {r}"),
+        format!("grant select, insert, update, delete on processed_events, outbox, bot_rules, message_log, delivery_attempts to {r}"),
         // Tenants are created and re-statused only through definer functions; the app role may
         // read its own row (RLS) and record the bridge state.
         format!("grant select on tenants to {r}"),

@@ -48,6 +48,11 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True for serialization failures and deadlocks, which succeed when tried again later.
+    pub fn is_serialization_failure(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
+    }
 }
 
 /// Whether a sqlx error means "Postgres is not reachable right now".

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod error;
 pub mod ops;
 pub mod process;

@@ -35,6 +35,7 @@ pub async fn migrate(owner_url: &str, endpoints: &Endpoints) -> Result<RoleSetup
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;
+    topology::declare_retry_tiers(&channel, &crate::config::retry_tiers_from_env()?).await?;
     let _ = connection.close(200, "done").await;
     endpoints.management()?.apply_policies().await.map_err(|e| {
         Error::Management(format!(

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tracing::{debug, info, warn};
 use wafleet_shared::{CustomerRef, DecodeError, Envelope, EnvelopeV1};
 
-use crate::bots::{self, InboundMessage, Reply, TenantScope};
+use crate::bots::{BotError, BotFactory, InboundMessage, Reply, TenantScope};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::tenant::{self, Tenant, TenantId};
@@ -23,12 +23,30 @@ pub enum Disposition {
     Ack,
     /// The envelope names another tenant than its queue: move it to `wa.quarantine`.
     Quarantine,
-    /// Not an envelope at all: reject without requeue, so the queue's DLX takes it.
-    DeadLetter(&'static str),
+    /// A failure worth another attempt later (bot timeout, transient bot error, panic,
+    /// serialization failure): republish to the next retry tier, or dead-letter when exhausted.
+    Retry(Failure),
+    /// A failure retrying cannot fix: publish to the tenant's dead-letter queue.
+    DeadLetter(Failure),
     /// Written by a newer release: put it back and let a newer worker take it.
     LeaveForNewerWorker,
     /// Postgres is unreachable: put it back and hold consumption until it returns.
     HoldDatabaseDown,
+}
+
+/// Why a message failed, kept with it in the retry and dead-letter headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable reason label (`bot_timeout`, `bot_panic`, `undecodable`, ...).
+    pub reason: &'static str,
+    /// Short error text, never the message body.
+    pub error: String,
+}
+
+impl Failure {
+    fn new(reason: &'static str, error: impl Into<String>) -> Self {
+        Self { reason, error: error.into() }
+    }
 }
 
 /// Settings of message processing.
@@ -58,6 +76,7 @@ pub struct Processor {
     pool: PgPool,
     config: ProcessConfig,
     outbox_ready: Arc<tokio::sync::Notify>,
+    bots: Arc<dyn BotFactory>,
 }
 
 /// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
@@ -81,8 +100,13 @@ impl EventFields {
 
 impl Processor {
     /// A processor writing to `pool`; `outbox_ready` wakes the sender after a commit.
-    pub fn new(pool: PgPool, config: ProcessConfig, outbox_ready: Arc<tokio::sync::Notify>) -> Self {
-        Self { pool, config, outbox_ready }
+    pub fn new(
+        pool: PgPool,
+        config: ProcessConfig,
+        outbox_ready: Arc<tokio::sync::Notify>,
+        bots: Arc<dyn BotFactory>,
+    ) -> Self {
+        Self { pool, config, outbox_ready, bots }
     }
 
     /// Handles one message taken from the queue of `queue_tenant`.
@@ -96,7 +120,7 @@ impl Processor {
             Err(DecodeError::Malformed(_)) => {
                 warn!(tenant = %queue_tenant, "undecodable message; dead-lettering");
                 metrics::counter!("wafleet_worker_failed_total", "reason" => "undecodable").increment(1);
-                return Disposition::DeadLetter("undecodable");
+                return Disposition::DeadLetter(Failure::new("undecodable", "not a wafleet envelope"));
             }
         };
         // ISOLATION: double check at the worker. The broker routed this message by ref; if the
@@ -108,19 +132,62 @@ impl Processor {
         }
         let envelope = envelope.into_v1();
         match self.process(envelope).await {
-            Ok(()) => Disposition::Ack,
+            Ok(None) => Disposition::Ack,
+            Ok(Some(failure)) => Disposition::Retry(failure),
             Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
+            Err(e) if e.is_serialization_failure() => {
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "serialization").increment(1);
+                Disposition::Retry(Failure::new("serialization", "database serialization failure"))
+            }
             Err(e) => {
                 // Not an outage: requeueing would loop, so the tenant's DLQ takes it, visibly.
                 warn!(tenant = %queue_tenant, error = %e, "processing failed; dead-lettering");
                 metrics::counter!("wafleet_worker_failed_total", "reason" => "processing_error").increment(1);
-                Disposition::DeadLetter("processing_error")
+                Disposition::DeadLetter(Failure::new("processing_error", e.to_string()))
             }
         }
     }
 
+    /// Handles a redelivered message of a classic queue: counts the delivery in Postgres and
+    /// dead-letters it past the crash-loop limit (quorum queues do this in the broker).
+    pub async fn handle_redelivered_classic(&self, queue_tenant: &CustomerRef, body: &[u8]) -> Disposition {
+        if let Ok(envelope) = Envelope::decode(body) {
+            if envelope.customer_ref() == queue_tenant {
+                match self.count_delivery(&envelope.into_v1()).await {
+                    Ok(attempts) if attempts > i64::from(crate::topology::DELIVERY_LIMIT) => {
+                        return Disposition::DeadLetter(Failure::new(
+                            "delivery_limit",
+                            format!("redelivered {attempts} times without completing"),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_database_unavailable() => return Disposition::HoldDatabaseDown,
+                    Err(e) => warn!(tenant = %queue_tenant, error = %e, "could not count the redelivery"),
+                }
+            }
+        }
+        self.handle(queue_tenant, body).await
+    }
+
+    async fn count_delivery(&self, envelope: &EnvelopeV1) -> Result<i64> {
+        let Some(meta) = tenant::lookup(&self.pool, &envelope.customer_ref).await? else { return Ok(0) };
+        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        let attempts: i32 = sqlx::query_scalar(
+            "insert into delivery_attempts (tenant_id, ingest_id, attempts) values ($1, $2, 1) \
+             on conflict (tenant_id, ingest_id) do update set attempts = delivery_attempts.attempts + 1, updated_at = now() \
+             returning attempts",
+        )
+        .bind(meta.id.get())
+        .bind(envelope.ingest_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(i64::from(attempts))
+    }
+
+    /// Processes the envelope; `Ok(Some(failure))` asks for a later retry.
     #[tracing::instrument(skip_all, fields(tenant = %envelope.customer_ref, ingest_id = %envelope.ingest_id))]
-    async fn process(&self, envelope: EnvelopeV1) -> Result<()> {
+    async fn process(&self, envelope: EnvelopeV1) -> Result<Option<Failure>> {
         let tenant =
             match tenant::resolve_active(&self.pool, &envelope.customer_ref, envelope.generation, envelope.auth).await?
             {
@@ -129,18 +196,21 @@ impl Processor {
                     // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
                     warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
                     metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(1);
-                    return Ok(());
+                    return Ok(None);
                 }
             };
         if self.already_processed(&tenant, &envelope).await? {
             debug!("duplicate event; skipping");
             metrics::counter!("wafleet_worker_duplicates_total").increment(1);
-            return Ok(());
+            return Ok(None);
         }
         let fields = EventFields::from_payload(&envelope.payload);
         let tenant_id = tenant.id();
-        let (outcome, replies) = self.run_bot_if_due(tenant, &envelope, &fields).await;
-        self.record(tenant_id, &envelope, &fields, outcome, &replies).await
+        let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields).await {
+            Ok(done) => done,
+            Err(failure) => return Ok(Some(failure)),
+        };
+        self.record(tenant_id, &envelope, &fields, outcome, &replies).await.map(|()| None)
     }
 
     async fn already_processed(&self, tenant: &Tenant, envelope: &EnvelopeV1) -> Result<bool> {
@@ -167,28 +237,28 @@ impl Processor {
         tenant: Tenant,
         envelope: &EnvelopeV1,
         fields: &EventFields,
-    ) -> (&'static str, Vec<Reply>) {
+    ) -> std::result::Result<(&'static str, Vec<Reply>), Failure> {
         if envelope.event_type != "message" {
             debug!(event = %envelope.event_type, "non-message event recorded without a bot run");
-            return ("recorded", Vec::new());
+            return Ok(("recorded", Vec::new()));
         }
         if fields.from_me {
             // Our own outgoing messages come back as events; a bot must never answer them.
-            return ("from_me", Vec::new());
+            return Ok(("from_me", Vec::new()));
         }
         let (Some(chat_id), Some(body)) = (fields.chat_id.clone(), fields.body.clone()) else {
-            return ("no_text", Vec::new());
+            return Ok(("no_text", Vec::new()));
         };
         let age = Utc::now().signed_duration_since(envelope.received_at);
         if age.to_std().map(|a| a > self.config.stale_after).unwrap_or(false) {
             info!("stale message recorded without an auto-reply");
             metrics::counter!("wafleet_worker_stale_total").increment(1);
-            return ("stale", Vec::new());
+            return Ok(("stale", Vec::new()));
         }
         let message = InboundMessage { chat_id, body, sender_name: fields.name.clone(), is_group: fields.is_group };
         // ISOLATION: a fresh bot and scope for this message only.
         let scope = TenantScope::new(tenant, self.pool.clone());
-        let bot = bots::bot_for(scope.tenant().bot_kind());
+        let bot = self.bots.bot_for(scope.tenant());
         let started = std::time::Instant::now();
         // The bot runs on its own task so a panic is caught as a JoinError instead of unwinding
         // through the consumer, and under a timeout so a hung bot holds only its own slot.
@@ -197,22 +267,28 @@ impl Processor {
         let outcome = tokio::time::timeout(self.config.bot_timeout, task).await;
         metrics::histogram!("wafleet_worker_bot_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
-            Ok(Ok(Ok(replies))) => ("replied", replies),
-            Ok(Ok(Err(e))) => {
-                warn!(error = %e, "bot failed");
+            Ok(Ok(Ok(replies))) => Ok(("replied", replies)),
+            Ok(Ok(Err(BotError::Permanent(e)))) => {
+                // The bot itself says retrying is pointless: record the failure, no reply.
+                warn!(error = %e, "bot failed permanently");
                 metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_error").increment(1);
-                ("bot_failed", Vec::new())
+                Ok(("bot_failed", Vec::new()))
+            }
+            Ok(Ok(Err(BotError::Transient(e)))) => {
+                warn!(error = %e, "bot failed; will retry");
+                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_transient").increment(1);
+                Err(Failure::new("bot_transient", e))
             }
             Ok(Err(join)) => {
-                warn!(panicked = join.is_panic(), "bot panicked");
+                warn!(panicked = join.is_panic(), "bot panicked; will retry");
                 metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_panic").increment(1);
-                ("bot_panicked", Vec::new())
+                Err(Failure::new("bot_panic", "the bot panicked"))
             }
             Err(_) => {
                 abort.abort();
-                warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out");
+                warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out; will retry");
                 metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_timeout").increment(1);
-                ("bot_timeout", Vec::new())
+                Err(Failure::new("bot_timeout", format!("no answer within {} ms", self.config.bot_timeout.as_millis())))
             }
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::bots::{BotFactory, BuiltinBots};
 use crate::bridge_client::BridgeClient;
 use crate::config::WorkerConfig;
 use crate::consumer::ConsumerSupervisor;
@@ -42,11 +43,20 @@ struct HealthState {
 impl Application {
     /// Checks the database role, builds the pool, client, processor and sender, and binds.
     pub async fn build(config: WorkerConfig, metrics: Option<PrometheusHandle>) -> Result<Self> {
+        Self::build_with_bots(config, metrics, Arc::new(BuiltinBots)).await
+    }
+
+    /// Like [`Application::build`], with the bots made by `bots` (tests inject failing bots).
+    pub async fn build_with_bots(
+        config: WorkerConfig,
+        metrics: Option<PrometheusHandle>,
+        bots: Arc<dyn BotFactory>,
+    ) -> Result<Self> {
         let pool = db::app_pool(&config.database_url, config.pool_size)?;
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
         let client = BridgeClient::new(&config.wa_api_base_url, config.wa_api_key.clone(), config.send_timeout)?;
         let outbox_ready = Arc::new(Notify::new());
-        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone());
+        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots);
         let supervisor = Arc::new(ConsumerSupervisor::new(
             config.amqp_url.clone(),
             pool.clone(),

@@ -18,8 +18,57 @@ use crate::error::{Error, Result};
 pub const TENANT_POLICY: &str = "wafleet-tenant-queues";
 /// Name of the policy on every per-tenant dead-letter queue.
 pub const DLQ_POLICY: &str = "wafleet-dlq";
+/// Name of the policy on every retry tier queue.
+pub const RETRY_POLICY: &str = "wafleet-retry-tiers";
 /// Delivery limit: only a crash-loop backstop (the worker's own retry tiers come first).
 pub const DELIVERY_LIMIT: u32 = 20;
+/// Delivery limit of dead-letter queues: browsing (`dlq list/show`) returns messages, and
+/// RabbitMQ 4.x applies a default limit of 20 to quorum queues, after which a DLQ (which has no
+/// DLX of its own) would drop them. A huge explicit limit keeps them on 3.x and 4.x alike.
+pub const DLQ_DELIVERY_LIMIT: u32 = 1_000_000;
+
+/// A retry tier: `wa.retry.<label>` (a fanout exchange and a quorum queue of the same name).
+/// Messages wait there for `delay` (per-message expiration), then the tier's policy dead-letters
+/// them to `wa.inbound` with their routing key (the tenant's ref) unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryTier {
+    /// Name suffix, e.g. `5s`.
+    pub label: String,
+    /// How long a message waits in this tier.
+    pub delay: std::time::Duration,
+}
+
+impl RetryTier {
+    /// The exchange and queue name.
+    pub fn name(&self) -> String {
+        format!("{}.{}", names::RETRY_EXCHANGE, self.label)
+    }
+
+    /// Parses `5s,30s,2m,10m` (units `ms`, `s`, `m`, `h`).
+    pub fn parse_list(raw: &str) -> Result<Vec<RetryTier>> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|label| {
+                let split = label.find(|c: char| !c.is_ascii_digit()).unwrap_or(label.len());
+                let (digits, unit) = label.split_at(split);
+                let n: u64 =
+                    digits.parse().map_err(|_| Error::Config(format!("retry tier {label:?}: expected e.g. 30s")))?;
+                let delay = match unit {
+                    "ms" => std::time::Duration::from_millis(n),
+                    "s" => std::time::Duration::from_secs(n),
+                    "m" => std::time::Duration::from_secs(n * 60),
+                    "h" => std::time::Duration::from_secs(n * 3600),
+                    _ => return Err(Error::Config(format!("retry tier {label:?}: unit must be ms, s, m or h"))),
+                };
+                Ok(RetryTier { label: label.to_owned(), delay })
+            })
+            .collect()
+    }
+}
+
+/// The default tiers: 5 s, 30 s, 2 min, 10 min.
+pub const DEFAULT_RETRY_TIERS: &str = "5s,30s,2m,10m";
 
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
@@ -67,6 +116,18 @@ pub async fn declare_tenant(channel: &Channel, customer_ref: &CustomerRef, queue
     channel
         .queue_bind(&dlq, DLX_EXCHANGE, customer_ref.as_str(), QueueBindOptions::default(), FieldTable::default())
         .await?;
+    Ok(())
+}
+
+/// Declares the retry tiers. Idempotent.
+pub async fn declare_retry_tiers(channel: &Channel, tiers: &[RetryTier]) -> Result<()> {
+    let durable_exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    for tier in tiers {
+        let name = tier.name();
+        channel.exchange_declare(&name, ExchangeKind::Fanout, durable_exchange, FieldTable::default()).await?;
+        channel.queue_declare(&name, durable(), queue_type_args(QueueType::Quorum)).await?;
+        channel.queue_bind(&name, &name, "", QueueBindOptions::default(), FieldTable::default()).await?;
+    }
     Ok(())
 }
 
@@ -141,10 +202,11 @@ impl Management {
                 "apply-to": "queues",
                 "priority": 0,
                 // Dead letters are kept until an operator replays or purges them; no DLX of their own.
-                "definition": {"overflow": "reject-publish"}
+                "definition": {"overflow": "reject-publish", "delivery-limit": DLQ_DELIVERY_LIMIT}
             }),
         )
-        .await
+        .await?;
+        self.put(&["policies", &self.vhost, RETRY_POLICY], retry_policy()).await
     }
 
     /// Whether the tenant-queue policy exists in the vhost.
@@ -168,6 +230,23 @@ impl Management {
             Err(Error::Management(format!("DELETE vhost -> {}", response.status())))
         }
     }
+}
+
+/// The policy on every retry tier: expired messages go back through `wa.inbound` with their
+/// routing key, so they return to their own tenant's queue.
+pub fn retry_policy() -> serde_json::Value {
+    json!({
+        "pattern": r"^wa\.retry\.",
+        "apply-to": "queues",
+        "priority": 0,
+        "definition": {
+            // ISOLATION: the routing key (the tenant's ref) is kept, so the binding of
+            // wa.inbound sends the message back to its own tenant queue and nowhere else.
+            "dead-letter-exchange": INBOUND_EXCHANGE,
+            "overflow": "reject-publish",
+            "dead-letter-strategy": "at-least-once"
+        }
+    })
 }
 
 /// The policy on every tenant queue.

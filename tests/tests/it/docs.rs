@@ -23,13 +23,17 @@ fn readme_documents_every_environment_variable_the_binaries_read() {
     for krate in ["shared", "ingest", "worker", "sim"] {
         rust_files(&root.join(krate).join("src"), &mut files);
     }
-    let external = ["AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL"];
+    let external =
+        ["AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL"];
     let mut missing = std::collections::BTreeSet::new();
     let mut found = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for (i, _) in text.match_indices("\"WAFLEET_") {
-            let name: String = text[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+            let name: String = text[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
             found += 1;
             if !readme.contains(&format!("`{name}`")) {
                 missing.insert(name);

@@ -4,6 +4,7 @@
 
 mod cli;
 mod docs;
+mod failures;
 mod isolation;
 mod property;
 mod rls;

@@ -103,3 +103,19 @@ pub fn bot_for(kind: BotKind) -> Box<dyn Bot> {
         BotKind::Rules => Box::new(RulesBot),
     }
 }
+
+/// Makes the bot for each message. The worker uses [`BuiltinBots`]; tests inject bots that
+/// misbehave (panic, hang) to exercise the failure paths.
+pub trait BotFactory: Send + Sync {
+    /// A fresh bot for one message of `tenant`.
+    fn bot_for(&self, tenant: &Tenant) -> Box<dyn Bot>;
+}
+
+/// The built-in bots, chosen by the tenant row.
+pub struct BuiltinBots;
+
+impl BotFactory for BuiltinBots {
+    fn bot_for(&self, tenant: &Tenant) -> Box<dyn Bot> {
+        bot_for(tenant.bot_kind())
+    }
+}

@@ -1,0 +1,111 @@
+//! A TCP fault proxy for outage tests on loopback: it forwards to an upstream service and can
+//! refuse (drop every connection, old and new), blackhole (accept but never forward) or restore.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const PASS: u8 = 0;
+const REFUSE: u8 = 1;
+const BLACKHOLE: u8 = 2;
+
+/// A running proxy. Dropping it does not stop it; call [`FaultProxy::stop`].
+#[derive(Clone)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    connections: Arc<AtomicU64>,
+    live: Arc<Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1:0 forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let proxy = Self {
+            addr: listener.local_addr()?,
+            mode: Arc::new(AtomicU8::new(PASS)),
+            connections: Arc::new(AtomicU64::new(0)),
+            live: Arc::new(Mutex::new(CancellationToken::new())),
+            stop: CancellationToken::new(),
+        };
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = p.stop.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                p.connections.fetch_add(1, Ordering::Relaxed);
+                let live = p.live.lock().map(|t| t.clone()).unwrap_or_default();
+                match p.mode.load(Ordering::Relaxed) {
+                    REFUSE => drop(client),
+                    BLACKHOLE => {
+                        tokio::spawn(async move {
+                            live.cancelled().await;
+                            drop(client);
+                        });
+                    }
+                    _ => {
+                        tokio::spawn(forward(client, upstream, live));
+                    }
+                }
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// The address clients should use.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far (a reconnect storm shows up here).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn kill_live(&self) {
+        if let Ok(mut live) = self.live.lock() {
+            live.cancel();
+            *live = CancellationToken::new();
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn refuse(&self) {
+        self.mode.store(REFUSE, Ordering::Relaxed);
+        self.kill_live();
+    }
+
+    /// Drops every open connection; new ones are accepted but nothing is forwarded.
+    pub fn blackhole(&self) {
+        self.mode.store(BLACKHOLE, Ordering::Relaxed);
+        self.kill_live();
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.kill_live();
+        self.mode.store(PASS, Ordering::Relaxed);
+    }
+
+    /// Stops accepting and drops every connection.
+    pub fn stop(&self) {
+        self.stop.cancel();
+        self.kill_live();
+    }
+}
+
+async fn forward(mut client: TcpStream, upstream: SocketAddr, live: CancellationToken) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+    tokio::select! {
+        _ = live.cancelled() => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+    }
+}
