@@ -5,6 +5,7 @@
 //! keyring and the AMQP URL are secrets).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use secrecy::SecretString;
 use wafleet_shared::Keyring;
 
 use crate::error::Error;
+use crate::spool::SpoolSettings;
 
 /// AMQP URL used when `AMQP_URL` is unset (a local broker, default vhost).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -25,6 +27,19 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(5_000);
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Default interval between passive checks that `wa.inbound` still exists.
 pub const DEFAULT_READY_RECHECK: Duration = Duration::from_millis(5_000);
+/// The spool directory of a packaged install (the Kubernetes PVC mount); the default only when it
+/// exists, so a local run never needs root.
+pub const SYSTEM_SPOOL_DIR: &str = "/var/lib/wafleet/spool";
+/// The spool directory otherwise: relative to the working directory (ignored by git).
+pub const LOCAL_SPOOL_DIR: &str = ".wafleet-spool";
+/// Default bound on the spool's size: 1 GiB, hours of a busy fleet's events.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default segment size: small enough that a drained segment is deleted soon, large enough that
+/// creating segments (one directory fsync each) is rare.
+pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Default time the shutdown spends draining the spool before leaving the rest on disk. Keep it
+/// well under the pod's termination grace period (30 s by default).
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Every ingest setting. Fields are public so tests can build a `Config` without the environment
 /// (see [`Config::new`]).
@@ -43,6 +58,11 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// `WAFLEET_BODY_TIMEOUT_MS` (default 5000): a body not fully read by then gets 408.
     pub body_timeout: Duration,
+    /// `WAFLEET_HEADER_TIMEOUT_MS` (default 5000): a client must send its request headers within
+    /// this time (slowloris on headers).
+    pub header_timeout: Duration,
+    /// `WAFLEET_MAX_CONNECTIONS` (default 4096): open connections at most.
+    pub max_connections: usize,
     /// `WAFLEET_PUBLISH_TIMEOUT_MS` (default 2000): one deadline over `basic_publish` and its confirm.
     pub publish_timeout: Duration,
     /// `WAFLEET_INGEST_DECLARE_TOPOLOGY` (default false, development only): declare `wa.inbound`,
@@ -50,6 +70,21 @@ pub struct Config {
     pub declare_topology: bool,
     /// `WAFLEET_READY_RECHECK_MS` (default 5000): how often readiness re-checks `wa.inbound`.
     pub ready_recheck: Duration,
+    /// `WAFLEET_SPOOL_ENABLED` (default true): spool events the broker does not confirm in time,
+    /// instead of answering 503. [`Config::new`] leaves it off: an embedding process (a test
+    /// harness running several ingests) must give each one its own directory.
+    pub spool_enabled: bool,
+    /// `WAFLEET_SPOOL_DIR` (default `/var/lib/wafleet/spool` when that directory exists, else
+    /// `.wafleet-spool` in the working directory): one ingest process per directory (locked).
+    pub spool_dir: PathBuf,
+    /// `WAFLEET_SPOOL_MAX_BYTES` (default 1 GiB): past it, events the broker refuses get 503 and
+    /// `/readyz` reports "spool full".
+    pub spool_max_bytes: u64,
+    /// `WAFLEET_SPOOL_SEGMENT_BYTES` (default 8 MiB): size at which a new segment file is started.
+    pub spool_segment_bytes: u64,
+    /// `WAFLEET_SHUTDOWN_DRAIN_SECS` (default 10; 0 skips): on shutdown, how long to keep
+    /// draining the spool to the broker. What remains stays on disk for the next start.
+    pub shutdown_drain: Duration,
 }
 
 impl Config {
@@ -62,9 +97,25 @@ impl Config {
             open_webhook: false,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            header_timeout: Duration::from_secs(5),
+            max_connections: 4096,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             declare_topology: false,
             ready_recheck: DEFAULT_READY_RECHECK,
+            spool_enabled: false,
+            spool_dir: default_spool_dir(),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_segment_bytes: DEFAULT_SPOOL_SEGMENT_BYTES,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+        }
+    }
+
+    /// The spool's directory and bounds.
+    pub fn spool_settings(&self) -> SpoolSettings {
+        SpoolSettings {
+            dir: self.spool_dir.clone(),
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
         }
     }
 
@@ -99,13 +150,58 @@ impl Config {
         if let Some(ms) = parse_positive(&lookup, "WAFLEET_BODY_TIMEOUT_MS")? {
             config.body_timeout = Duration::from_millis(ms);
         }
+        if let Some(ms) = parse_positive(&lookup, "WAFLEET_HEADER_TIMEOUT_MS")? {
+            config.header_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = parse_positive(&lookup, "WAFLEET_MAX_CONNECTIONS")? {
+            config.max_connections = usize::try_from(n)
+                .map_err(|_| Error::Config { var: "WAFLEET_MAX_CONNECTIONS", reason: "is too large" })?;
+        }
         if let Some(ms) = parse_positive(&lookup, "WAFLEET_PUBLISH_TIMEOUT_MS")? {
             config.publish_timeout = Duration::from_millis(ms);
         }
         if let Some(ms) = parse_positive(&lookup, "WAFLEET_READY_RECHECK_MS")? {
             config.ready_recheck = Duration::from_millis(ms);
         }
+        config.spool_enabled = parse_bool(&lookup, "WAFLEET_SPOOL_ENABLED")?.unwrap_or(true);
+        if let Some(dir) = lookup("WAFLEET_SPOOL_DIR") {
+            let dir = dir.trim();
+            if dir.is_empty() {
+                return Err(Error::Config { var: "WAFLEET_SPOOL_DIR", reason: "must not be empty" });
+            }
+            config.spool_dir = PathBuf::from(dir);
+        }
+        if let Some(bytes) = parse_positive(&lookup, "WAFLEET_SPOOL_MAX_BYTES")? {
+            config.spool_max_bytes = bytes;
+        }
+        if let Some(bytes) = parse_positive(&lookup, "WAFLEET_SPOOL_SEGMENT_BYTES")? {
+            config.spool_segment_bytes = bytes;
+        }
+        // Deleting a segment is the only way space comes back, so at least two must fit.
+        if config.spool_segment_bytes.saturating_mul(2) > config.spool_max_bytes {
+            return Err(Error::Config {
+                var: "WAFLEET_SPOOL_SEGMENT_BYTES",
+                reason: "must be at most half of WAFLEET_SPOOL_MAX_BYTES",
+            });
+        }
+        if let Some(raw) = lookup("WAFLEET_SHUTDOWN_DRAIN_SECS") {
+            let secs = raw.trim().parse::<u64>().map_err(|_| Error::Config {
+                var: "WAFLEET_SHUTDOWN_DRAIN_SECS",
+                reason: "must be a whole number of seconds",
+            })?;
+            config.shutdown_drain = Duration::from_secs(secs);
+        }
         Ok(config)
+    }
+}
+
+/// `/var/lib/wafleet/spool` when it exists (packaged install, PVC mount), else `.wafleet-spool`.
+pub fn default_spool_dir() -> PathBuf {
+    let system = Path::new(SYSTEM_SPOOL_DIR);
+    if system.is_dir() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from(LOCAL_SPOOL_DIR)
     }
 }
 
@@ -150,6 +246,10 @@ mod tests {
         assert_eq!(config.body_limit_bytes, 262_144);
         assert_eq!(config.body_timeout, Duration::from_millis(5_000));
         assert_eq!(config.publish_timeout, Duration::from_millis(2_000));
+        assert!(config.spool_enabled, "the spool is on unless switched off");
+        assert_eq!(config.spool_dir, default_spool_dir());
+        assert_eq!((config.spool_max_bytes, config.spool_segment_bytes), (1 << 30, 8 << 20));
+        assert_eq!(config.shutdown_drain, Duration::from_secs(10));
         Ok(())
     }
 
@@ -165,6 +265,11 @@ mod tests {
             ("WAFLEET_PUBLISH_TIMEOUT_MS", "20"),
             ("WAFLEET_INGEST_DECLARE_TOPOLOGY", "1"),
             ("WAFLEET_READY_RECHECK_MS", "30"),
+            ("WAFLEET_SPOOL_ENABLED", "false"),
+            ("WAFLEET_SPOOL_DIR", "/tmp/x-spool"),
+            ("WAFLEET_SPOOL_MAX_BYTES", "4096"),
+            ("WAFLEET_SPOOL_SEGMENT_BYTES", "1024"),
+            ("WAFLEET_SHUTDOWN_DRAIN_SECS", "0"),
         ])?;
         assert_eq!(config.amqp_url.expose_secret(), "amqp://u:p@h:5672/v");
         assert_eq!(config.addr.port(), 0);
@@ -173,6 +278,13 @@ mod tests {
         assert_eq!(config.body_timeout, Duration::from_millis(10));
         assert_eq!(config.publish_timeout, Duration::from_millis(20));
         assert_eq!(config.ready_recheck, Duration::from_millis(30));
+        assert!(!config.spool_enabled);
+        let spool = config.spool_settings();
+        assert_eq!(
+            (spool.dir.as_path(), spool.max_bytes, spool.segment_bytes),
+            (Path::new("/tmp/x-spool"), 4096, 1024)
+        );
+        assert_eq!(config.shutdown_drain, Duration::ZERO);
         Ok(())
     }
 
@@ -199,6 +311,11 @@ mod tests {
             ("WAFLEET_OPEN_WEBHOOK", "maybe"),
             ("WAFLEET_INGEST_ADDR", "localhost"),
             ("AMQP_URL", "http://u:hunter2@h"),
+            ("WAFLEET_SPOOL_ENABLED", "sometimes"),
+            ("WAFLEET_SPOOL_DIR", " "),
+            ("WAFLEET_SPOOL_MAX_BYTES", "1GiB"),
+            ("WAFLEET_SPOOL_SEGMENT_BYTES", "2147483648"),
+            ("WAFLEET_SHUTDOWN_DRAIN_SECS", "-1"),
         ] {
             let result = from(&[("WAFLEET_SIGNING_KEY", KEY), (var, value)]);
             assert!(matches!(result, Err(Error::Config { var: v, .. }) if v == var), "{var}={value}");

@@ -12,6 +12,7 @@ use wafleet_shared::{InvalidRef, KeyringError, TokenError};
 
 use crate::metric;
 use crate::publisher::PublishError;
+use crate::spool::SpoolError;
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,9 +73,15 @@ pub enum Error {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Neither the broker nor (later) the spool could take the event.
+    /// The broker did not confirm the event and the spool is off.
     #[error("broker unavailable")]
     BrokerUnavailable(#[source] PublishError),
+    /// The broker did not confirm the event and the spool has no room for it.
+    #[error("broker unavailable and spool full")]
+    SpoolFull,
+    /// The broker did not confirm the event and the spool could not make it durable.
+    #[error("broker unavailable and spool failed")]
+    SpoolFailed(#[source] SpoolError),
 }
 
 impl Error {
@@ -90,7 +97,7 @@ impl Error {
             }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BrokerUnavailable(_) | Error::SpoolFull | Error::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config { .. } | Error::Keyring(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +121,8 @@ impl Error {
             Error::NotFound => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BrokerUnavailable(_) => "broker_unavailable",
+            Error::SpoolFull => "spool_full",
+            Error::SpoolFailed(_) => "spool_failed",
         }
     }
 
@@ -135,6 +144,8 @@ impl Error {
             Error::NotFound => "not found",
             Error::MethodNotAllowed => "method not allowed",
             Error::BrokerUnavailable(_) => "broker unavailable",
+            Error::SpoolFull => "broker unavailable and spool full",
+            Error::SpoolFailed(_) => "broker unavailable and spool failed",
             Error::Config { .. } | Error::Keyring(_) => "internal error",
         }
     }

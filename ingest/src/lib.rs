@@ -15,10 +15,13 @@ pub mod metric;
 pub mod payload;
 pub mod publisher;
 pub mod routes;
+pub mod server;
+pub mod spool;
 pub mod startup;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use publisher::{FakeMode, FakePublisher, LapinPublisher, PublishError, Publisher};
 pub use routes::{router, AppState};
+pub use spool::{Spool, SpoolError, SpoolSettings, SpoolStatus};
 pub use startup::Application;

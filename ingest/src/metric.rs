@@ -10,7 +10,7 @@ pub const REQUESTS_TOTAL: &str = "wafleet_ingest_requests_total";
 pub const REJECTED_TOTAL: &str = "wafleet_ingest_rejected_total";
 /// Counter, label `reason`: well-formed events answered 200 but not published (open route only).
 pub const DROPPED_TOTAL: &str = "wafleet_ingest_dropped_total";
-/// Counter, label `reason`: publishes that failed (answered 503 until the spool exists).
+/// Counter, label `reason`: publishes that failed (the event was then spooled, or answered 503).
 pub const PUBLISH_FAILED_TOTAL: &str = "wafleet_ingest_publish_failed_total";
 /// Counter: body bytes read from accepted-size requests.
 pub const BYTES_TOTAL: &str = "wafleet_ingest_bytes_total";
@@ -18,6 +18,28 @@ pub const BYTES_TOTAL: &str = "wafleet_ingest_bytes_total";
 pub const ACCEPT_SECONDS: &str = "wafleet_ingest_accept_seconds";
 /// Histogram (seconds), label `outcome`: publish plus broker confirm.
 pub const PUBLISH_CONFIRM_SECONDS: &str = "wafleet_ingest_publish_confirm_seconds";
+/// Gauge: spooled records not yet confirmed by the broker.
+pub const SPOOL_RECORDS: &str = "wafleet_ingest_spool_records";
+/// Gauge (bytes): size of the spool's segment files.
+pub const SPOOL_BYTES: &str = "wafleet_ingest_spool_bytes";
+/// Gauge (seconds): age of the oldest spooled record not yet confirmed; 0 when empty.
+pub const SPOOL_OLDEST_AGE_SECONDS: &str = "wafleet_ingest_spool_oldest_age_seconds";
+/// Counter: events answered 200 from the spool (the broker did not confirm them in time).
+pub const SPOOLED_TOTAL: &str = "wafleet_ingest_spooled_total";
+/// Counter, label `reason` (`full`, `failed`): events neither the broker nor the spool took (503).
+pub const SPOOL_REFUSED_TOTAL: &str = "wafleet_ingest_spool_refused_total";
+/// Counter: spooled records confirmed by the broker.
+pub const SPOOL_DRAINED_TOTAL: &str = "wafleet_ingest_spool_drained_total";
+/// Counter, label `reason`: drain publishes that failed (retried later).
+pub const SPOOL_DRAIN_FAILED_TOTAL: &str = "wafleet_ingest_spool_drain_failed_total";
+/// Counter: damaged records skipped at recovery or when read back.
+pub const SPOOL_CORRUPT_RECORDS_TOTAL: &str = "wafleet_ingest_spool_corrupt_records_total";
+/// Counter: fsyncs the spool writer issued (data and directory).
+pub const SPOOL_FSYNCS_TOTAL: &str = "wafleet_ingest_spool_fsyncs_total";
+/// Counter: batches whose write or fsync failed (their requests got 503).
+pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "wafleet_ingest_spool_write_errors_total";
+/// Histogram: records committed per fsync (group commit).
+pub const SPOOL_BATCH_RECORDS: &str = "wafleet_ingest_spool_batch_records";
 
 /// Registers help texts with the installed recorder (a no-op without one).
 pub fn describe() {
@@ -32,4 +54,19 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time from basic_publish to the broker confirm"
     );
+    metrics::describe_gauge!(SPOOL_RECORDS, "Spooled records not yet confirmed by the broker");
+    metrics::describe_gauge!(SPOOL_BYTES, metrics::Unit::Bytes, "Size of the spool's segment files");
+    metrics::describe_gauge!(
+        SPOOL_OLDEST_AGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest spooled record not yet confirmed"
+    );
+    metrics::describe_counter!(SPOOLED_TOTAL, "Events accepted into the disk spool");
+    metrics::describe_counter!(SPOOL_REFUSED_TOTAL, "Events neither the broker nor the spool took, by reason");
+    metrics::describe_counter!(SPOOL_DRAINED_TOTAL, "Spooled records confirmed by the broker");
+    metrics::describe_counter!(SPOOL_DRAIN_FAILED_TOTAL, "Drain publishes that failed, by reason");
+    metrics::describe_counter!(SPOOL_CORRUPT_RECORDS_TOTAL, "Damaged spool records skipped");
+    metrics::describe_counter!(SPOOL_FSYNCS_TOTAL, "fsync calls issued by the spool writer");
+    metrics::describe_counter!(SPOOL_WRITE_ERRORS_TOTAL, "Spool batches whose write or fsync failed");
+    metrics::describe_histogram!(SPOOL_BATCH_RECORDS, "Records committed per spool fsync");
 }

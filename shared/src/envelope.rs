@@ -163,7 +163,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn any_v1_envelope_round_trips(r in "[A-Za-z0-9_.:-]{1,128}", body in "\\PC{0,64}", gen in 0u64..i64::MAX as u64, open in any::<bool>()) {
+        fn any_v1_envelope_round_trips(r in "[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}", body in "\\PC{0,64}", gen in 0u64..i64::MAX as u64, open in any::<bool>()) {
             let mut e = sample(&r).into_v1();
             e.payload = serde_json::json!({"event": "message", "body": body});
             e.generation = Generation::from_db(gen as i64).unwrap_or(Generation::FIRST);
@@ -171,5 +171,53 @@ mod tests {
             let e = Envelope::V1(e);
             prop_assert_eq!(Envelope::decode(&e.to_bytes()).ok(), Some(e));
         }
+
+        #[test]
+        fn nested_payloads_and_optional_fields_round_trip_unchanged(
+            r in "[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}",
+            payload in json_value(),
+            event_type in "\\PC{0,16}",
+            provider_id in prop::option::of("\\PC{0,32}"),
+            received_ms in 0i64..4_102_444_800_000,
+        ) {
+            let mut e = sample(&r).into_v1();
+            e.payload = payload;
+            e.event_type = event_type;
+            e.provider_message_id = provider_id;
+            e.received_at = DateTime::from_timestamp_millis(received_ms).unwrap_or_default();
+            let e = Envelope::V1(e);
+            prop_assert_eq!(Envelope::decode(&e.to_bytes()).ok(), Some(e));
+        }
+
+        #[test]
+        fn a_corrupted_envelope_never_panics_and_never_decodes_to_an_invalid_ref(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = sample("cust_a").to_bytes();
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+            if let Ok(e) = Envelope::decode(&bytes) {
+                prop_assert!(CustomerRef::parse(e.customer_ref().as_str()).is_ok());
+            }
+        }
+    }
+
+    /// JSON without floats (serde_json reads floats best-effort, so their last bit may move).
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            "\\PC{0,16}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

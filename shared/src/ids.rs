@@ -28,6 +28,10 @@ pub enum InvalidRef {
     /// The ref contained a byte outside `[A-Za-z0-9_.:-]`.
     #[error("customer_ref may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'")]
     BadCharacter,
+    /// The ref was `.` or `..`, which HTTP clients and proxies normalise out of URL paths, so
+    /// a webhook URL for it could never work.
+    #[error("customer_ref may not be '.' or '..'")]
+    DotSegment,
 }
 
 impl CustomerRef {
@@ -42,6 +46,9 @@ impl CustomerRef {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
         if !raw.bytes().all(allowed) {
             return Err(InvalidRef::BadCharacter);
+        }
+        if raw == "." || raw == ".." {
+            return Err(InvalidRef::DotSegment);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -181,16 +188,43 @@ mod tests {
         fn ref_parser_accepts_exactly_the_documented_alphabet(s in "\\PC{0,140}") {
             let expected = !s.is_empty()
                 && s.len() <= MAX_REF_LEN
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+                && s != "."
+                && s != "..";
             prop_assert_eq!(CustomerRef::parse(&s).is_ok(), expected);
         }
 
         #[test]
-        fn valid_refs_round_trip_through_serde(s in "[A-Za-z0-9_.:-]{1,128}") {
+        fn valid_refs_round_trip_through_serde(s in "[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}") {
             let r = CustomerRef::parse(&s).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let json = serde_json::to_string(&r).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let back: CustomerRef = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(back, r);
+        }
+
+        #[test]
+        fn refs_one_byte_away_from_valid_are_refused_and_valid_ones_name_exactly_one_queue(
+            valid in "[A-Za-z0-9_.:-]{0,130}",
+            bad in prop::option::of("[#* /%\\x00\u{430}\u{ff41}\u{200b}+]"),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut s = valid;
+            if let Some(bad) = &bad {
+                let mut at = at.index(s.len() + 1);
+                while !s.is_char_boundary(at) {
+                    at -= 1;
+                }
+                s.insert_str(at, bad);
+            }
+            let expected = bad.is_none() && !s.is_empty() && s.len() <= MAX_REF_LEN && s != "." && s != "..";
+            let parsed = CustomerRef::parse(&s);
+            prop_assert_eq!(parsed.is_ok(), expected, "{:?}", s);
+            if let Ok(r) = parsed {
+                // A valid ref is never a routing-key wildcard, and its queue maps back to it alone.
+                prop_assert!(!r.as_str().contains(['#', '*']));
+                let queue = crate::topology::tenant_queue(&r);
+                prop_assert_eq!(crate::topology::tenant_of_queue(&queue), Some(r));
+            }
         }
     }
 }

@@ -7,9 +7,11 @@
 pub mod amqp;
 pub mod envelope;
 pub mod ids;
+pub mod shutdown;
 pub mod telemetry;
 pub mod token;
 pub mod topology;
+pub mod trace;
 
 pub use envelope::{AuthMode, DecodeError, Envelope, EnvelopeV1};
 pub use ids::{CustomerRef, Generation, IngestId, InvalidRef};

@@ -1,26 +1,90 @@
-//! Logging and metrics setup. Logs are JSON in the cluster (`WAFLEET_LOG_FORMAT=json`) and
-//! human-readable locally; filtering follows `RUST_LOG` (default `info`).
+//! Logging, tracing and metrics setup. Logs are JSON in the cluster (`WAFLEET_LOG_FORMAT=json`)
+//! and human-readable locally; filtering follows `RUST_LOG` (default `info`). OpenTelemetry
+//! export is off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set; spans then go to that collector
+//! over OTLP/HTTP (the blocking client, on the SDK's own export thread).
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global tracing subscriber. Safe to call more than once (later calls are no-ops).
-pub fn init_tracing() {
+/// Keeps the tracer provider alive; dropping it (at the end of `main`) flushes pending spans.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+fn filter() -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // lapin logs the bytes of returned messages (message bodies) at WARN; never let them out.
-    let filter = match "lapin::returned_messages=off".parse() {
+    match "lapin::returned_messages=off".parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
-    };
-    let json = std::env::var("WAFLEET_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    }
 }
+
+/// Installs the global subscriber for `service` (logs, and OTLP traces when configured).
+/// Safe to call more than once (later calls are no-ops).
+pub fn init_tracing_for(service: &'static str) -> TelemetryGuard {
+    let json = std::env::var("WAFLEET_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
+    let fmt_layer = if json {
+        tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+    };
+    let provider = otlp_provider(service);
+    let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let _ = tracing_subscriber::registry().with(filter()).with(fmt_layer).with(otel_layer).try_init();
+    TelemetryGuard { provider }
+}
+
+/// Installs the global subscriber without a service name or OTLP export (CLI, tests).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
+}
+
+fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty())?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build();
+    match exporter {
+        Ok(exporter) => Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                .build(),
+        ),
+        Err(e) => {
+            eprintln!("OTLP exporter not started ({e}); continuing without traces");
+            None
+        }
+    }
+}
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: real Prometheus histograms, not
+/// summaries, so quantiles can be aggregated across replicas.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Installs the Prometheus recorder and returns the handle that renders `/metrics`.
 /// The caller must run [`PrometheusHandle::run_upkeep`] periodically (see [`spawn_upkeep`]).
 pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    PrometheusBuilder::new().install_recorder()
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()
 }
 
 /// Runs histogram upkeep every 5 s on a background thread for the life of the process, so

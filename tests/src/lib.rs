@@ -121,6 +121,13 @@ pub struct EnvOptions {
     pub worker_db_via: Option<std::net::SocketAddr>,
     /// Route the worker's AMQP connections through this proxy (outage tests).
     pub worker_amqp_via: Option<std::net::SocketAddr>,
+    /// Ingest body deadline instead of the default 5 s (slowloris tests).
+    pub ingest_body_timeout: Option<Duration>,
+    /// Route ingest's AMQP connection through this proxy (broker outage tests).
+    pub ingest_amqp_via: Option<std::net::SocketAddr>,
+    /// The `http` bot's client settings instead of the production defaults (tests with a local
+    /// bot set `allow_private` and their bot's port; the SSRF tests leave `allow_private` off).
+    pub http_bot: Option<wafleet_worker::bots::HttpBotConfig>,
 }
 
 impl TestEnv {
@@ -166,10 +173,20 @@ impl TestEnv {
 
         let keyring = Keyring::parse(&SecretString::from(TEST_SIGNING_KEY))?;
         let mut ingest_config = wafleet_ingest::config::Config::new(keyring);
-        ingest_config.amqp_url = SecretString::from(amqp_url.clone());
+        ingest_config.amqp_url = SecretString::from(match options.ingest_amqp_via {
+            Some(proxy) => format!("amqp://guest:guest@127.0.0.1:{}/{name}", proxy.port()),
+            None => amqp_url.clone(),
+        });
         ingest_config.addr = "127.0.0.1:0".parse()?;
         ingest_config.open_webhook = options.open_webhook;
         ingest_config.ready_recheck = Duration::from_millis(200);
+        // The spool is on in production; every environment gets its own folder.
+        let spool_dir = std::env::temp_dir().join(format!("wafleet-spool-{name}"));
+        ingest_config.spool_enabled = true;
+        ingest_config.spool_dir = spool_dir.clone();
+        if let Some(timeout) = options.ingest_body_timeout {
+            ingest_config.body_timeout = timeout;
+        }
         let ingest = wafleet_ingest::startup::Application::build(ingest_config).await?;
         let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
         let stop = shutdown.clone();
@@ -199,6 +216,7 @@ impl TestEnv {
             pool_size: 5,
             allow_unsafe_db_role: false,
             send_timeout: Duration::from_secs(3),
+            metrics_top_tenants: 50,
             consumer: ConsumerConfig {
                 refresh_interval: Duration::from_secs(2),
                 // Short tiers keep retry tests fast; production defaults are 5s,30s,2m,10m.
@@ -209,8 +227,21 @@ impl TestEnv {
                 bot_timeout: options.bot_timeout.unwrap_or(Duration::from_secs(5)),
                 ..ProcessConfig::default()
             },
-            sender: SenderConfig { poll_interval: Duration::from_millis(100), ..SenderConfig::default() },
+            sender: SenderConfig {
+                poll_interval: Duration::from_millis(100),
+                // Far above the simulator's (unlimited) default, so suites that are not about the
+                // budget are not slowed by it; the budget suite sets the production values.
+                budget: wafleet_worker::budget::BudgetConfig {
+                    rate_per_window: 60_000,
+                    burst: 1_000,
+                    ..Default::default()
+                },
+                ..SenderConfig::default()
+            },
             reconciler: ReconcilerConfig { sweep_interval: Duration::from_millis(500), ..ReconcilerConfig::default() },
+            retention: wafleet_worker::retention::RetentionConfig::default(),
+            http_bot: options.http_bot.clone().unwrap_or_default(),
+            canary: None,
         };
         let mut env = Self {
             name,
@@ -340,6 +371,7 @@ impl TestEnv {
         if let Ok(m) = self.endpoints.management() {
             let _ = m.delete_vhost().await;
         }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("wafleet-spool-{}", self.name)));
     }
 }
 
@@ -382,4 +414,147 @@ pub fn message_event(chat: &str, body: &str, message_id: &str) -> serde_json::Va
 /// POSTs `body` as JSON to `url` and returns the status.
 pub async fn post_json(url: &str, body: &serde_json::Value) -> u16 {
     reqwest::Client::new().post(url).json(body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue #5 helpers: accounts, budget, fair scheduling and lifecycle.
+// ---------------------------------------------------------------------------------------------
+
+/// The CLI binary built next to the test binary (`target/debug/wafleet`).
+pub fn wafleet_cli_path() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    dir.join("wafleet")
+}
+
+/// Writes `key` to a fresh file and returns its path, for `file:` key references.
+pub fn key_file(key: &str) -> std::path::PathBuf {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let path = std::env::temp_dir().join(format!("wafleet-test-key-{id}"));
+    std::fs::write(&path, format!("{key}\n")).expect("write key file");
+    path
+}
+
+impl TestEnv {
+    /// Runs the `wafleet` CLI against this environment: its database, broker, simulator (as
+    /// `WA_API_BASE_URL` with `WA_API_KEY`), signing key, and `WAFLEET_OPERATOR=test-operator`.
+    pub fn wafleet(&self, args: &[&str]) -> std::process::Output {
+        let path = wafleet_cli_path();
+        assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
+        std::process::Command::new(path)
+            .args(args)
+            .env("DATABASE_URL", &self.endpoints.database_url)
+            .env("AMQP_URL", &self.amqp_url)
+            .env("RABBITMQ_API_URL", &self.endpoints.rabbitmq_api_url)
+            .env("WAFLEET_SIGNING_KEY", TEST_SIGNING_KEY)
+            .env("WA_API_KEY", TEST_API_KEY)
+            .env("WA_API_BASE_URL", self.sim.base_url())
+            .env("WAFLEET_OPERATOR", "test-operator")
+            .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
+            .output()
+            .expect("run wafleet")
+    }
+
+    /// The database id of a tenant (owner view).
+    pub async fn tenant_id(&self, customer_ref: &str) -> i64 {
+        sqlx::query_scalar("select tenant_id from tenants where customer_ref = $1")
+            .bind(customer_ref)
+            .fetch_one(&self.owner_pool)
+            .await
+            .expect("tenant id")
+    }
+
+    /// Adds a tenant in `account` without touching the simulator.
+    pub async fn add_tenant_in(&self, customer_ref: &str, bridge: &str, account: &str) -> anyhow::Result<()> {
+        let new = NewTenant {
+            customer_ref: CustomerRef::parse(customer_ref)?,
+            bridge: bridge.into(),
+            bot_kind: BotKind::Echo,
+            auth_mode: AuthMode::Token,
+            queue_type: QueueType::Quorum,
+        };
+        ops::add_tenant_in_account(&self.app_pool, &self.endpoints, &new, account).await?;
+        Ok(())
+    }
+
+    /// Queues one pending reply per body for `customer_ref` (as the owner: test setup), created
+    /// at `created_at` (default: now), expiring after `ttl`. Returns the outbox ids in order.
+    pub async fn queue_replies(
+        &self,
+        customer_ref: &str,
+        chat: &str,
+        bodies: &[String],
+        created_at: Option<chrono::DateTime<chrono::Utc>>,
+        ttl: Duration,
+    ) -> Vec<i64> {
+        let tenant = self.tenant_id(customer_ref).await;
+        let created_at = created_at.unwrap_or_else(chrono::Utc::now);
+        let expires_at = created_at + chrono::Duration::from_std(ttl).expect("ttl");
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let id: i64 = sqlx::query_scalar(
+                "insert into outbox (tenant_id, ingest_id, chat, body, created_at, next_attempt_at, expires_at) \
+                 values ($1, gen_random_uuid(), $2, $3, $4, $4, $5) returning outbox_id",
+            )
+            .bind(tenant)
+            .bind(chat)
+            .bind(body)
+            .bind(created_at)
+            .bind(expires_at)
+            .fetch_one(&self.owner_pool)
+            .await
+            .expect("queue reply");
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Account settings resolving `env:WA_API_KEY` to the simulator's default key.
+    pub fn directory_settings(
+        &self,
+        budget: wafleet_worker::budget::BudgetConfig,
+    ) -> wafleet_worker::accounts::DirectorySettings {
+        let mut key_overrides = std::collections::HashMap::new();
+        key_overrides.insert("env:WA_API_KEY".to_owned(), SecretString::from(TEST_API_KEY));
+        wafleet_worker::accounts::DirectorySettings {
+            default_base_url: self.sim.base_url(),
+            key_overrides,
+            timeout: Duration::from_secs(3),
+            budget,
+        }
+    }
+
+    /// A sender with its own pool (a replica of its own) on this environment, with `config`
+    /// and, when given, a manual clock.
+    pub fn sender(
+        &self,
+        config: SenderConfig,
+        clock: Option<Arc<dyn wafleet_worker::clock::Clock>>,
+    ) -> Arc<wafleet_worker::sender::Sender> {
+        let pool = wafleet_worker::db::app_pool(&self.endpoints.database_url, 3).expect("pool");
+        let accounts = Arc::new(wafleet_worker::accounts::AccountDirectory::new(
+            pool.clone(),
+            self.directory_settings(config.budget.clone()),
+        ));
+        let sender = wafleet_worker::sender::Sender::new(pool, accounts, config, Arc::new(tokio::sync::Notify::new()));
+        Arc::new(match clock {
+            Some(clock) => sender.with_clock(clock),
+            None => sender,
+        })
+    }
+
+    /// The lifecycle context for in-process `ops` calls, with `budget`.
+    pub fn fleet(&self, budget: wafleet_worker::budget::BudgetConfig) -> ops::Fleet {
+        let accounts = Arc::new(wafleet_worker::accounts::AccountDirectory::new(
+            self.app_pool.clone(),
+            self.directory_settings(budget),
+        ));
+        ops::Fleet {
+            pool: self.app_pool.clone(),
+            accounts,
+            endpoints: self.endpoints.clone(),
+            clock: Arc::new(wafleet_worker::clock::DatabaseClock),
+            max_budget_wait: Duration::from_secs(60),
+        }
+    }
 }

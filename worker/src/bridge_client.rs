@@ -101,21 +101,122 @@ impl BridgeClient {
         classify(status, retry_after, response).await
     }
 
-    /// `GET /api/instances/{bridge}/proxy/status`: the session status string.
-    pub async fn status(&self, bridge: &TenantBridge) -> Result<String, reqwest::Error> {
+    /// `GET /api/instances/{bridge}/proxy/status`: the session status string. A proxy call: the
+    /// caller takes a proxy token first.
+    pub async fn status(&self, bridge: &TenantBridge) -> Result<String, ApiError> {
         #[derive(Deserialize)]
         struct Status {
             status: String,
         }
+        let response =
+            self.http.get(self.proxy_url(bridge, "status")).bearer_auth(self.api_key.expose_secret()).send().await;
+        Ok(expect_json::<Status>(response).await?.status)
+    }
+
+    /// `POST /api/instances` for the tenant's bridge key (its `customer_ref` at WA Bridges).
+    /// Idempotent at WA Bridges: an existing bridge is returned unchanged. A provisioning call.
+    pub async fn provision(&self, bridge: &TenantBridge, webhook_url: &str) -> Result<Instance, ApiError> {
         let response = self
             .http
-            .get(self.proxy_url(bridge, "status"))
+            .post(format!("{}/api/instances", self.base_url))
+            .bearer_auth(self.api_key.expose_secret())
+            .json(&serde_json::json!({ "customer_ref": bridge.key(), "webhook_url": webhook_url }))
+            .send()
+            .await;
+        expect_json(response).await
+    }
+
+    /// `GET /api/instances`: every bridge of this account (the API returns no webhook URLs).
+    pub async fn list_instances(&self) -> Result<Vec<Instance>, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}/api/instances", self.base_url))
             .bearer_auth(self.api_key.expose_secret())
             .send()
-            .await?
-            .error_for_status()?;
-        Ok(response.json::<Status>().await?.status)
+            .await;
+        expect_json(response).await
     }
+
+    /// `DELETE /api/instances/{id}`. `Ok(false)` when no such bridge exists (already deleted).
+    pub async fn delete_instance(&self, id: i64) -> Result<bool, ApiError> {
+        let response = self
+            .http
+            .delete(format!("{}/api/instances/{id}", self.base_url))
+            .bearer_auth(self.api_key.expose_secret())
+            .send()
+            .await
+            .map_err(ApiError::Transport)?;
+        match response.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(api_error(response).await),
+        }
+    }
+}
+
+/// A bridge as `GET /api/instances` and `POST /api/instances` return it.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct Instance {
+    /// Numeric id assigned by WA Bridges.
+    pub id: i64,
+    /// The bridge's `customer_ref` (our tenant's bridge key).
+    pub customer_ref: String,
+    /// Instance state (`running`; other values undocumented).
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// Why a management or status call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 429: the account's limit for this bucket is used up.
+    #[error("WA Bridges rate limit (429, retry after {retry_after:?} s)")]
+    RateLimited {
+        /// `Retry-After` in seconds, when sent.
+        retry_after: Option<u64>,
+    },
+    /// Another non-2xx answer.
+    #[error("WA Bridges answered {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The `error` field of the answer (never a key).
+        message: String,
+    },
+    /// No answer.
+    #[error("WA Bridges request failed")]
+    Transport(#[source] reqwest::Error),
+}
+
+fn retry_after_of(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn api_error(response: reqwest::Response) -> ApiError {
+    let status = response.status().as_u16();
+    if status == 429 {
+        return ApiError::RateLimited { retry_after: retry_after_of(&response) };
+    }
+    #[derive(Deserialize)]
+    struct Body {
+        error: Option<String>,
+    }
+    let message = response.json::<Body>().await.ok().and_then(|b| b.error).unwrap_or_default();
+    ApiError::Status { status, message: message.chars().take(200).collect() }
+}
+
+async fn expect_json<T: serde::de::DeserializeOwned>(
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, ApiError> {
+    let response = response.map_err(ApiError::Transport)?;
+    if !response.status().is_success() {
+        return Err(api_error(response).await);
+    }
+    response.json::<T>().await.map_err(ApiError::Transport)
 }
 
 async fn classify(status: u16, retry_after: Option<u64>, response: reqwest::Response) -> SendOutcome {

@@ -47,6 +47,18 @@ pub enum Command {
     /// Inspect, replay and purge per-tenant dead letters (wa.dlq.<ref>).
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Per-tenant queue depth: ready, unacked, retrying, DLQ and oldest age, deepest first.
+    Depth {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accounts, provisioning, bridges, outbox backlog, retention and audit (issue #5).
+    #[command(flatten)]
+    Fleet(crate::cli_fleet::FleetCommand),
+    /// Bearer tokens of the admin API (wafleet-admin), issue #9.
+    #[command(subcommand)]
+    AdminTokens(crate::admin_tokens::AdminTokensCommand),
 }
 
 /// `wafleet dlq ...`.
@@ -116,6 +128,11 @@ pub enum TenantsCommand {
         /// The tenant's customer_ref.
         customer_ref: String,
     },
+    /// rotate-url, offboard, export, erase, limits (issue #5).
+    #[command(flatten)]
+    Lifecycle(crate::cli_fleet::TenantLifecycle),
+    /// Change a tenant's bot; for `--bot http`, its URL and signing secret (shown once).
+    SetBot(crate::bot_settings::SetBotArgs),
 }
 
 /// Arguments of `tenants add`.
@@ -126,15 +143,24 @@ pub struct AddTenant {
     /// The bridge's `/proxy/*` key at WA Bridges.
     #[arg(long)]
     pub bridge: String,
-    /// Bot: echo or rules.
+    /// Bot: echo, rules or http.
     #[arg(long, default_value = "echo")]
     pub bot: String,
+    /// `--bot http`: the tenant's own bot URL; a signing secret is generated and shown once.
+    #[arg(long)]
+    pub bot_url: Option<String>,
+    /// `--bot http`: let the bot reply to other chats (still only on the tenant's own bridge).
+    #[arg(long)]
+    pub allow_other_chats: bool,
     /// Webhook auth: token (signed URL, default) or open (also accept the unsigned route).
     #[arg(long, default_value = "token")]
     pub auth: String,
     /// Queue type of wa.tenant.<ref>: quorum (default) or classic.
     #[arg(long, default_value = "quorum")]
     pub queue_type: String,
+    /// WA Bridges account whose key and budget send the tenant's replies.
+    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    pub account: String,
 }
 
 /// `wafleet rules ...`.
@@ -169,8 +195,18 @@ async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// Runs one CLI command. Output goes to stdout, warnings to stderr.
+/// Runs one CLI command. Output goes to stdout, warnings to stderr. Mutating commands are
+/// audited (issue #5): the core ones here, the others by `crate::cli_fleet` itself.
 pub async fn run(cli: Cli) -> Result<()> {
+    let entry = crate::cli_fleet::core_audit_entry(&cli.command);
+    let result = run_command(cli).await;
+    if let Some(entry) = entry {
+        crate::cli_fleet::audit_result(&endpoints(), &entry, &result, false).await?;
+    }
+    result
+}
+
+async fn run_command(cli: Cli) -> Result<()> {
     let endpoints = endpoints();
     match cli.command {
         Command::Migrate => {
@@ -199,8 +235,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 })?,
             };
             let pool = app_pool(&endpoints).await?;
-            let created = ops::add_tenant(&pool, &endpoints, &new).await?;
-            println!("{} {}", if created { "added" } else { "unchanged" }, new.customer_ref);
+            let http =
+                crate::bot_settings::http_settings(new.bot_kind, args.bot_url.as_deref(), args.allow_other_chats)?;
+            let outcome =
+                crate::bot_settings::add_tenant(&pool, &endpoints, &new, &args.account, http.as_ref()).await?;
+            println!("{} {}", if outcome.created { "added" } else { "unchanged" }, new.customer_ref);
+            crate::bot_settings::print_secret(outcome.secret.as_ref());
         }
         Command::Tenants(TenantsCommand::List { json }) => {
             let pool = app_pool(&endpoints).await?;
@@ -243,6 +283,49 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{url}");
         }
         Command::Dlq(command) => run_dlq(&endpoints, command).await?,
+        Command::Fleet(command) => crate::cli_fleet::run_fleet(&endpoints, command).await?,
+        Command::AdminTokens(command) => crate::admin_tokens::run_cli(&endpoints, command).await?,
+        Command::Tenants(TenantsCommand::SetBot(args)) => {
+            let change = args.change()?;
+            let pool = app_pool(&endpoints).await?;
+            let secret = crate::bot_settings::set_bot(&pool, &parse_ref(&args.customer_ref)?, &change).await?;
+            println!("bot of {} is {}", args.customer_ref, change.kind.as_str());
+            crate::bot_settings::print_secret(secret.as_ref());
+        }
+        Command::Tenants(TenantsCommand::Lifecycle(command)) => {
+            crate::cli_fleet::run_tenant_lifecycle(&endpoints, command).await?
+        }
+        Command::Depth { json } => {
+            let pool = app_pool(&endpoints).await?;
+            let (rows, source) = crate::depth::depth(&pool, &endpoints).await?;
+            if json {
+                let doc = serde_json::json!({ "source": source, "tenants": rows });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                println!(
+                    "{:<32} {:>8} {:>8} {:>9} {:>6} {:>12} {:>9}",
+                    "CUSTOMER_REF", "READY", "UNACKED", "RETRYING", "DLQ", "OLDEST_AGE_S", "CONSUMERS"
+                );
+                for d in rows {
+                    println!(
+                        "{:<32} {:>8} {:>8} {:>9} {:>6} {:>12} {:>9}",
+                        d.customer_ref,
+                        d.ready,
+                        opt(d.unacked),
+                        d.retrying,
+                        d.dlq,
+                        d.oldest_age_secs.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                        opt(d.consumers)
+                    );
+                }
+                if source == crate::depth::DepthSource::PassiveDeclare {
+                    eprintln!(
+                        "note: management API unavailable; unacked, oldest age use passive declares and are unknown"
+                    );
+                }
+            }
+        }
         Command::Rules(RulesCommand::Add { customer_ref, keyword, reply }) => {
             let pool = app_pool(&endpoints).await?;
             ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;

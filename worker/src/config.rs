@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub allow_unsafe_db_role: bool,
     /// `WAFLEET_SEND_TIMEOUT_MS`: bound of one send request (default 10000).
     pub send_timeout: Duration,
+    /// `WAFLEET_METRICS_TOP_TENANTS`: tenants with their own metric label (default 50); the rest
+    /// are reported as `other`.
+    pub metrics_top_tenants: usize,
     /// Consumption settings: `WAFLEET_PREFETCH` (8), `WAFLEET_TENANT_IN_FLIGHT` (4),
     /// `WAFLEET_MAX_IN_FLIGHT` (64), `WAFLEET_TENANT_REFRESH_SECS` (30), `WAFLEET_RETRY_TIERS`
     /// (`5s,30s,2m,10m`), `WAFLEET_PUBLISH_TIMEOUT_MS` (5000).
@@ -50,11 +53,21 @@ pub struct WorkerConfig {
     /// Processing settings: `WAFLEET_BOT_TIMEOUT_MS` (10000), `WAFLEET_REPLY_TTL_SECS` (3600),
     /// `WAFLEET_STALE_AFTER_SECS` (900).
     pub process: ProcessConfig,
-    /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120).
+    /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120), and the
+    /// budget of the default account: `WAFLEET_SEND_RATE_PER_MIN` (110), `WAFLEET_SEND_BURST` (5),
+    /// `WAFLEET_BUDGET_WINDOW_SECS` (60).
     pub sender: SenderConfig,
     /// Reconciler settings: `WAFLEET_UNROUTED_SWEEP_SECS` (60), `WAFLEET_UNROUTED_RETENTION`
     /// (seconds, 3600).
     pub reconciler: ReconcilerConfig,
+    /// Data retention: `WAFLEET_RETENTION_DAYS` (30), `WAFLEET_RETENTION_INTERVAL_SECS` (3600).
+    pub retention: crate::retention::RetentionConfig,
+    /// The `http` bot's client: `WAFLEET_HTTP_BOT_TIMEOUT_MS` (5000),
+    /// `WAFLEET_HTTP_BOT_MAX_RESPONSE_BYTES` (65536), `WAFLEET_HTTP_BOT_PORTS` (`443,80`),
+    /// `WAFLEET_HTTP_BOT_ALLOW_PRIVATE` (false, development only).
+    pub http_bot: crate::bots::HttpBotConfig,
+    /// The isolation canary, when `WAFLEET_CANARY_TENANTS` is set (see [`crate::canary`]).
+    pub canary: Option<crate::canary::CanaryConfig>,
 }
 
 /// Reads `name`, or `default` when unset.
@@ -108,6 +121,7 @@ impl WorkerConfig {
         let sender = SenderConfig {
             batch: env_parse("WAFLEET_SENDER_BATCH", 32)?,
             stale_sending_after: Duration::from_secs(env_parse("WAFLEET_STALE_SENDING_SECS", 120)?),
+            budget: crate::budget::BudgetConfig::from_env()?,
             ..SenderConfig::default()
         };
         if consumer.prefetch == 0 || consumer.tenant_in_flight == 0 || consumer.max_in_flight == 0 {
@@ -127,6 +141,7 @@ impl WorkerConfig {
             pool_size: env_parse("WAFLEET_DB_POOL_SIZE", 10)?,
             allow_unsafe_db_role: env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?,
             send_timeout: Duration::from_millis(env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
+            metrics_top_tenants: env_parse("WAFLEET_METRICS_TOP_TENANTS", 50)?,
             consumer,
             process,
             sender,
@@ -134,6 +149,9 @@ impl WorkerConfig {
                 sweep_interval: Duration::from_secs(env_parse("WAFLEET_UNROUTED_SWEEP_SECS", 60)?),
                 retention: Duration::from_secs(env_parse("WAFLEET_UNROUTED_RETENTION", 3600)?),
             },
+            retention: crate::retention::RetentionConfig::from_env()?,
+            http_bot: crate::bots::HttpBotConfig::from_env()?,
+            canary: crate::canary::CanaryConfig::from_env()?,
         })
     }
 }

@@ -20,6 +20,7 @@ use lapin::{Channel, Connection};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use tracing::{debug, info, warn};
 use wafleet_shared::topology::{
     self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
@@ -74,6 +75,8 @@ pub struct ConsumerSupervisor {
     database_down: Arc<tokio::sync::Notify>,
     /// Number of consumers currently running, for `/readyz` and tests.
     pub active_consumers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether a consumer session is up (broker connected, tenant list read), for `/readyz`.
+    pub session_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Running {
@@ -93,6 +96,7 @@ impl ConsumerSupervisor {
             global,
             database_down: Arc::new(tokio::sync::Notify::new()),
             active_consumers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            session_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -156,6 +160,7 @@ impl ConsumerSupervisor {
                 }
                 break Err(e);
             }
+            self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
                 _ = broken.cancelled() => break Err(crate::error::Error::Management("AMQP connection lost".into())),
@@ -175,6 +180,7 @@ impl ConsumerSupervisor {
             tokio::time::timeout(Duration::from_secs(10), self.global.acquire_many(self.config.max_in_flight as u32))
                 .await;
         self.active_consumers.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.session_up.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = consume_conn.close(200, "worker stopping").await;
         let _ = publish_conn.close(200, "worker stopping").await;
         result
@@ -282,17 +288,29 @@ impl TenantConsumer {
 
     async fn handle(&self, delivery: lapin::message::Delivery) {
         let started = std::time::Instant::now();
+        let label = self.processor.tenant_label(&self.customer_ref);
+        let in_flight = metrics::gauge!("wafleet_worker_in_flight");
+        in_flight.increment(1.0);
         let attempt = header_u32(&delivery, ATTEMPT_HEADER);
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
         // anything read from the message; the processor checks the envelope against it.
+        // The consume span continues the trace ingest started (traceparent in the AMQP headers).
+        let span = tracing::info_span!("consume", tenant = %self.customer_ref, otel.kind = "consumer");
+        wafleet_shared::trace::set_parent_from_headers(&span, delivery.properties.headers().as_ref());
         let disposition = if self.classic && delivery.redelivered {
-            self.processor.handle_redelivered_classic(&self.customer_ref, &delivery.data).await
+            self.processor.handle_redelivered_classic(&self.customer_ref, &delivery.data).instrument(span).await
         } else {
-            self.processor.handle(&self.customer_ref, &delivery.data).await
+            self.processor.handle(&self.customer_ref, &delivery.data).instrument(span).await
         };
         let acker = &delivery.acker;
+        let came_back = attempt > 0;
         let result = match disposition {
-            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+            Disposition::Ack => {
+                if came_back {
+                    self.forget_retry(&delivery).await;
+                }
+                acker.ack(BasicAckOptions::default()).await
+            }
             Disposition::Quarantine => {
                 let published =
                     self.publish(&delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
@@ -300,7 +318,8 @@ impl TenantConsumer {
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
-                    metrics::counter!("wafleet_worker_retried_total", "reason" => failure.reason).increment(1);
+                    metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason)
+                        .increment(1);
                     let headers = failure_headers(&delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
                     // ISOLATION: published with the tenant's own ref as routing key; the tier's
@@ -308,6 +327,13 @@ impl TenantConsumer {
                     let published = self
                         .publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                         .await;
+                    if published.is_ok() {
+                        if let Err(e) =
+                            self.processor.note_retry(&self.customer_ref, &delivery.data, &tier.label, tier.delay).await
+                        {
+                            debug!(tenant = %self.customer_ref, error = %e, "could not record the retry for `wafleet depth`");
+                        }
+                    }
                     self.settle_after_publish(&delivery, published, "retry").await
                 }
                 None => {
@@ -343,7 +369,9 @@ impl TenantConsumer {
         if let Err(e) = result {
             warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
         }
-        metrics::histogram!("wafleet_worker_processing_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("wafleet_worker_processing_seconds", "tenant" => label)
+            .record(started.elapsed().as_secs_f64());
+        in_flight.decrement(1.0);
     }
 
     /// Publishes to `wa.dlx` with the failure in the headers; if that fails, `basic.reject`
@@ -355,14 +383,25 @@ impl TenantConsumer {
         attempt: u32,
     ) -> Result<(), lapin::Error> {
         warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
-        metrics::counter!("wafleet_worker_dead_lettered_total", "reason" => failure.reason).increment(1);
+        let label = self.processor.tenant_label(&self.customer_ref);
+        metrics::counter!("wafleet_worker_dead_lettered_total", "tenant" => label, "reason" => failure.reason)
+            .increment(1);
         let headers = failure_headers(delivery, failure, attempt);
+        if attempt > 0 {
+            self.forget_retry(delivery).await;
+        }
         match self.publish(delivery, DLX_EXCHANGE, self.customer_ref.as_str(), headers, None).await {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err(e) => {
                 warn!(tenant = %self.customer_ref, error = %e, "DLQ publish failed; rejecting to the policy's DLX");
                 delivery.acker.reject(BasicRejectOptions { requeue: false }).await
             }
+        }
+    }
+
+    async fn forget_retry(&self, delivery: &lapin::message::Delivery) {
+        if let Err(e) = self.processor.clear_retry(&self.customer_ref, &delivery.data).await {
+            debug!(tenant = %self.customer_ref, error = %e, "could not clear the retry record");
         }
     }
 

@@ -73,6 +73,17 @@ pub async fn begin_tenant(pool: &PgPool, tenant: TenantId) -> Result<Transaction
     Ok(tx)
 }
 
+/// Scopes an open transaction to `tenant` from here on (the sender's claim, which first runs the
+/// cross-tenant scheduler in the same transaction so the budget row stays locked until commit).
+/// ISOLATION: call it before touching any tenant-owned row; RLS then filters to `tenant` only.
+pub async fn scope_to_tenant(tx: &mut Transaction<'static, Postgres>, tenant: TenantId) -> Result<()> {
+    sqlx::query("select set_config('app.tenant_id', $1, true)")
+        .bind(tenant.get().to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Opens a read-only tenant-scoped transaction (for bot reads).
 pub async fn begin_tenant_read_only(pool: &PgPool, tenant: TenantId) -> Result<Transaction<'static, Postgres>> {
     let mut tx = begin_tenant(pool, tenant).await?;
@@ -153,11 +164,23 @@ pub fn role_statements(role: &str, password: Option<&str>) -> Vec<String> {
     vec![
         create,
         format!("grant usage on schema public to {r}"),
-        format!("grant select, insert, update, delete on processed_events, outbox, bot_rules, message_log, delivery_attempts to {r}"),
+        format!("grant select, insert, update, delete on processed_events, outbox, bot_rules, message_log, delivery_attempts, retrying to {r}"),
         // Tenants are created and re-statused only through definer functions; the app role may
         // read its own row (RLS) and record the bridge state.
         format!("grant select on tenants to {r}"),
         format!("grant update (bridge_state, bridge_state_at, updated_at) on tenants to {r}"),
+        // Issue #5: `provision` and `bridges reconcile --fix` record the WA Bridges id in the
+        // tenant's own scope. Accounts are added and budgets moved only through definer
+        // functions; the audit log is append-only for the application role.
+        format!("grant update (instance_id) on tenants to {r}"),
+        format!("grant select on accounts to {r}"),
+        format!("grant select, insert on audit_log to {r}"),
+        // Issue #9: admin API tokens (created, listed and revoked by the CLI, checked by the admin
+        // API), its operations and idempotency records. None is tenant-owned.
+        format!("grant select, insert on admin_tokens to {r}"),
+        format!("grant update (revoked_at, last_used_at) on admin_tokens to {r}"),
+        format!("grant select, insert, update on admin_operations to {r}"),
+        format!("grant select, insert, update, delete on admin_idempotency to {r}"),
         format!("grant usage on all sequences in schema public to {r}"),
         format!("grant execute on all functions in schema public to {r}"),
     ]

@@ -34,6 +34,12 @@ pub enum Error {
     /// Configuration is missing or invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// A WA Bridges management or status call failed.
+    #[error(transparent)]
+    BridgeApi(#[from] crate::bridge_client::ApiError),
+    /// No budget token became available in time (the account is paused or exhausted).
+    #[error("{0}")]
+    BudgetWait(String),
 }
 
 /// Result with the crate's error type.

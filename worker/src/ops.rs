@@ -49,14 +49,56 @@ pub async fn migrate(owner_url: &str, endpoints: &Endpoints) -> Result<RoleSetup
 /// `wafleet tenants add`: declares the tenant's queue and binding before committing the row,
 /// so no webhook URL can be handed out for a tenant without a queue.
 pub async fn add_tenant(pool: &PgPool, endpoints: &Endpoints, new: &NewTenant) -> Result<bool> {
+    add_tenant_in_account(pool, endpoints, new, crate::accounts::DEFAULT_ACCOUNT).await
+}
+
+/// `wafleet tenants add --account <name>`: like [`add_tenant`], in the named WA Bridges account
+/// (its replies are sent with that account's key, under its budget).
+pub async fn add_tenant_in_account(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    new: &NewTenant,
+    account: &str,
+) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let (_, created) = tenant::insert(&mut tx, new).await?;
+    let (_, created) = tenant::insert_in_account(&mut tx, new, account).await?;
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_tenant(&channel, &new.customer_ref, new.queue_type).await?;
     let _ = connection.close(200, "done").await;
     tx.commit().await?;
     Ok(created)
+}
+
+// Issue #5: accounts, budget, tenant lifecycle and data commands live in their own modules; ops
+// re-exports them so the CLI and the admin API share one service layer.
+pub use crate::accounts::{add as add_account, list as list_accounts};
+pub use crate::audit::{list as list_audit, record as record_audit};
+pub use crate::lifecycle::{bridge_status, provision, reconcile_bridges, rotate_url, Fleet};
+pub use crate::offboard::offboard;
+pub use crate::outbox::summary as outbox_summary;
+pub use crate::retention::{erase_contact, export as export_tenant, run_once as run_retention};
+
+/// `wafleet tenants limits`: fair-share weight and optional per-tenant send caps (per budget
+/// window and per 1440 windows); `None` = no cap.
+pub async fn set_tenant_limits(
+    pool: &PgPool,
+    customer_ref: &CustomerRef,
+    weight: i32,
+    max_per_min: Option<i32>,
+    max_per_day: Option<i32>,
+) -> Result<()> {
+    if !(1..=100).contains(&weight) || max_per_min.is_some_and(|n| n < 1) || max_per_day.is_some_and(|n| n < 1) {
+        return Err(Error::Invalid("--weight must be 1-100 and caps at least 1".into()));
+    }
+    let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_limits($1, $2, $3, $4)")
+        .bind(customer_ref.as_str())
+        .bind(weight)
+        .bind(max_per_min)
+        .bind(max_per_day)
+        .fetch_one(pool)
+        .await?;
+    id.map(|_| ()).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
 }
 
 /// `wafleet tenants list`.

@@ -11,9 +11,10 @@ use sqlx::PgPool;
 use tracing::{debug, info, warn};
 use wafleet_shared::{CustomerRef, DecodeError, Envelope, EnvelopeV1};
 
-use crate::bots::{BotError, BotFactory, InboundMessage, Reply, TenantScope};
+use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, Reply, TenantScope};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::labels::TenantLabels;
 use crate::tenant::{self, Tenant, TenantId};
 
 /// What the consumer must do with a delivery.
@@ -77,6 +78,8 @@ pub struct Processor {
     config: ProcessConfig,
     outbox_ready: Arc<tokio::sync::Notify>,
     bots: Arc<dyn BotFactory>,
+    labels: Arc<TenantLabels>,
+    http_bot: Option<HttpBotClient>,
 }
 
 /// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
@@ -105,8 +108,20 @@ impl Processor {
         config: ProcessConfig,
         outbox_ready: Arc<tokio::sync::Notify>,
         bots: Arc<dyn BotFactory>,
+        labels: Arc<TenantLabels>,
     ) -> Self {
-        Self { pool, config, outbox_ready, bots }
+        Self { pool, config, outbox_ready, bots, labels, http_bot: None }
+    }
+
+    /// Lends `client` (the worker's one SSRF-guarded client) to every `http` bot run.
+    pub fn with_http_bot_client(mut self, client: HttpBotClient) -> Self {
+        self.http_bot = Some(client);
+        self
+    }
+
+    /// The bounded tenant label for metrics.
+    pub fn tenant_label(&self, customer_ref: &CustomerRef) -> String {
+        self.labels.label(customer_ref)
     }
 
     /// Handles one message taken from the queue of `queue_tenant`.
@@ -131,7 +146,8 @@ impl Processor {
             return Disposition::Quarantine;
         }
         let envelope = envelope.into_v1();
-        match self.process(envelope).await {
+        let label = self.labels.label(queue_tenant);
+        match self.process(envelope, &label).await {
             Ok(None) => Disposition::Ack,
             Ok(Some(failure)) => Disposition::Retry(failure),
             Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
@@ -185,9 +201,58 @@ impl Processor {
         Ok(i64::from(attempts))
     }
 
+    /// Records that the message waits in a retry tier until `due_in` (for `wafleet depth`).
+    pub async fn note_retry(
+        &self,
+        queue_tenant: &CustomerRef,
+        body: &[u8],
+        tier: &str,
+        due_in: Duration,
+    ) -> Result<()> {
+        let Ok(envelope) = Envelope::decode(body) else { return Ok(()) };
+        let envelope = envelope.into_v1();
+        // ISOLATION: only the queue's own tenant is ever written, in its own scope.
+        if &envelope.customer_ref != queue_tenant {
+            return Ok(());
+        }
+        let Some(meta) = tenant::lookup(&self.pool, queue_tenant).await? else { return Ok(()) };
+        let due_at = Utc::now() + chrono::Duration::from_std(due_in).unwrap_or(chrono::Duration::zero());
+        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        sqlx::query(
+            "insert into retrying (tenant_id, ingest_id, tier, due_at) values ($1, $2, $3, $4) \
+             on conflict (tenant_id, ingest_id) do update set tier = excluded.tier, due_at = excluded.due_at",
+        )
+        .bind(meta.id.get())
+        .bind(envelope.ingest_id.as_uuid())
+        .bind(tier)
+        .bind(due_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a message's retry record once it completed or was dead-lettered.
+    pub async fn clear_retry(&self, queue_tenant: &CustomerRef, body: &[u8]) -> Result<()> {
+        let Ok(envelope) = Envelope::decode(body) else { return Ok(()) };
+        let envelope = envelope.into_v1();
+        if &envelope.customer_ref != queue_tenant {
+            return Ok(());
+        }
+        let Some(meta) = tenant::lookup(&self.pool, queue_tenant).await? else { return Ok(()) };
+        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        sqlx::query("delete from retrying where tenant_id = $1 and ingest_id = $2")
+            .bind(meta.id.get())
+            .bind(envelope.ingest_id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Processes the envelope; `Ok(Some(failure))` asks for a later retry.
     #[tracing::instrument(skip_all, fields(tenant = %envelope.customer_ref, ingest_id = %envelope.ingest_id))]
-    async fn process(&self, envelope: EnvelopeV1) -> Result<Option<Failure>> {
+    async fn process(&self, envelope: EnvelopeV1, label: &str) -> Result<Option<Failure>> {
         let tenant =
             match tenant::resolve_active(&self.pool, &envelope.customer_ref, envelope.generation, envelope.auth).await?
             {
@@ -206,11 +271,11 @@ impl Processor {
         }
         let fields = EventFields::from_payload(&envelope.payload);
         let tenant_id = tenant.id();
-        let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields).await {
+        let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields, label).await {
             Ok(done) => done,
             Err(failure) => return Ok(Some(failure)),
         };
-        self.record(tenant_id, &envelope, &fields, outcome, &replies).await.map(|()| None)
+        self.record(tenant_id, &envelope, &fields, outcome, &replies, label).await.map(|()| None)
     }
 
     async fn already_processed(&self, tenant: &Tenant, envelope: &EnvelopeV1) -> Result<bool> {
@@ -237,6 +302,7 @@ impl Processor {
         tenant: Tenant,
         envelope: &EnvelopeV1,
         fields: &EventFields,
+        label: &str,
     ) -> std::result::Result<(&'static str, Vec<Reply>), Failure> {
         if envelope.event_type != "message" {
             debug!(event = %envelope.event_type, "non-message event recorded without a bot run");
@@ -255,9 +321,15 @@ impl Processor {
             metrics::counter!("wafleet_worker_stale_total").increment(1);
             return Ok(("stale", Vec::new()));
         }
-        let message = InboundMessage { chat_id, body, sender_name: fields.name.clone(), is_group: fields.is_group };
+        let message = InboundMessage {
+            chat_id,
+            body,
+            sender_name: fields.name.clone(),
+            is_group: fields.is_group,
+            message_id: envelope.provider_message_id.clone(),
+        };
         // ISOLATION: a fresh bot and scope for this message only.
-        let scope = TenantScope::new(tenant, self.pool.clone());
+        let scope = TenantScope::new(tenant, self.pool.clone()).with_http_client(self.http_bot.clone());
         let bot = self.bots.bot_for(scope.tenant());
         let started = std::time::Instant::now();
         // The bot runs on its own task so a panic is caught as a JoinError instead of unwinding
@@ -271,23 +343,25 @@ impl Processor {
             Ok(Ok(Err(BotError::Permanent(e)))) => {
                 // The bot itself says retrying is pointless: record the failure, no reply.
                 warn!(error = %e, "bot failed permanently");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_error").increment(1);
+                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_error")
+                    .increment(1);
                 Ok(("bot_failed", Vec::new()))
             }
             Ok(Ok(Err(BotError::Transient(e)))) => {
                 warn!(error = %e, "bot failed; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_transient").increment(1);
+                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_transient").increment(1);
                 Err(Failure::new("bot_transient", e))
             }
             Ok(Err(join)) => {
                 warn!(panicked = join.is_panic(), "bot panicked; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_panic").increment(1);
+                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_panic")
+                    .increment(1);
                 Err(Failure::new("bot_panic", "the bot panicked"))
             }
             Err(_) => {
                 abort.abort();
                 warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "bot_timeout").increment(1);
+                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_timeout").increment(1);
                 Err(Failure::new("bot_timeout", format!("no answer within {} ms", self.config.bot_timeout.as_millis())))
             }
         }
@@ -300,6 +374,7 @@ impl Processor {
         fields: &EventFields,
         outcome: &str,
         replies: &[Reply],
+        label: &str,
     ) -> Result<()> {
         let mut tx = db::begin_tenant(&self.pool, tenant).await?;
         let inserted = sqlx::query(
@@ -324,6 +399,17 @@ impl Processor {
             return Ok(());
         }
         self.update_bridge_state(&mut tx, tenant, envelope).await?;
+        if envelope.event_type == "message" && fields.from_me {
+            // The bridge's own copy of a reply settles an `unknown` outbox row of this tenant.
+            crate::outbox::reconcile_from_me(
+                &mut tx,
+                tenant,
+                fields.chat_id.as_deref(),
+                fields.body.as_deref(),
+                envelope.provider_message_id.as_deref(),
+            )
+            .await?;
+        }
         sqlx::query(
             "insert into message_log (tenant_id, ingest_id, direction, event_type, chat_id, body) values ($1, $2, 'in', $3, $4, $5)",
         )
@@ -338,22 +424,26 @@ impl Processor {
         let expires_at =
             Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
         for reply in replies {
-            let Some(chat) = chat.as_deref() else { break };
+            // ISOLATION: `reply.chat` is set only by the http bot of a tenant that allows other
+            // chats; either way the reply leaves on this tenant's own bridge.
+            let Some(chat) = reply.chat.as_deref().or(chat.as_deref()) else { break };
             // ISOLATION: the outbox row belongs to the tenant that owns the message; the bridge
             // is not stored here but read from the tenant row at send time.
             sqlx::query(
-                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at) values ($1, $2, $3, $4, $5)",
+                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) values ($1, $2, $3, $4, $5, $6)",
             )
             .bind(tenant.get())
             .bind(envelope.ingest_id.as_uuid())
             .bind(chat)
             .bind(&reply.body)
             .bind(expires_at)
+            .bind(wafleet_shared::trace::current_traceparent())
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
-        metrics::counter!("wafleet_worker_processed_total", "outcome" => outcome.to_owned()).increment(1);
+        metrics::counter!("wafleet_worker_processed_total", "tenant" => label.to_owned(), "outcome" => outcome.to_owned())
+            .increment(1);
         if !replies.is_empty() {
             self.outbox_ready.notify_one();
         }

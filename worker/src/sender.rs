@@ -1,11 +1,15 @@
-//! The outbox sender: the only code that sends. It picks due rows round robin by tenant through
-//! a narrow definer function (ids and timestamps only), claims each row in a transaction scoped
-//! to its tenant, reads the bridge from that tenant's row, sends, and records the outcome.
+//! The outbox sender: the only code that sends. One loop per WA Bridges account. Each send runs
+//! the account's fair scheduler and takes its budget token in Postgres (`budget::pick`: round
+//! robin by tenant, weights, caps, bridge state and 429 pauses, shared by every replica), claims
+//! the row in the same transaction scoped to its tenant, reads the bridge and the account from
+//! that tenant's row, sends with that account's key, and records the outcome in the tenant's
+//! scope.
 //!
 //! States: `pending → sending → sent | failed | unknown | expired | cancelled`. A row is never
 //! resent once it may have reached the person (`unknown`): a duplicate reply is worse than a
 //! visible, reconcilable one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,25 +17,36 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, warn};
 
-use crate::bridge_client::{BridgeClient, SendOutcome};
+use crate::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
+use crate::bridge_client::SendOutcome;
+use crate::budget::{self, Bucket, BudgetConfig, Pick};
+use crate::clock::{Clock, DatabaseClock};
 use crate::db;
 use crate::error::Result;
-use crate::tenant::{self, TenantId, TenantStatus};
+use crate::outbox;
+use crate::tenant::{self, Tenant, TenantId, TenantStatus};
+
+mod loops;
 
 /// Settings of the sender.
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
-    /// How many due rows one pass takes.
+    /// How many rows one housekeeping pass settles (expired or cancelled replies).
     pub batch: i32,
     /// A row left `sending` for longer than this was cut by a crash: it becomes `unknown`.
     pub stale_sending_after: Duration,
     /// Upper bound of the retry backoff for 503 and connect errors.
     pub max_backoff: Duration,
-    /// Fallback poll interval (other replicas' rows and retries coming due).
+    /// Longest idle wait before the scheduler looks again (other replicas' rows, caps freeing up).
     pub poll_interval: Duration,
+    /// Budget of the default account and the window of every bucket.
+    pub budget: BudgetConfig,
+    /// How often accounts are re-read (new accounts, rotated key files).
+    pub account_refresh: Duration,
+    /// How often replies that can no longer be sent are settled and the metrics refreshed.
+    pub housekeeping_interval: Duration,
 }
 
 impl Default for SenderConfig {
@@ -41,6 +56,41 @@ impl Default for SenderConfig {
             stale_sending_after: Duration::from_secs(120),
             max_backoff: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
+            budget: BudgetConfig::default(),
+            account_refresh: Duration::from_secs(30),
+            housekeeping_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one scheduling step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// A reply was sent (whatever the API answered).
+    Sent,
+    /// The picked row was taken by another replica or is no longer sendable; the token was
+    /// returned. Try again at once.
+    Skipped,
+    /// Replies are due but the budget is empty or paused for this long.
+    Wait(Duration),
+    /// Nothing may be sent now; the hint says when a retry comes due, if known.
+    Idle(Option<Duration>),
+}
+
+impl Step {
+    /// Combines the steps of several accounts: any progress wins, then the shortest wait.
+    fn merge(self, other: Step) -> Step {
+        use Step::*;
+        let shorter = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (self, other) {
+            (Sent, _) | (_, Sent) => Sent,
+            (Skipped, _) | (_, Skipped) => Skipped,
+            (Wait(a), Wait(b)) => Wait(a.min(b)),
+            (Wait(a), Idle(_)) | (Idle(_), Wait(a)) => Wait(a),
+            (Idle(a), Idle(b)) => Idle(shorter(a, b)),
         }
     }
 }
@@ -48,142 +98,173 @@ impl Default for SenderConfig {
 /// The outbox sender.
 pub struct Sender {
     pool: PgPool,
-    client: BridgeClient,
+    accounts: Arc<AccountDirectory>,
     config: SenderConfig,
     wake: Arc<Notify>,
-    /// A 429 pauses all sending until this instant.
-    paused_until: std::sync::Mutex<Option<DateTime<Utc>>>,
+    clock: Arc<dyn Clock>,
+    /// Budget wait accumulated per account since its last send (the limiter-wait histogram).
+    waited: std::sync::Mutex<HashMap<AccountId, Duration>>,
 }
 
 struct Claimed {
     outbox_id: i64,
-    tenant: crate::tenant::Tenant,
+    tenant: Tenant,
     chat: String,
     body: String,
     attempts: i32,
 }
 
-enum Claim {
-    Ready(Box<Claimed>),
-    Skipped,
+/// When a retried reply comes due again.
+enum RetryAt {
+    At(DateTime<Utc>),
+    After(Duration),
 }
 
 impl Sender {
-    /// A sender on `pool` sending through `client`; `wake` is notified when replies are queued.
-    pub fn new(pool: PgPool, client: BridgeClient, config: SenderConfig, wake: Arc<Notify>) -> Self {
-        Self { pool, client, config, wake, paused_until: std::sync::Mutex::new(None) }
+    /// A sender on `pool` sending for the accounts of `accounts`; `wake` is notified when
+    /// replies are queued. Uses the database's clock.
+    pub fn new(pool: PgPool, accounts: Arc<AccountDirectory>, config: SenderConfig, wake: Arc<Notify>) -> Self {
+        Self { pool, accounts, config, wake, clock: Arc::new(DatabaseClock), waited: Default::default() }
     }
 
-    /// Sends until `shutdown` fires. Database outages are waited out with backoff.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut failures = 0u32;
-        loop {
-            if shutdown.is_cancelled() {
-                return;
+    /// The worker's sender: accounts resolve `env:WA_API_KEY` to the worker's validated
+    /// `WA_API_KEY`, and use `WA_API_BASE_URL` unless they name their own base URL.
+    pub fn for_worker(pool: PgPool, config: &crate::config::WorkerConfig, wake: Arc<Notify>) -> Self {
+        let mut key_overrides = HashMap::new();
+        key_overrides.insert("env:WA_API_KEY".to_owned(), config.wa_api_key.clone());
+        let settings = DirectorySettings {
+            default_base_url: config.wa_api_base_url.clone(),
+            key_overrides,
+            timeout: config.send_timeout,
+            budget: config.sender.budget.clone(),
+        };
+        let accounts = Arc::new(AccountDirectory::new(pool.clone(), settings));
+        Self::new(pool, accounts, config.sender.clone(), wake)
+    }
+
+    /// Evaluates budget and outbox rules on `clock` instead (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The account directory.
+    pub fn accounts(&self) -> &AccountDirectory {
+        &self.accounts
+    }
+
+    /// Marks crash leftovers `unknown` and settles replies that can no longer be sent. Spends no
+    /// budget.
+    pub async fn housekeeping(&self) -> Result<()> {
+        let now = self.clock.now();
+        outbox::mark_stale_sending(&self.pool, now, self.config.stale_sending_after).await?;
+        outbox::settle(&self.pool, now, self.config.batch.max(1)).await?;
+        Ok(())
+    }
+
+    /// Housekeeping, then one send attempt per account (tests drive the sender with this and a
+    /// manual clock).
+    pub async fn step(&self) -> Result<Step> {
+        self.housekeeping().await?;
+        let (accounts, _) = self.accounts.refresh().await?;
+        let mut step = Step::Idle(None);
+        for account in &accounts {
+            step = step.merge(self.send_next(account).await?);
+        }
+        Ok(step)
+    }
+
+    /// Picks, claims and sends the next reply of `account`, if its budget allows.
+    pub async fn send_next(&self, account: &AccountRuntime) -> Result<Step> {
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await?;
+        let (outbox_id, tenant_id) = match budget::pick(&mut tx, account, now).await? {
+            Pick::Idle(hint) => {
+                tx.commit().await?;
+                return Ok(Step::Idle(hint));
             }
-            let wait = match self.pass().await {
-                Ok(sent_any) => {
-                    failures = 0;
-                    if sent_any {
-                        continue;
-                    }
-                    self.config.poll_interval
+            Pick::Wait(wait) => {
+                tx.commit().await?;
+                if let Ok(mut waited) = self.waited.lock() {
+                    *waited.entry(account.id).or_default() += wait;
                 }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    warn!(error = %e, "sender pass failed; backing off");
-                    Duration::from_millis(200u64.saturating_mul(1 << failures.min(5)))
-                }
-            };
-            let wait = self.pause_remaining().map_or(wait, |p| p.max(Duration::from_millis(10)));
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                return Ok(Step::Wait(wait));
             }
-        }
-    }
-
-    fn pause_remaining(&self) -> Option<Duration> {
-        let until = (*self.paused_until.lock().ok()?)?;
-        (until - Utc::now()).to_std().ok()
-    }
-
-    /// One pass: mark crash leftovers `unknown`, then send one due row per tenant.
-    /// Returns whether anything was attempted.
-    pub async fn pass(&self) -> Result<bool> {
-        self.mark_stale_sending().await?;
-        if self.pause_remaining().is_some() {
-            return Ok(false);
-        }
-        let due: Vec<(i64, i64)> = sqlx::query_as("select outbox_id, tenant_id from wafleet_outbox_due($1)")
-            .bind(self.config.batch)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut attempted = false;
-        for (outbox_id, tenant_id) in due {
-            if self.pause_remaining().is_some() {
-                break;
-            }
-            if let Claim::Ready(claimed) = self.claim(outbox_id, TenantId::from_db(tenant_id)).await? {
-                attempted = true;
-                let outcome = self.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).await;
-                self.record_outcome(&claimed, outcome).await;
-            }
-        }
-        Ok(attempted)
-    }
-
-    /// Claims a row in its tenant's scope and reads the tenant's bridge from the same scope.
-    async fn claim(&self, outbox_id: i64, tenant_id: TenantId) -> Result<Claim> {
-        let mut tx = db::begin_tenant(&self.pool, tenant_id).await?;
-        // ISOLATION: the row is read under its own tenant's RLS scope, and the tenant_id filter
-        // repeats it; a row id from the scheduler cannot pull another tenant's row.
-        let row: Option<(String, String, DateTime<Utc>, i32)> = sqlx::query_as(
-            "update outbox set status = 'sending', attempts = attempts + 1, updated_at = now() \
-             where outbox_id = $1 and tenant_id = $2 and status = 'pending' returning chat, body, expires_at, attempts",
+            Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, TenantId::from_db(tenant_id)),
+        };
+        // ISOLATION: from here the transaction is scoped to the picked tenant, and the row is
+        // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
+        // cannot pull another tenant's row.
+        db::scope_to_tenant(&mut tx, tenant_id).await?;
+        let row: Option<(String, String, i32)> = sqlx::query_as(
+            "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
+             updated_at = now() where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
+             and expires_at > coalesce($3, now()) returning chat, body, attempts",
         )
         .bind(outbox_id)
         .bind(tenant_id.get())
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((chat, body, expires_at, attempts)) = row else {
-            // Another replica claimed it first.
+        let Some((chat, body, attempts)) = row else {
+            // Another replica claimed it, or it expired meanwhile: the rollback returns the token.
             tx.rollback().await?;
-            return Ok(Claim::Skipped);
+            return Ok(Step::Skipped);
         };
-        // ISOLATION: the bridge comes from the tenant row, read now, never from the message.
-        let tenant = tenant::load_in(&mut tx, tenant_id).await?;
-        let final_state = match &tenant {
-            Some(t) if t.status() != TenantStatus::Active => Some("cancelled"),
-            None => Some("cancelled"),
-            Some(_) if expires_at < Utc::now() => Some("expired"),
-            Some(_) => None,
+        // ISOLATION: the bridge and the account come from the tenant row, read now, never from
+        // the message; a reply is only ever sent with its own tenant's account key.
+        let tenant = match tenant::load_in(&mut tx, tenant_id).await? {
+            Some(t) if t.status() == TenantStatus::Active && t.account_id() == account.id => t,
+            Some(t) if t.account_id() != account.id => {
+                tx.rollback().await?;
+                error!(tenant = %t.customer_ref(), account = %account.name, "scheduler picked a reply of another account; not sending");
+                metrics::counter!("wafleet_sender_account_mismatch_total").increment(1);
+                return Ok(Step::Skipped);
+            }
+            // Disabled or gone: housekeeping cancels the row without spending a token.
+            _ => {
+                tx.rollback().await?;
+                return Ok(Step::Skipped);
+            }
         };
-        if let Some(state) = final_state {
-            sqlx::query("update outbox set status = $2, updated_at = now() where outbox_id = $1")
-                .bind(outbox_id)
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            info!(tenant_id = %tenant_id, outbox_id, state, "reply not sent");
-            metrics::counter!("wafleet_sender_sends_total", "outcome" => state).increment(1);
-            return Ok(Claim::Skipped);
-        }
         tx.commit().await?;
-        match tenant {
-            Some(tenant) => Ok(Claim::Ready(Box::new(Claimed { outbox_id, tenant, chat, body, attempts }))),
-            None => Ok(Claim::Skipped),
-        }
+        let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
+        metrics::histogram!("wafleet_budget_wait_seconds", "account" => account.name.clone(), "bucket" => "proxy")
+            .record(waited.as_secs_f64());
+        let claimed = Claimed { outbox_id, tenant, chat, body, attempts };
+        let outcome = account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).await;
+        self.record_outcome(account, &claimed, outcome).await;
+        Ok(Step::Sent)
     }
 
     /// Writes the outcome; while Postgres is down the result is kept and the write retried, so
     /// an outage alone never turns a sent reply into `unknown`.
-    async fn record_outcome(&self, claimed: &Claimed, outcome: SendOutcome) {
+    async fn record_outcome(&self, account: &AccountRuntime, claimed: &Claimed, outcome: SendOutcome) {
+        let retry_at = match &outcome {
+            SendOutcome::Retry { status: Some(429), retry_after } => {
+                // The whole account pauses, for every replica; this reply comes due with it.
+                let pause = budget::pause(
+                    &self.pool,
+                    account,
+                    Bucket::Proxy,
+                    retry_after.map(Duration::from_secs),
+                    self.clock.now(),
+                )
+                .await;
+                Some(match pause {
+                    Ok(until) => RetryAt::At(until),
+                    Err(e) => {
+                        warn!(error = %e, "could not store the 429 pause; backing off this reply only");
+                        RetryAt::After(self.backoff(claimed.attempts))
+                    }
+                })
+            }
+            SendOutcome::Retry { .. } => Some(RetryAt::After(self.backoff(claimed.attempts))),
+            _ => None,
+        };
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.try_record(claimed, &outcome).await {
+            match self.try_record(claimed, &outcome, retry_at.as_ref()).await {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(error = %e, outbox_id = claimed.outbox_id, "could not record send outcome; retrying");
@@ -194,23 +275,27 @@ impl Sender {
         }
     }
 
-    async fn try_record(&self, claimed: &Claimed, outcome: &SendOutcome) -> Result<()> {
+    async fn try_record(&self, claimed: &Claimed, outcome: &SendOutcome, retry_at: Option<&RetryAt>) -> Result<()> {
         let tenant_id = claimed.tenant.id();
+        let now = self.clock.now();
         let mut tx = db::begin_tenant(&self.pool, tenant_id).await?;
-        let label: &'static str;
-        match outcome {
+        let label: &'static str = match outcome {
             SendOutcome::Sent { message_id } => {
-                label = "sent";
-                sqlx::query(
-                    "update outbox set status = 'sent', sent_at = now(), updated_at = now(), provider_message_id = $3 \
-                     where outbox_id = $1 and tenant_id = $2",
+                let updated = sqlx::query(
+                    "update outbox set status = 'sent', sent_at = coalesce($4, now()), updated_at = now(), \
+                     provider_message_id = $3 where outbox_id = $1 and tenant_id = $2 \
+                     and status in ('sending', 'unknown')",
                 )
                 .bind(claimed.outbox_id)
                 .bind(tenant_id.get())
                 .bind(message_id.as_deref())
+                .bind(now)
                 .execute(&mut *tx)
-                .await?;
-                sqlx::query(
+                .await?
+                .rows_affected();
+                // Nothing to log if the row is gone (the contact was erased meanwhile).
+                if updated > 0 {
+                    sqlx::query(
                     "insert into message_log (tenant_id, direction, event_type, chat_id, body) values ($1, 'out', 'message', $2, $3)",
                 )
                 .bind(tenant_id.get())
@@ -218,60 +303,52 @@ impl Sender {
                 .bind(&claimed.body)
                 .execute(&mut *tx)
                 .await?;
+                }
+                "sent"
             }
-            SendOutcome::Retry { status, retry_after } => {
-                label = "retry";
-                let delay = if *status == Some(429) {
-                    let pause = retry_after.map(Duration::from_secs).unwrap_or_else(|| self.backoff(claimed.attempts));
-                    self.pause_for(pause);
-                    pause
-                } else {
-                    self.backoff(claimed.attempts)
+            SendOutcome::Retry { status, .. } => {
+                let (at, after_ms) = match retry_at {
+                    Some(RetryAt::At(at)) => (Some(*at), 0.0),
+                    Some(RetryAt::After(d)) => (None, d.as_millis() as f64),
+                    None => (None, 0.0),
                 };
                 sqlx::query(
-                    "update outbox set status = 'pending', next_attempt_at = now() + $3 * interval '1 millisecond', \
-                     updated_at = now(), last_error = $4 where outbox_id = $1 and tenant_id = $2",
+                    "update outbox set status = 'pending', updated_at = now(), last_error = $6, \
+                     next_attempt_at = coalesce($3, coalesce($4, now()) + $5 * interval '1 millisecond') \
+                     where outbox_id = $1 and tenant_id = $2 and status in ('sending', 'unknown')",
                 )
                 .bind(claimed.outbox_id)
                 .bind(tenant_id.get())
-                .bind(delay.as_millis() as f64)
+                .bind(at)
+                .bind(now)
+                .bind(after_ms)
                 .bind(status.map_or_else(|| "connect error".to_owned(), |s| format!("http {s}")))
                 .execute(&mut *tx)
                 .await?;
+                "retry"
             }
             SendOutcome::Unknown { reason } => {
-                label = "unknown";
-                self.finish(&mut tx, claimed, "unknown", reason).await?;
+                // The bridge's from_me echo may have been processed already (it can overtake
+                // this response): then the reply did arrive.
+                if outbox::echo_already_seen(&mut tx, tenant_id, claimed.outbox_id).await? {
+                    finish(&mut tx, claimed, "sent", "reconciled from the bridge's from_me echo").await?;
+                    "sent"
+                } else {
+                    finish(&mut tx, claimed, "unknown", reason).await?;
+                    "unknown"
+                }
             }
             SendOutcome::Failed { status } => {
-                label = "failed";
-                self.finish(&mut tx, claimed, "failed", &format!("http {status}")).await?;
+                finish(&mut tx, claimed, "failed", &format!("http {status}")).await?;
+                "failed"
             }
-        }
+        };
         tx.commit().await?;
-        metrics::counter!("wafleet_sender_sends_total", "outcome" => label).increment(1);
+        let tenant = claimed.tenant.customer_ref().to_string();
+        metrics::counter!("wafleet_sender_sends_total", "outcome" => label, "tenant" => tenant.clone()).increment(1);
         if label != "sent" {
-            warn!(tenant = %claimed.tenant.customer_ref(), outbox_id = claimed.outbox_id, outcome = label, "send did not complete");
+            warn!(tenant = %tenant, outbox_id = claimed.outbox_id, outcome = label, "send did not complete");
         }
-        Ok(())
-    }
-
-    async fn finish(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-        claimed: &Claimed,
-        state: &str,
-        error: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "update outbox set status = $3, last_error = $4, updated_at = now() where outbox_id = $1 and tenant_id = $2",
-        )
-        .bind(claimed.outbox_id)
-        .bind(claimed.tenant.id().get())
-        .bind(state)
-        .bind(error)
-        .execute(&mut **tx)
-        .await?;
         Ok(())
     }
 
@@ -282,38 +359,40 @@ impl Sender {
         let jitter = rand::rng().random_range(0.5..=1.0);
         capped.mul_f64(jitter)
     }
+}
 
-    fn pause_for(&self, pause: Duration) {
-        let until = Utc::now() + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::seconds(1));
-        if let Ok(mut guard) = self.paused_until.lock() {
-            if guard.is_none_or(|current| current < until) {
-                *guard = Some(until);
-            }
-        }
-        warn!(pause_ms = pause.as_millis() as u64, "bridge API answered 429; pausing all sends");
-        metrics::counter!("wafleet_sender_429_total").increment(1);
-    }
+async fn finish(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    claimed: &Claimed,
+    state: &str,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        // Only a row still in flight: an echo may already have settled it as `sent`.
+        "update outbox set status = $3, last_error = $4, updated_at = now(), \
+         sent_at = case when $3 = 'sent' then coalesce(sent_at, attempted_at, now()) else sent_at end \
+         where outbox_id = $1 and tenant_id = $2 and status = 'sending'",
+    )
+    .bind(claimed.outbox_id)
+    .bind(claimed.tenant.id().get())
+    .bind(state)
+    .bind(error)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
-    /// Rows found `sending` long after a crash may have reached the person: `unknown`.
-    async fn mark_stale_sending(&self) -> Result<()> {
-        let stale: Vec<(i64, i64)> =
-            sqlx::query_as("select outbox_id, tenant_id from wafleet_outbox_stale_sending($1)")
-                .bind(self.config.stale_sending_after)
-                .fetch_all(&self.pool)
-                .await?;
-        for (outbox_id, tenant_id) in stale {
-            let mut tx = db::begin_tenant(&self.pool, TenantId::from_db(tenant_id)).await?;
-            sqlx::query(
-                "update outbox set status = 'unknown', last_error = 'interrupted while sending', updated_at = now() \
-                 where outbox_id = $1 and tenant_id = $2 and status = 'sending'",
-            )
-            .bind(outbox_id)
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            metrics::counter!("wafleet_sender_sends_total", "outcome" => "unknown").increment(1);
-        }
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_beats_waiting_and_the_shortest_wait_wins() {
+        let ms = Duration::from_millis;
+        assert_eq!(Step::Wait(ms(5)).merge(Step::Sent), Step::Sent);
+        assert_eq!(Step::Idle(None).merge(Step::Skipped), Step::Skipped);
+        assert_eq!(Step::Wait(ms(50)).merge(Step::Wait(ms(20))), Step::Wait(ms(20)));
+        assert_eq!(Step::Idle(Some(ms(1))).merge(Step::Wait(ms(20))), Step::Wait(ms(20)));
+        assert_eq!(Step::Idle(Some(ms(9))).merge(Step::Idle(None)), Step::Idle(Some(ms(9))));
     }
 }

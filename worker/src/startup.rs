@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bots::{BotFactory, BuiltinBots};
-use crate::bridge_client::BridgeClient;
 use crate::config::WorkerConfig;
 use crate::consumer::ConsumerSupervisor;
 use crate::error::{Error, Result};
+use crate::labels::TenantLabels;
 use crate::process::Processor;
 use crate::sender::Sender;
 use crate::{db, reconciler, topology};
@@ -54,16 +54,20 @@ impl Application {
     ) -> Result<Self> {
         let pool = db::app_pool(&config.database_url, config.pool_size)?;
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
-        let client = BridgeClient::new(&config.wa_api_base_url, config.wa_api_key.clone(), config.send_timeout)?;
         let outbox_ready = Arc::new(Notify::new());
-        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots);
+        let labels = Arc::new(TenantLabels::new(config.metrics_top_tenants, std::time::Duration::from_secs(15 * 60)));
+        // Issue #7: one SSRF-guarded client for every tenant's `http` bot, built once here.
+        let http_bot = crate::bots::HttpBotClient::new(&config.http_bot)?;
+        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots, labels)
+            .with_http_bot_client(http_bot);
         let supervisor = Arc::new(ConsumerSupervisor::new(
             config.amqp_url.clone(),
             pool.clone(),
             processor,
             config.consumer.clone(),
         ));
-        let sender = Arc::new(Sender::new(pool.clone(), client, config.sender.clone(), outbox_ready));
+        // Issue #5: one send loop per WA Bridges account, each under its account's budget.
+        let sender = Arc::new(Sender::for_worker(pool.clone(), &config, outbox_ready));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Config(format!("cannot bind WAFLEET_WORKER_ADDR {}: {e}", config.addr)))?;
@@ -95,6 +99,22 @@ impl Application {
         ));
         let consumers = tokio::spawn(self.supervisor.clone().run(shutdown.clone(), tenants_changed));
         let sender = tokio::spawn(self.sender.clone().run(shutdown.clone()));
+        // Every replica runs retention; an advisory lock lets one run at a time.
+        let retention = tokio::spawn(crate::retention::run_periodically(
+            self.pool.clone(),
+            self.config.database_url.clone(),
+            self.config.retention.clone(),
+            shutdown.clone(),
+        ));
+        // Issue #7: the isolation canary, if configured; an advisory lock lets one replica run it.
+        let canary = self.config.canary.clone().map(|config| {
+            tokio::spawn(crate::canary::run(
+                self.config.database_url.clone(),
+                self.pool.clone(),
+                config,
+                shutdown.clone(),
+            ))
+        });
         let state = HealthState { pool: self.pool.clone(), supervisor: self.supervisor.clone(), metrics: self.metrics };
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -108,7 +128,11 @@ impl Application {
             .map_err(|e| Error::Config(format!("health server: {e}")))?;
         let _ = consumers.await;
         let _ = sender.await;
+        let _ = retention.await;
         let _ = reconciler.await;
+        if let Some(canary) = canary {
+            let _ = canary.await;
+        }
         self.pool.close().await;
         info!("worker stopped");
         Ok(())
@@ -135,8 +159,10 @@ async fn readyz(State(state): State<HealthState>) -> (StatusCode, &'static str) 
     if sqlx::query("select 1").execute(&state.pool).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
     }
-    if state.supervisor.active_consumers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no tenant queue consumed yet");
+    // Ready once the broker session is up and the tenant list was read; a fleet with no
+    // tenants yet is still ready (a fresh install must be able to roll out).
+    if !state.supervisor.session_up.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not consuming: broker or database unavailable");
     }
     (StatusCode::OK, "ready")
 }

@@ -11,6 +11,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef, Generation};
 
+use crate::accounts::AccountId;
 use crate::db;
 use crate::error::{Error, Result};
 
@@ -92,6 +93,8 @@ pub enum BotKind {
     Echo,
     /// Replies from the tenant's keyword rules.
     Rules,
+    /// Forwards to the tenant's own bot URL (`crate::bots::http`).
+    Http,
 }
 
 impl BotKind {
@@ -100,7 +103,8 @@ impl BotKind {
         match raw {
             "echo" => Ok(Self::Echo),
             "rules" => Ok(Self::Rules),
-            other => Err(Error::Invalid(format!("unknown bot kind {other:?}: use echo or rules"))),
+            "http" => Ok(Self::Http),
+            other => Err(Error::Invalid(format!("unknown bot kind {other:?}: use echo, rules or http"))),
         }
     }
     /// The database spelling.
@@ -108,6 +112,7 @@ impl BotKind {
         match self {
             Self::Echo => "echo",
             Self::Rules => "rules",
+            Self::Http => "http",
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct Tenant {
     queue_type: QueueType,
     bot_kind: BotKind,
     bot_config: serde_json::Value,
+    account_id: AccountId,
 }
 
 impl fmt::Debug for Tenant {
@@ -168,6 +174,10 @@ impl Tenant {
     pub fn bot_config(&self) -> &serde_json::Value {
         &self.bot_config
     }
+    /// The WA Bridges account whose key sends this tenant's replies.
+    pub fn account_id(&self) -> AccountId {
+        self.account_id
+    }
 }
 
 /// Metadata from the cross-tenant lookup, before the tenant's own row is read.
@@ -204,8 +214,8 @@ pub async fn lookup(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<
 /// ISOLATION: RLS makes any other tenant's row invisible here, and the `where` repeats the id.
 pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
     let row = sqlx::query(
-        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config \
-         from tenants where tenant_id = $1",
+        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config, \
+         account_id from tenants where tenant_id = $1",
     )
     .bind(id.get())
     .fetch_optional(&mut **tx)
@@ -223,6 +233,7 @@ pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> R
             .ok_or_else(|| Error::Invalid("unknown queue type".into()))?,
         bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
         bot_config: row.try_get("bot_config")?,
+        account_id: AccountId::from_db(row.try_get("account_id")?),
     }))
 }
 
@@ -268,6 +279,16 @@ pub async fn resolve_active(
     tx.commit().await?;
     let Some(tenant) = tenant else { return Ok(Err(Rejection::UnknownTenant)) };
     Ok(check_usable(tenant, generation, auth))
+}
+
+/// Reads a tenant's own row by ref, whatever its status (operator commands).
+/// ISOLATION: the row is read in its own tenant scope, like every tenant read.
+pub async fn load_by_ref(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Tenant> {
+    let meta = lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    let mut tx = db::begin_tenant_read_only(pool, meta.id).await?;
+    let tenant = load_in(&mut tx, meta.id).await?;
+    tx.commit().await?;
+    tenant.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
 }
 
 fn check_usable(tenant: Tenant, generation: Generation, auth: AuthMode) -> std::result::Result<Tenant, Rejection> {
@@ -352,21 +373,32 @@ pub struct NewTenant {
     pub queue_type: QueueType,
 }
 
-/// Inserts a tenant inside `tx` (the caller declares the queue before committing).
-/// Returns the id and whether the row is new (false: an identical tenant already existed).
+/// Inserts a tenant in the default account inside `tx` (the caller declares the queue before
+/// committing). Returns the id and whether the row is new (false: an identical tenant existed).
 pub async fn insert(tx: &mut Transaction<'static, Postgres>, new: &NewTenant) -> Result<(TenantId, bool)> {
+    insert_in_account(tx, new, crate::accounts::DEFAULT_ACCOUNT).await
+}
+
+/// Inserts a tenant in the named account inside `tx`; see [`insert`].
+pub async fn insert_in_account(
+    tx: &mut Transaction<'static, Postgres>,
+    new: &NewTenant,
+    account: &str,
+) -> Result<(TenantId, bool)> {
     if new.bridge.is_empty() || new.bridge.len() > 256 || new.bridge.chars().any(char::is_control) {
         return Err(Error::Invalid("bridge key must be 1-256 printable characters".into()));
     }
-    let result =
-        sqlx::query_as::<_, (i64, bool)>("select tenant_id, created from wafleet_add_tenant($1, $2, $3, $4, $5)")
-            .bind(new.customer_ref.as_str())
-            .bind(&new.bridge)
-            .bind(new.bot_kind.as_str())
-            .bind(new.auth_mode.as_str())
-            .bind(new.queue_type.as_str())
-            .fetch_one(&mut **tx)
-            .await;
+    let result = sqlx::query_as::<_, (i64, bool)>(
+        "select tenant_id, created from wafleet_add_tenant_in_account($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new.customer_ref.as_str())
+    .bind(&new.bridge)
+    .bind(new.bot_kind.as_str())
+    .bind(new.auth_mode.as_str())
+    .bind(new.queue_type.as_str())
+    .bind(account)
+    .fetch_one(&mut **tx)
+    .await;
     match result {
         Ok((id, created)) => Ok((TenantId(id), created)),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("tenants_bridge_key") => {
@@ -404,6 +436,7 @@ mod tests {
             queue_type: QueueType::Quorum,
             bot_kind: BotKind::Echo,
             bot_config: serde_json::Value::Null,
+            account_id: AccountId::from_db(1),
         }
     }
     fn generation(n: i64) -> Generation {

@@ -111,11 +111,20 @@ impl Publisher for LapinPublisher {
             return Err(PublishError::NotReady(reason));
         }
         let Some(live) = self.inner.live() else { return Err(PublishError::NotReady("not connected to the broker")) };
-        let mut properties =
-            BasicProperties::default().with_delivery_mode(PERSISTENT).with_content_type("application/json".into());
+        // The timestamp lets the management API report each queue's oldest message
+        // (`head_message_timestamp`) without anyone having to browse it.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/json".into())
+            .with_timestamp(now);
         if let Some(id) = ingest_id_of(&body) {
             properties = properties.with_message_id(id.to_string().into());
         }
+        // W3C trace context of the request, so the worker's consume span joins the same trace.
+        let mut headers = lapin::types::FieldTable::default();
+        wafleet_shared::trace::inject_current(&mut headers);
+        properties = properties.with_headers(headers);
         // mandatory: an unroutable message comes back (or goes to the alternate exchange) instead
         // of vanishing, so a 200 is never given for a message no queue holds.
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metric;
 use crate::publisher::Publisher;
+use crate::spool::Spool;
 
 /// What every handler needs. Small and cheap to clone.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// Where accepted events go.
     pub publisher: Arc<dyn Publisher>,
+    /// Where they go when the broker does not confirm in time; `None` answers 503 instead.
+    pub spool: Option<Spool>,
     /// Renders `/metrics`; `None` renders an empty page (tests run without a recorder).
     pub metrics: Option<PrometheusHandle>,
     /// Size and time limits for webhook bodies.
@@ -42,16 +45,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State built from `config`, publishing through `publisher`.
+    /// State built from `config`, publishing through `publisher`, without a spool (see
+    /// [`AppState::with_spool`]: opening one is I/O and belongs to startup).
     pub fn new(config: &Config, publisher: Arc<dyn Publisher>, metrics: Option<PrometheusHandle>) -> Self {
         Self {
             keyring: Arc::clone(&config.keyring),
             publisher,
+            spool: None,
             metrics,
             body_limits: BodyLimits { max_bytes: config.body_limit_bytes, timeout: config.body_timeout },
             publish_timeout: config.publish_timeout,
             open_webhook: config.open_webhook,
         }
+    }
+
+    /// The same state, spooling to `spool` when the broker does not confirm.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 }
 

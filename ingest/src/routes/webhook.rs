@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/webhook", post(receive_open_webhook))
 }
 
-/// The signed route: 200 only once the broker has confirmed the event.
+/// The signed route: 200 only once the broker has confirmed the event or the spool holds it.
 async fn receive_webhook(
     State(state): State<AppState>,
     uri: Uri,
@@ -47,7 +47,7 @@ async fn receive_webhook(
     let bytes = body::read(&headers, request_body, state.body_limits).await?;
     let object = payload::parse_object(&bytes)?;
     let event = VerifiedEvent::signed(customer_ref, generation, object)?;
-    accept(state.publisher.as_ref(), event, state.publish_timeout).await?;
+    accept(state.publisher.as_ref(), state.spool.as_ref(), event, state.publish_timeout).await?;
     metrics::histogram!(metric::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(Json(json!({ "status": "accepted" })))
 }
@@ -75,7 +75,7 @@ async fn receive_open_webhook(
         }
     };
     tracing::Span::current().record("tenant", event.customer_ref().as_str());
-    accept(state.publisher.as_ref(), event, state.publish_timeout).await?;
+    accept(state.publisher.as_ref(), state.spool.as_ref(), event, state.publish_timeout).await?;
     metrics::histogram!(metric::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(Json(json!({ "status": "accepted" })))
 }

@@ -19,17 +19,17 @@ use wafleet_shared::{AuthMode, Envelope};
 
 use crate::helpers::{config, cref, generation};
 
-const OVERALL: Duration = Duration::from_secs(20);
+pub(crate) const OVERALL: Duration = Duration::from_secs(20);
 
 /// A throwaway vhost, deleted by [`with_vhost`] whatever the test outcome.
 #[derive(Clone)]
-struct TestVhost {
-    name: String,
+pub(crate) struct TestVhost {
+    pub(crate) name: String,
     api: reqwest::Client,
     api_base: reqwest::Url,
     api_user: String,
     api_password: String,
-    amqp_url: String,
+    pub(crate) amqp_url: String,
 }
 
 impl TestVhost {
@@ -89,13 +89,13 @@ impl TestVhost {
         }
     }
 
-    async fn channel(&self) -> anyhow::Result<(Connection, Channel)> {
+    pub(crate) async fn channel(&self) -> anyhow::Result<(Connection, Channel)> {
         let connection = wafleet_shared::amqp::connect(&self.amqp_url, "wafleet-ingest-test").await?;
         let channel = connection.create_channel().await?;
         Ok((connection, channel))
     }
 
-    fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         let mut config = config();
         config.amqp_url = SecretString::from(self.amqp_url.clone());
         config.addr = "127.0.0.1:0".parse().unwrap_or(config.addr);
@@ -127,7 +127,7 @@ fn amqp_url_for(vhost: &str) -> String {
 }
 
 /// Runs `test` in a fresh vhost and deletes the vhost afterwards, even when the test panics.
-async fn with_vhost<F, Fut>(test: F)
+pub(crate) async fn with_vhost<F, Fut>(test: F)
 where
     F: FnOnce(TestVhost) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -141,13 +141,13 @@ where
     }
 }
 
-async fn declare_inbound(channel: &Channel) -> anyhow::Result<()> {
+pub(crate) async fn declare_inbound(channel: &Channel) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     channel.exchange_declare(INBOUND_EXCHANGE, ExchangeKind::Direct, durable, FieldTable::default()).await?;
     Ok(())
 }
 
-async fn declare_tenant_queue(channel: &Channel, customer_ref: &str) -> anyhow::Result<String> {
+pub(crate) async fn declare_tenant_queue(channel: &Channel, customer_ref: &str) -> anyhow::Result<String> {
     let queue = tenant_queue(&cref(customer_ref));
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     channel.queue_declare(&queue, durable, FieldTable::default()).await?;
@@ -158,7 +158,7 @@ async fn declare_tenant_queue(channel: &Channel, customer_ref: &str) -> anyhow::
 }
 
 /// Polls `/readyz` until `accept` holds for (status, body), or fails after [`OVERALL`].
-async fn wait_for_readyz(base: &str, accept: impl Fn(u16, &Value) -> bool) -> anyhow::Result<(u16, Value)> {
+pub(crate) async fn wait_for_readyz(base: &str, accept: impl Fn(u16, &Value) -> bool) -> anyhow::Result<(u16, Value)> {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + OVERALL;
     let mut last = String::from("no answer");
@@ -176,12 +176,12 @@ async fn wait_for_readyz(base: &str, accept: impl Fn(u16, &Value) -> bool) -> an
     }
 }
 
-async fn post_webhook(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+pub(crate) async fn post_webhook(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
     let response = reqwest::Client::new().post(url).json(body).send().await?;
     Ok((response.status().as_u16(), response.json().await.unwrap_or(Value::Null)))
 }
 
-async fn start(
+pub(crate) async fn start(
     config: Config,
 ) -> anyhow::Result<(String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let app = Application::build(config).await?;
@@ -191,7 +191,10 @@ async fn start(
     Ok((base, shutdown, server))
 }
 
-async fn stop(shutdown: CancellationToken, server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(crate) async fn stop(
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     shutdown.cancel();
     tokio::time::timeout(OVERALL, server).await??
 }

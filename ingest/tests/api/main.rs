@@ -8,4 +8,7 @@ mod helpers;
 mod logs;
 mod open;
 mod shutdown;
+mod slow_headers;
+mod spool;
+mod spool_broker;
 mod webhook;

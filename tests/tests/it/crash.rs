@@ -21,6 +21,9 @@ fn spawn_worker(env: &TestEnv) -> Child {
         .env("WA_API_BASE_URL", env.sim.base_url())
         .env("WAFLEET_WORKER_ADDR", "127.0.0.1:0")
         .env("WAFLEET_RETRY_TIERS", "100ms,200ms")
+        // The simulator runs unlimited; lift the send budget so it does not pace the test.
+        .env("WAFLEET_SEND_RATE_PER_MIN", "60000")
+        .env("WAFLEET_SEND_BURST", "1000")
         // A send cut by the kill is found `sending` and becomes `unknown` quickly in the test.
         .env("WAFLEET_STALE_SENDING_SECS", "1")
         .env("RUST_LOG", "error")
@@ -43,8 +46,10 @@ async fn kill_9_of_the_worker_mid_batch_processes_every_event_once_and_never_sen
         let sim = env.sim.clone();
         posts.push(tokio::spawn(async move {
             for i in 0..PER_TENANT {
-                let status =
-                    sim.fire_message(&format!("crash_{t}"), &format!("1555000{t:04}"), &format!("t{t}-m{i}"), None, true).await.unwrap();
+                let status = sim
+                    .fire_message(&format!("crash_{t}"), &format!("1555000{t:04}"), &format!("t{t}-m{i}"), None, true)
+                    .await
+                    .unwrap();
                 assert_eq!(status, 200);
             }
         }));
@@ -81,10 +86,74 @@ async fn kill_9_of_the_worker_mid_batch_processes_every_event_once_and_never_sen
     let doubled: Vec<_> = per_body.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "replies sent twice: {doubled:?}");
     // Every reply recorded as sent really reached its bridge; the rest are visibly `unknown`.
-    let sent: Vec<String> = sqlx::query_scalar("select body from outbox where status = 'sent'")
-        .fetch_all(&env.owner_pool)
+    let sent: Vec<String> =
+        sqlx::query_scalar("select body from outbox where status = 'sent'").fetch_all(&env.owner_pool).await.unwrap();
+    assert!(sent.iter().all(|b| per_body.contains_key(b)), "a reply marked sent never reached the bridge");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_in_flight_work_and_loses_or_dead_letters_nothing() {
+    const TENANTS: usize = 3;
+    const PER_TENANT: usize = 80;
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    for t in 0..TENANTS {
+        env.add_tenant(&format!("term_{t}"), &format!("term_{t}")).await.unwrap();
+    }
+    for t in 0..TENANTS {
+        for i in 0..PER_TENANT {
+            let status = env
+                .sim
+                .fire_message(&format!("term_{t}"), &format!("1555100{t:04}"), &format!("t{t}-m{i}"), None, true)
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+        }
+    }
+    let total = (TENANTS * PER_TENANT) as i64;
+    let mut first = spawn_worker(&env);
+    wait_until(Duration::from_secs(60), || async { env.sim.all_sends().len() >= 30 }).await.unwrap();
+    let pid = first.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // The worker must exit on its own, within its drain deadline.
+    let exited = wait_until(Duration::from_secs(30), || {
+        let done = first.try_wait().map(|s| s.is_some()).unwrap_or(false);
+        async move { done }
+    })
+    .await;
+    if exited.is_err() {
+        first.kill().unwrap();
+        panic!("the worker did not exit after SIGTERM");
+    }
+    let mut second = spawn_worker(&env);
+    let done = wait_until(Duration::from_secs(90), || async {
+        env.count("select count(*) from processed_events").await == total
+            && env.count("select count(*) from outbox where status in ('pending', 'sending')").await == 0
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    done.unwrap();
+    assert_eq!(
+        env.count("select count(*) from outbox where status <> 'sent'").await,
+        0,
+        "a clean stop leaves nothing unknown"
+    );
+    for t in 0..TENANTS {
+        let dlq = wafleet_worker::dlq::list(
+            &env.app_pool,
+            &env.amqp_url,
+            Some(&wafleet_shared::CustomerRef::parse(&format!("term_{t}")).unwrap()),
+        )
         .await
         .unwrap();
-    assert!(sent.iter().all(|b| per_body.contains_key(b)), "a reply marked sent never reached the bridge");
+        assert_eq!(dlq[0].count, 0, "a SIGTERM must not push healthy messages towards the DLQ");
+    }
+    let mut per_body = std::collections::HashMap::new();
+    for send in env.sim.all_sends() {
+        *per_body.entry(send.body).or_insert(0) += 1;
+    }
+    assert_eq!(per_body.len(), TENANTS * PER_TENANT);
+    assert!(per_body.values().all(|n| *n == 1), "no reply sent twice");
     env.cleanup().await;
 }

@@ -2,11 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod adversarial;
+mod broker_outage;
+mod broker_users;
+mod budget;
+mod canary;
 mod cli;
 mod crash;
+mod db_guard;
 mod docs;
 mod failures;
+mod http_bot;
 mod isolation;
+mod lifecycle;
+mod parsers;
 mod property;
 mod rls;
 mod routing;

@@ -14,6 +14,6 @@ impl Bot for EchoBot {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(vec![Reply { body: text.to_owned() }])
+        Ok(vec![Reply { body: text.to_owned(), chat: None }])
     }
 }

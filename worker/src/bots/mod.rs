@@ -7,6 +7,7 @@
 //! scoped to its own tenant.
 
 mod echo;
+pub mod http;
 mod rules;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use crate::db;
 use crate::tenant::{BotKind, Tenant};
 
 pub use echo::EchoBot;
+pub use http::{HttpBot, HttpBotClient, HttpBotConfig};
 pub use rules::RulesBot;
 
 /// The parts of an inbound `message` event a bot may read.
@@ -29,13 +31,18 @@ pub struct InboundMessage {
     pub sender_name: Option<String>,
     /// Whether it came from a group.
     pub is_group: bool,
+    /// WhatsApp message id, when WA Bridges sent one (stable across retries).
+    pub message_id: Option<String>,
 }
 
-/// A reply the bot wants sent. It always goes to the chat the message came from.
+/// A reply the bot wants sent, on the tenant's own bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     /// Text to send.
     pub body: String,
+    /// `None`: the chat the message came from (every built-in bot). `Some` only from the `http`
+    /// bot of a tenant whose `bot_config.allow_other_chats` is true.
+    pub chat: Option<String>,
 }
 
 /// Why a bot produced no replies.
@@ -60,12 +67,19 @@ pub trait Bot: Send + Sync {
 pub struct TenantScope {
     tenant: Tenant,
     pool: PgPool,
+    http: Option<HttpBotClient>,
 }
 
 impl TenantScope {
     /// A scope for one message of `tenant`.
     pub fn new(tenant: Tenant, pool: PgPool) -> Self {
-        Self { tenant, pool }
+        Self { tenant, pool, http: None }
+    }
+
+    /// Lends the worker's one SSRF-guarded client to the `http` bot of this scope.
+    pub fn with_http_client(mut self, client: Option<HttpBotClient>) -> Self {
+        self.http = client;
+        self
     }
 
     /// The tenant this scope belongs to.
@@ -101,6 +115,7 @@ pub fn bot_for(kind: BotKind) -> Box<dyn Bot> {
     match kind {
         BotKind::Echo => Box::new(EchoBot),
         BotKind::Rules => Box::new(RulesBot),
+        BotKind::Http => Box::new(HttpBot),
     }
 }
 

@@ -13,7 +13,7 @@ impl Bot for RulesBot {
     async fn handle(&self, scope: &TenantScope, message: &InboundMessage) -> Result<Vec<Reply>, BotError> {
         let rules = scope.keyword_rules().await?;
         let fallback = scope.tenant().bot_config().get("fallback").and_then(|v| v.as_str()).map(str::to_owned);
-        Ok(pick(&rules, &message.body).or(fallback).map(|body| vec![Reply { body }]).unwrap_or_default())
+        Ok(pick(&rules, &message.body).or(fallback).map(|body| vec![Reply { body, chat: None }]).unwrap_or_default())
     }
 }
 

@@ -1,0 +1,293 @@
+//! Tenants, their bots, webhook URLs, bridges and data (export, erasure).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wafleet_worker::{retention, tenant};
+
+/// A tenant (metadata only).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Database id.
+    pub tenant_id: i64,
+    /// The tenant's ref (routing key and webhook path segment).
+    pub customer_ref: String,
+    /// The bridge's `/proxy/*` key at WA Bridges.
+    pub bridge: String,
+    /// `active`, `disabled` or `offboarded`.
+    pub status: String,
+    /// Current webhook URL generation (bumped by rotate-url).
+    pub generation: i64,
+    /// `token` or `open`.
+    pub auth_mode: String,
+    /// `quorum` or `classic`.
+    pub queue_type: String,
+    /// `echo` or `rules`.
+    pub bot_kind: String,
+}
+
+impl From<tenant::TenantSummary> for Tenant {
+    fn from(t: tenant::TenantSummary) -> Self {
+        Self {
+            tenant_id: t.tenant_id,
+            customer_ref: t.customer_ref,
+            bridge: t.bridge,
+            status: t.status,
+            generation: t.generation,
+            auth_mode: t.auth_mode,
+            queue_type: t.queue_type,
+            bot_kind: t.bot_kind,
+        }
+    }
+}
+
+/// Answer of `POST /v1/tenants`: the tenant, and the `http` bot's signing secret when one was
+/// generated.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTenant {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// The new `http` bot signing secret: shown in this answer only (an Idempotency-Key replay
+    /// leaves it out; rotate it with `POST .../bot` and `rotate_secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_secret: Option<String>,
+}
+
+/// `POST .../bot`: the arguments of `wafleet tenants set-bot`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBot {
+    /// The new bot.
+    pub bot: BotKind,
+    /// `http` only: the bot URL (required when the tenant has none yet).
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s]+$", example = "https://bot.example.com/hook")]
+    pub bot_url: Option<String>,
+    /// `http` only: generate a new signing secret (the old one stops working).
+    #[serde(default)]
+    pub rotate_secret: bool,
+    /// `http` only: let the bot reply to other chats.
+    pub allow_other_chats: Option<bool>,
+}
+
+/// Answer of `POST .../bot`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BotSet {
+    /// The tenant.
+    pub customer_ref: String,
+    /// Its bot now.
+    pub bot: String,
+    /// A new `http` bot signing secret, shown once, when one was generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_secret: Option<String>,
+}
+
+/// One page of tenants, in ref order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    /// The tenants of this page.
+    pub items: Vec<Tenant>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Bot of a new tenant.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BotKind {
+    /// Replies with the message text.
+    #[default]
+    Echo,
+    /// Replies from the tenant's keyword rules.
+    Rules,
+    /// Forwards to the tenant's own bot URL with a signed request (needs `bot_url`).
+    Http,
+}
+
+/// Webhook authentication of a new tenant.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Signed URL only.
+    #[default]
+    Token,
+    /// Also the unsigned `POST /webhook` route.
+    Open,
+}
+
+/// Queue type of a new tenant's queue.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// Replicated (default).
+    #[default]
+    Quorum,
+    /// Classic v2, for fleets far past ~5k tenants.
+    Classic,
+}
+
+impl From<BotKind> for tenant::BotKind {
+    fn from(b: BotKind) -> Self {
+        match b {
+            BotKind::Echo => Self::Echo,
+            BotKind::Rules => Self::Rules,
+            BotKind::Http => Self::Http,
+        }
+    }
+}
+
+impl From<AuthMode> for wafleet_shared::AuthMode {
+    fn from(a: AuthMode) -> Self {
+        match a {
+            AuthMode::Token => Self::Token,
+            AuthMode::Open => Self::Open,
+        }
+    }
+}
+
+impl From<QueueType> for wafleet_shared::topology::QueueType {
+    fn from(q: QueueType) -> Self {
+        match q {
+            QueueType::Quorum => Self::Quorum,
+            QueueType::Classic => Self::Classic,
+        }
+    }
+}
+
+/// `POST /v1/tenants`: the arguments of `wafleet tenants add`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// The tenant's ref.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$", example = "cust_8842")]
+    pub customer_ref: String,
+    /// The bridge's `/proxy/*` key at WA Bridges (use the same string as the ref).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+        example = "cust_8842"
+    )]
+    pub bridge: String,
+    /// Bot (default `echo`).
+    #[serde(default)]
+    pub bot: BotKind,
+    /// `http` bot only: the tenant's own bot URL. A signing secret is generated and returned once.
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s]+$", example = "https://bot.example.com/hook")]
+    pub bot_url: Option<String>,
+    /// `http` bot only: let the bot reply to other chats (still only on the tenant's own bridge).
+    #[serde(default)]
+    pub allow_other_chats: bool,
+    /// Webhook auth (default `token`).
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Queue type (default `quorum`).
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// WA Bridges account whose key and budget send the replies (default `default`).
+    #[serde(default = "default_account")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$", example = "default")]
+    pub account: String,
+}
+
+fn default_account() -> String {
+    wafleet_worker::accounts::DEFAULT_ACCOUNT.to_owned()
+}
+
+/// A request that needs the public base URL of ingest.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaseUrl {
+    /// Public base URL of ingest, e.g. `https://hooks.example.com`.
+    #[schema(max_length = 2048, pattern = "^https?://", example = "https://hooks.example.com")]
+    pub base: String,
+}
+
+/// A signed webhook URL: a credential, to set on the tenant's bridge.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookUrl {
+    /// The tenant.
+    pub customer_ref: String,
+    /// The URL to configure on the bridge (treat it like a password).
+    pub url: String,
+    /// The tenant's status; events for a tenant that is not active are dropped.
+    pub status: String,
+    /// Set when the URL will not work as is (tenant not active).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// `POST .../erase`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    /// The contact's phone number with country code, or its JID (personal data: never logged).
+    #[schema(
+        max_length = 64,
+        pattern = "^(\\+?[0-9][0-9 ()-]{5,40}|[0-9]{6,20}@s\\.whatsapp\\.net)$",
+        example = "447700900123"
+    )]
+    pub contact: String,
+}
+
+/// What an erasure changed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Erasure {
+    /// `message_log` rows deleted.
+    pub message_log: u64,
+    /// `outbox` rows deleted.
+    pub outbox: u64,
+    /// `processed_events` rows whose chat id was redacted.
+    pub processed_events: u64,
+}
+
+impl From<retention::ErasureReport> for Erasure {
+    fn from(r: retention::ErasureReport) -> Self {
+        Self { message_log: r.message_log, outbox: r.outbox, processed_events: r.processed_events }
+    }
+}
+
+/// One row of an export (`format=json`; JSON lines carry the same objects one per line).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExportRow {
+    /// Table name.
+    pub table: String,
+    /// The row, as `to_jsonb` of the table's row.
+    #[schema(value_type = Object)]
+    pub row: serde_json::Value,
+}
+
+/// Result of provisioning.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Provisioned {
+    /// The tenant.
+    pub customer_ref: String,
+    /// WA Bridges' numeric id, now stored on the tenant.
+    pub instance_id: i64,
+    /// The id recorded before, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_instance_id: Option<i64>,
+    /// True when the bridge existed already: WA Bridges returned it unchanged, so its webhook URL
+    /// was not updated.
+    pub already_provisioned: bool,
+}
+
+impl From<wafleet_worker::lifecycle::Provisioned> for Provisioned {
+    fn from(p: wafleet_worker::lifecycle::Provisioned) -> Self {
+        Self {
+            already_provisioned: p.previous_instance_id == Some(p.instance_id),
+            customer_ref: p.customer_ref,
+            instance_id: p.instance_id,
+            previous_instance_id: p.previous_instance_id,
+        }
+    }
+}
+
+/// A bridge's session status at WA Bridges.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BridgeStatus {
+    /// The tenant.
+    pub customer_ref: String,
+    /// WA Bridges' status, e.g. `connected`.
+    pub status: String,
+}

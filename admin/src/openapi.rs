@@ -1,0 +1,59 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types (utoipa). It is committed as
+//! `openapi.json` at the repository root; a test fails when the two differ, and
+//! `wafleet-admin --print-openapi > openapi.json` regenerates it.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::OpenApi as Document;
+use utoipa::{Modify, OpenApi};
+
+use crate::problem::Problem;
+
+/// Top-level metadata; the paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wafleet admin API",
+        description = "The operator CLI's commands over HTTP, for internal tooling. Every `/v1` request \
+            needs `Authorization: Bearer <token>` (create one with `wafleet admin-tokens create`); a \
+            read-only token may only `GET`. Errors are RFC 9457 problem details.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    security(("bearer" = [])),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tenants", description = "Tenant lifecycle (`wafleet tenants`)"),
+        (name = "bridges", description = "Webhook URLs and bridges at WA Bridges"),
+        (name = "dead letters", description = "Per-tenant dead-letter queues (`wafleet dlq`)"),
+        (name = "queues", description = "Queue depth (`wafleet depth`)"),
+        (name = "outbox", description = "Replies waiting, unknown or failed (`wafleet outbox`)"),
+        (name = "audit", description = "The operator audit log (`wafleet audit`)"),
+        (name = "operations", description = "Asynchronous commands"),
+        (name = "health", description = "Liveness and readiness")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("An admin token from `wafleet admin-tokens create`".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The document of every route.
+pub fn document() -> Document {
+    crate::startup::routes().2
+}
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn document_json() -> String {
+    match document().to_pretty_json() {
+        Ok(json) => json + "\n",
+        Err(e) => format!("{{\"error\": \"cannot serialize the OpenAPI document: {e}\"}}\n"),
+    }
+}

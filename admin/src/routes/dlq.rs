@@ -1,0 +1,125 @@
+//! Per-tenant dead letters (`wafleet dlq`): list, show (metadata unless `?body=true`), replay
+//! (only into the tenant's own queue; `dry_run` reports) and purge.
+//!
+//! ISOLATION: the tenant comes from the path only; `dlq::replay` moves a message only into the
+//! queue of the tenant whose DLQ it came from, and only if its envelope names that tenant.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wafleet_worker::audit::Entry;
+use wafleet_worker::dlq::{self, Selection};
+use wafleet_worker::{service, Error};
+
+use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
+use crate::auth::Caller;
+use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dead_letter_queues))
+        .routes(routes!(show_dead_letters))
+        .routes(routes!(replay_dead_letters))
+        .routes(routes!(purge_dead_letters))
+}
+
+/// Query of `GET /v1/dlq`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this tenant.
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
+    pub customer_ref: Option<String>,
+}
+
+/// Count, oldest age and reasons per tenant, largest first (`wafleet dlq list`).
+#[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(ListQuery),
+    responses((status = 200, description = "One summary per tenant", body = Vec<DlqSummary>), ReadErrors))]
+async fn list_dead_letter_queues(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<DlqSummary>>, ApiError> {
+    let only = query.customer_ref.as_deref().map(parse_ref).transpose()?;
+    let summaries = service::dlq_list(&state.pool, &state.endpoints.amqp_url, only.as_ref()).await?;
+    Ok(Json(summaries.into_iter().map(DlqSummary::from).collect()))
+}
+
+/// Query of `GET .../dlq`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShowQuery {
+    /// How many messages (default 20).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Include the webhook payloads (personal data: handle with care).
+    pub body: Option<bool>,
+}
+
+/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`).
+#[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
+    responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), ReadErrors))]
+async fn show_dead_letters(
+    State(state): State<AppState>,
+    Path(path): Path<RefPath>,
+    Query(query): Query<ShowQuery>,
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let limit = limit(query.limit, 20, 1000)?;
+    let letters =
+        service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, query.body.unwrap_or(false))
+            .await?;
+    Ok(Json(letters.into_iter().map(DeadLetter::from).collect()))
+}
+
+/// Move dead letters back into the tenant's own queue (`wafleet dlq replay`): only while the
+/// tenant is active and only envelopes of its current URL generation. Idempotent: dedupe drops
+/// a message already processed.
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/replay", tag = "dead letters", params(RefPath),
+    request_body = ReplayRequest,
+    responses((status = 200, description = "What moved (or would move) and what stayed", body = ReplayReport),
+        WriteErrors))]
+async fn replay_dead_letters(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(path): Path<RefPath>,
+    Body(request): Body<ReplayRequest>,
+) -> Result<Json<ReplayReport>, ApiError> {
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let selection = match (request.all, request.ids.is_empty()) {
+        (true, true) => Selection::All,
+        (false, false) => Selection::Ids(request.ids.clone()),
+        (true, false) => return Err(Error::Invalid("say all: true or list ids, not both".into()).into()),
+        (false, true) => return Err(Error::Invalid("say all: true or list the ingest ids to replay".into()).into()),
+    };
+    let result = dlq::replay(&state.pool, &state.endpoints.amqp_url, &customer_ref, &selection, request.dry_run).await;
+    let report = if request.dry_run {
+        // A dry run changes nothing and is not audited, as in the CLI.
+        result?
+    } else {
+        let entry = Entry::new("dlq replay", Some(&path.customer_ref), json!({"all": request.all, "ids": request.ids}));
+        audited(&state, &caller, entry, false, result).await?
+    };
+    Ok(Json(report.into()))
+}
+
+/// Delete every dead letter of a tenant, for good (`wafleet dlq purge --yes`).
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath),
+    responses((status = 200, description = "Purged", body = Purged), WriteErrors))]
+async fn purge_dead_letters(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(path): Path<RefPath>,
+) -> Result<Json<Purged>, ApiError> {
+    let entry = Entry::new("dlq purge", Some(&path.customer_ref), json!({}));
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let result = service::dlq_purge(&state.pool, &state.endpoints.amqp_url, &customer_ref).await;
+    let purged = audited(&state, &caller, entry, false, result).await?;
+    Ok(Json(Purged { customer_ref: path.customer_ref, purged }))
+}

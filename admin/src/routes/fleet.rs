@@ -1,0 +1,151 @@
+//! Fleet-wide and per-tenant reads: queue depth (`wafleet depth`), the outbox summary and a
+//! tenant's unknown and failed replies (`wafleet outbox`), the audit log (`wafleet audit`), and
+//! the operations of asynchronous commands.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+use wafleet_worker::{depth, ops, service};
+
+use super::{limit, parse_ref, Path, Query, ReadErrors, RefPath};
+use crate::dto::{AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
+use crate::operations;
+use crate::problem::{ApiError, Kind};
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_depth))
+        .routes(routes!(get_tenant_depth))
+        .routes(routes!(get_outbox_summary))
+        .routes(routes!(list_outbox_rows))
+        .routes(routes!(list_audit_records))
+        .routes(routes!(get_operation))
+}
+
+/// Depth of every tenant that is not offboarded, deepest first (`wafleet depth`).
+#[utoipa::path(get, path = "/v1/depth", tag = "queues",
+    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), ReadErrors))]
+async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, ApiError> {
+    let (rows, source) = depth::depth(&state.pool, &state.endpoints).await?;
+    Ok(Json(FleetDepth { source: source.into(), tenants: rows.into_iter().map(Into::into).collect() }))
+}
+
+/// One tenant's queue depth: ready, unacked, retrying, DLQ, oldest age, consumers.
+#[utoipa::path(get, path = "/v1/tenants/{customer_ref}/depth", tag = "queues", params(RefPath),
+    responses((status = 200, description = "The tenant's depth", body = OneDepth), ReadErrors))]
+async fn get_tenant_depth(
+    State(state): State<AppState>,
+    Path(path): Path<RefPath>,
+) -> Result<Json<OneDepth>, ApiError> {
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let (depth, source) = service::tenant_depth(&state.pool, &state.endpoints, &customer_ref).await?;
+    Ok(Json(OneDepth { source: source.into(), depth: depth.into() }))
+}
+
+/// Backlog per account and per tenant, in minutes of budget, with unknown and failed counts
+/// (`wafleet outbox`).
+#[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
+    responses((status = 200, description = "The outbox summary", body = OutboxSummary), ReadErrors))]
+async fn get_outbox_summary(State(state): State<AppState>) -> Result<Json<OutboxSummary>, ApiError> {
+    Ok(Json(ops::outbox_summary(&state.pool, &state.budget, None).await?.into()))
+}
+
+/// Which rows.
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionStatus {
+    /// May or may not have reached the person: never resent automatically.
+    Unknown,
+    /// Refused by WA Bridges.
+    Failed,
+}
+
+/// Query of `GET .../outbox`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutboxQuery {
+    /// Only this status (default: both).
+    #[param(inline)]
+    pub status: Option<AttentionStatus>,
+    /// How many rows (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Include the reply texts (personal data).
+    pub body: Option<bool>,
+}
+
+/// A tenant's unknown and failed replies, newest first, to resolve by hand.
+#[utoipa::path(get, path = "/v1/tenants/{customer_ref}/outbox", tag = "outbox", params(RefPath, OutboxQuery),
+    responses((status = 200, description = "The rows", body = OutboxRows), ReadErrors))]
+async fn list_outbox_rows(
+    State(state): State<AppState>,
+    Path(path): Path<RefPath>,
+    Query(query): Query<OutboxQuery>,
+) -> Result<Json<OutboxRows>, ApiError> {
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let statuses: Vec<String> = match query.status {
+        Some(AttentionStatus::Unknown) => vec!["unknown".into()],
+        Some(AttentionStatus::Failed) => vec!["failed".into()],
+        None => service::ATTENTION_STATUSES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let limit = limit(query.limit, 100, 1000)?;
+    let rows = service::outbox_rows(&state.pool, &customer_ref, &statuses, limit, query.body.unwrap_or(false)).await?;
+    Ok(Json(OutboxRows {
+        customer_ref: customer_ref.to_string(),
+        rows: rows.into_iter().map(OutboxRow::from).collect(),
+    }))
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// How many records (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Only records about this tenant ref or account.
+    #[param(min_length = 1, max_length = 256)]
+    pub target: Option<String>,
+}
+
+/// The operator audit log, newest first (`wafleet audit`): CLI operators and admin tokens alike.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Newest first", body = Vec<AuditRecord>), ReadErrors))]
+async fn list_audit_records(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    let limit = limit(query.limit, 50, 1000)?;
+    if query.target.as_deref().is_some_and(|t| t.is_empty() || t.chars().count() > 256) {
+        return Err(ApiError::new(Kind::InvalidRequest, "target must be 1-256 characters"));
+    }
+    let records = ops::list_audit(&state.pool, i64::from(limit), query.target.as_deref()).await?;
+    Ok(Json(records.into_iter().map(AuditRecord::from).collect()))
+}
+
+/// The `{operation_id}` path segment.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OperationPath {
+    /// The id from the 202 answer.
+    pub operation_id: Uuid,
+}
+
+/// An asynchronous operation: pending → running → succeeded or failed, with its steps.
+#[utoipa::path(get, path = "/v1/operations/{operation_id}", tag = "operations", params(OperationPath),
+    responses((status = 200, description = "The operation", body = Operation), ReadErrors))]
+async fn get_operation(
+    State(state): State<AppState>,
+    Path(path): Path<OperationPath>,
+) -> Result<Json<Operation>, ApiError> {
+    operations::get(&state.pool, path.operation_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(Kind::OperationNotFound, format!("no operation {}", path.operation_id)))
+}

@@ -1,0 +1,159 @@
+//! The HTTP routes: one module per area, each exposing `router()` (an `OpenApiRouter`, so a
+//! route and its OpenAPI entry cannot drift apart), merged by [`crate::startup::router`].
+//! Handlers are thin: extract, call one service function, map the result.
+
+pub mod bridges;
+pub mod dlq;
+pub mod fleet;
+pub mod meta;
+pub mod tenants;
+
+use axum::extract::{FromRequest, FromRequestParts};
+use serde::Deserialize;
+use utoipa::{IntoParams, IntoResponses};
+use wafleet_shared::CustomerRef;
+use wafleet_worker::audit::Entry;
+use wafleet_worker::service;
+
+use crate::auth::Caller;
+use crate::problem::{error_chain, ApiError, Kind, Problem};
+use crate::state::AppState;
+
+/// A JSON body whose rejections are problems (400, 413, 415, 422).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// Query parameters whose rejections are 400 problems.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Path parameters whose rejections are 400 problems.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// The `{customer_ref}` path segment.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RefPath {
+    /// The tenant's ref.
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$", example = "cust_8842")]
+    pub customer_ref: String,
+}
+
+/// Parses a ref from a request; a bad one is [`wafleet_worker::Error::Invalid`] (400).
+pub fn parse_ref(raw: &str) -> wafleet_worker::Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|e| wafleet_worker::Error::Invalid(format!("customer_ref {raw:?}: {e}")))
+}
+
+/// Writes the audit record of a finished command by `caller`, as the CLI does for its own, and
+/// returns the command's result. Requests refused by validation (a malformed ref, base URL,
+/// selection or body) changed nothing and reach no service function: they are not audited. When the command succeeded but its record could not be written,
+/// the answer is 503 `audit-unavailable`, as the CLI exits non-zero then.
+pub async fn audited<T>(
+    state: &AppState,
+    caller: &Caller,
+    entry: Entry,
+    dry_run: bool,
+    result: wafleet_worker::Result<T>,
+) -> Result<T, ApiError> {
+    let written = service::audit_outcome(&state.pool, &caller.actor(), &entry, &result, dry_run).await;
+    match (result, written) {
+        (Err(e), written) => {
+            if let Err(w) = written {
+                tracing::warn!(command = %entry.command, error = %error_chain(&w), "audit record of a failed command not written");
+            }
+            Err(e.into())
+        }
+        (Ok(_), Err(w)) => Err(ApiError::audit(w)),
+        (Ok(value), Ok(())) => Ok(value),
+    }
+}
+
+/// Checks a `limit` query parameter.
+pub fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(Kind::InvalidRequest, format!("limit {n}: use 1-{max}"))),
+    }
+}
+
+/// Errors of a read endpoint.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadErrors {
+    /// Malformed path or query.
+    #[response(status = 400, description = "Invalid request", content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing, malformed, unknown or revoked bearer token.
+    #[response(
+        status = 401,
+        description = "Missing or invalid bearer token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// No such tenant, queue, bridge or operation.
+    #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// The tenant's state forbids it (e.g. offboarded).
+    #[response(
+        status = 409,
+        description = "Conflict with the current state",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    /// The token's rate limit is exhausted (see Retry-After).
+    #[response(status = 429, description = "Rate limit exceeded", content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// Postgres, RabbitMQ or WA Bridges unavailable, or a setting missing (see Retry-After).
+    #[response(status = 503, description = "A dependency is unavailable", content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// Errors of a mutating endpoint.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteErrors {
+    /// Malformed path, query, header or value.
+    #[response(status = 400, description = "Invalid request", content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing, malformed, unknown or revoked bearer token.
+    #[response(
+        status = 401,
+        description = "Missing or invalid bearer token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// A read-only token.
+    #[response(status = 403, description = "Read-only token", content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such tenant, queue or bridge.
+    #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Conflicts with the current state (offboarded ref, bridge of another tenant, key in use).
+    #[response(
+        status = 409,
+        description = "Conflict with the current state",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    /// Body over 64 KiB.
+    #[response(status = 413, description = "Request body too large", content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Body not application/json.
+    #[response(status = 415, description = "Unsupported media type", content_type = "application/problem+json")]
+    MediaType(Problem),
+    /// Wrong field, type or value in the body; Idempotency-Key reused; WA Bridges refused.
+    #[response(status = 422, description = "Unprocessable request", content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// The token's rate limit is exhausted (see Retry-After).
+    #[response(status = 429, description = "Rate limit exceeded", content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// Postgres, RabbitMQ or WA Bridges unavailable, a setting missing, or the audit record not
+    /// written (see Retry-After).
+    #[response(status = 503, description = "A dependency is unavailable", content_type = "application/problem+json")]
+    Unavailable(Problem),
+}

@@ -1,0 +1,100 @@
+//! The shared state of the admin API: the application-role pool, the CLI's endpoints and fleet
+//! context, the signing key, the budget settings and the per-token rate limiter. Small and
+//! `Clone`; nothing in it belongs to one tenant.
+
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+use wafleet_worker::budget::BudgetConfig;
+use wafleet_worker::ops::{Endpoints, Fleet};
+
+/// Longest wait for a budget token in a background operation: the CLI's.
+const BACKGROUND_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Application-role pool (checked by `db::check_role_is_safe` at start).
+    pub pool: PgPool,
+    /// Broker and management endpoints.
+    pub endpoints: Endpoints,
+    /// Lifecycle context (accounts, budget) for provision and bridge status, which wait at most
+    /// `WAFLEET_ADMIN_BUDGET_WAIT_SECS` for a budget token inside a request.
+    pub fleet: Arc<Fleet>,
+    /// The same context for background operations (offboarding), which wait like the CLI.
+    pub background_fleet: Arc<Fleet>,
+    /// `WAFLEET_SIGNING_KEY`, when set.
+    pub signing_key: Option<SecretString>,
+    /// Budget settings, for the outbox summary.
+    pub budget: BudgetConfig,
+    /// Requests per token.
+    pub limiter: DefaultKeyedRateLimiter<Uuid>,
+    /// Background operations (offboarding), awaited for a bounded time at shutdown.
+    pub tasks: TaskTracker,
+}
+
+/// The per-token rate limit.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: std::num::NonZeroU32,
+    /// Requests allowed at once.
+    pub burst: std::num::NonZeroU32,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        pool: PgPool,
+        endpoints: Endpoints,
+        fleet: Fleet,
+        signing_key: Option<SecretString>,
+        budget: BudgetConfig,
+        rate: RateLimit,
+    ) -> Self {
+        let limiter = RateLimiter::keyed(Quota::per_second(rate.per_second).allow_burst(rate.burst));
+        let background_fleet = Fleet {
+            pool: fleet.pool.clone(),
+            accounts: fleet.accounts.clone(),
+            endpoints: fleet.endpoints.clone(),
+            clock: fleet.clock.clone(),
+            max_budget_wait: BACKGROUND_BUDGET_WAIT.max(fleet.max_budget_wait),
+        };
+        let inner = Inner {
+            pool,
+            endpoints,
+            fleet: Arc::new(fleet),
+            background_fleet: Arc::new(background_fleet),
+            signing_key,
+            budget,
+            limiter,
+            tasks: TaskTracker::new(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The signing key, or a configuration error (503 `not-configured`), like the CLI's.
+    pub fn signing_key(&self) -> wafleet_worker::Result<&SecretString> {
+        self.signing_key.as_ref().ok_or_else(|| {
+            wafleet_worker::Error::Config(
+                "WAFLEET_SIGNING_KEY is not set on this server; webhook URLs cannot be signed".into(),
+            )
+        })
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}

@@ -1,0 +1,152 @@
+//! Router tests of the admin API: the real router (`tower::ServiceExt::oneshot`) over a real test
+//! environment (own database and vhost, WA Bridges simulator) from the shared harness. One
+//! binary for the crate (one link).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod contract;
+mod operations;
+mod tenants;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use tower::ServiceExt as _;
+use wafleet_admin::{AppState, RateLimit};
+use wafleet_tests::{EnvOptions, TestEnv, TEST_SIGNING_KEY};
+use wafleet_worker::admin_tokens;
+use wafleet_worker::budget::BudgetConfig;
+
+/// A test environment with the admin router over it and two tokens: `ops` (full) and `viewer`
+/// (read-only).
+pub struct Admin {
+    pub env: TestEnv,
+    pub router: Router,
+    pub full: String,
+    pub read_only: String,
+}
+
+/// An answer: status, headers and the body as JSON (`Null` when it is not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// The problem `type` slug, when the answer is a problem.
+    pub fn problem(&self) -> String {
+        assert_eq!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "not a problem: {} {}",
+            self.status,
+            self.text
+        );
+        assert_eq!(self.json["status"].as_u64(), Some(u64::from(self.status.as_u16())), "{}", self.text);
+        assert!(self.json["title"].is_string() && self.json["detail"].is_string(), "{}", self.text);
+        self.json["type"].as_str().unwrap_or_default().trim_start_matches("https://wafleet.dev/problems/").to_owned()
+    }
+}
+
+impl Admin {
+    /// A fresh environment (no worker) and router with a high rate limit.
+    pub async fn new() -> Self {
+        Self::with_rate(RateLimit { per_second: 1000.try_into().unwrap(), burst: 1000.try_into().unwrap() }).await
+    }
+
+    /// Like [`Admin::new`], with `rate` per token.
+    pub async fn with_rate(rate: RateLimit) -> Self {
+        let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+        let (_, full) = admin_tokens::create(&env.app_pool, "ops", false, "test").await.unwrap();
+        let (_, read_only) = admin_tokens::create(&env.app_pool, "viewer", true, "test").await.unwrap();
+        let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
+        let state = AppState::new(
+            env.app_pool.clone(),
+            env.endpoints.clone(),
+            env.fleet(budget.clone()),
+            Some(SecretString::from(TEST_SIGNING_KEY)),
+            budget,
+            rate,
+        );
+        let router = wafleet_admin::router(state);
+        Self { env, router, full: full.expose_secret().to_owned(), read_only: read_only.expose_secret().to_owned() }
+    }
+
+    /// Sends one request with `token` (none when `None`), an optional JSON body and headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.send(request.body(body).unwrap()).await
+    }
+
+    /// `method uri` with the full token and a raw body of `content_type` (none when `None`).
+    pub async fn raw(&self, method: Method, uri: &str, content_type: Option<&str>, body: &str) -> Answer {
+        let mut request =
+            Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", self.full));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap()).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Answer { status, headers, text, json }
+    }
+
+    /// `GET` with the full token.
+    pub async fn get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, Some(&self.full), None, &[]).await
+    }
+
+    /// `POST` with the full token and a JSON body.
+    pub async fn post(&self, uri: &str, body: serde_json::Value) -> Answer {
+        self.call(Method::POST, uri, Some(&self.full), Some(body), &[]).await
+    }
+
+    /// Creates a tenant through the API (its bridge registered at the simulator).
+    pub async fn create_tenant(&self, customer_ref: &str) -> Answer {
+        self.env.sim.add_bridge(customer_ref, None, None);
+        let answer =
+            self.post("/v1/tenants", serde_json::json!({"customer_ref": customer_ref, "bridge": customer_ref})).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        answer
+    }
+
+    /// The audit records of `target` (owner view), oldest first: (operator, command, arguments, outcome).
+    pub async fn audit_of(&self, target: &str) -> Vec<(String, String, serde_json::Value, String)> {
+        sqlx::query_as(
+            "select operator, command, arguments, outcome from audit_log where target = $1 order by audit_id",
+        )
+        .bind(target)
+        .fetch_all(&self.env.owner_pool)
+        .await
+        .unwrap()
+    }
+}

@@ -1,0 +1,290 @@
+//! `wafleet-bench`: the benchmark harness of issue #6. A Rust load generator that runs the real
+//! release binaries (`wafleet-ingest`, `wafleet-worker`, `wafleet-sim`) as child processes
+//! against a fixed vhost and database `wafleet_bench`, measures every figure beside a ceiling
+//! or baseline taken in the same run, prints a table and writes BENCHMARKS.md.
+//!
+//! ```text
+//! cargo run --release -p wafleet-bench -- all            # every scenario (≈ 45 min on 2 cores)
+//! cargo run --release -p wafleet-bench -- ingest e2e     # some scenarios
+//! cargo run --release -p wafleet-bench -- --quick all    # smoke test (≈ 2 min), not for targets
+//! ```
+
+mod env;
+mod load;
+mod payload;
+mod procs;
+mod proxy;
+mod raw;
+mod report;
+mod scenarios;
+mod stack;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+
+use report::{Row, Section};
+use scenarios::Ctx;
+
+/// Load generator and benchmarks for wafleet (see bench/README.md).
+#[derive(Debug, Parser)]
+#[command(name = "wafleet-bench", version, about)]
+struct Cli {
+    /// Scenarios to run (default: all).
+    #[arg(value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Smoke-test sizes (100 queues, short runs, one repeat): for CI, not for targets.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the results (default: BENCHMARKS.md at the workspace root; with --quick,
+    /// target/bench/BENCHMARKS.quick.md).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not run `cargo build --release --bins` for the binaries first.
+    #[arg(long)]
+    no_build: bool,
+    /// Directory of the release binaries (default: the directory of this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Exit with status 2 when a target is missed (default: only errors fail the run).
+    #[arg(long)]
+    strict: bool,
+    /// Extra `KEY=VALUE` for every child process, for experiments (e.g. MALLOC_ARENA_MAX=2);
+    /// repeatable. Results written with it are not the production configuration.
+    #[arg(long = "child-env", value_parser = parse_key_value)]
+    child_env: Vec<(String, String)>,
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| "expected KEY=VALUE".to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Ingest,
+    E2e,
+    Noisy,
+    Fleet,
+    Memory,
+    Spool,
+    Budget,
+}
+
+const ORDER: [Scenario; 7] = [
+    Scenario::Ingest,
+    Scenario::E2e,
+    Scenario::Noisy,
+    Scenario::Fleet,
+    Scenario::Memory,
+    Scenario::Spool,
+    Scenario::Budget,
+];
+
+fn title(s: Scenario) -> &'static str {
+    match s {
+        Scenario::All => "all",
+        Scenario::Ingest => "1. Ingest durable accept",
+        Scenario::E2e => "2. End to end",
+        Scenario::Noisy => "3. Noisy tenant",
+        Scenario::Fleet => "4. Fleet size",
+        Scenario::Memory => "5. Memory",
+        Scenario::Spool => "6. Spool",
+        Scenario::Budget => "7. Send budget",
+    }
+}
+
+fn key(s: Scenario) -> &'static str {
+    match s {
+        Scenario::All => "all",
+        Scenario::Ingest => "ingest",
+        Scenario::E2e => "e2e",
+        Scenario::Noisy => "noisy",
+        Scenario::Fleet => "fleet",
+        Scenario::Memory => "memory",
+        Scenario::Spool => "spool",
+        Scenario::Budget => "budget",
+    }
+}
+
+/// Workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn build_binaries(root: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("[bench] cargo build --release --bins -p wafleet-ingest -p wafleet-worker -p wafleet-sim");
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--bins", "-p", "wafleet-ingest", "-p", "wafleet-worker", "-p", "wafleet-sim"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --bins failed ({status})");
+    }
+    Ok(())
+}
+
+fn read_first(path: &str, prefix: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn git_commit(root: &Path) -> String {
+    std::process::Command::new("git")
+        .current_dir(root)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Machine, versions and date, for the env block and each section's header line.
+async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = read_first("/proc/meminfo", "MemTotal");
+    let cpu = read_first("/proc/cpuinfo", "model name");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let (rabbit, erlang) = match env::Mgmt::new(&ctx.services.rabbit_api) {
+        Ok(m) => m.versions().await.unwrap_or_else(|_| ("?".into(), "?".into())),
+        Err(_) => ("?".into(), "?".into()),
+    };
+    let postgres = async {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&ctx.services.pg_admin_url).await?;
+        let v: String = sqlx::query_scalar("show server_version").fetch_one(&pool).await?;
+        pool.close().await;
+        anyhow::Ok(v)
+    }
+    .await
+    .unwrap_or_else(|_| "?".into());
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let commit = git_commit(root);
+    let mode = if ctx.quick { "quick (smoke test, not for targets)" } else { "full" };
+    let short = format!(
+        "Run {date}, {mode}, commit {commit} + working tree; {nproc} CPUs ({cpu}), {mem} RAM; RabbitMQ {rabbit}, \
+         PostgreSQL {postgres}"
+    );
+    let block = format!(
+        "## Environment of the last run\n\n\
+         | | |\n| --- | --- |\n\
+         | Date | {date} |\n\
+         | Mode | {mode} |\n\
+         | Commit | {commit} (plus uncommitted changes in the working tree) |\n\
+         | CPU | {nproc} × {cpu} |\n\
+         | Memory | {mem} |\n\
+         | Kernel | {kernel} |\n\
+         | RabbitMQ | {rabbit} (Erlang {erlang}), single node, loopback |\n\
+         | PostgreSQL | {postgres}, loopback |\n\
+         | Binaries | `target/release` (`cargo build --release --bins`), run as child processes with production defaults |\n"
+    );
+    (short, block)
+}
+
+async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
+    let started = Instant::now();
+    let result = match s {
+        Scenario::Ingest => scenarios::ingest::run(ctx).await,
+        Scenario::E2e => scenarios::e2e::run(ctx).await,
+        Scenario::Noisy => scenarios::noisy::run(ctx).await,
+        Scenario::Fleet => scenarios::fleet::run(ctx).await,
+        Scenario::Memory => scenarios::memory::run(ctx).await,
+        Scenario::Spool => scenarios::spool::run(ctx).await,
+        Scenario::Budget => scenarios::budget::run(ctx).await,
+        Scenario::All => Ok(Section::new("all", "all")),
+    };
+    match result {
+        Ok(section) => section,
+        Err(e) => {
+            let mut section = Section::new(key(s), title(s));
+            section.rows.push(Row::info("error", format!("{e:#}")));
+            section.seconds = started.elapsed().as_secs_f64();
+            section
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    procs::set_extra_child_env(cli.child_env.clone());
+    if !cli.no_build {
+        build_binaries(&root)?;
+    }
+    let bin_dir = match &cli.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().map(Path::to_path_buf).context("executable directory")?,
+    };
+    let work_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&work_dir)?;
+    let bins = stack::Bins::in_dir(&bin_dir, work_dir.clone())?;
+    let out = cli.out.clone().unwrap_or_else(|| {
+        if cli.quick {
+            work_dir.join("BENCHMARKS.quick.md")
+        } else {
+            root.join("BENCHMARKS.md")
+        }
+    });
+    let mut ctx = Ctx {
+        quick: cli.quick,
+        bins,
+        services: env::Services::from_env(),
+        repo: root.clone(),
+        shared: Default::default(),
+    };
+    let wanted: Vec<Scenario> = if cli.scenarios.is_empty() || cli.scenarios.contains(&Scenario::All) {
+        ORDER.to_vec()
+    } else {
+        ORDER.iter().copied().filter(|s| cli.scenarios.contains(s)).collect()
+    };
+    let (short, env_block) = environment(&ctx, &root).await;
+    eprintln!("[bench] {short}");
+    let started = Instant::now();
+    // Every scenario bounds its own loops; this is the backstop for the whole run.
+    let budget = Duration::from_secs(if cli.quick { 600 } else { 90 * 60 });
+    let mut failures = 0;
+    let mut errors = 0;
+    for s in wanted {
+        eprintln!("[bench] {} ...", title(s));
+        let background = procs::wait_quiet(Duration::from_secs(if cli.quick { 5 } else { 60 })).await;
+        let remaining = budget.saturating_sub(started.elapsed());
+        let mut section = match tokio::time::timeout(remaining, run_one(&mut ctx, s)).await {
+            Ok(section) => section,
+            Err(_) => Section::not_run(key(s), title(s), "not run: the run's time budget was used up"),
+        };
+        section.notes.push(format!(
+            "Machine {:.0}% busy just before the scenario started (other work on this shared box adds noise).",
+            background * 100.0
+        ));
+        failures += section.failures();
+        errors += section.rows.iter().filter(|r| r.metric == "error").count();
+        print!("{}", section.to_text());
+        report::write_block(&out, section.key, &section.to_markdown(&short))?;
+    }
+    let total = started.elapsed().as_secs_f64();
+    let env_block = format!("{env_block}| Wall time of the run | {:.1} min |\n", total / 60.0);
+    report::write_block(&out, "env", &env_block)?;
+    // Leave nothing behind: the scenarios tear down, this catches an interrupted one.
+    if let Ok(m) = env::Mgmt::new(&ctx.services.rabbit_api) {
+        let _ = m.delete_vhost(env::BENCH_NAME, &ctx.services.amqp_url()).await;
+    }
+    eprintln!("[bench] done in {:.1} min; {failures} target(s) missed; results in {}", total / 60.0, out.display());
+    if errors > 0 {
+        bail!("{errors} scenario(s) failed to run");
+    }
+    if cli.strict && failures > 0 {
+        std::process::exit(2);
+    }
+    Ok(())
+}

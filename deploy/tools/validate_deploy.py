@@ -1,0 +1,908 @@
+#!/usr/bin/env python3
+"""Offline validation of deploy/: run by scripts/validate-deploy.sh, which installs the tools.
+
+Checks, without a cluster, a Docker engine or the network:
+  * every Kustomize overlay (and the examples) renders, and every rendered document validates:
+    core kinds against the Kubernetes JSON schemas bundled in kubernetes-validate (strict, so
+    unknown fields fail), custom resources against deploy/schemas/ (hand-written CRD subsets);
+  * cross-object rules (secret references, selectors, ports, probes, spool, KEDA, network
+    policies, image, non-root, env names the code actually reads, policies = topology.rs);
+  * the PrometheusRule with `promtool check rules` and `promtool test rules`, and every PromQL
+    expression of the dashboard and the KEDA triggers with promtool's parser;
+  * the Grafana dashboard JSON, the compose file and the Dockerfile (hadolint + structure).
+
+Exit status 1 and a list of failures if anything is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
+# ---------------------------------------------------------------------------------------------
+# Facts the manifests must agree with (from the code and docs/ARCHITECTURE).
+
+BINARIES = {"wafleet-ingest", "wafleet-worker", "wafleet", "wafleet-sim"}
+IMAGE_REPO = "ghcr.io/wafleet/wafleet"
+RUN_AS = 10001
+# Variables read by the binaries that do not start with WAFLEET_.
+EXTERNAL_ENV = {
+    "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL",
+    "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT",
+}
+# WAFLEET_* settings the manifests set before the code reads them (documented in deploy/README.md).
+PENDING_ENV: set[str] = set()
+SECRET_ENV = {"WAFLEET_SIGNING_KEY", "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY"}
+OVERLAYS = {  # overlay -> (namespace, ingest kind, worker trigger type)
+    "dev": ("wafleet-dev", "Deployment", "rabbitmq"),
+    "prod": ("wafleet", "StatefulSet", "rabbitmq"),
+    "prod-large-fleet": ("wafleet", "StatefulSet", "prometheus"),
+}
+REQUIRED_ALERTS = {
+    "WafleetDLQGrowing", "WafleetTenantQueueBacklogOld", "WafleetQuarantineNotEmpty", "WafleetIngestSpoolNotEmpty",
+    "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
+    "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing",
+}
+RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/README.md#runbook-"
+DASHBOARD_METRICS = [
+    "wafleet_ingest_requests_total", "wafleet_ingest_accept_seconds", "rabbitmq_detailed_queue_messages_ready",
+    "wa\\\\.dlq\\\\.", "wa.quarantine", "wa.unrouted", "wafleet_worker_processed_total", "wafleet_worker_dropped_total",
+    "wafleet_worker_failed_total", "wafleet_sender_sends_total", "wafleet_sender_429_total", "wafleet_ingest_spool_records",
+    "wafleet_budget_wait_seconds_bucket", "wafleet_outbox_backlog_minutes", "topk(", "wafleet_ingest_accept_seconds_bucket",
+]
+REQUIRED_PRIVATE_EXCEPT = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2", "rbac.authorization.k8s.io/v1"}
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.passed = 0
+
+    def ok(self, cond: bool, what: str) -> bool:
+        if cond:
+            self.passed += 1
+        else:
+            self.failures.append(what)
+            print(f"  FAIL {what}", flush=True)
+        return cond
+
+    def section(self, title: str) -> None:
+        print(f"-- {title}", flush=True)
+
+
+C = Checker()
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def load_yaml_docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def key(doc: dict) -> str:
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+
+class Schemas:
+    def __init__(self, crd_dir: Path, k8s_versions: list[str]) -> None:
+        import kubernetes_validate
+
+        self.base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+        self.crd_dir = crd_dir
+        self.versions = k8s_versions
+        self._registry: dict[str, tuple[Registry, dict]] = {}
+        self._schema_cache: dict[Path, dict] = {}
+
+    def _core(self, version: str, kind: str, api_version: str):
+        d = self.base / f"v{version}.0-local-strict"
+        if not d.is_dir():
+            raise SystemExit(f"kubernetes-validate has no schemas for Kubernetes {version}")
+        if version not in self._registry:
+            defs = json.loads((d / "_definitions.json").read_text())
+            self._registry[version] = (Resource.from_contents(defs) @ Registry(), defs)
+        api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+        path = d / f"{kind.lower()}-{api}.json"
+        if not path.exists():
+            return None, None
+        if path not in self._schema_cache:
+            self._schema_cache[path] = json.loads(path.read_text())
+        schema = self._schema_cache[path]
+        registry = Resource.from_contents(schema) @ self._registry[version][0]
+        return schema, registry
+
+    def crd_schema(self, api_version: str, kind: str):
+        group, _, version = api_version.rpartition("/")
+        path = self.crd_dir / group / f"{kind.lower()}_{version}.json"
+        if not path.exists():
+            return None
+        if path not in self._schema_cache:
+            self._schema_cache[path] = json.loads(path.read_text())
+        return self._schema_cache[path]
+
+    def validate(self, doc: dict, where: str) -> None:
+        api, kind = doc.get("apiVersion", ""), doc.get("kind", "")
+        name = f"{where}: {kind}/{doc.get('metadata', {}).get('name')}"
+        if api in CORE_GROUPS:
+            for v in self.versions:
+                schema, registry = self._core(v, kind, api)
+                if not C.ok(schema is not None, f"{name}: no Kubernetes {v} schema for {api} {kind}"):
+                    continue
+                errors = sorted(jsonschema.Draft202012Validator(schema, registry=registry).iter_errors(doc),
+                                key=lambda e: list(e.path))
+                C.ok(not errors, f"{name} (Kubernetes {v}): " + "; ".join(
+                    f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}" for e in errors[:5]))
+            return
+        schema = self.crd_schema(api, kind)
+        if not C.ok(schema is not None, f"{name}: no schema for {api} {kind} in deploy/schemas/"):
+            return
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+        C.ok(not errors, f"{name}: " + "; ".join(
+            f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}" for e in errors[:5]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers over rendered objects
+
+def pod_spec(obj: dict) -> dict | None:
+    if obj.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def pod_labels(obj: dict) -> dict:
+    return obj["spec"]["template"]["metadata"].get("labels", {})
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        val, op = labels.get(expr["key"]), expr["operator"]
+        if op == "In" and val not in expr.get("values", []):
+            return False
+        if op == "NotIn" and val in expr.get("values", []):
+            return False
+        if op == "Exists" and expr["key"] not in labels:
+            return False
+        if op == "DoesNotExist" and expr["key"] in labels:
+            return False
+    return True
+
+
+def containers(obj: dict) -> list[dict]:
+    ps = pod_spec(obj)
+    return (ps.get("initContainers", []) + ps.get("containers", [])) if ps else []
+
+
+def env_value(obj_list: list[dict], cm_name: str, var: str):
+    for o in obj_list:
+        if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == cm_name:
+            return o.get("data", {}).get(var)
+    return None
+
+
+def code_mentions(repo: Path) -> str:
+    text = []
+    for crate in ("ingest", "worker", "shared", "sim"):
+        for p in (repo / crate).rglob("*.rs"):
+            text.append(p.read_text(errors="replace"))
+    return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kustomize renders
+
+def render(kubectl: str, path: Path) -> list[dict] | None:
+    r = run([kubectl, "kustomize", str(path)])
+    if not C.ok(r.returncode == 0, f"kustomize build {path} failed:\n{r.stderr.strip()[:2000]}"):
+        return None
+    return load_yaml_docs(r.stdout)
+
+
+def check_env_names(where: str, names: set[str], code: str) -> None:
+    for n in sorted(names):
+        if n.startswith("WAFLEET_"):
+            C.ok(n in PENDING_ENV or f'"{n}"' in code,
+                 f"{where}: {n} is set but no Rust source under ingest/ worker/ shared/ sim/ reads it (typo?)")
+        else:
+            C.ok(n in EXTERNAL_ENV, f"{where}: env {n} is neither WAFLEET_* nor a known external variable")
+
+
+def quantity_bytes(q) -> int:
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    if not m:
+        raise ValueError(f"quantity {q}")
+    mult = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    return int(m.group(1)) * mult[m.group(2)]
+
+
+def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]], code: str, promql: list[tuple[str, str]],
+                  repo: Path) -> None:
+    ns, ingest_kind, worker_trigger = OVERLAYS[name]
+    where = f"overlay {name}"
+    by_kind: dict[str, list[dict]] = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    names = {key(o) for o in objs}
+    C.ok(len(names) == len(objs), f"{where}: duplicate objects")
+
+    C.ok(not by_kind.get("Secret"), f"{where}: renders a Secret ({[key(o) for o in by_kind.get('Secret', [])]}); "
+         "secrets must never be committed in a kustomization")
+    for o in objs:
+        if o["kind"] != "Namespace":
+            C.ok(o["metadata"].get("namespace") == ns, f"{where}: {key(o)} is not in namespace {ns}")
+        C.ok(o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "wafleet",
+             f"{where}: {key(o)} lacks label app.kubernetes.io/part-of=wafleet")
+    C.ok(any(o["kind"] == "Namespace" and o["metadata"]["name"] == ns for o in objs), f"{where}: no Namespace {ns}")
+
+    workloads = [o for o in objs if pod_spec(o) is not None]
+    cms = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
+    configs = {n: o for n, o in cms.items() if n.startswith("wafleet-") and "config" in n}
+    if not C.ok({"wafleet-config", "wafleet-ingest-config", "wafleet-worker-config"} <= {re.sub(r"-[a-z0-9]{10}$", "", n) for n in configs},
+                f"{where}: wafleet-config, wafleet-ingest-config and wafleet-worker-config ConfigMaps"):
+        return
+    for n, o in configs.items():
+        for k in o.get("data", {}):
+            C.ok(k not in SECRET_ENV, f"{where}: secret setting {k} is in ConfigMap {n}")
+        check_env_names(f"{where} ConfigMap {n}", set(o.get("data", {})), code)
+
+    def container_env(c: dict) -> dict:
+        env = {}
+        for ef in c.get("envFrom", []):
+            if "configMapRef" in ef:
+                env.update(cms.get(ef["configMapRef"]["name"], {}).get("data", {}))
+        for e in c.get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+        return env
+
+    # --- workloads
+    for w in workloads:
+        wn = key(w)
+        ps = pod_spec(w)
+        sc = ps.get("securityContext", {})
+        C.ok(sc.get("runAsNonRoot") is True and sc.get("runAsUser") == RUN_AS, f"{where}: {wn} must run as non-root uid {RUN_AS}")
+        C.ok(ps.get("automountServiceAccountToken") is False, f"{where}: {wn} mounts a service account token")
+        for c in containers(w):
+            cn = f"{wn}/{c['name']}"
+            C.ok(c.get("image", "").startswith(IMAGE_REPO + ":"), f"{where}: {cn} image {c.get('image')} is not {IMAGE_REPO}:<tag>")
+            C.ok(bool(c.get("command")) and c["command"][0] in BINARIES, f"{where}: {cn} command {c.get('command')} is not a wafleet binary")
+            csc = c.get("securityContext", {})
+            C.ok(csc.get("allowPrivilegeEscalation") is False and csc.get("readOnlyRootFilesystem") is True
+                 and csc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: {cn} securityContext is not locked down")
+            C.ok("memory" in c.get("resources", {}).get("limits", {}), f"{where}: {cn} has no memory limit")
+            env_names = set()
+            for e in c.get("env", []):
+                env_names.add(e["name"])
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    C.ok(ref["name"] in secret_keys and ref["key"] in secret_keys[ref["name"]],
+                         f"{where}: {cn} env {e['name']} references secret {ref['name']}/{ref['key']} "
+                         "missing from deploy/k8s/secret.example.yaml")
+                elif e["name"] in SECRET_ENV:
+                    C.ok(False, f"{where}: {cn} sets secret {e['name']} inline instead of from a Secret")
+            check_env_names(f"{where} {cn}", env_names, code)
+            for ef in c.get("envFrom", []):
+                if "configMapRef" in ef:
+                    C.ok(ef["configMapRef"]["name"] in cms, f"{where}: {cn} envFrom ConfigMap {ef['configMapRef']['name']} not rendered")
+                C.ok("secretRef" not in ef, f"{where}: {cn} uses envFrom secretRef (reference keys one by one)")
+
+    def workload(kind: str, wname: str):
+        return next((o for o in workloads if o["kind"] == kind and o["metadata"]["name"] == wname), None)
+
+    # --- ingest
+    ingest = next((o for o in workloads if pod_labels(o).get("app.kubernetes.io/component") == "ingest"), None)
+    if C.ok(ingest is not None and ingest["kind"] == ingest_kind, f"{where}: ingest must be a {ingest_kind}"):
+        ps = pod_spec(ingest)
+        c = ps["containers"][0]
+        C.ok(c["command"] == ["wafleet-ingest"], f"{where}: ingest command")
+        C.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: ingest readiness must be /readyz")
+        C.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: ingest liveness must be /healthz")
+        conf = container_env(c)
+        spool = conf.get("WAFLEET_SPOOL_DIR")
+        mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == spool), None)
+        if C.ok(mount is not None, f"{where}: ingest does not mount WAFLEET_SPOOL_DIR={spool}"):
+            if ingest_kind == "StatefulSet":
+                vct = [v["metadata"]["name"] for v in ingest["spec"].get("volumeClaimTemplates", [])]
+                C.ok(mount["name"] in vct, f"{where}: ingest spool is not a volumeClaimTemplate")
+            else:
+                vol = next((v for v in ps.get("volumes", []) if v["name"] == mount["name"]), {})
+                C.ok("emptyDir" in vol, f"{where}: dev ingest spool must be an emptyDir")
+            size = None
+            if ingest_kind == "StatefulSet":
+                vct = next((v for v in ingest["spec"].get("volumeClaimTemplates", []) if v["metadata"]["name"] == mount["name"]), {})
+                size = vct.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+            else:
+                size = next((v for v in ps.get("volumes", []) if v["name"] == mount["name"]), {}).get("emptyDir", {}).get("sizeLimit")
+            max_bytes = int(conf.get("WAFLEET_SPOOL_MAX_BYTES", 1 << 30))
+            C.ok(size is not None and quantity_bytes(size) > max_bytes,
+                 f"{where}: spool volume ({size}) must be larger than WAFLEET_SPOOL_MAX_BYTES ({max_bytes})")
+        pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        script = " ".join(pre)
+        bound = re.search(r'-lt\s+(\d+)', script)
+        grace = ps.get("terminationGracePeriodSeconds", 30)
+        C.ok("WAFLEET_SPOOL_DIR" in script and bound is not None,
+             f"{where}: ingest preStop must wait on $WAFLEET_SPOOL_DIR with a bound")
+        glob = re.search(r"-name '([^']+)'", script)
+        writer = (repo / "ingest/src/spool/writer.rs")
+        seg = re.search(r'format!\("([^"{]*)\{seq:0\d+\}([^"]*)"\)', writer.read_text()) if writer.exists() else None
+        C.ok(glob is not None and seg is not None and glob.group(1) == f"{seg.group(1)}*{seg.group(2)}",
+             f"{where}: preStop glob {glob.group(1) if glob else None} must match the segment files of ingest/src/spool/writer.rs")
+        if bound:
+            drain = int(conf.get("WAFLEET_SHUTDOWN_DRAIN_SECS", "10"))
+            C.ok(grace >= int(bound.group(1)) + drain + 10,
+                 f"{where}: ingest terminationGracePeriodSeconds {grace} must cover the preStop bound {bound.group(1)}s "
+                 f"+ WAFLEET_SHUTDOWN_DRAIN_SECS {drain}s + 10s")
+        sh = run(["sh", "-n", "-c", pre[-1]]) if pre else None
+        C.ok(sh is not None and sh.returncode == 0, f"{where}: ingest preStop script is not valid sh: {sh.stderr if sh else ''}")
+
+    # --- worker
+    worker = workload("Deployment", "wafleet-worker")
+    if C.ok(worker is not None, f"{where}: no Deployment wafleet-worker"):
+        ps = pod_spec(worker)
+        c = ps["containers"][0]
+        C.ok(c["command"] == ["wafleet-worker"], f"{where}: worker command")
+        C.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: worker liveness must be /healthz")
+        conf = container_env(c)
+        drain = (int(conf.get("WAFLEET_BOT_TIMEOUT_MS", "10000")) + int(conf.get("WAFLEET_SEND_TIMEOUT_MS", "10000"))) / 1000
+        C.ok(ps.get("terminationGracePeriodSeconds", 30) > drain + 5,
+             f"{where}: worker terminationGracePeriodSeconds must exceed the drain ({drain}s)")
+
+    # --- migration Job
+    job = workload("Job", "wafleet-migrate")
+    if C.ok(job is not None, f"{where}: no Job wafleet-migrate"):
+        c = pod_spec(job)["containers"][0]
+        C.ok(c["command"] == ["wafleet", "migrate"], f"{where}: migration Job must run `wafleet migrate`")
+        mig = next((e for e in c.get("env", []) if e["name"] == "MIGRATE_DATABASE_URL"), None)
+        C.ok(mig is not None and "secretKeyRef" in mig.get("valueFrom", {}), f"{where}: Job needs MIGRATE_DATABASE_URL from a Secret")
+
+    # --- the migrate phase (deploy/README.md "Order"): the Job and all it needs apply first
+    phase = {key(o) for o in objs if o["metadata"].get("labels", {}).get("wafleet.io/phase") == "migrate"}
+    if job is not None:
+        needs = {f"Namespace/{ns}", f"ServiceAccount/{pod_spec(job).get('serviceAccountName')}", key(job)}
+        needs |= {f"ConfigMap/{ef['configMapRef']['name']}" for c in containers(job) for ef in c.get("envFrom", []) if "configMapRef" in ef}
+        needs |= {key(n) for n in by_kind.get("NetworkPolicy", [])}
+        C.ok(needs <= phase, f"{where}: label wafleet.io/phase=migrate missing on {sorted(needs - phase)}")
+
+    # --- services, monitors, PDBs
+    for s in by_kind.get("Service", []):
+        sel = s["spec"].get("selector", {})
+        targets = [w for w in workloads if w["kind"] != "Job" and all(pod_labels(w).get(k) == v for k, v in sel.items())]
+        if C.ok(bool(sel) and len(targets) == 1, f"{where}: {key(s)} selects {len(targets)} workloads"):
+            ports = {p.get("name") for c in pod_spec(targets[0])["containers"] for p in c.get("ports", [])}
+            for p in s["spec"]["ports"]:
+                tp = p.get("targetPort")
+                C.ok(not isinstance(tp, str) or tp in ports, f"{where}: {key(s)} targetPort {tp} is not a container port")
+    for sm in by_kind.get("ServiceMonitor", []):
+        svcs = [s for s in by_kind.get("Service", []) if selector_matches(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
+        if C.ok(len(svcs) == 1, f"{where}: {key(sm)} selects {len(svcs)} Services (want exactly 1)"):
+            names_ = {p.get("name") for p in svcs[0]["spec"]["ports"]}
+            for ep in sm["spec"]["endpoints"]:
+                C.ok(ep.get("port") in names_, f"{where}: {key(sm)} endpoint port {ep.get('port')} not on {key(svcs[0])}")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        C.ok(any(selector_matches(pdb["spec"]["selector"], pod_labels(w)) for w in workloads if w["kind"] != "Job"),
+             f"{where}: {key(pdb)} selects no workload")
+    C.ok({"wafleet-ingest", "wafleet-worker"} <= {p["metadata"]["name"] for p in by_kind.get("PodDisruptionBudget", [])},
+         f"{where}: PDBs for ingest and worker")
+
+    # --- KEDA
+    sos = {o["metadata"]["name"]: o for o in by_kind.get("ScaledObject", [])}
+    tas = {o["metadata"]["name"]: o for o in by_kind.get("TriggerAuthentication", [])}
+    C.ok(not by_kind.get("HorizontalPodAutoscaler"), f"{where}: HPAs are made by KEDA, not committed")
+    for so in sos.values():
+        ref = so["spec"]["scaleTargetRef"]
+        C.ok(workload(ref.get("kind", "Deployment"), ref["name"]) is not None,
+             f"{where}: {key(so)} targets missing {ref.get('kind')}/{ref['name']}")
+        for t in so["spec"]["triggers"]:
+            ar = t.get("authenticationRef")
+            if ar:
+                C.ok(ar["name"] in tas, f"{where}: {key(so)} uses missing TriggerAuthentication {ar['name']}")
+            if t["type"] == "prometheus":
+                promql.append((f"{where} {key(so)} trigger {t.get('name')}", t["metadata"]["query"]))
+                C.ok(t["metadata"]["serverAddress"].startswith("http"), f"{where}: {key(so)} serverAddress")
+    for ta in tas.values():
+        for r in ta["spec"].get("secretTargetRef", []):
+            C.ok(r["name"] in secret_keys and r["key"] in secret_keys[r["name"]],
+                 f"{where}: {key(ta)} references secret {r['name']}/{r['key']} missing from secret.example.yaml")
+    wso = sos.get("wafleet-worker")
+    if C.ok(wso is not None, f"{where}: no ScaledObject for the worker"):
+        C.ok(wso["spec"].get("minReplicaCount", 0) >= 1, f"{where}: worker minReplicaCount must be >= 1 (sender, reconciler)")
+        t = wso["spec"]["triggers"]
+        C.ok(len(t) == 1 and t[0]["type"] == worker_trigger, f"{where}: worker trigger must be {worker_trigger}")
+        if t and t[0]["type"] == "rabbitmq":
+            md = t[0]["metadata"]
+            C.ok(md.get("queueName") == r"^wa\.tenant\..*" and md.get("useRegex") == "true" and md.get("operation") == "sum"
+                 and md.get("mode") == "QueueLength" and md.get("protocol") == "http",
+                 f"{where}: worker rabbitmq trigger must sum QueueLength over ^wa\\.tenant\\..* (regex, http)")
+        if t and t[0]["type"] == "prometheus":
+            q = t[0]["metadata"]["query"]
+            C.ok("rabbitmq_detailed_queue_messages" in q and 'queue=~"wa\\\\.tenant\\\\..*"' in q,
+                 f"{where}: worker prometheus trigger must sum rabbitmq_detailed_queue_messages over wa\\\\.tenant\\\\..*")
+    iso = sos.get("wafleet-ingest")
+    if C.ok(iso is not None, f"{where}: no ScaledObject for ingest"):
+        t = iso["spec"]["triggers"]
+        C.ok(len(t) == 1 and t[0]["type"] == "prometheus" and "wafleet_ingest_requests_total" in t[0]["metadata"]["query"]
+             and f'namespace="{ns}"' in t[0]["metadata"]["query"],
+             f"{where}: ingest must scale on rate(wafleet_ingest_requests_total) of namespace {ns}")
+
+    # --- NetworkPolicies
+    nps = {o["metadata"]["name"]: o for o in by_kind.get("NetworkPolicy", [])}
+    deny = [n for n in nps.values() if set(n["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+            and not n["spec"].get("ingress") and not n["spec"].get("egress")]
+    C.ok(any(all(selector_matches(d["spec"]["podSelector"], pod_labels(w)) for w in workloads) for d in deny),
+         f"{where}: no default-deny NetworkPolicy covering every wafleet workload")
+
+    def egress_ports(w: dict) -> list[tuple[dict, set]]:
+        out = []
+        for n in nps.values():
+            if selector_matches(n["spec"]["podSelector"], pod_labels(w)):
+                for rule in n["spec"].get("egress", []):
+                    out.append((rule, {(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports", [])}))
+        return out
+
+    for w in workloads:
+        ports = set().union(*[p for _, p in egress_ports(w)]) if egress_ports(w) else set()
+        C.ok({("UDP", 53), ("TCP", 53)} <= ports, f"{where}: {key(w)} cannot reach DNS")
+        C.ok({("TCP", 4317), ("TCP", 4318)} <= ports, f"{where}: {key(w)} cannot reach the OTLP collector")
+    if ingest is not None:
+        ports = set().union(*[p for _, p in egress_ports(ingest)])
+        C.ok(ports == {("UDP", 53), ("TCP", 53), ("TCP", 4317), ("TCP", 4318), ("TCP", 5672)},
+             f"{where}: ingest egress must be DNS, OTLP and RabbitMQ 5672 only (got {sorted(ports, key=str)})")
+        ing = [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(ingest))
+               for r in n["spec"].get("ingress", [])]
+        C.ok(any(not r.get("from") and {p.get("port") for p in r.get("ports", [])} == {8080} for r in ing),
+             f"{where}: ingest must accept the webhook port 8080 from anywhere")
+    if worker is not None:
+        rules = egress_ports(worker)
+        ports = set().union(*[p for _, p in rules])
+        C.ok({("TCP", 5672), ("TCP", 15672), ("TCP", 5432), ("TCP", 443)} <= ports, f"{where}: worker egress RabbitMQ/Postgres/443")
+        https = [r for r, p in rules if ("TCP", 443) in p]
+        C.ok(bool(https) and all(all("ipBlock" in t for t in r.get("to", [])) and r.get("to") for r in https)
+             and any(t["ipBlock"]["cidr"] == "0.0.0.0/0" and REQUIRED_PRIVATE_EXCEPT <= set(t["ipBlock"].get("except", []))
+                     for r in https for t in r["to"]),
+             f"{where}: worker 443 egress must be 0.0.0.0/0 minus the private/link-local ranges")
+    prom_ingress = [n for n in nps.values() for r in n["spec"].get("ingress", [])
+                    if any("namespaceSelector" in f for f in r.get("from", []))
+                    and {8080, 8081} <= {p.get("port") for p in r.get("ports", [])}]
+    C.ok(bool(prom_ingress), f"{where}: no NetworkPolicy lets Prometheus scrape 8080/8081")
+
+    # --- dashboard ConfigMap = file
+    dash = next((o for n, o in cms.items() if n == "wafleet-grafana-dashboard"), None)
+    if C.ok(dash is not None, f"{where}: no dashboard ConfigMap"):
+        C.ok(dash["metadata"].get("labels", {}).get("grafana_dashboard") == "1", f"{where}: dashboard ConfigMap label grafana_dashboard=1")
+
+
+def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Path) -> None:
+    where = "examples"
+    by_kind: dict[str, list[dict]] = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    C.ok(not by_kind.get("Secret"), f"{where}: renders a Secret")
+    rc = by_kind.get("RabbitmqCluster", [])
+    if C.ok(len(rc) == 1, f"{where}: one RabbitmqCluster"):
+        spec = rc[0]["spec"]
+        C.ok(spec.get("replicas") == 3, f"{where}: RabbitmqCluster needs 3 replicas")
+        C.ok({"rabbitmq_management", "rabbitmq_prometheus"} <= set(spec.get("rabbitmq", {}).get("additionalPlugins", [])),
+             f"{where}: RabbitmqCluster plugins")
+    users = {u["metadata"]["name"]: u for u in by_kind.get("User", [])}
+    perms = {p["spec"].get("userReference", {}).get("name"): p for p in by_kind.get("Permission", [])}
+    for u in users.values():
+        ref = u["spec"].get("importCredentialsSecret", {}).get("name")
+        C.ok(ref in secret_keys and {"username", "password"} <= secret_keys[ref],
+             f"{where}: {key(u)} credentials secret {ref} (username/password) missing from secret.example.yaml")
+    expect = {
+        "wafleet-ingest": ({"configure": "", "write": r"^wa\.inbound$", "read": ""}, []),
+        "wafleet-worker": ({"configure": r"^wa\.", "write": r"^wa\.", "read": r"^wa\."}, []),
+        "wafleet-cli": ({"configure": r"^wa\.", "write": r"^wa\.", "read": r"^wa\."}, ["policymaker"]),
+    }
+    for uname, (perm, tags) in expect.items():
+        u = users.get(uname)
+        if C.ok(u is not None, f"{where}: no RabbitMQ User {uname}"):
+            C.ok(u["spec"].get("tags", []) == tags, f"{where}: {uname} tags must be {tags}")
+            p = perms.get(uname)
+            C.ok(p is not None and p["spec"]["permissions"] == perm and p["spec"]["vhost"] == "wafleet",
+                 f"{where}: {uname} permissions must be {perm} on vhost wafleet")
+    for uname, u in users.items():
+        if uname not in expect:
+            C.ok("administrator" not in u["spec"].get("tags", []) and uname not in perms,
+                 f"{where}: extra user {uname} must have no permissions and no administrator tag")
+    check_policies(by_kind.get("Policy", []), repo)
+    cl = by_kind.get("Cluster", [])
+    if C.ok(len(cl) == 1, f"{where}: one CloudNativePG Cluster"):
+        spec = cl[0]["spec"]
+        C.ok(spec["instances"] == 3, f"{where}: CNPG instances must be 3")
+        roles = {r["name"]: r for r in spec.get("managed", {}).get("roles", [])}
+        app = roles.get("wafleet_app")
+        if C.ok(app is not None, f"{where}: CNPG must manage role wafleet_app"):
+            C.ok(app.get("login") is True and app.get("superuser") is False and app.get("bypassrls") is False
+                 and not app.get("inRoles"), f"{where}: wafleet_app must login, not superuser, not bypassrls, in no role")
+        owner_name = spec.get("bootstrap", {}).get("initdb", {}).get("owner")
+        owner = roles.get(owner_name)
+        if C.ok(owner is not None, f"{where}: CNPG must manage the owner role {owner_name}"):
+            C.ok(owner.get("bypassrls") is True and owner.get("superuser") is False,
+                 f"{where}: owner role needs bypassrls (SECURITY DEFINER functions) and no superuser")
+        for r in roles.values():
+            s = r.get("passwordSecret", {}).get("name")
+            C.ok(s in secret_keys and {"username", "password"} <= secret_keys[s], f"{where}: role {r['name']} secret {s} missing")
+        mc = int(spec.get("postgresql", {}).get("parameters", {}).get("max_connections", "100"))
+        C.ok(mc >= 12 * 11 + 20, f"{where}: max_connections {mc} below workers × (pool + 1) + reserve")
+
+
+def rust_constants(*sources: str) -> dict[str, str]:
+    out = {}
+    for src in sources:
+        for name, raw, num in re.findall(r'pub const (\w+): [^=]+= (?:r?"((?:[^"\\]|\\.)*)"|([\d_]+));', src):
+            out[name] = raw if num == "" else num.replace("_", "")
+    return out
+
+
+def balanced(text: str, start: int) -> str:
+    """The text of the {...} block whose opening brace is at `start`."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i + 1]
+    raise ValueError("unbalanced braces")
+
+
+def topology_policies(repo: Path) -> dict[str, dict]:
+    """The policies `wafleet migrate` PUTs: parsed from Management::apply_policies() in
+    worker/src/topology.rs (inline json! bodies or the functions it calls)."""
+    topo = re.sub(r"//[^\n]*", "", (repo / "worker/src/topology.rs").read_text())
+    consts = rust_constants(topo, (repo / "shared/src/topology.rs").read_text())
+
+    def value(v: str):
+        v = v.strip()
+        if v.startswith(("r\"", "\"")):
+            return v[v.index('"') + 1:-1]
+        if re.fullmatch(r"[\d_]+", v):
+            return int(v.replace("_", ""))
+        c = consts.get(v)
+        if c is None:
+            raise KeyError(f"constant {v} not found")
+        return int(c) if c.isdigit() else c
+
+    def parse_body(body: str) -> dict:
+        pattern = re.search(r'"pattern":\s*(r?"[^"]*"|\w+)', body)
+        apply_to = re.search(r'"apply-to":\s*"([^"]*)"', body)
+        priority = re.search(r'"priority":\s*(\d+)', body)
+        d = body.index('"definition"')
+        definition_text = balanced(body, body.index("{", d))
+        definition = {k: value(v) for k, v in re.findall(r'"([a-z-]+)":\s*(r?"[^"]*"|[A-Z_]+|[\d_]+)', definition_text)}
+        return {"pattern": value(pattern.group(1)), "applyTo": apply_to.group(1), "priority": int(priority.group(1)),
+                "definition": definition}
+
+    fn = topo.index("fn apply_policies")
+    body = balanced(topo, topo.index("{", fn))
+    out = {}
+    for m in re.finditer(r'\["policies",\s*&self\.vhost,\s*(\w+)\],\s*', body):
+        name = value(m.group(1))
+        rest = body[m.end():]
+        if rest.startswith("json!("):
+            out[name] = parse_body(balanced(rest, rest.index("{")))
+        else:
+            f = re.match(r"(\w+)\(\)", rest).group(1)
+            fstart = topo.index(f"fn {f}()")
+            out[name] = parse_body(balanced(topo, topo.index("{", fstart)))
+    return out
+
+
+def check_policies(policies: list[dict], repo: Path) -> None:
+    """The Policy objects must equal what `wafleet migrate` applies (worker/src/topology.rs)."""
+    where = "examples Policy"
+    try:
+        want = topology_policies(repo)
+    except (ValueError, KeyError, AttributeError) as e:
+        C.ok(False, f"{where}: cannot read the policies of worker/src/topology.rs apply_policies(): {e}")
+        return
+    C.ok(len(want) >= 2, f"{where}: found only {list(want)} in apply_policies()")
+    got = {p["spec"]["name"]: p["spec"] for p in policies}
+    C.ok(set(got) == set(want), f"{where}: Policy objects {sorted(got)} != policies of wafleet migrate {sorted(want)}")
+    for name, w in want.items():
+        p = got.get(name)
+        if p is None:
+            continue
+        have = {"pattern": p["pattern"], "applyTo": p.get("applyTo"), "priority": p.get("priority", 0), "definition": p["definition"]}
+        C.ok(have == w and p.get("vhost") == "wafleet", f"{where}: {name} differs from topology.rs: want {w}, got {have}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus rules, PromQL, dashboard
+
+def check_rules(promtool: str, rule_obj: dict, tests: Path, tmp: Path) -> None:
+    spec = rule_obj["spec"]
+    rules_file = tmp / "wafleet-rules.yaml"
+    rules_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    r = run([promtool, "check", "rules", str(rules_file)])
+    C.ok(r.returncode == 0, f"promtool check rules:\n{r.stdout}{r.stderr}")
+    test_file = tmp / "wafleet-rules.test.yaml"
+    test_file.write_text(tests.read_text().replace("RULES_FILE", str(rules_file)))
+    r = run([promtool, "test", "rules", str(test_file)])
+    C.ok(r.returncode == 0, f"promtool test rules:\n{r.stdout[-4000:]}{r.stderr[-2000:]}")
+    alerts = [rule for g in spec["groups"] for rule in g["rules"] if "alert" in rule]
+    names = {a["alert"] for a in alerts}
+    C.ok(REQUIRED_ALERTS <= names, f"PrometheusRule lacks alerts {sorted(REQUIRED_ALERTS - names)}")
+    C.ok(len(names) == len(alerts), "PrometheusRule has duplicate alert names")
+    for a in alerts:
+        ann = a.get("annotations", {})
+        C.ok(ann.get("runbook_url") == RUNBOOK + a["alert"].lower(), f"alert {a['alert']}: runbook_url must be {RUNBOOK}{a['alert'].lower()}")
+        C.ok(bool(ann.get("summary")), f"alert {a['alert']}: no summary")
+        C.ok(a.get("labels", {}).get("severity") in ("critical", "warning", "info"), f"alert {a['alert']}: severity label")
+    exprs = " ".join(a["expr"] for a in alerts)
+    for needle in ('wa\\\\.dlq\\\\.', 'queue="wa.quarantine"', "wafleet_ingest_spool_records", "rabbitmq_detailed_queue_consumers",
+                   'queue="wa.unrouted"', "wafleet_sender_429_total", "wafleet_canary_success", 'status=~"5..', 'status=~"4..',
+                   "rabbitmq_detailed_queue_head_message_timestamp"):
+        C.ok(needle in exprs, f"PrometheusRule: no alert uses {needle}")
+
+
+def substitute_grafana(expr: str) -> str:
+    expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
+    expr = re.sub(r"\$\{?topn\}?", "10", expr)
+    return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*(:[a-z]+)?\}?", ".*", expr)
+
+
+def check_promql(promtool: str, exprs: list[tuple[str, str]], tmp: Path) -> None:
+    """promtool has no standalone parser command: every expression becomes a recording rule."""
+    groups = [{"name": "parse-check", "rules": [{"record": f"wafleet:parse_check_{i}", "expr": e} for i, (_, e) in enumerate(exprs)]}]
+    f = tmp / "promql-parse.yaml"
+    f.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    r = run([promtool, "check", "rules", str(f)])
+    if r.returncode != 0:
+        bad = re.findall(r"group \"parse-check\", rule (\d+)", r.stdout + r.stderr)
+        detail = [exprs[int(i) - 1] for i in bad if int(i) - 1 < len(exprs)]
+        C.ok(False, f"PromQL parse errors:\n{r.stdout}{r.stderr}\n{detail}")
+    else:
+        C.ok(True, "")
+
+
+def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as e:
+        C.ok(False, f"{path}: not JSON: {e}")
+        return None
+    for k in ("title", "uid", "schemaVersion", "panels", "templating", "time", "version"):
+        C.ok(k in d, f"dashboard: missing key {k}")
+    C.ok(isinstance(d.get("schemaVersion"), int) and d["schemaVersion"] >= 36, "dashboard: schemaVersion >= 36")
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    C.ok(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "dashboard: needs a `datasource` variable of Prometheus type")
+    ids: list[int] = []
+    all_exprs = []
+
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+
+    for p in walk(d.get("panels", [])):
+        ids.append(p.get("id"))
+        t = p.get("title", f"id {p.get('id')}")
+        g = p.get("gridPos", {})
+        C.ok(all(isinstance(g.get(k), int) for k in "hwxy") and g.get("x", 0) + g.get("w", 0) <= 24, f"dashboard panel {t}: gridPos")
+        if p.get("type") == "row":
+            continue
+        C.ok(p.get("datasource", {}).get("uid") == "${datasource}", f"dashboard panel {t}: datasource must be ${{datasource}}")
+        targets = p.get("targets", [])
+        refs = [x.get("refId") for x in targets]
+        C.ok(bool(targets) and len(refs) == len(set(refs)), f"dashboard panel {t}: targets/refIds")
+        for x in targets:
+            if C.ok(bool(x.get("expr")), f"dashboard panel {t}: target {x.get('refId')} has no expr"):
+                all_exprs.append(x["expr"])
+                promql.append((f"dashboard panel {t}", substitute_grafana(x["expr"])))
+    C.ok(all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), f"dashboard: panel ids must be unique integers ({ids})")
+    joined = "\n".join(all_exprs)
+    for m in DASHBOARD_METRICS:
+        C.ok(m in joined, f"dashboard: no panel queries {m}")
+    # metrics-exporter-prometheus renders histograms as summaries (a `quantile` label) unless
+    # buckets are configured; shared/src/telemetry.rs decides which one the queries must use.
+    telemetry = (path.parents[2] / "shared/src/telemetry.rs").read_text()
+    if re.search(r'set_buckets_for_metric\(\s*Matcher::Suffix\("_seconds"', telemetry):
+        C.ok(re.search(r'_seconds\{[^}]*quantile=', joined) is None,
+             "dashboard: *_seconds metrics are histograms (buckets configured): use histogram_quantile over *_bucket, not quantile=")
+    elif "set_buckets" not in telemetry:
+        C.ok("_bucket" not in joined, "dashboard: queries *_bucket but the recorder exports summaries (no buckets configured)")
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# compose, Dockerfile
+
+def check_compose(path: Path, code: str) -> None:
+    where = "compose"
+    d = yaml.safe_load(path.read_text())
+    services = d.get("services", {})
+    need = {"rabbitmq", "postgres", "migrate", "ingest", "worker", "simulator"}
+    C.ok(need <= set(services), f"{where}: services {sorted(need - set(services))} missing")
+    volumes = set((d.get("volumes") or {}).keys())
+    for name, s in services.items():
+        C.ok(bool(s.get("image")), f"{where}: {name} has no image")
+        if "build" in s:
+            ctx = (path.parent / s["build"]["context"]).resolve()
+            C.ok((ctx / s["build"]["dockerfile"]).is_file(), f"{where}: {name} build dockerfile not found")
+        deps = s.get("depends_on", {})
+        deps = {k: {"condition": "service_started"} for k in deps} if isinstance(deps, list) else deps
+        for dep, cond in deps.items():
+            if not C.ok(dep in services, f"{where}: {name} depends on unknown service {dep}"):
+                continue
+            c = cond.get("condition")
+            C.ok(c in ("service_started", "service_healthy", "service_completed_successfully"), f"{where}: {name}->{dep} condition {c}")
+            if c == "service_healthy":
+                C.ok("healthcheck" in services[dep], f"{where}: {name} waits for {dep} healthy but {dep} has no healthcheck")
+            if c == "service_completed_successfully":
+                C.ok(services[dep].get("restart", "no") == "no", f"{where}: {dep} must be one-shot (restart: \"no\")")
+        if name != "migrate":
+            C.ok("healthcheck" in s, f"{where}: long-running {name} has no healthcheck")
+        for p in s.get("ports", []):
+            C.ok(str(p).startswith("127.0.0.1:"), f"{where}: {name} publishes {p} beyond localhost")
+        for v in s.get("volumes", []):
+            src = str(v).split(":")[0]
+            if src.startswith("."):
+                C.ok((path.parent / src).exists(), f"{where}: {name} bind mount {src} does not exist")
+            else:
+                C.ok(src in volumes, f"{where}: {name} volume {src} not declared")
+        cmd = s.get("command")
+        if isinstance(cmd, list) and cmd and cmd[0].startswith("wafleet"):
+            C.ok(cmd[0] in BINARIES, f"{where}: {name} runs unknown binary {cmd[0]}")
+            env = s.get("environment", {})
+            check_env_names(f"{where} {name}", set(env), code)
+    C.ok(services.get("migrate", {}).get("command") == ["wafleet", "migrate"], f"{where}: migrate must run `wafleet migrate`")
+    C.ok("--unlimited" in services.get("simulator", {}).get("command", []), f"{where}: simulator must run --unlimited")
+    pg = " ".join(services.get("postgres", {}).get("command", []))
+    C.ok("fsync=off" not in pg and "fsync=on" in pg, f"{where}: postgres must keep fsync on")
+    plugins = (path.parent / "compose/enabled_plugins").read_text().strip()
+    C.ok(re.fullmatch(r"\[\s*[a-z_]+(\s*,\s*[a-z_]+)*\s*\]\.", plugins) is not None
+         and "rabbitmq_management" in plugins and "rabbitmq_prometheus" in plugins,
+         f"{where}: compose/enabled_plugins must be an Erlang list with management and prometheus: {plugins}")
+    for m in re.finditer(r"(?<!\$)\$\{([^}]*)\}", path.read_text()):
+        C.ok(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*((:?[-?+]).*)?", m.group(1)) is not None,
+             f"{where}: bad interpolation ${{{m.group(1)}}}")
+
+
+def check_dockerfile(path: Path, hadolint: str | None, repo: Path) -> None:
+    where = "Dockerfile"
+    text = path.read_text()
+    if hadolint:
+        r = run([hadolint, "--failure-threshold", "warning", str(path)])
+        C.ok(r.returncode == 0, f"{where}: hadolint:\n{r.stdout}{r.stderr}")
+    else:
+        print("  (hadolint not available: structural checks only)")
+    froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    stages = [s for _, s in froms]
+    C.ok(stages[:5] == ["chef", "planner", "cacher", "builder", "runtime"], f"{where}: stages must be chef/planner/cacher/builder/runtime, got {stages}")
+    C.ok(re.search(r"^ARG RUST_VERSION=1\.9\d+$", text, re.M) is not None and froms[0][0].startswith("rust:${RUST_VERSION}-"),
+         f"{where}: builder must be rust:1.9x-bookworm")
+    C.ok(re.search(r"^ARG DEBIAN_CODENAME=bookworm$", text, re.M) is not None, f"{where}: bookworm base")
+    C.ok(froms[-1][0] == "debian:${DEBIAN_CODENAME}-slim", f"{where}: runtime must be debian:bookworm-slim")
+    C.ok("SQLX_OFFLINE=true" in text, f"{where}: SQLX_OFFLINE=true")
+    C.ok("cargo chef prepare" in text and re.search(r"cargo chef cook --release --locked", text) is not None,
+         f"{where}: cargo-chef prepare/cook --release --locked")
+    build = re.search(r"cargo build --release --locked(.*?)(&&|$)", text, re.S)
+    C.ok(build is not None and all(f"--bin {b} " in build.group(1) + " " for b in BINARIES), f"{where}: build all four binaries")
+    runtime = text[text.rfind("FROM "):]
+    C.ok(re.search(r"^USER 10001(:10001)?$", runtime, re.M) is not None, f"{where}: runtime must run as USER 10001")
+    apt = re.findall(r"apt-get install[^\n]*", runtime)
+    C.ok(bool(apt) and all(re.fullmatch(r"apt-get install -y --no-install-recommends ca-certificates\s*\\?\s*", a) for a in apt),
+         f"{where}: runtime installs only ca-certificates ({apt})")
+    C.ok("ENTRYPOINT" not in re.sub(r"#.*", "", runtime), f"{where}: no ENTRYPOINT (manifests choose the binary)")
+    ignore = (repo / ".dockerignore")
+    if C.ok(ignore.is_file(), ".dockerignore at the repository root"):
+        lines = {l.strip() for l in ignore.read_text().splitlines() if l.strip() and not l.startswith("#")}
+        C.ok({"target/", ".git/"} <= lines, ".dockerignore must exclude target/ and .git/")
+        members = tomllib.loads((repo / "Cargo.toml").read_text())["workspace"]["members"]
+        for needed in ["migrations", "Cargo.lock", ".cargo", "Cargo.toml", *members]:
+            C.ok(not any(l.rstrip("/") in (needed, f"{needed}/") or l == "*" for l in lines), f".dockerignore excludes {needed}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", required=True, type=Path)
+    ap.add_argument("--kubectl", required=True)
+    ap.add_argument("--promtool", required=True)
+    ap.add_argument("--hadolint")
+    ap.add_argument("--k8s-versions", default="1.30,1.34")
+    args = ap.parse_args()
+    repo: Path = args.repo.resolve()
+    deploy = repo / "deploy"
+    k8s = deploy / "k8s"
+    code = code_mentions(repo)
+    schemas = Schemas(deploy / "schemas", args.k8s_versions.split(","))
+    promql: list[tuple[str, str]] = []
+
+    with tempfile.TemporaryDirectory(prefix="wafleet-deploy-") as t:
+        tmp = Path(t)
+
+        C.section("CRD schemas are what deploy/schemas/generate.py produces")
+        r = run([sys.executable, str(deploy / "schemas/generate.py"), str(tmp / "schemas")])
+        if C.ok(r.returncode == 0, f"schemas/generate.py failed: {r.stderr}"):
+            for f in (tmp / "schemas").rglob("*.json"):
+                rel = f.relative_to(tmp / "schemas")
+                committed = deploy / "schemas" / rel
+                C.ok(committed.is_file() and committed.read_text() == f.read_text(), f"deploy/schemas/{rel} differs from generate.py output")
+
+        C.section("secret.example.yaml (outside every kustomization)")
+        secret_docs = load_yaml_docs((k8s / "secret.example.yaml").read_text())
+        secret_keys = {}
+        for s in secret_docs:
+            schemas.validate(s, "secret.example.yaml")
+            C.ok(s["kind"] == "Secret", f"secret.example.yaml: {key(s)} is not a Secret")
+            secret_keys[s["metadata"]["name"]] = set(s.get("stringData", {})) | set(s.get("data", {}))
+            for v in s.get("stringData", {}).values():
+                C.ok("REPLACE_ME" in v or v in ("wafleet-ingest", "wafleet-worker", "wafleet-cli", "wafleet-keda",
+                                                "wafleet_owner", "wafleet_app"),
+                     f"secret.example.yaml: {key(s)} holds a value that is not a placeholder")
+        for kf in k8s.rglob("kustomization.yaml"):
+            C.ok("secret.example" not in kf.read_text().split("# ")[0] and
+                 not re.search(r"^\s*-\s*.*secret\.example", kf.read_text(), re.M),
+                 f"{kf.relative_to(repo)} includes secret.example.yaml")
+
+        rule = dash_cm = None
+        for overlay in OVERLAYS:
+            C.section(f"overlay {overlay}: render and validate")
+            objs = render(args.kubectl, k8s / "overlays" / overlay)
+            if objs is None:
+                continue
+            for o in objs:
+                schemas.validate(o, f"overlay {overlay}")
+            check_overlay(overlay, objs, secret_keys, code, promql, repo)
+            if overlay == "prod":
+                rule = next((o for o in objs if o["kind"] == "PrometheusRule"), None)
+                dash_cm = next((o for o in objs if o["metadata"]["name"] == "wafleet-grafana-dashboard"), None)
+
+        C.section("examples: render and validate")
+        ex = render(args.kubectl, k8s / "examples")
+        if ex is not None:
+            for o in ex:
+                schemas.validate(o, "examples")
+            check_examples(ex, secret_keys, repo)
+
+        C.section("PrometheusRule: promtool check rules + test rules")
+        if C.ok(rule is not None, "prod overlay renders no PrometheusRule"):
+            check_rules(args.promtool, rule, deploy / "tools/prometheusrule.test.yaml", tmp)
+
+        C.section("Grafana dashboard")
+        dash_path = deploy / "grafana/wafleet-dashboard.json"
+        d = check_dashboard(dash_path, promql)
+        if d is not None and dash_cm is not None:
+            C.ok(json.loads(dash_cm["data"]["wafleet-dashboard.json"]) == d, "dashboard ConfigMap differs from the JSON file")
+
+        C.section(f"PromQL of the dashboard and KEDA triggers ({len(promql)} expressions) through promtool's parser")
+        check_promql(args.promtool, promql, tmp)
+
+        C.section("compose.yaml")
+        check_compose(deploy / "compose.yaml", code)
+
+        C.section("Dockerfile")
+        check_dockerfile(deploy / "Dockerfile", args.hadolint, repo)
+
+    print()
+    if C.failures:
+        print(f"deploy validation FAILED: {len(C.failures)} failure(s), {C.passed} checks passed")
+        for f in C.failures:
+            print(f"  - {f.splitlines()[0]}")
+        return 1
+    print(f"deploy validation OK: {C.passed} checks, no failures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

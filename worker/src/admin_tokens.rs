@@ -1,0 +1,296 @@
+//! Admin API bearer tokens (issue #9): created, listed and revoked by `wafleet admin-tokens`,
+//! checked by `wafleet-admin` on every request. A token is 256 random bits, shown once at
+//! creation; only its SHA-256 is stored, so a leaked database does not leak a usable token.
+//! Each token has a name (the audit actor is `admin-token:<name>`) and an optional read-only
+//! scope.
+//!
+//! Tokens are not tenant data: they act on the whole fleet, like the operator CLI. This module
+//! must never log a token or write one anywhere but the creating command's stdout.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::audit::Entry;
+use crate::config::env_bool;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::ops::Endpoints;
+
+/// Every token starts with this, so secret scanners and humans can recognise one.
+pub const TOKEN_PREFIX: &str = "wfa_";
+
+/// Random bytes in a token (256 bits).
+const TOKEN_BYTES: usize = 32;
+
+/// A stored token, without its secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenInfo {
+    /// Database id.
+    pub token_id: Uuid,
+    /// Unique among live tokens; the audit actor is `admin-token:<name>`.
+    pub name: String,
+    /// A read-only token may only call `GET` endpoints.
+    pub read_only: bool,
+    /// The operator who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last successful authentication (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked; a revoked token authenticates nothing.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The caller a presented token authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Database id of the token.
+    pub token_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Whether it may only read.
+    pub read_only: bool,
+}
+
+/// Checks a token name: `[a-z0-9][a-z0-9_.-]{0,63}`, like account names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "token name {name:?}: use 1-64 characters [a-z0-9_.-], starting with a letter or digit"
+        )))
+    }
+}
+
+/// SHA-256 of a presented token: the only form that is stored or looked up.
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh token: the prefix and 256 bits from the thread-local CSPRNG, base64url.
+pub fn generate() -> SecretString {
+    let bytes: [u8; TOKEN_BYTES] = rand::random();
+    SecretString::from(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Whether `presented` has the shape of a token; anything else is refused without a query.
+fn well_formed(presented: &str) -> bool {
+    presented.len() == TOKEN_PREFIX.len() + 43
+        && presented.starts_with(TOKEN_PREFIX)
+        && presented[TOKEN_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn info_of(row: &sqlx::postgres::PgRow) -> Result<TokenInfo> {
+    Ok(TokenInfo {
+        token_id: row.try_get("token_id")?,
+        name: row.try_get("name")?,
+        read_only: row.try_get("read_only")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "token_id, name, read_only, created_by, created_at, last_used_at, revoked_at";
+
+/// Creates a token named `name`; returns it with its secret, which is never stored and cannot be
+/// shown again. A live token of the same name is a conflict (revoke it first).
+pub async fn create(pool: &PgPool, name: &str, read_only: bool, created_by: &str) -> Result<(TokenInfo, SecretString)> {
+    validate_name(name)?;
+    let secret = generate();
+    let row = sqlx::query(&format!(
+        "insert into admin_tokens (token_id, name, token_hash, read_only, created_by) values ($1, $2, $3, $4, $5) \
+         returning {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(hash(secret.expose_secret()).as_slice())
+    .bind(read_only)
+    .bind(created_by)
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok(row) => Ok((info_of(&row)?, secret)),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            Err(Error::Conflict(format!("a live admin token named {name} exists; revoke it first")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every token, live and revoked, newest first (no secrets: there are none to show).
+pub async fn list(pool: &PgPool) -> Result<Vec<TokenInfo>> {
+    let rows = sqlx::query(&format!("select {COLUMNS} from admin_tokens order by created_at desc, token_id desc"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(info_of).collect()
+}
+
+/// Revokes the live token named `name`; the next request with it gets 401.
+pub async fn revoke(pool: &PgPool, name: &str) -> Result<TokenInfo> {
+    validate_name(name)?;
+    let row = sqlx::query(&format!(
+        "update admin_tokens set revoked_at = now() where name = $1 and revoked_at is null returning {COLUMNS}"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => info_of(&row),
+        None => Err(Error::Invalid(format!("no live admin token named {name}"))),
+    }
+}
+
+/// The live token `presented` names, if any. Malformed, unknown and revoked tokens are all
+/// `None`, so a caller cannot tell them apart. Marks the token used at most once a minute.
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authenticated>> {
+    if !well_formed(presented) {
+        return Ok(None);
+    }
+    // Looked up by its hash: the hash of a 256-bit random token reveals nothing through timing.
+    let row = sqlx::query(
+        "select token_id, name, read_only, \
+         (last_used_at is null or last_used_at < now() - interval '60 seconds') as stale \
+         from admin_tokens where token_hash = $1 and revoked_at is null",
+    )
+    .bind(hash(presented).as_slice())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let caller = Authenticated {
+        token_id: row.try_get("token_id")?,
+        name: row.try_get("name")?,
+        read_only: row.try_get("read_only")?,
+    };
+    if row.try_get::<bool, _>("stale")? {
+        sqlx::query("update admin_tokens set last_used_at = now() where token_id = $1")
+            .bind(caller.token_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(Some(caller))
+}
+
+/// `wafleet admin-tokens ...`.
+#[derive(Subcommand, Debug)]
+pub enum AdminTokensCommand {
+    /// Create a token for the admin API; it is printed once, alone on the last line.
+    Create {
+        /// Token name ([a-z0-9][a-z0-9_.-]*); the audit log names it as admin-token:<name>.
+        name: String,
+        /// Only GET endpoints (mutating requests get 403).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List tokens (names, scopes, last use; never a token).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke the live token with this name.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
+pub async fn run_cli(endpoints: &Endpoints, command: AdminTokensCommand) -> Result<()> {
+    let pool = db::app_pool(&endpoints.database_url, 2)?;
+    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+    match command {
+        AdminTokensCommand::Create { name, read_only } => {
+            let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));
+            let result = create(&pool, &name, read_only, &crate::audit::operator()).await;
+            crate::cli_fleet::audit_result(endpoints, &entry, &result, false).await?;
+            let (info, secret) = result?;
+            let scope = if info.read_only { "read-only" } else { "full" };
+            eprintln!("created admin token {} ({scope}); it is shown once, below. Store it as a secret.", info.name);
+            // The token is a credential: stdout only, alone on the last line.
+            println!("{}", secret.expose_secret());
+        }
+        AdminTokensCommand::List { json } => {
+            let tokens = list(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens).unwrap_or_default());
+            } else {
+                let at = |t: Option<DateTime<Utc>>| {
+                    t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                };
+                println!(
+                    "{:<24} {:<10} {:<20} {:<20} {:<20} CREATED_BY",
+                    "NAME", "SCOPE", "CREATED", "LAST_USED", "REVOKED"
+                );
+                for t in tokens {
+                    println!(
+                        "{:<24} {:<10} {:<20} {:<20} {:<20} {}",
+                        t.name,
+                        if t.read_only { "read-only" } else { "full" },
+                        at(Some(t.created_at)),
+                        at(t.last_used_at),
+                        at(t.revoked_at),
+                        t.created_by
+                    );
+                }
+            }
+        }
+        AdminTokensCommand::Revoke { name } => {
+            let entry = Entry::new("admin-tokens revoke", Some(&name), json!({}));
+            let result = revoke(&pool, &name).await;
+            crate::cli_fleet::audit_result(endpoints, &entry, &result, false).await?;
+            result?;
+            println!("revoked admin token {name}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_token_is_well_formed_random_and_only_its_hash_identifies_it() {
+        let a = generate();
+        let b = generate();
+        assert!(well_formed(a.expose_secret()), "{}", a.expose_secret().len());
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_ne!(hash(a.expose_secret()), hash(b.expose_secret()));
+        assert_eq!(hash(a.expose_secret()), hash(a.expose_secret()));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_before_any_lookup() {
+        for bad in [
+            "",
+            "wfa_",
+            "Bearer wfa_x",
+            "wfa_short",
+            &format!("xyz_{}", "a".repeat(43)),
+            &format!("wfa_{}", "a+".repeat(22)),
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_names_are_lowercase_slugs() {
+        assert!(validate_name("ci-deploy.v2").is_ok());
+        for bad in ["", "CI", "-x", "a b", &"a".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! CLI commands of issue #5 (accounts, budget, bridge and tenant lifecycle, data lifecycle,
+//! audit): argument parsing and output only. Each command calls one function of the service
+//! layer ([`crate::ops`]) and, when it changes anything, writes an audit record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+use secrecy::SecretString;
+use serde_json::json;
+use wafleet_shared::CustomerRef;
+
+use crate::accounts::{AccountDirectory, DirectorySettings, KeyRef, NewAccount};
+use crate::audit::{self, Entry, Outcome};
+use crate::budget::BudgetConfig;
+use crate::clock::DatabaseClock;
+use crate::config::{env_bool, env_or, env_parse, DEFAULT_WA_API_BASE_URL};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::lifecycle::Fleet;
+use crate::ops::{self, Endpoints};
+use crate::retention::RetentionConfig;
+
+mod print;
+use print::{print_outbox, print_reconcile};
+
+/// Top-level commands added by issue #5 (flattened into `wafleet`).
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Manage WA Bridges accounts (one API key and one budget each).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Create the tenant's bridge at WA Bridges with its signed webhook URL (idempotent; stores
+    /// the returned id). Needs WAFLEET_SIGNING_KEY and the account's key.
+    Provision {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Public base URL of ingest, e.g. https://hooks.example.com.
+        #[arg(long)]
+        base: String,
+    },
+    /// Bridges at WA Bridges.
+    #[command(subcommand)]
+    Bridges(BridgesCommand),
+    /// Outbox summary: backlog in minutes of budget, lag, unknown and failed replies.
+    Outbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Data retention.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// The operator audit log, newest first.
+    Audit {
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Only records about this tenant ref or account.
+        #[arg(long)]
+        target: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `wafleet accounts ...`.
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    /// Add an account (idempotent for identical settings).
+    Add {
+        /// Account name ([a-z0-9][a-z0-9_.-]*).
+        name: String,
+        /// Where the API key is: env:VARIABLE or file:/absolute/path (never the key itself).
+        #[arg(long)]
+        key_ref: String,
+        /// WA Bridges base URL (default: WA_API_BASE_URL).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Proxy calls per minute for this account (default: WAFLEET_SEND_RATE_PER_MIN).
+        #[arg(long)]
+        rate_per_min: Option<i32>,
+        /// Bucket capacity for this account (default: WAFLEET_SEND_BURST).
+        #[arg(long)]
+        burst: Option<i32>,
+    },
+    /// List accounts (key references only).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `wafleet bridges ...`.
+#[derive(Subcommand, Debug)]
+pub enum BridgesCommand {
+    /// Compare every account's bridges with the tenants (read-only unless --fix).
+    Reconcile {
+        /// Record the listed ids on tenants whose recorded id is missing or stale.
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A bridge's session status (spends one proxy token of the tenant's account).
+    Status {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+    },
+}
+
+/// `wafleet retention ...`.
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Delete processed events, message log and finished outbox rows older than the retention.
+    Run {
+        /// Days to keep (default: WAFLEET_RETENTION_DAYS).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+/// Tenant lifecycle commands (flattened into `wafleet tenants`).
+#[derive(Subcommand, Debug)]
+pub enum TenantLifecycle {
+    /// Revoke the tenant's webhook URL (next generation) and print the new one on the last line.
+    RotateUrl {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Public base URL of ingest.
+        #[arg(long)]
+        base: String,
+    },
+    /// Stop, drain and tombstone a tenant step by step (resumable: run it again).
+    Offboard {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Only print what each step would do.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print every row of the tenant as JSON lines.
+    Export {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete one contact's messages and replies, and redact its chat id in processed events.
+    Erase {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// The contact's phone number (with country code) or JID.
+        #[arg(long)]
+        contact: String,
+    },
+    /// Set the tenant's fair-share weight and optional send caps.
+    Limits {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Consecutive sends per round-robin turn (1-100).
+        #[arg(long, default_value_t = 1)]
+        weight: i32,
+        /// At most this many sends per minute (budget window); omit for no cap.
+        #[arg(long)]
+        max_per_min: Option<i32>,
+        /// At most this many sends per day; omit for no cap.
+        #[arg(long)]
+        max_per_day: Option<i32>,
+    },
+}
+
+fn parse_ref(raw: &str) -> Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
+    let pool = db::app_pool(&endpoints.database_url, 3)?;
+    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+    Ok(pool)
+}
+
+fn signing_key() -> Result<SecretString> {
+    std::env::var("WAFLEET_SIGNING_KEY")
+        .map(SecretString::from)
+        .map_err(|_| Error::Config("WAFLEET_SIGNING_KEY is required to sign webhook URLs".into()))
+}
+
+/// The lifecycle context of the CLI: `WA_API_KEY` and other key references are read from this
+/// process's environment; the budget is the fleet's, in Postgres.
+pub fn fleet(pool: sqlx::PgPool, endpoints: &Endpoints) -> Result<Fleet> {
+    let settings = DirectorySettings {
+        default_base_url: env_or("WA_API_BASE_URL", DEFAULT_WA_API_BASE_URL),
+        key_overrides: Default::default(),
+        timeout: Duration::from_millis(env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
+        budget: BudgetConfig::from_env()?,
+    };
+    Ok(Fleet {
+        accounts: Arc::new(AccountDirectory::new(pool.clone(), settings)),
+        pool,
+        endpoints: endpoints.clone(),
+        clock: Arc::new(DatabaseClock),
+        max_budget_wait: Duration::from_secs(120),
+    })
+}
+
+/// Writes the audit record of a finished command. A failure to write it is reported on stderr
+/// and turns the exit code non-zero, but cannot undo the command.
+pub async fn audit_result<T>(endpoints: &Endpoints, entry: &Entry, result: &Result<T>, dry_run: bool) -> Result<()> {
+    let (outcome, detail) = match result {
+        Ok(_) if dry_run => (Outcome::DryRun, None),
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) => (Outcome::Error, Some(e.to_string())),
+    };
+    let written = async {
+        let pool = app_pool(endpoints).await?;
+        audit::record(&pool, entry, outcome, detail.as_deref()).await
+    }
+    .await;
+    if let Err(e) = &written {
+        eprintln!("warning: the audit record of `{}` could not be written: {e}", entry.command);
+    }
+    written
+}
+
+/// The audit entry of a core command of [`crate::cli`], if it changes anything.
+pub fn core_audit_entry(command: &crate::cli::Command) -> Option<Entry> {
+    use crate::cli::{Command, DlqCommand, RulesCommand, TenantsCommand};
+    match command {
+        Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
+        Command::Tenants(TenantsCommand::Add(a)) => Some(Entry::new(
+            "tenants add",
+            Some(&a.customer_ref),
+            json!({"bridge": a.bridge, "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
+                   "bot_origin": a.bot_url.as_deref().map(crate::bot_settings::origin)}),
+        )),
+        // The secret is generated, never an argument; the URL is kept as its origin only.
+        Command::Tenants(TenantsCommand::SetBot(s)) => Some(Entry::new(
+            "tenants set-bot",
+            Some(&s.customer_ref),
+            json!({"bot": s.bot, "bot_origin": s.bot_url.as_deref().map(crate::bot_settings::origin),
+                   "rotate_secret": s.rotate_secret, "allow_other_chats": s.allow_other_chats}),
+        )),
+        Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
+            Some(Entry::new("tenants disable", Some(customer_ref), json!({})))
+        }
+        Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
+            Some(Entry::new("tenants enable", Some(customer_ref), json!({})))
+        }
+        Command::Rules(RulesCommand::Add { customer_ref, keyword, .. }) => {
+            Some(Entry::new("rules add", Some(customer_ref), json!({"keyword": keyword})))
+        }
+        Command::Dlq(DlqCommand::Replay { customer_ref, all, id, dry_run }) if !dry_run => {
+            Some(Entry::new("dlq replay", Some(customer_ref), json!({"all": all, "ids": id})))
+        }
+        Command::Dlq(DlqCommand::Purge { customer_ref, yes: true }) => {
+            Some(Entry::new("dlq purge", Some(customer_ref), json!({})))
+        }
+        _ => None,
+    }
+}
+
+/// Runs a top-level issue #5 command.
+pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<()> {
+    let pool = app_pool(endpoints).await?;
+    match command {
+        FleetCommand::Accounts(AccountsCommand::Add { name, key_ref, base_url, rate_per_min, burst }) => {
+            let entry = Entry::new(
+                "accounts add",
+                Some(&name),
+                json!({"key_ref": key_ref, "base_url": base_url, "rate_per_min": rate_per_min, "burst": burst}),
+            );
+            let result = async {
+                let new =
+                    NewAccount { name: name.clone(), key_ref: KeyRef::parse(&key_ref)?, base_url, rate_per_min, burst };
+                let budget = BudgetConfig::from_env()?;
+                for w in budget.account_warnings(&name, &budget.proxy(rate_per_min, burst)) {
+                    eprintln!("warning: {w}");
+                }
+                if let Err(e) = new.key_ref.resolve(&Default::default()) {
+                    eprintln!("warning: {e} here; the worker must be able to read it");
+                }
+                ops::add_account(&pool, &new).await
+            }
+            .await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            let (_, created) = result?;
+            println!("{} account {name}", if created { "added" } else { "unchanged" });
+        }
+        FleetCommand::Accounts(AccountsCommand::List { json }) => {
+            let accounts = ops::list_accounts(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&accounts).unwrap_or_default());
+            } else {
+                println!(
+                    "{:<20} {:<32} {:>9} {:>6} {:>8}  BASE_URL",
+                    "NAME", "KEY_REF", "RATE/MIN", "BURST", "TENANTS"
+                );
+                for a in accounts {
+                    let opt = |v: Option<i32>| v.map_or_else(|| "default".to_owned(), |v| v.to_string());
+                    println!(
+                        "{:<20} {:<32} {:>9} {:>6} {:>8}  {}",
+                        a.name,
+                        a.key_ref,
+                        opt(a.rate_per_min),
+                        opt(a.burst),
+                        a.tenants,
+                        a.base_url.as_deref().unwrap_or("(WA_API_BASE_URL)")
+                    );
+                }
+            }
+        }
+        FleetCommand::Provision { customer_ref, base } => {
+            let entry = Entry::new("provision", Some(&customer_ref), json!({"base": base}));
+            let fleet = fleet(pool.clone(), endpoints)?;
+            let result =
+                async { ops::provision(&fleet, &signing_key()?, &parse_ref(&customer_ref)?, &base).await }.await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            let p = result?;
+            if p.previous_instance_id == Some(p.instance_id) {
+                println!("bridge of {customer_ref} already provisioned: instance {}", p.instance_id);
+                eprintln!("note: WA Bridges returns an existing bridge unchanged; its webhook URL was not updated");
+            } else {
+                println!("provisioned {customer_ref}: instance {}", p.instance_id);
+            }
+        }
+        FleetCommand::Bridges(BridgesCommand::Reconcile { fix, json }) => {
+            let fleet = fleet(pool.clone(), endpoints)?;
+            let result = ops::reconcile_bridges(&fleet, fix).await;
+            if fix {
+                audit_result(endpoints, &Entry::new("bridges reconcile --fix", None, json!({})), &result, false)
+                    .await?;
+            }
+            print_reconcile(&result?, json);
+        }
+        FleetCommand::Bridges(BridgesCommand::Status { customer_ref }) => {
+            let fleet = fleet(pool.clone(), endpoints)?;
+            println!("{}", ops::bridge_status(&fleet, &parse_ref(&customer_ref)?).await?);
+        }
+        FleetCommand::Outbox { json } => {
+            let summary = ops::outbox_summary(&pool, &BudgetConfig::from_env()?, None).await?;
+            print_outbox(&summary, json);
+        }
+        FleetCommand::Retention(RetentionCommand::Run { days }) => {
+            let days = match days {
+                Some(d) => d,
+                None => RetentionConfig::from_env()?.days,
+            };
+            let entry = Entry::new("retention run", None, json!({"days": days}));
+            let result = ops::run_retention(&pool, &endpoints.database_url, days).await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            let r = result?;
+            if r.skipped {
+                println!("another retention run holds the lock; nothing done");
+            } else {
+                println!(
+                    "retention {days} days: {} tenants, deleted {} processed events, {} log rows, {} outbox rows",
+                    r.tenants, r.processed_events, r.message_log, r.outbox
+                );
+            }
+        }
+        FleetCommand::Audit { limit, target, json } => {
+            let records = ops::list_audit(&pool, limit.clamp(1, 10_000), target.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
+            } else {
+                for r in records {
+                    println!(
+                        "{} {:<12} {:<26} {:<20} {:<8} {}{}",
+                        r.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                        r.operator,
+                        r.command,
+                        r.target.as_deref().unwrap_or("-"),
+                        r.outcome,
+                        r.arguments,
+                        r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a tenant lifecycle command.
+pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycle) -> Result<()> {
+    let pool = app_pool(endpoints).await?;
+    match command {
+        TenantLifecycle::RotateUrl { customer_ref, base } => {
+            let entry = Entry::new("tenants rotate-url", Some(&customer_ref), json!({"base": base}));
+            let result =
+                async { ops::rotate_url(&pool, &signing_key()?, &parse_ref(&customer_ref)?, &base).await }.await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            let url = result?;
+            eprintln!(
+                "{customer_ref}: the previous URL no longer works; set this one on the bridge (WA Bridges dashboard)"
+            );
+            // The URL is a credential: stdout only, alone on the last line.
+            println!("{url}");
+        }
+        TenantLifecycle::Offboard { customer_ref, dry_run } => {
+            let entry = Entry::new("tenants offboard", Some(&customer_ref), json!({"dry_run": dry_run}));
+            let fleet = fleet(pool.clone(), endpoints)?;
+            let mut print = |s: &crate::offboard::OffboardStep| {
+                println!("[{}/6] {}: {} ({})", s.number, s.name, s.state.as_str(), s.detail);
+            };
+            let result = async { ops::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;
+            audit_result(endpoints, &entry, &result, dry_run).await?;
+            result?;
+            if dry_run {
+                println!("dry run: nothing changed");
+            } else {
+                println!("offboarded {customer_ref}");
+            }
+        }
+        TenantLifecycle::Export { customer_ref, output } => {
+            let entry = Entry::new("tenants export", Some(&customer_ref), json!({"to_file": output.is_some()}));
+            let result = async {
+                let r = parse_ref(&customer_ref)?;
+                match &output {
+                    Some(path) => {
+                        let mut file = std::fs::File::create(path)
+                            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", path.display())))?;
+                        ops::export_tenant(&pool, &r, &mut file).await
+                    }
+                    None => ops::export_tenant(&pool, &r, &mut std::io::stdout()).await,
+                }
+            }
+            .await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            for (table, n) in result? {
+                eprintln!("exported {n} row(s) of {table}");
+            }
+        }
+        TenantLifecycle::Erase { customer_ref, contact } => {
+            // The contact is personal data: the audit log records that an erasure happened, not whom.
+            let entry = Entry::new("tenants erase", Some(&customer_ref), json!({"contact": contact}));
+            let result = async { ops::erase_contact(&pool, &parse_ref(&customer_ref)?, &contact).await }.await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            let r = result?;
+            println!(
+                "erased: {} log row(s), {} outbox row(s); redacted {} processed event(s)",
+                r.message_log, r.outbox, r.processed_events
+            );
+        }
+        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day } => {
+            let entry = Entry::new(
+                "tenants limits",
+                Some(&customer_ref),
+                json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day}),
+            );
+            let result = async {
+                ops::set_tenant_limits(&pool, &parse_ref(&customer_ref)?, weight, max_per_min, max_per_day).await
+            }
+            .await;
+            audit_result(endpoints, &entry, &result, false).await?;
+            result?;
+            println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+        }
+    }
+    Ok(())
+}
