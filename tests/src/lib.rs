@@ -375,6 +375,51 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Publishes raw bytes to `exchange` with confirms, as guest, bypassing ingest.
+    pub async fn publish_raw(&self, exchange: &str, routing_key: &str, bytes: &[u8]) {
+        let conn = wafleet_shared::amqp::connect(&self.amqp_url, "test").await.expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(Default::default()).await.expect("confirms");
+        let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+        ch.basic_publish(exchange, routing_key, lapin::options::BasicPublishOptions::default(), bytes, properties)
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        let _ = conn.close(200, "done").await;
+    }
+
+    /// Ready messages in `queue` (0 when the queue does not exist).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let conn = wafleet_shared::amqp::connect(&self.amqp_url, "test").await.expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let q = ch.queue_declare(queue, passive, lapin::types::FieldTable::default()).await;
+        let _ = conn.close(200, "done").await;
+        q.map(|q| q.message_count()).unwrap_or(0)
+    }
+}
+
+/// A v1 envelope of a `message` event for `customer_ref`, as ingest would publish it.
+pub fn test_envelope(
+    customer_ref: &str,
+    body: &str,
+    message_id: &str,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> wafleet_shared::Envelope {
+    wafleet_shared::Envelope::V1(wafleet_shared::EnvelopeV1 {
+        ingest_id: wafleet_shared::IngestId::new(),
+        customer_ref: CustomerRef::parse(customer_ref).expect("valid ref"),
+        generation: wafleet_shared::Generation::FIRST,
+        auth: AuthMode::Token,
+        received_at,
+        event_type: "message".into(),
+        provider_message_id: Some(message_id.into()),
+        payload: message_event("15550000077", body, message_id),
+    })
+}
+
 /// Polls `check` every 50 ms until it is true or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
 where

@@ -6,12 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::BasicProperties;
-use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, IngestId};
+use wafleet_shared::CustomerRef;
 use wafleet_tests::fault_proxy::FaultProxy;
-use wafleet_tests::{message_event, wait_until, EnvOptions, TestEnv};
+use wafleet_tests::{wait_until, EnvOptions, TestEnv};
 use wafleet_worker::bots::{self, Bot, BotError, BotFactory, InboundMessage, Reply, TenantScope};
 use wafleet_worker::dlq::{self, Selection};
 use wafleet_worker::tenant::Tenant;
@@ -59,45 +56,8 @@ fn flaky_env(state: &Arc<FlakyBots>) -> EnvOptions {
     }
 }
 
-async fn publish(env: &TestEnv, exchange: &str, routing_key: &str, bytes: &[u8]) {
-    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    ch.basic_publish(
-        exchange,
-        routing_key,
-        BasicPublishOptions::default(),
-        bytes,
-        BasicProperties::default().with_delivery_mode(2),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    conn.close(200, "done").await.unwrap();
-}
-
-async fn depth(env: &TestEnv, queue: &str) -> u32 {
-    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await;
-    let _ = conn.close(200, "done").await;
-    q.map(|q| q.message_count()).unwrap_or(0)
-}
-
-fn envelope(customer_ref: &str, body: &str, received_at: chrono::DateTime<chrono::Utc>) -> Envelope {
-    Envelope::V1(EnvelopeV1 {
-        ingest_id: IngestId::new(),
-        customer_ref: CustomerRef::parse(customer_ref).unwrap(),
-        generation: Generation::FIRST,
-        auth: AuthMode::Token,
-        received_at,
-        event_type: "message".into(),
-        provider_message_id: Some(format!("ID-{body}")),
-        payload: message_event("15550000099", body, &format!("ID-{body}")),
-    })
+fn envelope(customer_ref: &str, body: &str, received_at: chrono::DateTime<chrono::Utc>) -> wafleet_shared::Envelope {
+    wafleet_tests::test_envelope(customer_ref, body, &format!("ID-{body}"), received_at)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,10 +72,10 @@ async fn poison_message_lands_in_its_own_dlq_after_the_retry_tiers_while_other_t
     }
     assert_eq!(env.sim.wait_for_sends("healthy", 10, Duration::from_secs(20)).await.len(), 10);
     let a = CustomerRef::parse("poisoned").unwrap();
-    wait_until(Duration::from_secs(30), || async { depth(&env, "wa.dlq.poisoned").await == 1 }).await.unwrap();
+    wait_until(Duration::from_secs(30), || async { env.queue_depth("wa.dlq.poisoned").await == 1 }).await.unwrap();
     // First run plus one per retry tier (three in tests), then the DLQ.
     assert_eq!(state.poison_runs.load(Ordering::SeqCst), 4);
-    assert_eq!(depth(&env, "wa.dlq.healthy").await, 0);
+    assert_eq!(env.queue_depth("wa.dlq.healthy").await, 0);
     let listed = dlq::list(&env.app_pool, &env.amqp_url, Some(&a)).await.unwrap();
     assert_eq!(listed[0].count, 1);
     assert_eq!(listed[0].reasons.get("retries_exhausted"), Some(&1));
@@ -129,7 +89,7 @@ async fn poison_message_lands_in_its_own_dlq_after_the_retry_tiers_while_other_t
     state.fixed.store(true, Ordering::SeqCst);
     let dry = dlq::replay(&env.app_pool, &env.amqp_url, &a, &Selection::All, true).await.unwrap();
     assert_eq!(dry.moved.len(), 1);
-    assert_eq!(depth(&env, "wa.dlq.poisoned").await, 1, "a dry run moves nothing");
+    assert_eq!(env.queue_depth("wa.dlq.poisoned").await, 1, "a dry run moves nothing");
     let report = dlq::replay(&env.app_pool, &env.amqp_url, &a, &Selection::All, false).await.unwrap();
     assert_eq!(report.moved.len(), 1);
     let sends = env.sim.wait_for_sends("poisoned", 1, Duration::from_secs(20)).await;
@@ -147,13 +107,13 @@ async fn dead_letter_naming_another_tenant_is_never_replayed_into_it() {
     env.add_tenant("dlq_a", "dlq_a").await.unwrap();
     env.add_tenant("dlq_b", "dlq_b").await.unwrap();
     // A's envelope sitting in B's DLQ (as if something upstream misrouted it).
-    publish(&env, "wa.dlx", "dlq_b", &envelope("dlq_a", "misplaced", chrono::Utc::now()).to_bytes()).await;
-    wait_until(Duration::from_secs(10), || async { depth(&env, "wa.dlq.dlq_b").await == 1 }).await.unwrap();
+    env.publish_raw("wa.dlx", "dlq_b", &envelope("dlq_a", "misplaced", chrono::Utc::now()).to_bytes()).await;
+    wait_until(Duration::from_secs(10), || async { env.queue_depth("wa.dlq.dlq_b").await == 1 }).await.unwrap();
     let b = CustomerRef::parse("dlq_b").unwrap();
     let report = dlq::replay(&env.app_pool, &env.amqp_url, &b, &Selection::All, false).await.unwrap();
     assert!(report.moved.is_empty());
     assert!(report.skipped[0].1.contains("another tenant"), "{:?}", report.skipped);
-    assert_eq!(depth(&env, "wa.dlq.dlq_b").await, 1, "it stays dead");
+    assert_eq!(env.queue_depth("wa.dlq.dlq_b").await, 1, "it stays dead");
     assert!(env.sim.all_sends().is_empty());
     env.cleanup().await;
 }
@@ -167,7 +127,7 @@ async fn slow_bot_times_out_then_succeeds_from_a_retry_tier() {
     let sends = env.sim.wait_for_sends("sloth", 1, Duration::from_secs(20)).await;
     assert_eq!(sends.len(), 1);
     assert_eq!(state.slow_runs.load(Ordering::SeqCst), 2, "timed out once, then answered");
-    assert_eq!(depth(&env, "wa.dlq.sloth").await, 0);
+    assert_eq!(env.queue_depth("wa.dlq.sloth").await, 0);
     env.cleanup().await;
 }
 
@@ -175,20 +135,20 @@ async fn slow_bot_times_out_then_succeeds_from_a_retry_tier() {
 async fn undecodable_message_goes_straight_to_the_dlq_and_a_newer_envelope_version_is_left_alone() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("garbled", "garbled").await.unwrap();
-    publish(&env, "wa.inbound", "garbled", b"this is not an envelope").await;
-    wait_until(Duration::from_secs(20), || async { depth(&env, "wa.dlq.garbled").await == 1 }).await.unwrap();
+    env.publish_raw("wa.inbound", "garbled", b"this is not an envelope").await;
+    wait_until(Duration::from_secs(20), || async { env.queue_depth("wa.dlq.garbled").await == 1 }).await.unwrap();
     let shown = dlq::show(&env.amqp_url, &CustomerRef::parse("garbled").unwrap(), 10, false).await.unwrap();
     assert_eq!(shown[0].reason, "undecodable");
     assert_eq!(shown[0].attempts, 0, "no retries for a permanent failure");
 
     // A version-2 envelope from a newer release: parked for a newer worker, never dead-lettered.
-    publish(&env, "wa.inbound", "garbled", br#"{"v":"2","customer_ref":"garbled"}"#).await;
+    env.publish_raw("wa.inbound", "garbled", br#"{"v":"2","customer_ref":"garbled"}"#).await;
     wait_until(Duration::from_secs(20), || async {
-        depth(&env, "wa.retry.300ms").await + depth(&env, "wa.tenant.garbled").await >= 1
+        env.queue_depth("wa.retry.300ms").await + env.queue_depth("wa.tenant.garbled").await >= 1
     })
     .await
     .unwrap();
-    assert_eq!(depth(&env, "wa.dlq.garbled").await, 1, "only the garbage is dead");
+    assert_eq!(env.queue_depth("wa.dlq.garbled").await, 1, "only the garbage is dead");
     env.cleanup().await;
 }
 
@@ -197,7 +157,7 @@ async fn stale_message_is_recorded_without_an_auto_reply() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("late_reply", "late_reply").await.unwrap();
     let old = chrono::Utc::now() - chrono::Duration::hours(2);
-    publish(&env, "wa.inbound", "late_reply", &envelope("late_reply", "from yesterday", old).to_bytes()).await;
+    env.publish_raw("wa.inbound", "late_reply", &envelope("late_reply", "from yesterday", old).to_bytes()).await;
     env.sim.fire_message("late_reply", "15550000121", "fresh", None, true).await.unwrap();
     env.sim.wait_for_sends("late_reply", 1, Duration::from_secs(20)).await;
     env.wait_idle(2).await.unwrap();
@@ -230,7 +190,7 @@ async fn postgres_outage_holds_messages_without_a_busy_loop_and_resumes_without_
     // While Postgres is away the worker holds: messages wait in the queue, nothing is sent, and
     // reconnect attempts back off instead of spinning.
     let attempts_before = proxy.connections();
-    wait_until(Duration::from_secs(10), || async { depth(&env, "wa.tenant.pg_cut").await == 10 }).await.unwrap();
+    wait_until(Duration::from_secs(10), || async { env.queue_depth("wa.tenant.pg_cut").await == 10 }).await.unwrap();
     let window = std::time::Instant::now();
     let _ = wait_until(Duration::from_secs(4), || async { false }).await;
     let attempts = proxy.connections() - attempts_before;
@@ -266,7 +226,7 @@ async fn worker_consumes_again_after_the_broker_connection_is_cut_and_restored()
             200
         );
     }
-    wait_until(Duration::from_secs(10), || async { depth(&env, "wa.tenant.mq_cut").await == 5 }).await.unwrap();
+    wait_until(Duration::from_secs(10), || async { env.queue_depth("wa.tenant.mq_cut").await == 5 }).await.unwrap();
     proxy.restore();
     let sends = env.sim.wait_for_sends("mq_cut", 6, Duration::from_secs(60)).await;
     assert_eq!(sends.len(), 6, "consumers really consume again after recovery");

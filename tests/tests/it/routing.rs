@@ -3,47 +3,12 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::BasicProperties;
-use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, IngestId};
+use wafleet_shared::{AuthMode, CustomerRef, Generation};
 use wafleet_tests::{counter_value, message_event, post_json, wait_until, EnvOptions, TestEnv};
 use wafleet_worker::tenant::BotKind;
 
-fn envelope_for(customer_ref: &str, body: &str, message_id: &str) -> Envelope {
-    Envelope::V1(EnvelopeV1 {
-        ingest_id: IngestId::new(),
-        customer_ref: CustomerRef::parse(customer_ref).unwrap(),
-        generation: Generation::FIRST,
-        auth: AuthMode::Token,
-        received_at: chrono::Utc::now(),
-        event_type: "message".into(),
-        provider_message_id: Some(message_id.into()),
-        payload: message_event("15550000077", body, message_id),
-    })
-}
-
-async fn publish_raw(env: &TestEnv, exchange: &str, routing_key: &str, bytes: &[u8]) {
-    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    ch.basic_publish(exchange, routing_key, BasicPublishOptions::default(), bytes, BasicProperties::default())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    conn.close(200, "done").await.unwrap();
-}
-
-async fn queue_depth(env: &TestEnv, queue: &str) -> u32 {
-    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    conn.close(200, "done").await.unwrap();
-    q.message_count()
+fn envelope_for(customer_ref: &str, body: &str, message_id: &str) -> wafleet_shared::Envelope {
+    wafleet_tests::test_envelope(customer_ref, body, message_id, chrono::Utc::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,8 +18,8 @@ async fn envelope_naming_another_tenant_is_quarantined_and_never_processed() {
     env.add_tenant("qb", "qb").await.unwrap();
     // An envelope for A placed straight into B's queue (bypassing the exchange) must not run.
     let bytes = envelope_for("qa", "smuggled", "Q1").to_bytes();
-    publish_raw(&env, "", "wa.tenant.qb", &bytes).await;
-    wait_until(Duration::from_secs(20), || async { queue_depth(&env, "wa.quarantine").await == 1 }).await.unwrap();
+    env.publish_raw("", "wa.tenant.qb", &bytes).await;
+    wait_until(Duration::from_secs(20), || async { env.queue_depth("wa.quarantine").await == 1 }).await.unwrap();
     assert!(env.sim.all_sends().is_empty());
     assert_eq!(env.count("select count(*) from processed_events").await, 0);
     env.cleanup().await;
@@ -67,10 +32,10 @@ async fn redelivered_envelope_runs_the_bot_once_and_sends_once() {
     let bytes = envelope_for("redo", "only once", "R1").to_bytes();
     // The same envelope (same ingest id) delivered three times, as after a worker crash.
     for _ in 0..3 {
-        publish_raw(&env, "wa.inbound", "redo", &bytes).await;
+        env.publish_raw("wa.inbound", "redo", &bytes).await;
     }
     env.sim.wait_for_sends("redo", 1, Duration::from_secs(20)).await;
-    wait_until(Duration::from_secs(20), || async { queue_depth(&env, "wa.tenant.redo").await == 0 }).await.unwrap();
+    wait_until(Duration::from_secs(20), || async { env.queue_depth("wa.tenant.redo").await == 0 }).await.unwrap();
     env.wait_idle(1).await.unwrap();
     assert_eq!(env.sim.sends_for("redo").len(), 1);
     assert_eq!(env.count("select count(*) from outbox").await, 1);
