@@ -63,6 +63,7 @@ unset WAFLEET_ALLOW_UNSAFE_DB_ROLE
 SIM_PID="" ADMIN_PID=""
 cleanup() {
   local status=$?
+  trap - EXIT INT TERM
   [ -n "$ADMIN_PID" ] && kill "$ADMIN_PID" 2>/dev/null && wait "$ADMIN_PID" 2>/dev/null
   [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
   psql "$PG_ADMIN_URL" -qc "drop database if exists \"$NAME\" with (force)" >/dev/null 2>&1 || true

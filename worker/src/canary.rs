@@ -402,15 +402,7 @@ pub async fn run(database_url: String, pool: PgPool, config: CanaryConfig, shutd
     };
     let retry = canary.config.interval.min(Duration::from_secs(60));
     loop {
-        // The lock lives as long as this connection; a dead leader's lock is released with it.
-        let leader = async {
-            let mut conn = PgConnection::connect(&database_url).await?;
-            let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(CANARY_LOCK_KEY)
-                .fetch_one(&mut conn)
-                .await?;
-            Ok::<_, sqlx::Error>(won.then_some(conn))
-        };
+        let leader = crate::db::try_lead(&database_url, CANARY_LOCK_KEY);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

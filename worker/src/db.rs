@@ -189,3 +189,13 @@ pub fn role_statements(role: &str, password: Option<&str>) -> Vec<String> {
 fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
+
+/// Tries to become the leader for `key`: a session advisory lock on its own direct connection
+/// (not a pooled one, and not through a transaction pooler, which would drop the lock). The lock
+/// lives as long as the returned connection, so a dead leader's lock is released with it.
+pub async fn try_lead(database_url: &str, key: i64) -> Result<Option<sqlx::PgConnection>> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(database_url).await?;
+    let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+    Ok(won.then_some(conn))
+}

@@ -17,7 +17,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -69,15 +69,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        // The lock lives as long as this connection; a dead leader's lock is released with it.
-        let leader = async {
-            let mut conn = PgConnection::connect(&database_url).await?;
-            let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(LEADER_LOCK_KEY)
-                .fetch_one(&mut conn)
-                .await?;
-            Ok::<_, sqlx::Error>(won.then_some(conn))
-        };
+        let leader = crate::db::try_lead(&database_url, LEADER_LOCK_KEY);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

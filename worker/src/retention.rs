@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wafleet_shared::CustomerRef;
@@ -67,16 +67,12 @@ pub struct RetentionReport {
 /// One retention run, guarded by an advisory lock held on a direct connection to
 /// `database_url` (the lock dies with the connection if this process does).
 pub async fn run_once(pool: &PgPool, database_url: &str, days: u32) -> Result<RetentionReport> {
-    let mut lock = PgConnection::connect(database_url).await?;
-    let won: bool =
-        sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(RETENTION_LOCK_KEY).fetch_one(&mut lock).await?;
-    if !won {
-        let _ = lock.close().await;
+    let Some(lock) = db::try_lead(database_url, RETENTION_LOCK_KEY).await? else {
         return Ok(RetentionReport { skipped: true, ..RetentionReport::default() });
-    }
+    };
     let result = prune_all(pool, days).await;
-    let _ = sqlx::query("select pg_advisory_unlock($1)").bind(RETENTION_LOCK_KEY).execute(&mut lock).await;
-    let _ = lock.close().await;
+    // Closing the connection releases the lock.
+    let _ = sqlx::Connection::close(lock).await;
     result
 }
 

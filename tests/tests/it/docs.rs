@@ -20,7 +20,7 @@ fn readme_documents_every_environment_variable_the_binaries_read() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let mut files = Vec::new();
-    for krate in ["shared", "ingest", "worker", "sim"] {
+    for krate in ["shared", "ingest", "worker", "sim", "admin"] {
         rust_files(&root.join(krate).join("src"), &mut files);
     }
     let external =
