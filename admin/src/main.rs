@@ -8,7 +8,7 @@ use wafleet_admin::{Application, Config};
 use wafleet_shared::telemetry;
 
 /// wafleet admin API. Reads DATABASE_URL (application role), AMQP_URL, RABBITMQ_API_URL,
-/// WAFLEET_SIGNING_KEY, WA_API_KEY, WA_API_BASE_URL and WAFLEET_ADMIN_* (see docs/admin-api.md).
+/// WAFLEET_SIGNING_KEY, WA_API_KEY, WA_API_BASE_URL and WAFLEET_ADMIN_* (see the README, "Admin HTTP API").
 #[derive(Parser, Debug)]
 #[command(name = "wafleet-admin", version, about)]
 struct Args {
