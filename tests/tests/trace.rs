@@ -26,6 +26,8 @@ async fn consumer_span_continues_the_ingest_request_trace_and_carries_no_message
     env.add_tenant("traced", "traced").await.unwrap();
     assert_eq!(env.sim.fire_message("traced", "15550000151", "secret body text", None, true).await.unwrap(), 200);
     assert_eq!(env.sim.wait_for_sends("traced", 1, Duration::from_secs(20)).await.len(), 1);
+    // The send span closes right after the simulator recorded the send.
+    env.wait_idle(1).await.unwrap();
     let _ = provider.force_flush();
     let spans: Vec<SpanData> = exporter.get_finished_spans().unwrap();
 
@@ -52,6 +54,10 @@ async fn consumer_span_continues_the_ingest_request_trace_and_carries_no_message
     assert!(
         in_trace.iter().any(|s| s.name == "process" && s.parent_span_id == consume.span_context.span_id()),
         "processing (and the bot run) happens inside the consume span"
+    );
+    assert!(
+        in_trace.iter().any(|s| s.name == "send"),
+        "the reply's send joins the same trace, from HTTP request through the broker to WA Bridges"
     );
     let tenant = consume.attributes.iter().find(|kv| kv.key.as_str() == "tenant").map(|kv| kv.value.to_string());
     assert_eq!(tenant.as_deref(), Some("traced"));

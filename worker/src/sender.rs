@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 use tracing::{error, warn};
 
 use crate::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
@@ -196,17 +197,17 @@ impl Sender {
         // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
         // cannot pull another tenant's row.
         db::scope_to_tenant(&mut tx, tenant_id).await?;
-        let row: Option<(String, String, i32)> = sqlx::query_as(
+        let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(
             "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
              updated_at = now() where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
-             and expires_at > coalesce($3, now()) returning chat, body, attempts",
+             and expires_at > coalesce($3, now()) returning chat, body, attempts, traceparent",
         )
         .bind(outbox_id)
         .bind(tenant_id.get())
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((chat, body, attempts)) = row else {
+        let Some((chat, body, attempts, traceparent)) = row else {
             // Another replica claimed it, or it expired meanwhile: the rollback returns the token.
             tx.rollback().await?;
             return Ok(Step::Skipped);
@@ -232,7 +233,12 @@ impl Sender {
         metrics::histogram!("wafleet_budget_wait_seconds", "account" => account.name.clone(), "bucket" => "proxy")
             .record(waited.as_secs_f64());
         let claimed = Claimed { outbox_id, tenant, chat, body, attempts };
-        let outcome = account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).await;
+        // The send joins the trace of the message that produced the reply.
+        let span =
+            tracing::info_span!("send", tenant = %claimed.tenant.customer_ref(), outbox_id, otel.kind = "client");
+        wafleet_shared::trace::set_parent_from_traceparent(&span, traceparent.as_deref());
+        let outcome =
+            account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).instrument(span).await;
         self.record_outcome(account, &claimed, outcome).await;
         Ok(Step::Sent)
     }
