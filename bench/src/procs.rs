@@ -223,6 +223,8 @@ pub struct CpuSnapshot {
     pub busy: f64,
     /// All jiffies of the machine, seconds.
     pub total: f64,
+    /// Database transactions in the interval (filled in by callers that count them).
+    pub transactions: f64,
 }
 
 fn pids_named(name: &str) -> Vec<u32> {
@@ -253,6 +255,7 @@ impl CpuSnapshot {
             children: children.iter().map(|p| cpu_seconds_of(*p).unwrap_or(0.0)).collect(),
             busy: total - idle,
             total,
+            transactions: 0.0,
         }
     }
 
@@ -265,6 +268,7 @@ impl CpuSnapshot {
             children: self.children.iter().zip(earlier.children.iter()).map(|(a, b)| a - b).collect(),
             busy: self.busy - earlier.busy,
             total: self.total - earlier.total,
+            transactions: self.transactions - earlier.transactions,
         }
     }
 

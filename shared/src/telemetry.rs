@@ -4,6 +4,7 @@
 //! over OTLP/HTTP (the blocking client, on the SDK's own export thread).
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -84,6 +85,9 @@ pub const LATENCY_BUCKETS: &[f64] =
 pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        // A per-tenant gauge that is no longer set (the tenant left the top N) disappears after
+        // 15 minutes instead of reporting a stale value forever.
+        .idle_timeout(MetricKindMask::GAUGE, Some(std::time::Duration::from_secs(15 * 60)))
         .install_recorder()
 }
 

@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::accounts::{self, AccountId};
 use crate::budget::BudgetConfig;
 use crate::db;
 use crate::error::Result;
+use crate::labels::TenantLabels;
 use crate::tenant::TenantId;
 
 /// Settles pending replies that can no longer be sent: past their TTL → `expired`, tenant not
 /// active → `cancelled`. Never silent: each is logged and counted. Returns how many.
-pub async fn settle(pool: &PgPool, now: Option<DateTime<Utc>>, limit: i32) -> Result<u64> {
+pub async fn settle(pool: &PgPool, now: Option<DateTime<Utc>>, limit: i32, labels: &TenantLabels) -> Result<u64> {
     let rows: Vec<(i64, i64, String)> =
         sqlx::query_as("select outbox_id, tenant_id, new_status from wafleet_outbox_settle($1, $2)")
             .bind(now)
@@ -48,10 +49,17 @@ pub async fn settle(pool: &PgPool, now: Option<DateTime<Utc>>, limit: i32) -> Re
         if done > 0 {
             settled += done;
             info!(tenant = %tenant, outbox_id, state = %status, "reply not sent");
-            metrics::counter!("wafleet_sender_sends_total", "outcome" => status, "tenant" => tenant).increment(done);
+            metrics::counter!("wafleet_sender_sends_total", "outcome" => status, "tenant" => bounded(labels, &tenant))
+                .increment(done);
         }
     }
     Ok(settled)
+}
+
+/// The bounded metric label of a tenant ref read from the database.
+fn bounded(labels: &TenantLabels, customer_ref: &str) -> String {
+    wafleet_shared::CustomerRef::parse(customer_ref)
+        .map_or_else(|_| crate::labels::OTHER.to_owned(), |r| labels.label(&r))
 }
 
 async fn customer_ref_in(tx: &mut Transaction<'static, Postgres>, tenant_id: i64) -> Result<String> {
@@ -64,7 +72,12 @@ async fn customer_ref_in(tx: &mut Transaction<'static, Postgres>, tenant_id: i64
 
 /// Rows left `sending` longer than `older_than` were cut by a crash and may have reached the
 /// person: `unknown`, never resent.
-pub async fn mark_stale_sending(pool: &PgPool, now: Option<DateTime<Utc>>, older_than: Duration) -> Result<u64> {
+pub async fn mark_stale_sending(
+    pool: &PgPool,
+    now: Option<DateTime<Utc>>,
+    older_than: Duration,
+    labels: &TenantLabels,
+) -> Result<u64> {
     let stale: Vec<(i64, i64)> =
         sqlx::query_as("select outbox_id, tenant_id from wafleet_outbox_stale_sending_at($1, $2)")
             .bind(now)
@@ -85,7 +98,9 @@ pub async fn mark_stale_sending(pool: &PgPool, now: Option<DateTime<Utc>>, older
         .rows_affected();
         let tenant = customer_ref_in(&mut tx, tenant_id).await?;
         tx.commit().await?;
-        metrics::counter!("wafleet_sender_sends_total", "outcome" => "unknown", "tenant" => tenant).increment(1);
+        warn!(tenant = %tenant, outbox_id, "reply interrupted while sending is now unknown");
+        metrics::counter!("wafleet_sender_sends_total", "outcome" => "unknown", "tenant" => bounded(labels, &tenant))
+            .increment(1);
     }
     Ok(marked)
 }
@@ -263,8 +278,11 @@ pub async fn summary(pool: &PgPool, budget: &BudgetConfig, now: Option<DateTime<
     Ok(OutboxSummary { accounts, tenants })
 }
 
+/// Per-tenant gauges are published for this many tenants at most (the deepest backlogs); the
+/// rest are summed into `tenant="other"`, so a large fleet cannot explode Prometheus.
+const TOP_TENANT_GAUGES: usize = 50;
+
 /// Publishes the backlog (minutes of budget), outbox lag and bridge-state gauges.
-/// Per-tenant labels are the tenant ref for now (bounded by a later change).
 pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()> {
     let summary = summary(pool, budget, None).await?;
     for a in &summary.accounts {
@@ -274,26 +292,47 @@ pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()>
                 .set(tokens.max(0.0));
         }
     }
-    for t in &summary.tenants {
-        metrics::gauge!("wafleet_outbox_tenant_backlog_minutes", "tenant" => t.customer_ref.clone())
-            .set(t.backlog_minutes);
-        metrics::gauge!("wafleet_outbox_lag_seconds", "tenant" => t.customer_ref.clone())
-            .set(t.lag_secs.unwrap_or(0.0));
+    let mut tenants: Vec<_> = summary.tenants.iter().collect();
+    tenants.sort_by(|a, b| b.backlog_minutes.total_cmp(&a.backlog_minutes));
+    let (mut other_backlog, mut other_lag) = (0.0f64, 0.0f64);
+    for (i, t) in tenants.iter().enumerate() {
+        if i < TOP_TENANT_GAUGES {
+            metrics::gauge!("wafleet_outbox_tenant_backlog_minutes", "tenant" => t.customer_ref.clone())
+                .set(t.backlog_minutes);
+            metrics::gauge!("wafleet_outbox_lag_seconds", "tenant" => t.customer_ref.clone())
+                .set(t.lag_secs.unwrap_or(0.0));
+        } else {
+            other_backlog += t.backlog_minutes;
+            other_lag = other_lag.max(t.lag_secs.unwrap_or(0.0));
+        }
     }
+    metrics::gauge!("wafleet_outbox_tenant_backlog_minutes", "tenant" => crate::labels::OTHER).set(other_backlog);
+    metrics::gauge!("wafleet_outbox_lag_seconds", "tenant" => crate::labels::OTHER).set(other_lag);
     let states: Vec<(String, String, String)> =
         sqlx::query_as("select customer_ref, status, bridge_state from wafleet_fleet_bridges()")
             .fetch_all(pool)
             .await?;
+    let mut by_state: HashMap<&'static str, f64> = HashMap::new();
+    let mut bridges: Vec<(f64, String)> = Vec::new();
     for (customer_ref, status, bridge_state) in states {
         if status == "offboarded" {
             continue;
         }
-        let connected = match bridge_state.as_str() {
-            "connected" => 1.0,
-            "disconnected" => 0.0,
-            _ => -1.0,
+        let (state, connected) = match bridge_state.as_str() {
+            "connected" => ("connected", 1.0),
+            "disconnected" => ("disconnected", 0.0),
+            _ => ("unknown", -1.0),
         };
+        *by_state.entry(state).or_insert(0.0) += 1.0;
+        bridges.push((connected, customer_ref));
+    }
+    // A bounded set of per-tenant series, disconnected bridges first: they are the actionable ones.
+    bridges.sort_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then_with(|| a.1.cmp(&b.1)));
+    for (connected, customer_ref) in bridges.into_iter().take(TOP_TENANT_GAUGES) {
         metrics::gauge!("wafleet_bridge_connected", "tenant" => customer_ref).set(connected);
+    }
+    for state in ["connected", "disconnected", "unknown"] {
+        metrics::gauge!("wafleet_bridges", "state" => state).set(by_state.get(state).copied().unwrap_or(0.0));
     }
     let unknown: i64 = summary.tenants.iter().map(|t| t.unknown).sum();
     metrics::gauge!("wafleet_outbox_unknown").set(unknown as f64);

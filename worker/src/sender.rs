@@ -26,6 +26,7 @@ use crate::budget::{self, Bucket, BudgetConfig, Pick};
 use crate::clock::{Clock, DatabaseClock};
 use crate::db;
 use crate::error::Result;
+use crate::labels::TenantLabels;
 use crate::outbox;
 use crate::tenant::{self, Tenant, TenantId, TenantStatus};
 
@@ -105,6 +106,8 @@ pub struct Sender {
     clock: Arc<dyn Clock>,
     /// Budget wait accumulated per account since its last send (the limiter-wait histogram).
     waited: std::sync::Mutex<HashMap<AccountId, Duration>>,
+    /// Bounded `tenant` metric labels (shared with the consumers in the worker).
+    labels: Arc<TenantLabels>,
 }
 
 struct Claimed {
@@ -125,7 +128,14 @@ impl Sender {
     /// A sender on `pool` sending for the accounts of `accounts`; `wake` is notified when
     /// replies are queued. Uses the database's clock.
     pub fn new(pool: PgPool, accounts: Arc<AccountDirectory>, config: SenderConfig, wake: Arc<Notify>) -> Self {
-        Self { pool, accounts, config, wake, clock: Arc::new(DatabaseClock), waited: Default::default() }
+        let labels = Arc::new(TenantLabels::default());
+        Self { pool, accounts, config, wake, clock: Arc::new(DatabaseClock), waited: Default::default(), labels }
+    }
+
+    /// Shares the worker's bounded tenant labels, so sends and processing agree on the top N.
+    pub fn with_labels(mut self, labels: Arc<TenantLabels>) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// The worker's sender: accounts resolve `env:WA_API_KEY` to the worker's validated
@@ -158,8 +168,8 @@ impl Sender {
     /// budget.
     pub async fn housekeeping(&self) -> Result<()> {
         let now = self.clock.now();
-        outbox::mark_stale_sending(&self.pool, now, self.config.stale_sending_after).await?;
-        outbox::settle(&self.pool, now, self.config.batch.max(1)).await?;
+        outbox::mark_stale_sending(&self.pool, now, self.config.stale_sending_after, &self.labels).await?;
+        outbox::settle(&self.pool, now, self.config.batch.max(1), &self.labels).await?;
         Ok(())
     }
 
@@ -351,7 +361,8 @@ impl Sender {
         };
         tx.commit().await?;
         let tenant = claimed.tenant.customer_ref().to_string();
-        metrics::counter!("wafleet_sender_sends_total", "outcome" => label, "tenant" => tenant.clone()).increment(1);
+        let tenant_label = self.labels.label(claimed.tenant.customer_ref());
+        metrics::counter!("wafleet_sender_sends_total", "outcome" => label, "tenant" => tenant_label).increment(1);
         if label != "sent" {
             warn!(tenant = %tenant, outbox_id = claimed.outbox_id, outcome = label, "send did not complete");
         }

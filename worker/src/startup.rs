@@ -58,8 +58,9 @@ impl Application {
         let labels = Arc::new(TenantLabels::new(config.metrics_top_tenants, std::time::Duration::from_secs(15 * 60)));
         // Issue #7: one SSRF-guarded client for every tenant's `http` bot, built once here.
         let http_bot = crate::bots::HttpBotClient::new(&config.http_bot)?;
-        let processor = Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots, labels)
-            .with_http_bot_client(http_bot);
+        let processor =
+            Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots, labels.clone())
+                .with_http_bot_client(http_bot);
         let supervisor = Arc::new(ConsumerSupervisor::new(
             config.amqp_url.clone(),
             pool.clone(),
@@ -67,7 +68,7 @@ impl Application {
             config.consumer.clone(),
         ));
         // Issue #5: one send loop per WA Bridges account, each under its account's budget.
-        let sender = Arc::new(Sender::for_worker(pool.clone(), &config, outbox_ready));
+        let sender = Arc::new(Sender::for_worker(pool.clone(), &config, outbox_ready).with_labels(labels));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Config(format!("cannot bind WAFLEET_WORKER_ADDR {}: {e}", config.addr)))?;

@@ -186,6 +186,7 @@ fn add(a: &CpuSnapshot, b: &CpuSnapshot) -> CpuSnapshot {
         children,
         busy: a.busy + b.busy,
         total: a.total + b.total,
+        transactions: a.transactions + b.transactions,
     }
 }
 
