@@ -55,3 +55,14 @@ pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: Option<&st
     headers.insert("traceparent".into(), AMQPValue::LongString(traceparent.into()));
     set_parent_from_headers(span, Some(&headers));
 }
+
+/// Records the span's OpenTelemetry trace id in its `trace_id` field (declared as
+/// `tracing::field::Empty`), so JSON log lines inside it carry the id to search traces by.
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let trace_id = context.span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}

@@ -59,6 +59,9 @@ async fn consumer_span_continues_the_ingest_request_trace_and_carries_no_message
         in_trace.iter().any(|s| s.name == "send"),
         "the reply's send joins the same trace, from HTTP request through the broker to WA Bridges"
     );
+    let logged_trace_id =
+        consume.attributes.iter().find(|kv| kv.key.as_str() == "trace_id").map(|kv| kv.value.to_string());
+    assert_eq!(logged_trace_id, Some(trace_id.to_string()), "log lines of message work carry the trace id");
     let tenant = consume.attributes.iter().find(|kv| kv.key.as_str() == "tenant").map(|kv| kv.value.to_string());
     assert_eq!(tenant.as_deref(), Some("traced"));
     for span in &spans {

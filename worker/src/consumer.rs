@@ -295,8 +295,14 @@ impl TenantConsumer {
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
         // anything read from the message; the processor checks the envelope against it.
         // The consume span continues the trace ingest started (traceparent in the AMQP headers).
-        let span = tracing::info_span!("consume", tenant = %self.customer_ref, otel.kind = "consumer");
+        let span = tracing::info_span!(
+            "consume",
+            tenant = %self.customer_ref,
+            trace_id = tracing::field::Empty,
+            otel.kind = "consumer"
+        );
         wafleet_shared::trace::set_parent_from_headers(&span, delivery.properties.headers().as_ref());
+        wafleet_shared::trace::record_trace_id(&span);
         let disposition = if self.classic && delivery.redelivered {
             self.processor.handle_redelivered_classic(&self.customer_ref, &delivery.data).instrument(span).await
         } else {
