@@ -36,17 +36,18 @@ pub async fn worker_drain(
 ) -> anyhow::Result<(f64, CpuSnapshot, Option<f64>)> {
     load_backlog(env, tenants, count, tag).await?;
     sim.clear().await?;
+    let tally = tag.ends_with('0');
+    let xacts_before = transactions(env, tally).await?;
     let (worker, _, _) =
         start_worker(&ctx.bins, env, &sim.base, &ctx.budget_lifted(), Duration::from_secs(120)).await?;
     let pids = [worker.pid(), sim.proc.pid()];
-    let xacts_before = transactions(env).await?;
     let before = CpuSnapshot::take(&pids);
     let since = chrono::Utc::now();
     let timeout = Duration::from_secs_f64((count as f64 / 20.0).max(60.0));
     let got = sim.wait_sends(count as u64, timeout, Duration::from_secs(20)).await?;
     let mut cpu = CpuSnapshot::take(&pids).since(&before);
     worker.stop(Duration::from_secs(15)).await?;
-    cpu.transactions = transactions(env).await? - xacts_before;
+    cpu.transactions = transactions(env, tally).await? - xacts_before;
     if got < count as u64 {
         anyhow::bail!("the worker sent {got} of {count} replies within {timeout:?}");
     }
@@ -54,10 +55,14 @@ pub async fn worker_drain(
     Ok((middle_rate(&mut times).context("too few replies to measure a rate")?, cpu, processing_rate(env, since).await?))
 }
 
-/// Committed plus rolled-back transactions of the bench database so far (statistics are
-/// flushed by backends within about a second, so this waits that long first).
-pub async fn transactions(env: &BenchEnv) -> anyhow::Result<f64> {
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+/// Committed plus rolled-back transactions of the bench database so far. Backends flush their
+/// statistics at most once a second while busy and within 10 s once idle, so this waits 11 s
+/// first; only the first repeat counts (`count` false skips both wait and query).
+pub async fn transactions(env: &BenchEnv, count: bool) -> anyhow::Result<f64> {
+    if !count {
+        return Ok(0.0);
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let pool = env.owner_pool(1).await?;
     let n: i64 = sqlx::query_scalar(
         "select (xact_commit + xact_rollback)::int8 from pg_stat_database where datname = current_database()",
@@ -90,12 +95,12 @@ fn cpu_line(cpu: &CpuSnapshot, events: usize, names: &[&str]) -> String {
     parts.push(format!("broker {:.0}", per(cpu.broker)));
     parts.push(format!("postgres {:.0}", per(cpu.postgres)));
     parts.push(format!("bench {:.0}", per(cpu.bench)));
-    format!(
-        "{} µs CPU per event, {:.1} Postgres transactions per event, machine {:.0}% busy",
-        parts.join(" + "),
-        cpu.transactions / events.max(1) as f64,
-        cpu.utilisation() * 100.0
-    )
+    let xacts = if cpu.transactions > 0.0 {
+        format!(", {:.1} Postgres transactions per event", cpu.transactions / events.max(1) as f64)
+    } else {
+        String::new()
+    };
+    format!("{} µs CPU per event{xacts}, machine {:.0}% busy", parts.join(" + "), cpu.utilisation() * 100.0)
 }
 
 /// One open-loop run through ingest, matched with the replies recorded at the simulator.
@@ -181,11 +186,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         load_backlog(&env, &tenants, backlog, &format!("r{rep}")).await?;
         sim.clear().await?;
         let timeout = Duration::from_secs_f64((backlog as f64 / 20.0).max(60.0));
-        let xacts_before = transactions(&env).await?;
+        let xacts_before = transactions(&env, rep == 0).await?;
         let before = CpuSnapshot::take(&[sim.proc.pid()]);
         let mut times = raw_e2e(&env.amqp_url, &owner, &limits, backlog, timeout).await?;
         let mut cpu = CpuSnapshot::take(&[sim.proc.pid()]).since(&before);
-        cpu.transactions = transactions(&env).await? - xacts_before;
+        cpu.transactions = transactions(&env, rep == 0).await? - xacts_before;
         cpu_notes.push(format!("raw loop {rep} (runs in the bench process): {}", cpu_line(&cpu, backlog, &["sim"])));
         ceiling.extend(middle_rate(&mut times));
     }
