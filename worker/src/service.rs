@@ -138,20 +138,7 @@ pub async fn list_tenants_page(pool: &PgPool, after: Option<&str>, limit: u32) -
     .bind(i32::try_from(limit).unwrap_or(i32::MAX))
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(TenantSummary {
-                tenant_id: row.try_get("tenant_id")?,
-                customer_ref: row.try_get("customer_ref")?,
-                bridge: row.try_get("bridge")?,
-                status: row.try_get("status")?,
-                generation: row.try_get("generation")?,
-                auth_mode: row.try_get("auth_mode")?,
-                queue_type: row.try_get("queue_type")?,
-                bot_kind: row.try_get("bot_kind")?,
-            })
-        })
-        .collect()
+    rows.iter().map(TenantSummary::from_row).collect()
 }
 
 /// One tenant's line of `wafleet depth`. An offboarded tenant has no queues: a conflict.

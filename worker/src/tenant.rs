@@ -342,20 +342,24 @@ pub async fn list(pool: &PgPool) -> Result<Vec<TenantSummary>> {
     )
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(TenantSummary {
-                tenant_id: row.try_get("tenant_id")?,
-                customer_ref: row.try_get("customer_ref")?,
-                bridge: row.try_get("bridge")?,
-                status: row.try_get("status")?,
-                generation: row.try_get("generation")?,
-                auth_mode: row.try_get("auth_mode")?,
-                queue_type: row.try_get("queue_type")?,
-                bot_kind: row.try_get("bot_kind")?,
-            })
+    rows.iter().map(TenantSummary::from_row).collect()
+}
+
+impl TenantSummary {
+    /// Reads a summary from a row of `wafleet_list_tenants()` or `wafleet_list_tenants_page()`:
+    /// metadata only, never a capability type.
+    pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self> {
+        Ok(TenantSummary {
+            tenant_id: row.try_get("tenant_id")?,
+            customer_ref: row.try_get("customer_ref")?,
+            bridge: row.try_get("bridge")?,
+            status: row.try_get("status")?,
+            generation: row.try_get("generation")?,
+            auth_mode: row.try_get("auth_mode")?,
+            queue_type: row.try_get("queue_type")?,
+            bot_kind: row.try_get("bot_kind")?,
         })
-        .collect()
+    }
 }
 
 /// Settings of a new tenant.
