@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     let mut errors = 0;
     for s in wanted {
         eprintln!("[bench] {} ...", title(s));
-        let background = procs::wait_quiet(Duration::from_secs(if cli.quick { 5 } else { 60 })).await;
+        let background = procs::wait_quiet(Duration::from_secs(if cli.quick { 2 } else { 60 })).await;
         let remaining = budget.saturating_sub(started.elapsed());
         let mut section = match tokio::time::timeout(remaining, run_one(&mut ctx, s)).await {
             Ok(section) => section,

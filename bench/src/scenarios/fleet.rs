@@ -92,17 +92,18 @@ async fn measure_in(
     reps: usize,
     start_timeout: Duration,
 ) -> anyhow::Result<FleetPoint> {
-    // mem_used is refreshed by the broker every few seconds.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // mem_used is refreshed by the broker every few seconds (skipped in quick mode).
+    let settle = Duration::from_secs(if ctx.quick { 0 } else { 6 });
+    tokio::time::sleep(settle).await;
     let mem_before = env.mgmt.mem_used().await?;
     let t = Instant::now();
     let all = env.add_tenants(n, queue_type).await?;
     let setup_secs = t.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(settle).await;
     let mem_after = env.mgmt.mem_used().await?;
     let queues = env.mgmt.queue_count(BENCH_NAME).await.unwrap_or(0);
     let tenant_queues = 2 * n;
-    let mem_per_queue = Some((mem_after as f64 - mem_before as f64) / tenant_queues as f64);
+    let mem_per_queue = (!ctx.quick).then(|| (mem_after as f64 - mem_before as f64) / tenant_queues as f64);
     let active = (n / 10).max(1);
     let sim = Sim::start(&ctx.bins, &["--unlimited"], &[]).await?;
     register_bridges(&sim.base, &all[..active]).await?;
