@@ -54,7 +54,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let window = WINDOW_SECS.to_string();
     let sim = Sim::start(&ctx.bins, &["--window-secs", &window], &[]).await?;
     register_bridges(&sim.base, &tenants).await?;
-    let windows = if ctx.quick { 2 } else { 6 };
+    let windows = if ctx.quick { 1 } else { 6 };
     let budget_rate = RATE_PER_WINDOW / WINDOW_SECS as f64;
     // Enough that every tenant stays backlogged for the whole run (tenant 0 with 10×).
     let per_tenant = ((budget_rate * (windows + 3) as f64 * WINDOW_SECS as f64) / TENANTS as f64).ceil() as usize + 20;

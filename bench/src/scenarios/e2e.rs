@@ -36,7 +36,7 @@ pub async fn worker_drain(
 ) -> anyhow::Result<(f64, CpuSnapshot, Option<f64>)> {
     load_backlog(env, tenants, count, tag).await?;
     sim.clear().await?;
-    let tally = tag.ends_with('0');
+    let tally = !ctx.quick && tag.ends_with('0');
     let xacts_before = transactions(env, tally).await?;
     let (worker, _, _) =
         start_worker(&ctx.bins, env, &sim.base, &ctx.budget_lifted(), Duration::from_secs(120)).await?;
@@ -217,11 +217,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         load_backlog(&env, &tenants, backlog, &format!("r{rep}")).await?;
         sim.clear().await?;
         let timeout = Duration::from_secs_f64((backlog as f64 / 20.0).max(60.0));
-        let xacts_before = transactions(&env, rep == 0).await?;
+        let xacts_before = transactions(&env, !ctx.quick && rep == 0).await?;
         let before = CpuSnapshot::take(&[sim.proc.pid()]);
         let mut times = raw_e2e(&env.amqp_url, &owner, &limits, backlog, timeout).await?;
         let mut cpu = CpuSnapshot::take(&[sim.proc.pid()]).since(&before);
-        cpu.transactions = transactions(&env, rep == 0).await? - xacts_before;
+        cpu.transactions = transactions(&env, !ctx.quick && rep == 0).await? - xacts_before;
         cpu_notes.push(format!("raw loop {rep} (runs in the bench process): {}", cpu_line(&cpu, backlog, &["sim"])));
         ceiling.extend(middle_rate(&mut times));
     }
