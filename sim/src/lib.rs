@@ -205,7 +205,13 @@ impl Simulator {
             sends: state.sends.len(),
             rejected_attempts: state.rejected.len(),
             window_secs: state.config.window.as_secs_f64(),
+            max_sends_in_flight: state.max_sends_in_flight,
         }
+    }
+
+    /// Most send requests on `bridge` in flight at once.
+    pub fn max_sends_in_flight_for(&self, bridge: &str) -> usize {
+        self.lock().max_bridge_sends_in_flight.get(bridge).copied().unwrap_or(0)
     }
 
     /// Wait until `bridge` has at least `n` recorded sends or `timeout` passes; returns the

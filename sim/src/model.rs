@@ -157,6 +157,8 @@ pub struct SimStats {
     pub rejected_attempts: usize,
     /// Configured window length in seconds.
     pub window_secs: f64,
+    /// Most send requests in flight at once, over all bridges.
+    pub max_sends_in_flight: usize,
 }
 
 #[cfg(test)]

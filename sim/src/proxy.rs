@@ -109,6 +109,7 @@ impl Simulator {
         *self.lock().attempts.entry(key.to_owned()).or_insert(0) += 1;
         let bridge = self.admit_proxy(api_key, key, "send/text")?;
         let request = SendTextRequest::parse(raw)?;
+        let _in_flight = SendInFlight::enter(self, key);
         match self.take_fault(key) {
             Some(fault) if fault.is_error() && fault.record_then_fail => {
                 // The message reached the person; only the answer is lost.
@@ -150,6 +151,38 @@ impl Simulator {
         }
         tracing::debug!(bridge = %bridge.customer_ref, %message_id, "send recorded");
         SendTextResponse { message_id, timestamp: at.timestamp() }
+    }
+}
+
+/// Counts one admitted send request as in flight until it is answered (or its future dropped).
+struct SendInFlight<'a> {
+    sim: &'a Simulator,
+    key: String,
+}
+
+impl<'a> SendInFlight<'a> {
+    fn enter(sim: &'a Simulator, key: &str) -> Self {
+        let mut state = sim.lock();
+        state.sends_in_flight += 1;
+        state.max_sends_in_flight = state.max_sends_in_flight.max(state.sends_in_flight);
+        let now = {
+            let n = state.bridge_sends_in_flight.entry(key.to_owned()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let max = state.max_bridge_sends_in_flight.entry(key.to_owned()).or_insert(0);
+        *max = (*max).max(now);
+        Self { sim, key: key.to_owned() }
+    }
+}
+
+impl Drop for SendInFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.sim.lock();
+        state.sends_in_flight = state.sends_in_flight.saturating_sub(1);
+        if let Some(n) = state.bridge_sends_in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 

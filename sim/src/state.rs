@@ -29,6 +29,12 @@ pub(crate) struct SimState {
     pub(crate) bridge_faults: HashMap<String, Fault>,
     pub(crate) rejected_429: u64,
     pub(crate) faulted: u64,
+    /// Send requests being answered right now, in all and per bridge, and the most seen at once
+    /// (tests check that a sender overlaps sends, but never two of one bridge).
+    pub(crate) sends_in_flight: usize,
+    pub(crate) max_sends_in_flight: usize,
+    pub(crate) bridge_sends_in_flight: HashMap<String, usize>,
+    pub(crate) max_bridge_sends_in_flight: HashMap<String, usize>,
 }
 
 impl SimState {
@@ -45,6 +51,10 @@ impl SimState {
             bridge_faults: HashMap::new(),
             rejected_429: 0,
             faulted: 0,
+            sends_in_flight: 0,
+            max_sends_in_flight: 0,
+            bridge_sends_in_flight: HashMap::new(),
+            max_bridge_sends_in_flight: HashMap::new(),
         }
     }
 

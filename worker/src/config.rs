@@ -53,7 +53,8 @@ pub struct WorkerConfig {
     /// Processing settings: `WAFLEET_BOT_TIMEOUT_MS` (10000), `WAFLEET_REPLY_TTL_SECS` (3600),
     /// `WAFLEET_STALE_AFTER_SECS` (900).
     pub process: ProcessConfig,
-    /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120), and the
+    /// Sender settings: `WAFLEET_SENDER_BATCH` (32), `WAFLEET_STALE_SENDING_SECS` (120),
+    /// `WAFLEET_SENDER_CONCURRENCY` (4), `WAFLEET_SENDER_DB_POOL_SIZE` (3), and the
     /// budget of the default account: `WAFLEET_SEND_RATE_PER_MIN` (110), `WAFLEET_SEND_BURST` (5),
     /// `WAFLEET_BUDGET_WINDOW_SECS` (60).
     pub sender: SenderConfig,
@@ -121,9 +122,14 @@ impl WorkerConfig {
         let sender = SenderConfig {
             batch: env_parse("WAFLEET_SENDER_BATCH", 32)?,
             stale_sending_after: Duration::from_secs(env_parse("WAFLEET_STALE_SENDING_SECS", 120)?),
+            concurrency: env_parse("WAFLEET_SENDER_CONCURRENCY", 4)?,
+            db_pool_size: env_parse("WAFLEET_SENDER_DB_POOL_SIZE", 3)?,
             budget: crate::budget::BudgetConfig::from_env()?,
             ..SenderConfig::default()
         };
+        if sender.concurrency == 0 || sender.db_pool_size == 0 {
+            return Err(Error::Config("WAFLEET_SENDER_CONCURRENCY and WAFLEET_SENDER_DB_POOL_SIZE must be > 0".into()));
+        }
         if consumer.prefetch == 0 || consumer.tenant_in_flight == 0 || consumer.max_in_flight == 0 {
             return Err(Error::Config(
                 "WAFLEET_PREFETCH, WAFLEET_TENANT_IN_FLIGHT and WAFLEET_MAX_IN_FLIGHT must be > 0".into(),

@@ -80,6 +80,31 @@ pub struct Processor {
     bots: Arc<dyn BotFactory>,
     labels: Arc<TenantLabels>,
     http_bot: Option<HttpBotClient>,
+    tenant_ids: Arc<TenantIds>,
+}
+
+/// Tenant ids by ref, filled on first use, so the message path does not call the cross-tenant
+/// lookup function for every event. Only the id is kept: status, generation, bridge and bot are
+/// read from the tenant's own row for every message.
+///
+/// ISOLATION: caching is sound because a ref names one row forever: refs are unique, are never
+/// reused after offboarding, and tenant rows are never deleted. Unknown refs are not cached, so a
+/// tenant provisioned later is found. The message path still checks that the row it reads carries
+/// the queue's ref ([`tenant::resolve_for_message`]).
+#[derive(Default)]
+struct TenantIds(std::sync::RwLock<std::collections::HashMap<CustomerRef, TenantId>>);
+
+impl TenantIds {
+    async fn get(&self, pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<TenantId>> {
+        if let Some(id) = self.0.read().ok().and_then(|ids| ids.get(customer_ref).copied()) {
+            return Ok(Some(id));
+        }
+        let Some(meta) = tenant::lookup(pool, customer_ref).await? else { return Ok(None) };
+        if let Ok(mut ids) = self.0.write() {
+            ids.insert(customer_ref.clone(), meta.id);
+        }
+        Ok(Some(meta.id))
+    }
 }
 
 /// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
@@ -110,7 +135,7 @@ impl Processor {
         bots: Arc<dyn BotFactory>,
         labels: Arc<TenantLabels>,
     ) -> Self {
-        Self { pool, config, outbox_ready, bots, labels, http_bot: None }
+        Self { pool, config, outbox_ready, bots, labels, http_bot: None, tenant_ids: Arc::default() }
     }
 
     /// Lends `client` (the worker's one SSRF-guarded client) to every `http` bot run.
@@ -186,14 +211,14 @@ impl Processor {
     }
 
     async fn count_delivery(&self, envelope: &EnvelopeV1) -> Result<i64> {
-        let Some(meta) = tenant::lookup(&self.pool, &envelope.customer_ref).await? else { return Ok(0) };
-        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        let Some(id) = self.tenant_ids.get(&self.pool, &envelope.customer_ref).await? else { return Ok(0) };
+        let mut tx = db::begin_tenant(&self.pool, id).await?;
         let attempts: i32 = sqlx::query_scalar(
             "insert into delivery_attempts (tenant_id, ingest_id, attempts) values ($1, $2, 1) \
              on conflict (tenant_id, ingest_id) do update set attempts = delivery_attempts.attempts + 1, updated_at = now() \
              returning attempts",
         )
-        .bind(meta.id.get())
+        .bind(id.get())
         .bind(envelope.ingest_id.as_uuid())
         .fetch_one(&mut *tx)
         .await?;
@@ -215,14 +240,14 @@ impl Processor {
         if &envelope.customer_ref != queue_tenant {
             return Ok(());
         }
-        let Some(meta) = tenant::lookup(&self.pool, queue_tenant).await? else { return Ok(()) };
+        let Some(id) = self.tenant_ids.get(&self.pool, queue_tenant).await? else { return Ok(()) };
         let due_at = Utc::now() + chrono::Duration::from_std(due_in).unwrap_or(chrono::Duration::zero());
-        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        let mut tx = db::begin_tenant(&self.pool, id).await?;
         sqlx::query(
             "insert into retrying (tenant_id, ingest_id, tier, due_at) values ($1, $2, $3, $4) \
              on conflict (tenant_id, ingest_id) do update set tier = excluded.tier, due_at = excluded.due_at",
         )
-        .bind(meta.id.get())
+        .bind(id.get())
         .bind(envelope.ingest_id.as_uuid())
         .bind(tier)
         .bind(due_at)
@@ -239,10 +264,10 @@ impl Processor {
         if &envelope.customer_ref != queue_tenant {
             return Ok(());
         }
-        let Some(meta) = tenant::lookup(&self.pool, queue_tenant).await? else { return Ok(()) };
-        let mut tx = db::begin_tenant(&self.pool, meta.id).await?;
+        let Some(id) = self.tenant_ids.get(&self.pool, queue_tenant).await? else { return Ok(()) };
+        let mut tx = db::begin_tenant(&self.pool, id).await?;
         sqlx::query("delete from retrying where tenant_id = $1 and ingest_id = $2")
-            .bind(meta.id.get())
+            .bind(id.get())
             .bind(envelope.ingest_id.as_uuid())
             .execute(&mut *tx)
             .await?;
@@ -253,23 +278,41 @@ impl Processor {
     /// Processes the envelope; `Ok(Some(failure))` asks for a later retry.
     #[tracing::instrument(skip_all, fields(tenant = %envelope.customer_ref, ingest_id = %envelope.ingest_id))]
     async fn process(&self, envelope: EnvelopeV1, label: &str) -> Result<Option<Failure>> {
-        let tenant =
-            match tenant::resolve_active(&self.pool, &envelope.customer_ref, envelope.generation, envelope.auth).await?
-            {
-                Ok(t) => t,
-                Err(rejection) => {
-                    // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
-                    warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
-                    metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(1);
-                    return Ok(None);
-                }
-            };
-        if self.already_processed(&tenant, &envelope).await? {
-            debug!("duplicate event; skipping");
-            metrics::counter!("wafleet_worker_duplicates_total").increment(1);
-            return Ok(None);
-        }
         let fields = EventFields::from_payload(&envelope.payload);
+        let resolved = match self.tenant_ids.get(&self.pool, &envelope.customer_ref).await? {
+            None => (Err(tenant::Rejection::UnknownTenant), false),
+            Some(id) => {
+                let dedupe = tenant::DedupeKey {
+                    ingest_id: envelope.ingest_id.as_uuid(),
+                    provider_message_id: envelope.provider_message_id.as_deref(),
+                    chat_id: fields.chat_id.as_deref(),
+                    from_me: fields.from_me,
+                };
+                tenant::resolve_for_message(
+                    &self.pool,
+                    id,
+                    &envelope.customer_ref,
+                    envelope.generation,
+                    envelope.auth,
+                    dedupe,
+                )
+                .await?
+            }
+        };
+        let tenant = match resolved {
+            (Ok(t), false) => t,
+            (Ok(_), true) => {
+                debug!("duplicate event; skipping");
+                metrics::counter!("wafleet_worker_duplicates_total").increment(1);
+                return Ok(None);
+            }
+            (Err(rejection), _) => {
+                // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
+                warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
+                metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(1);
+                return Ok(None);
+            }
+        };
         let tenant_id = tenant.id();
         let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields, label).await {
             Ok(done) => done,
@@ -278,25 +321,6 @@ impl Processor {
         self.record(tenant_id, &envelope, &fields, outcome, &replies, label).await.map(|()| None)
     }
 
-    async fn already_processed(&self, tenant: &Tenant, envelope: &EnvelopeV1) -> Result<bool> {
-        let mut tx = db::begin_tenant_read_only(&self.pool, tenant.id()).await?;
-        let fields = EventFields::from_payload(&envelope.payload);
-        let seen: bool = sqlx::query_scalar(
-            "select exists(select 1 from processed_events where tenant_id = $1 and (ingest_id = $2 \
-             or (provider_message_id = $3 and coalesce(chat_id, '') = coalesce($4, '') and from_me = $5)))",
-        )
-        .bind(tenant.id().get())
-        .bind(envelope.ingest_id.as_uuid())
-        .bind(envelope.provider_message_id.as_deref())
-        .bind(fields.chat_id.as_deref())
-        .bind(fields.from_me)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(seen)
-    }
-
-    /// Runs the tenant's bot for inbound text messages; other events are recorded only.
     async fn run_bot_if_due(
         &self,
         tenant: Tenant,
@@ -376,10 +400,29 @@ impl Processor {
         replies: &[Reply],
         label: &str,
     ) -> Result<()> {
+        let chat = fields.chat_id.as_deref().map(reply_chat);
+        // ISOLATION: `reply.chat` is set only by the http bot of a tenant that allows other
+        // chats; either way the reply leaves on this tenant's own bridge.
+        let targets: Vec<(&str, &str)> = replies
+            .iter()
+            .map_while(|reply| Some((reply.chat.as_deref().or(chat.as_deref())?, reply.body.as_str())))
+            .collect();
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
+        let traceparent = wafleet_shared::trace::current_traceparent();
         let mut tx = db::begin_tenant(&self.pool, tenant).await?;
-        let inserted = sqlx::query(
-            "insert into processed_events (tenant_id, ingest_id, event_type, chat_id, from_me, provider_message_id, outcome, received_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
+        // One statement for the dedupe row, the log line and the first reply: the log and the
+        // reply are only written when the dedupe insert won (a concurrent or earlier delivery of
+        // the same event discards this bot output).
+        let inserted: i64 = sqlx::query_scalar(
+            "with pe as (insert into processed_events (tenant_id, ingest_id, event_type, chat_id, from_me, \
+                 provider_message_id, outcome, received_at) values ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 on conflict do nothing returning tenant_id, ingest_id), \
+             ml as (insert into message_log (tenant_id, ingest_id, direction, event_type, chat_id, body) \
+                 select tenant_id, ingest_id, 'in', $3, $4, $9 from pe), \
+             ob as (insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) \
+                 select tenant_id, ingest_id, $10, $11, $12, $13 from pe where $10::text is not null) \
+             select count(*) from pe",
         )
         .bind(tenant.get())
         .bind(envelope.ingest_id.as_uuid())
@@ -389,14 +432,33 @@ impl Processor {
         .bind(envelope.provider_message_id.as_deref())
         .bind(outcome)
         .bind(envelope.received_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .bind(fields.body.as_deref())
+        .bind(targets.first().map(|t| t.0))
+        .bind(targets.first().map(|t| t.1))
+        .bind(expires_at)
+        .bind(traceparent.as_deref())
+        .fetch_one(&mut *tx)
+        .await?;
         if inserted == 0 {
-            // A concurrent or earlier delivery of the same event won: discard this bot output.
             tx.rollback().await?;
             metrics::counter!("wafleet_worker_duplicates_total").increment(1);
             return Ok(());
+        }
+        // ISOLATION: the outbox rows belong to the tenant that owns the message; the bridge is
+        // not stored here but read from the tenant row at send time. Further replies go one by
+        // one, in order, so their outbox ids keep the bot's order.
+        for (chat, body) in targets.iter().skip(1) {
+            sqlx::query(
+                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(tenant.get())
+            .bind(envelope.ingest_id.as_uuid())
+            .bind(*chat)
+            .bind(*body)
+            .bind(expires_at)
+            .bind(traceparent.as_deref())
+            .execute(&mut *tx)
+            .await?;
         }
         self.update_bridge_state(&mut tx, tenant, envelope).await?;
         if envelope.event_type == "message" && fields.from_me {
@@ -408,37 +470,6 @@ impl Processor {
                 fields.body.as_deref(),
                 envelope.provider_message_id.as_deref(),
             )
-            .await?;
-        }
-        sqlx::query(
-            "insert into message_log (tenant_id, ingest_id, direction, event_type, chat_id, body) values ($1, $2, 'in', $3, $4, $5)",
-        )
-        .bind(tenant.get())
-        .bind(envelope.ingest_id.as_uuid())
-        .bind(&envelope.event_type)
-        .bind(fields.chat_id.as_deref())
-        .bind(fields.body.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        let chat = fields.chat_id.as_deref().map(reply_chat);
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
-        for reply in replies {
-            // ISOLATION: `reply.chat` is set only by the http bot of a tenant that allows other
-            // chats; either way the reply leaves on this tenant's own bridge.
-            let Some(chat) = reply.chat.as_deref().or(chat.as_deref()) else { break };
-            // ISOLATION: the outbox row belongs to the tenant that owns the message; the bridge
-            // is not stored here but read from the tenant row at send time.
-            sqlx::query(
-                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) values ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant.get())
-            .bind(envelope.ingest_id.as_uuid())
-            .bind(chat)
-            .bind(&reply.body)
-            .bind(expires_at)
-            .bind(wafleet_shared::trace::current_traceparent())
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;

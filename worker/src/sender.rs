@@ -49,6 +49,13 @@ pub struct SenderConfig {
     pub account_refresh: Duration,
     /// How often replies that can no longer be sent are settled and the metrics refreshed.
     pub housekeeping_interval: Duration,
+    /// `WAFLEET_SENDER_CONCURRENCY`: sends in flight per account and replica (default 4). Picks
+    /// stay serialised by the account's bucket row, and a tenant with a send in flight is not
+    /// picked again until it completes, so one tenant's replies still go out in order.
+    pub concurrency: usize,
+    /// `WAFLEET_SENDER_DB_POOL_SIZE`: the sender's own connections (default 3), apart from the
+    /// message path's pool, so a burst of inbound work cannot starve the replies.
+    pub db_pool_size: u32,
 }
 
 impl Default for SenderConfig {
@@ -61,6 +68,8 @@ impl Default for SenderConfig {
             budget: BudgetConfig::default(),
             account_refresh: Duration::from_secs(30),
             housekeeping_interval: Duration::from_secs(1),
+            concurrency: 4,
+            db_pool_size: 3,
         }
     }
 }
@@ -138,9 +147,11 @@ impl Sender {
         self
     }
 
-    /// The worker's sender: accounts resolve `env:WA_API_KEY` to the worker's validated
-    /// `WA_API_KEY`, and use `WA_API_BASE_URL` unless they name their own base URL.
-    pub fn for_worker(pool: PgPool, config: &crate::config::WorkerConfig, wake: Arc<Notify>) -> Self {
+    /// The worker's sender, on its own pool of `db_pool_size` connections: accounts resolve
+    /// `env:WA_API_KEY` to the worker's validated `WA_API_KEY`, and use `WA_API_BASE_URL` unless
+    /// they name their own base URL.
+    pub fn for_worker(config: &crate::config::WorkerConfig, wake: Arc<Notify>) -> Result<Self> {
+        let pool = db::app_pool(&config.database_url, config.sender.db_pool_size.max(1))?;
         let mut key_overrides = HashMap::new();
         key_overrides.insert("env:WA_API_KEY".to_owned(), config.wa_api_key.clone());
         let settings = DirectorySettings {
@@ -150,7 +161,12 @@ impl Sender {
             budget: config.sender.budget.clone(),
         };
         let accounts = Arc::new(AccountDirectory::new(pool.clone(), settings));
-        Self::new(pool, accounts, config.sender.clone(), wake)
+        Ok(Self::new(pool, accounts, config.sender.clone(), wake))
+    }
+
+    /// Closes the sender's pool (after its loops have stopped).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Evaluates budget and outbox rules on `clock` instead (tests).

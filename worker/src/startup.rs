@@ -68,7 +68,7 @@ impl Application {
             config.consumer.clone(),
         ));
         // Issue #5: one send loop per WA Bridges account, each under its account's budget.
-        let sender = Arc::new(Sender::for_worker(pool.clone(), &config, outbox_ready).with_labels(labels));
+        let sender = Arc::new(Sender::for_worker(&config, outbox_ready)?.with_labels(labels));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::Config(format!("cannot bind WAFLEET_WORKER_ADDR {}: {e}", config.addr)))?;
@@ -134,6 +134,7 @@ impl Application {
         if let Some(canary) = canary {
             let _ = canary.await;
         }
+        self.sender.close().await;
         self.pool.close().await;
         info!("worker stopped");
         Ok(())

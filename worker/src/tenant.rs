@@ -213,16 +213,20 @@ pub async fn lookup(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<
 /// Reads a tenant's own row inside a transaction already scoped to that tenant.
 /// ISOLATION: RLS makes any other tenant's row invisible here, and the `where` repeats the id.
 pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
-    let row = sqlx::query(
-        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config, \
-         account_id from tenants where tenant_id = $1",
-    )
-    .bind(id.get())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+    let row = sqlx::query(&format!("select {TENANT_COLUMNS} from tenants where tenant_id = $1"))
+        .bind(id.get())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|row| tenant_from_row(&row)).transpose()
+}
+
+/// The columns [`tenant_from_row`] maps.
+const TENANT_COLUMNS: &str =
+    "tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config, account_id";
+
+fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant> {
     let customer_ref: String = row.try_get("customer_ref")?;
-    Ok(Some(Tenant {
+    Ok(Tenant {
         id: TenantId(row.try_get("tenant_id")?),
         customer_ref: CustomerRef::parse(&customer_ref).map_err(|e| Error::Invalid(e.to_string()))?,
         bridge: TenantBridge { key: row.try_get("bridge")? },
@@ -234,7 +238,7 @@ pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> R
         bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
         bot_config: row.try_get("bot_config")?,
         account_id: AccountId::from_db(row.try_get("account_id")?),
-    }))
+    })
 }
 
 /// Why a message's tenant could not be used. Each becomes a `reason` label on the drop metric.
@@ -265,20 +269,57 @@ impl Rejection {
     }
 }
 
-/// Resolves the active tenant for an envelope: the ref must name an active tenant whose
-/// generation matches, and open events need an open tenant. There is no fallback tenant.
-pub async fn resolve_active(
+/// The keys an event is deduplicated by: its ingest id, or the bridge's message id in the same
+/// chat and direction (a bridge that sends one event to two webhook URLs).
+#[derive(Clone, Copy, Debug)]
+pub struct DedupeKey<'a> {
+    /// Ingest id of the envelope.
+    pub ingest_id: uuid::Uuid,
+    /// The bridge's message id, when the event has one.
+    pub provider_message_id: Option<&'a str>,
+    /// Chat of the event.
+    pub chat_id: Option<&'a str>,
+    /// Whether the event is the bridge's copy of an outgoing message.
+    pub from_me: bool,
+}
+
+/// The message path's read: the tenant behind `id` checked for use: the ref must name an active tenant whose
+/// generation matches, and open events need an open tenant (there is no fallback tenant), and whether
+/// this event was processed before, in one read-only round trip (plus begin and commit).
+///
+/// ISOLATION: the row is read in `id`'s own scope and must carry `customer_ref`, the ref of the
+/// queue the message came from; an id that maps to another ref (which cannot happen, since refs
+/// are never reused and tenant rows never deleted) is refused as an unknown tenant.
+pub async fn resolve_for_message(
     pool: &PgPool,
+    id: TenantId,
     customer_ref: &CustomerRef,
     generation: Generation,
     auth: AuthMode,
-) -> Result<std::result::Result<Tenant, Rejection>> {
-    let Some(meta) = lookup(pool, customer_ref).await? else { return Ok(Err(Rejection::UnknownTenant)) };
-    let mut tx = db::begin_tenant_read_only(pool, meta.id).await?;
-    let tenant = load_in(&mut tx, meta.id).await?;
+    dedupe: DedupeKey<'_>,
+) -> Result<(std::result::Result<Tenant, Rejection>, bool)> {
+    let mut tx = db::begin_tenant_read_only(pool, id).await?;
+    let row = sqlx::query(&format!(
+        "select {TENANT_COLUMNS}, exists(select 1 from processed_events p where p.tenant_id = $1 and (p.ingest_id = $2 \
+         or (p.provider_message_id = $3 and coalesce(p.chat_id, '') = coalesce($4, '') and p.from_me = $5))) as seen \
+         from tenants where tenant_id = $1"
+    ))
+    .bind(id.get())
+    .bind(dedupe.ingest_id)
+    .bind(dedupe.provider_message_id)
+    .bind(dedupe.chat_id)
+    .bind(dedupe.from_me)
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
-    let Some(tenant) = tenant else { return Ok(Err(Rejection::UnknownTenant)) };
-    Ok(check_usable(tenant, generation, auth))
+    let Some(row) = row else { return Ok((Err(Rejection::UnknownTenant), false)) };
+    let tenant = tenant_from_row(&row)?;
+    if tenant.customer_ref() != customer_ref {
+        tracing::error!(tenant = %customer_ref, tenant_id = %id, "tenant id maps to another ref; refusing the message");
+        return Ok((Err(Rejection::UnknownTenant), false));
+    }
+    let seen: bool = row.try_get("seen")?;
+    Ok((check_usable(tenant, generation, auth), seen))
 }
 
 /// Reads a tenant's own row by ref, whatever its status (operator commands).

@@ -83,3 +83,43 @@ async fn reply_of_a_tenant_disabled_before_the_send_is_cancelled() {
     assert!(env.sim.sends_for("goner").is_empty());
     env.cleanup().await;
 }
+
+/// `WAFLEET_SENDER_CONCURRENCY` (4 in this worker): sends of different tenants overlap, but a
+/// tenant never has two sends in flight, so its replies reach its bridge in outbox order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_of_different_tenants_overlap_but_one_tenants_replies_go_one_at_a_time_in_order() {
+    let env = TestEnv::new().await.unwrap();
+    let tenants = ["lane_a", "lane_b", "lane_c", "lane_d"];
+    for t in tenants {
+        env.add_tenant(t, t).await.unwrap();
+    }
+    // Slow answers make overlapping sends visible to the simulator's in-flight counters.
+    env.sim.set_fault(Some(Fault::delay_only(150)));
+    for i in 0..3 {
+        for t in tenants {
+            assert_eq!(env.sim.fire_message(t, "15550000070", &format!("{t} {i}"), None, true).await.unwrap(), 200);
+        }
+    }
+    for t in tenants {
+        assert_eq!(env.sim.wait_for_sends(t, 3, Duration::from_secs(30)).await.len(), 3, "{t} got all replies");
+    }
+    assert!(
+        env.sim.stats().max_sends_in_flight >= 2,
+        "sends of different tenants overlap (max in flight {})",
+        env.sim.stats().max_sends_in_flight
+    );
+    for t in tenants {
+        assert_eq!(env.sim.max_sends_in_flight_for(t), 1, "{t} had two sends in flight at once");
+        let queued: Vec<String> = sqlx::query_scalar(
+            "select o.body from outbox o join tenants t using (tenant_id) where t.customer_ref = $1 \
+             order by o.created_at, o.outbox_id",
+        )
+        .bind(t)
+        .fetch_all(&env.owner_pool)
+        .await
+        .unwrap();
+        let sent: Vec<String> = env.sim.sends_for(t).into_iter().map(|s| s.body).collect();
+        assert_eq!(sent, queued, "{t}'s replies left in outbox order");
+    }
+    env.cleanup().await;
+}

@@ -13,8 +13,8 @@ use crate::accounts::{AccountId, AccountRuntime};
 use crate::outbox;
 
 impl Sender {
-    /// Sends until `shutdown` fires: one loop per account, a housekeeping loop, and an account
-    /// refresh. Database outages are waited out with backoff.
+    /// Sends until `shutdown` fires: `concurrency` loops per account, a housekeeping loop, and an
+    /// account refresh. Database outages are waited out with backoff.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         for warning in self.config.budget.warnings() {
             warn!("{warning}");
@@ -40,7 +40,15 @@ impl Sender {
                                     stop.cancel();
                                 }
                                 let stop = shutdown.child_token();
-                                let task = self.clone().account_loop(account.clone(), tick.subscribe(), stop.clone());
+                                let mut lanes = tokio::task::JoinSet::new();
+                                for _ in 0..self.config.concurrency.max(1) {
+                                    lanes.spawn(self.clone().account_loop(
+                                        account.clone(),
+                                        tick.subscribe(),
+                                        stop.clone(),
+                                    ));
+                                }
+                                let task = async move { while lanes.join_next().await.is_some() {} };
                                 loops.insert(account.id, (account, stop, tokio::spawn(task)));
                             }
                         }
