@@ -31,7 +31,7 @@ from referencing import Registry, Resource
 # ---------------------------------------------------------------------------------------------
 # Facts the manifests must agree with (from the code and docs/ARCHITECTURE).
 
-BINARIES = {"wafleet-ingest", "wafleet-worker", "wafleet", "wafleet-sim"}
+BINARIES = {"wafleet-ingest", "wafleet-worker", "wafleet", "wafleet-admin", "wafleet-sim"}
 IMAGE_REPO = "ghcr.io/wafleet/wafleet"
 RUN_AS = 10001
 # Variables read by the binaries that do not start with WAFLEET_.
@@ -47,6 +47,15 @@ OVERLAYS = {  # overlay -> (namespace, ingest kind, worker trigger type)
     "prod": ("wafleet", "StatefulSet", "rabbitmq"),
     "prod-large-fleet": ("wafleet", "StatefulSet", "prometheus"),
 }
+# Whether the overlay runs the isolation canary (WAFLEET_CANARY_TENANTS set on the worker).
+CANARY = {"dev": False, "prod": True, "prod-large-fleet": True}
+# Pods (and namespaces) with this label may call the admin API (NetworkPolicy wafleet-admin).
+ADMIN_ACCESS_LABEL = "wafleet.io/admin-access"
+ADMIN_PORT = 8082
+# wafleet-admin: OPERATIONS_DRAIN of admin/src/startup.rs, background operations after the server stopped.
+ADMIN_OPERATIONS_DRAIN_SECS = 20
+# Egress the admin API may have: DNS, OTLP, RabbitMQ AMQP + management API, Postgres, WA Bridges (443).
+ADMIN_EGRESS = {("UDP", 53), ("TCP", 53), ("TCP", 4317), ("TCP", 4318), ("TCP", 5672), ("TCP", 15672), ("TCP", 5432), ("TCP", 443)}
 REQUIRED_ALERTS = {
     "WafleetDLQGrowing", "WafleetTenantQueueBacklogOld", "WafleetQuarantineNotEmpty", "WafleetIngestSpoolNotEmpty",
     "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
@@ -199,7 +208,7 @@ def env_value(obj_list: list[dict], cm_name: str, var: str):
 
 def code_mentions(repo: Path) -> str:
     text = []
-    for crate in ("ingest", "worker", "shared", "sim"):
+    for crate in ("ingest", "worker", "shared", "sim", "admin"):
         for p in (repo / crate).rglob("*.rs"):
             text.append(p.read_text(errors="replace"))
     return "\n".join(text)
@@ -219,7 +228,7 @@ def check_env_names(where: str, names: set[str], code: str) -> None:
     for n in sorted(names):
         if n.startswith("WAFLEET_"):
             C.ok(n in PENDING_ENV or f'"{n}"' in code,
-                 f"{where}: {n} is set but no Rust source under ingest/ worker/ shared/ sim/ reads it (typo?)")
+                 f"{where}: {n} is set but no Rust source under ingest/ worker/ shared/ sim/ admin/ reads it (typo?)")
         else:
             C.ok(n in EXTERNAL_ENV, f"{where}: env {n} is neither WAFLEET_* nor a known external variable")
 
@@ -398,8 +407,8 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
     for pdb in by_kind.get("PodDisruptionBudget", []):
         C.ok(any(selector_matches(pdb["spec"]["selector"], pod_labels(w)) for w in workloads if w["kind"] != "Job"),
              f"{where}: {key(pdb)} selects no workload")
-    C.ok({"wafleet-ingest", "wafleet-worker"} <= {p["metadata"]["name"] for p in by_kind.get("PodDisruptionBudget", [])},
-         f"{where}: PDBs for ingest and worker")
+    C.ok({"wafleet-ingest", "wafleet-worker", "wafleet-admin"} <= {p["metadata"]["name"] for p in by_kind.get("PodDisruptionBudget", [])},
+         f"{where}: PDBs for ingest, worker and admin")
 
     # --- KEDA
     sos = {o["metadata"]["name"]: o for o in by_kind.get("ScaledObject", [])}
@@ -477,6 +486,105 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
              and any(t["ipBlock"]["cidr"] == "0.0.0.0/0" and REQUIRED_PRIVATE_EXCEPT <= set(t["ipBlock"].get("except", []))
                      for r in https for t in r["to"]),
              f"{where}: worker 443 egress must be 0.0.0.0/0 minus the private/link-local ranges")
+    def ingress_rules(w: dict) -> list[dict]:
+        return [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(w))
+                for r in n["spec"].get("ingress", [])]
+
+    # --- isolation canary on the worker
+    if worker is not None:
+        c = pod_spec(worker)["containers"][0]
+        conf = container_env(c)
+        refs = {e["name"]: (e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])}
+        canary_on = bool(conf.get("WAFLEET_CANARY_TENANTS", "").strip())
+        C.ok(canary_on == CANARY[name], f"{where}: the isolation canary must be {'on' if CANARY[name] else 'off'} "
+             "(WAFLEET_CANARY_TENANTS in wafleet-worker-config)")
+        if canary_on:
+            C.ok((refs.get("WAFLEET_SIGNING_KEY") or {}).get("key") == "signing-key",
+                 f"{where}: the canary needs WAFLEET_SIGNING_KEY on the worker from wafleet-secrets/signing-key "
+                 "(component worker-canary)")
+            chat = conf.get("WAFLEET_CANARY_CHAT", "")
+            C.ok(re.fullmatch(r"\d{6,20}|[\d-]+@g\.us", chat) is not None,
+                 f"{where}: WAFLEET_CANARY_CHAT {chat!r} must be 6-20 digits or a group JID (worker/src/canary.rs)")
+            for k in ("WAFLEET_CANARY_INTERVAL_SECS", "WAFLEET_CANARY_TIMEOUT_SECS"):
+                C.ok(int(conf.get(k, "1") or "1") > 0, f"{where}: {k} must be > 0")
+            url = conf.get("WAFLEET_CANARY_INGEST_URL", "")
+            m = re.fullmatch(r"(https?)://([^/:]+)(?::(\d+))?/?", url)
+            if C.ok(m is not None, f"{where}: WAFLEET_CANARY_INGEST_URL {url!r} must be an http(s) base URL"):
+                host = m.group(2)
+                svc_name = host.split(".")[0]
+                in_cluster = "." not in host or host.endswith((".svc", ".svc.cluster.local"))
+                if in_cluster:
+                    svc = next((s for s in by_kind.get("Service", []) if s["metadata"]["name"] == svc_name), None)
+                    port = int(m.group(3) or (443 if m.group(1) == "https" else 80))
+                    C.ok(svc is not None and ingest is not None
+                         and all(pod_labels(ingest).get(k) == v for k, v in svc["spec"].get("selector", {}).items())
+                         and any(p["port"] == port for p in svc["spec"]["ports"]),
+                         f"{where}: WAFLEET_CANARY_INGEST_URL {url} must name the ingest Service and one of its ports")
+                    to_ingest = [p for r, p in egress_ports(worker)
+                                 if any("ipBlock" not in t and "namespaceSelector" not in t
+                                        and selector_matches(t.get("podSelector", {}), pod_labels(ingest)) for t in r.get("to", []))]
+                    C.ok(any(("TCP", 8080) in p for p in to_ingest),
+                         f"{where}: the canary posts to ingest in the cluster but no NetworkPolicy lets the worker reach "
+                         "the ingest pods on 8080 (component worker-canary)")
+        else:
+            C.ok("WAFLEET_SIGNING_KEY" not in refs,
+                 f"{where}: the worker holds WAFLEET_SIGNING_KEY without the canary (it could mint any tenant's URL)")
+
+    # --- admin API: internal only
+    admin = workload("Deployment", "wafleet-admin")
+    if C.ok(admin is not None, f"{where}: no Deployment wafleet-admin"):
+        ps = pod_spec(admin)
+        c = ps["containers"][0]
+        C.ok(c["command"] == ["wafleet-admin"], f"{where}: admin command")
+        C.ok(1 <= admin["spec"].get("replicas", 1) <= 2, f"{where}: admin replicas must be 1-2")
+        C.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: admin readiness must be /readyz")
+        C.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: admin liveness must be /healthz")
+        conf = container_env(c)
+        addr = conf.get("WAFLEET_ADMIN_ADDR", "127.0.0.1:8082")
+        ports = {p.get("containerPort") for p in c.get("ports", [])}
+        C.ok(addr == f"0.0.0.0:{ADMIN_PORT}" and ADMIN_PORT in ports,
+             f"{where}: admin must listen on 0.0.0.0:{ADMIN_PORT} (WAFLEET_ADMIN_ADDR={addr}) and declare that port")
+        refs = {e["name"]: (e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])}
+        for n in ("DATABASE_URL", "AMQP_URL", "RABBITMQ_API_URL", "WAFLEET_SIGNING_KEY", "WA_API_KEY"):
+            C.ok(refs.get(n) is not None, f"{where}: admin needs {n} from a Secret")
+        if worker is not None:
+            wconf = container_env(pod_spec(worker)["containers"][0])
+            for k in ("WA_API_BASE_URL", "WAFLEET_SEND_RATE_PER_MIN", "WAFLEET_SEND_BURST", "WAFLEET_BUDGET_WINDOW_SECS",
+                      "WAFLEET_SEND_TIMEOUT_MS"):
+                C.ok(conf.get(k) == wconf.get(k), f"{where}: admin {k}={conf.get(k)} differs from the worker's ({wconf.get(k)}): "
+                     "the send budget is the fleet's")
+        drain = int(conf.get("WAFLEET_ADMIN_BUDGET_WAIT_SECS", "10")) + int(conf.get("WAFLEET_SEND_TIMEOUT_MS", "10000")) / 1000
+        C.ok(ps.get("terminationGracePeriodSeconds", 30) >= drain + ADMIN_OPERATIONS_DRAIN_SECS + 5,
+             f"{where}: admin terminationGracePeriodSeconds must cover a request ({drain}s) + {ADMIN_OPERATIONS_DRAIN_SECS}s of operations")
+        for s_ in by_kind.get("Service", []):
+            if all(pod_labels(admin).get(k) == v for k, v in s_["spec"].get("selector", {}).items()):
+                C.ok(s_["spec"].get("type", "ClusterIP") == "ClusterIP", f"{where}: {key(s_)} exposes the admin API beyond the cluster")
+                C.ok(not any(selector_matches(sm["spec"]["selector"], s_["metadata"].get("labels", {}))
+                             for sm in by_kind.get("ServiceMonitor", [])),
+                     f"{where}: a ServiceMonitor selects {key(s_)}, but the admin API serves no /metrics")
+        C.ok(not by_kind.get("Ingress"), f"{where}: renders an Ingress; the admin API must not be routed from outside, "
+             "and the webhook's route is the operator's")
+        rules = ingress_rules(admin)
+        peers_ok = bool(rules)
+        for r in rules:
+            peers = r.get("from", [])
+            peers_ok &= bool(peers) and {p.get("port") for p in r.get("ports", [])} == {ADMIN_PORT}
+            for peer in peers:
+                pl = peer.get("podSelector", {}).get("matchLabels", {})
+                nl = peer.get("namespaceSelector", {}).get("matchLabels", {}) if "namespaceSelector" in peer else None
+                peers_ok &= pl.get(ADMIN_ACCESS_LABEL) == "true" and "ipBlock" not in peer \
+                    and (nl is None or nl.get(ADMIN_ACCESS_LABEL) == "true")
+        C.ok(peers_ok, f"{where}: admin ingress must be {ADMIN_PORT} only, from pods labelled {ADMIN_ACCESS_LABEL}=true "
+             "(in namespaces with the same label)")
+        aports = set().union(*[p for _, p in egress_ports(admin)]) if egress_ports(admin) else set()
+        C.ok({("TCP", 5672), ("TCP", 15672), ("TCP", 5432), ("TCP", 443)} <= aports <= ADMIN_EGRESS,
+             f"{where}: admin egress must be DNS, OTLP, RabbitMQ 5672/15672, Postgres 5432 and 443 (got {sorted(aports, key=str)})")
+        https = [r for r, p in egress_ports(admin) if ("TCP", 443) in p]
+        C.ok(all(r.get("to") and all("ipBlock" in t and (t["ipBlock"]["cidr"] != "0.0.0.0/0"
+                                                          or REQUIRED_PRIVATE_EXCEPT <= set(t["ipBlock"].get("except", [])))
+                                     for t in r["to"]) for r in https),
+             f"{where}: admin 443 egress must be public addresses only (0.0.0.0/0 minus the private/link-local ranges)")
+
     prom_ingress = [n for n in nps.values() for r in n["spec"].get("ingress", [])
                     if any("namespaceSelector" in f for f in r.get("from", []))
                     and {8080, 8081} <= {p.get("port") for p in r.get("ports", [])}]
@@ -646,6 +754,9 @@ def check_rules(promtool: str, rule_obj: dict, tests: Path, tmp: Path) -> None:
         C.ok(bool(ann.get("summary")), f"alert {a['alert']}: no summary")
         C.ok(a.get("labels", {}).get("severity") in ("critical", "warning", "info"), f"alert {a['alert']}: severity label")
     exprs = " ".join(a["expr"] for a in alerts)
+    for a in alerts:
+        if "wafleet_canary_success" in a["expr"]:
+            C.ok("wafleet_canary_leader" in a["expr"], f"alert {a['alert']}: must ignore replicas not leading the canary (wafleet_canary_leader)")
     for needle in ('wa\\\\.dlq\\\\.', 'queue="wa.quarantine"', "wafleet_ingest_spool_records", "rabbitmq_detailed_queue_consumers",
                    'queue="wa.unrouted"', "wafleet_sender_429_total", "wafleet_canary_success", 'status=~"5..', 'status=~"4..',
                    "rabbitmq_detailed_queue_head_message_timestamp"):
@@ -709,6 +820,9 @@ def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
                 promql.append((f"dashboard panel {t}", substitute_grafana(x["expr"])))
     C.ok(all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), f"dashboard: panel ids must be unique integers ({ids})")
     joined = "\n".join(all_exprs)
+    for e in all_exprs:
+        if "wafleet_canary_success" in e:
+            C.ok("wafleet_canary_leader" in e, f"dashboard: {e} must ignore replicas not leading the canary (wafleet_canary_leader)")
     for m in DASHBOARD_METRICS:
         C.ok(m in joined, f"dashboard: no panel queries {m}")
     # metrics-exporter-prometheus renders histograms as summaries (a `quantile` label) unless
@@ -729,7 +843,7 @@ def check_compose(path: Path, code: str) -> None:
     where = "compose"
     d = yaml.safe_load(path.read_text())
     services = d.get("services", {})
-    need = {"rabbitmq", "postgres", "migrate", "ingest", "worker", "simulator"}
+    need = {"rabbitmq", "postgres", "migrate", "ingest", "worker", "admin", "simulator"}
     C.ok(need <= set(services), f"{where}: services {sorted(need - set(services))} missing")
     volumes = set((d.get("volumes") or {}).keys())
     for name, s in services.items():
@@ -765,6 +879,11 @@ def check_compose(path: Path, code: str) -> None:
             check_env_names(f"{where} {name}", set(env), code)
     C.ok(services.get("migrate", {}).get("command") == ["wafleet", "migrate"], f"{where}: migrate must run `wafleet migrate`")
     C.ok("--unlimited" in services.get("simulator", {}).get("command", []), f"{where}: simulator must run --unlimited")
+    adm = services.get("admin", {})
+    C.ok(adm.get("command") == ["wafleet-admin"] and adm.get("environment", {}).get("WAFLEET_ADMIN_ADDR") == f"0.0.0.0:{ADMIN_PORT}"
+         and f"127.0.0.1:{ADMIN_PORT}:{ADMIN_PORT}" in adm.get("ports", [])
+         and adm.get("depends_on", {}).get("migrate", {}).get("condition") == "service_completed_successfully",
+         f"{where}: admin must run wafleet-admin on 0.0.0.0:{ADMIN_PORT}, published on 127.0.0.1 only, after migrate")
     pg = " ".join(services.get("postgres", {}).get("command", []))
     C.ok("fsync=off" not in pg and "fsync=on" in pg, f"{where}: postgres must keep fsync on")
     plugins = (path.parent / "compose/enabled_plugins").read_text().strip()
@@ -795,7 +914,7 @@ def check_dockerfile(path: Path, hadolint: str | None, repo: Path) -> None:
     C.ok("cargo chef prepare" in text and re.search(r"cargo chef cook --release --locked", text) is not None,
          f"{where}: cargo-chef prepare/cook --release --locked")
     build = re.search(r"cargo build --release --locked(.*?)(&&|$)", text, re.S)
-    C.ok(build is not None and all(f"--bin {b} " in build.group(1) + " " for b in BINARIES), f"{where}: build all four binaries")
+    C.ok(build is not None and all(f"--bin {b} " in build.group(1) + " " for b in BINARIES), f"{where}: build all five binaries")
     runtime = text[text.rfind("FROM "):]
     C.ok(re.search(r"^USER 10001(:10001)?$", runtime, re.M) is not None, f"{where}: runtime must run as USER 10001")
     apt = re.findall(r"apt-get install[^\n]*", runtime)
