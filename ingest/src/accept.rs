@@ -37,7 +37,7 @@ pub async fn accept(
     let spare = spool.map(|_| body.clone());
 
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(deadline, publisher.publish(&routing_key, body)).await {
+    let outcome = match tokio::time::timeout(deadline, publisher.publish(&routing_key, Some(ingest_id), body)).await {
         Ok(result) => result,
         Err(_) => Err(PublishError::Deadline),
     };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use wafleet_shared::{CustomerRef, Envelope};
+use wafleet_shared::{CustomerRef, Envelope, IngestId};
 
 use super::{PublishError, Publisher};
 
@@ -74,7 +74,7 @@ impl FakePublisher {
 
 #[async_trait]
 impl Publisher for FakePublisher {
-    async fn publish(&self, routing_key: &CustomerRef, body: Vec<u8>) -> Result<(), PublishError> {
+    async fn publish(&self, routing_key: &CustomerRef, _: Option<IngestId>, body: Vec<u8>) -> Result<(), PublishError> {
         match self.mode() {
             FakeMode::Accept => {
                 self.published

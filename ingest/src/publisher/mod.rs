@@ -8,7 +8,7 @@ mod fake;
 mod rabbit;
 
 use async_trait::async_trait;
-use wafleet_shared::CustomerRef;
+use wafleet_shared::{CustomerRef, IngestId};
 
 pub use fake::{FakeMode, FakePublisher};
 pub use rabbit::LapinPublisher;
@@ -54,8 +54,15 @@ impl PublishError {
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
     /// Publishes `body` with `routing_key` as the routing key and returns once the broker has
-    /// confirmed it. A returned (unroutable) message or a nack is an error.
-    async fn publish(&self, routing_key: &CustomerRef, body: Vec<u8>) -> Result<(), PublishError>;
+    /// confirmed it. A returned (unroutable) message or a nack is an error. `ingest_id` is the
+    /// envelope's id when the caller knows it (the accept path); otherwise the publisher reads it
+    /// from the body.
+    async fn publish(
+        &self,
+        routing_key: &CustomerRef,
+        ingest_id: Option<IngestId>,
+        body: Vec<u8>,
+    ) -> Result<(), PublishError>;
 
     /// True when a publish can be expected to succeed: connected, and `wa.inbound` exists.
     fn is_ready(&self) -> bool;

@@ -136,7 +136,7 @@ async fn publish_batch(
             let Some(body) = body else { return Outcome::Lost };
             // ISOLATION: the routing key is the ref stored with the record, which
             // `read_envelopes` checked against the envelope's own ref.
-            match tokio::time::timeout(publish_timeout, publisher.publish(customer_ref, body)).await {
+            match tokio::time::timeout(publish_timeout, publisher.publish(customer_ref, None, body)).await {
                 Ok(Ok(())) => Outcome::Acked,
                 Ok(Err(err)) => classify(&err),
                 Err(_) => classify(&PublishError::Deadline),

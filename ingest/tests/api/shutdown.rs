@@ -20,7 +20,12 @@ struct GatedPublisher {
 
 #[async_trait]
 impl Publisher for GatedPublisher {
-    async fn publish(&self, _: &CustomerRef, _: Vec<u8>) -> Result<(), PublishError> {
+    async fn publish(
+        &self,
+        _: &CustomerRef,
+        _: Option<wafleet_shared::IngestId>,
+        _: Vec<u8>,
+    ) -> Result<(), PublishError> {
         self.entered.notify_one();
         self.gate.notified().await;
         Ok(())

@@ -203,7 +203,12 @@ impl SelectivePublisher {
 
 #[async_trait]
 impl Publisher for SelectivePublisher {
-    async fn publish(&self, routing_key: &CustomerRef, body: Vec<u8>) -> Result<(), PublishError> {
+    async fn publish(
+        &self,
+        routing_key: &CustomerRef,
+        _: Option<wafleet_shared::IngestId>,
+        body: Vec<u8>,
+    ) -> Result<(), PublishError> {
         let refused = self.refused.lock().unwrap().as_ref().is_none_or(|keys| keys.contains(routing_key.as_str()));
         if refused {
             return Err(PublishError::Nack);
