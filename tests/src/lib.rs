@@ -1,7 +1,7 @@
 //! Test harness for the end-to-end and isolation suites: each [`TestEnv`] gets its own Postgres
 //! database, its own RabbitMQ vhost, a WA Bridges simulator on port 0, and in-process ingest and
-//! worker instances wired to them. Service URLs come from the environment and default to the
-//! local services.
+//! worker instances wired to them. Service URLs come from the environment, else the local services
+//! when they answer, else containers on a Docker engine ([`wafleet_test_services`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,17 +33,36 @@ pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef-waflee
 /// API key the simulator accepts.
 pub const TEST_API_KEY: &str = "sk_test_default";
 
-/// Admin Postgres URL (a role that may create databases), `WAFLEET_TEST_PG_ADMIN_URL`.
+/// Admin Postgres URL (a role that may create databases): `WAFLEET_TEST_PG_ADMIN_URL`, else the
+/// local server when it answers, else a container on a Docker engine (see
+/// [`wafleet_test_services`]). Resolved once per test binary; panics with what to start when
+/// nothing provides it.
 pub fn pg_admin_url() -> String {
-    std::env::var("WAFLEET_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    wafleet_test_services::postgres().admin_url.clone()
 }
-/// AMQP base URL without vhost, `WAFLEET_TEST_AMQP_BASE`.
+/// AMQP base URL without vhost: `WAFLEET_TEST_AMQP_BASE`, else the local broker, else a container.
 pub fn amqp_base() -> String {
-    std::env::var("WAFLEET_TEST_AMQP_BASE").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+    wafleet_test_services::rabbitmq().amqp_base.clone()
 }
-/// Management API URL, `RABBITMQ_API_URL`.
+/// Management API URL: `RABBITMQ_API_URL`, else the local broker, else a container.
 pub fn rabbit_api() -> String {
-    std::env::var("RABBITMQ_API_URL").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+    wafleet_test_services::rabbitmq().api_url.clone()
+}
+/// Postgres' TCP address, for a [`fault_proxy::FaultProxy`] in front of it.
+pub fn pg_addr() -> std::net::SocketAddr {
+    wafleet_test_services::postgres().socket_addr()
+}
+/// The broker's AMQP TCP address, for a [`fault_proxy::FaultProxy`] in front of it.
+pub fn amqp_addr() -> std::net::SocketAddr {
+    wafleet_test_services::rabbitmq().amqp_socket_addr()
+}
+
+/// `amqp_base()` with its host and port replaced by a proxy on loopback, and `vhost`.
+fn amqp_via(proxy: std::net::SocketAddr, vhost: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(&amqp_base())?;
+    u.set_ip_host(proxy.ip()).map_err(|_| anyhow::anyhow!("amqp url host"))?;
+    u.set_port(Some(proxy.port())).map_err(|_| anyhow::anyhow!("amqp url port"))?;
+    Ok(format!("{}/{vhost}", u.as_str().trim_end_matches('/')))
 }
 
 fn with_database(url: &str, db: &str) -> String {
@@ -174,7 +193,7 @@ impl TestEnv {
         let keyring = Keyring::parse(&SecretString::from(TEST_SIGNING_KEY))?;
         let mut ingest_config = wafleet_ingest::config::Config::new(keyring);
         ingest_config.amqp_url = SecretString::from(match options.ingest_amqp_via {
-            Some(proxy) => format!("amqp://guest:guest@127.0.0.1:{}/{name}", proxy.port()),
+            Some(proxy) => amqp_via(proxy, &name)?,
             None => amqp_url.clone(),
         });
         ingest_config.addr = "127.0.0.1:0".parse()?;
@@ -197,13 +216,14 @@ impl TestEnv {
         let worker_database_url = match options.worker_db_via {
             Some(proxy) => {
                 let mut u = url::Url::parse(&endpoints.database_url)?;
+                u.set_ip_host(proxy.ip()).map_err(|_| anyhow::anyhow!("url"))?;
                 u.set_port(Some(proxy.port())).map_err(|_| anyhow::anyhow!("url"))?;
                 u.to_string()
             }
             None => endpoints.database_url.clone(),
         };
         let worker_amqp_url = match options.worker_amqp_via {
-            Some(proxy) => format!("amqp://guest:guest@127.0.0.1:{}/{name}", proxy.port()),
+            Some(proxy) => amqp_via(proxy, &name)?,
             None => amqp_url.clone(),
         };
         let worker_config = WorkerConfig {

@@ -1,5 +1,6 @@
-//! Against the local RabbitMQ: each test gets its own vhost through the management API
-//! (`RABBITMQ_API_URL`) and connects with `AMQP_URL` pointed at it.
+//! Against a real RabbitMQ (`WAFLEET_TEST_AMQP_BASE` and `RABBITMQ_API_URL`, else the local broker,
+//! else a container: `wafleet_test_services`): each test gets its own vhost through the management
+//! API and connects to it.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -34,8 +35,7 @@ pub(crate) struct TestVhost {
 
 impl TestVhost {
     async fn create() -> anyhow::Result<Self> {
-        let raw = std::env::var("RABBITMQ_API_URL").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
-        let mut api_base = reqwest::Url::parse(&raw)?;
+        let mut api_base = reqwest::Url::parse(&wafleet_test_services::rabbitmq().api_url)?;
         let api_user = api_base.username().to_owned();
         let api_password = api_base.password().unwrap_or_default().to_owned();
         let _ = api_base.set_username("");
@@ -118,9 +118,9 @@ fn percent_encode(raw: &str) -> String {
         .collect()
 }
 
-/// `AMQP_URL` (default: local broker) with its vhost replaced by `vhost`.
+/// The tests' broker with `vhost` as the vhost.
 fn amqp_url_for(vhost: &str) -> String {
-    let base = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let base = &wafleet_test_services::rabbitmq().amqp_base;
     let (scheme, rest) = base.split_once("://").unwrap_or(("amqp", base.as_str()));
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     format!("{scheme}://{authority}/{vhost}")

@@ -12,7 +12,7 @@ use wafleet_tests::{message_event, post_json, wait_until, EnvOptions, TestEnv, T
 async fn broker_cut_during_5000_posts_across_20_tenants_loses_and_misroutes_nothing() {
     const TENANTS: usize = 20;
     const PER_TENANT: usize = 250;
-    let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await.unwrap();
+    let proxy = FaultProxy::start(wafleet_tests::amqp_addr()).await.unwrap();
     let env = TestEnv::with(EnvOptions { ingest_amqp_via: Some(proxy.addr()), ..EnvOptions::default() }).await.unwrap();
     let mut urls = Vec::new();
     for t in 0..TENANTS {

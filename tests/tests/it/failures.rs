@@ -174,7 +174,7 @@ async fn stale_message_is_recorded_without_an_auto_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_holds_messages_without_a_busy_loop_and_resumes_without_loss_or_duplicates() {
-    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await.unwrap();
+    let proxy = FaultProxy::start(wafleet_tests::pg_addr()).await.unwrap();
     let env = TestEnv::with(EnvOptions { worker_db_via: Some(proxy.addr()), ..EnvOptions::default() }).await.unwrap();
     env.add_tenant("pg_cut", "pg_cut").await.unwrap();
     env.sim.fire_message("pg_cut", "15550000131", "before", None, true).await.unwrap();
@@ -213,7 +213,7 @@ async fn postgres_outage_holds_messages_without_a_busy_loop_and_resumes_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_consumes_again_after_the_broker_connection_is_cut_and_restored() {
-    let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await.unwrap();
+    let proxy = FaultProxy::start(wafleet_tests::amqp_addr()).await.unwrap();
     let env = TestEnv::with(EnvOptions { worker_amqp_via: Some(proxy.addr()), ..EnvOptions::default() }).await.unwrap();
     env.add_tenant("mq_cut", "mq_cut").await.unwrap();
     env.sim.fire_message("mq_cut", "15550000141", "before", None, true).await.unwrap();
