@@ -69,4 +69,65 @@ pub fn describe() {
     metrics::describe_counter!(SPOOL_FSYNCS_TOTAL, "fsync calls issued by the spool writer");
     metrics::describe_counter!(SPOOL_WRITE_ERRORS_TOTAL, "Spool batches whose write or fsync failed");
     metrics::describe_histogram!(SPOOL_BATCH_RECORDS, "Records committed per spool fsync");
+    prime();
+}
+
+/// Every `reason` of [`REJECTED_TOTAL`] (the 4xx answers of [`crate::error::Error::reason`]).
+pub const REJECTED_REASONS: [&str; 14] = [
+    "bad_ref",
+    "bad_token",
+    "ref_mismatch",
+    "open_disabled",
+    "unsupported_media_type",
+    "payload_too_large",
+    "body_timeout",
+    "body_read",
+    "invalid_utf8",
+    "invalid_json",
+    "not_object",
+    "duplicate_key",
+    "not_found",
+    "method_not_allowed",
+];
+
+/// Creates the bounded counters at 0, so the first event after a start shows in `rate()` and
+/// `increase()` (a series that appears at 1 has no earlier sample to differ from).
+fn prime() {
+    for reason in REJECTED_REASONS {
+        metrics::counter!(REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in ["not_ready", "deadline", "nack", "returned", "unconfirmed", "amqp"] {
+        metrics::counter!(PUBLISH_FAILED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in ["full", "failed"] {
+        metrics::counter!(SPOOL_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    for name in [SPOOLED_TOTAL, SPOOL_DRAINED_TOTAL, SPOOL_CORRUPT_RECORDS_TOTAL, SPOOL_WRITE_ERRORS_TOTAL] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bounded_counter_is_exported_at_zero_before_its_first_event() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        let text = handle.render();
+        for reason in REJECTED_REASONS {
+            let line = format!("{REJECTED_TOTAL}{{reason=\"{reason}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "missing `{line}`");
+        }
+        for line in [
+            format!("{PUBLISH_FAILED_TOTAL}{{reason=\"deadline\"}} 0"),
+            format!("{SPOOL_REFUSED_TOTAL}{{reason=\"full\"}} 0"),
+            format!("{SPOOLED_TOTAL} 0"),
+            format!("{SPOOL_DRAINED_TOTAL} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}`");
+        }
+    }
 }

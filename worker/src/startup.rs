@@ -54,6 +54,11 @@ impl Application {
     ) -> Result<Self> {
         let pool = db::app_pool(&config.database_url, config.pool_size)?;
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
+        // The drop counter starts at 0 for every reason, so the first drop after a start shows
+        // in `rate()` (a series that appears at 1 has no earlier sample to differ from).
+        for rejection in crate::tenant::Rejection::ALL {
+            metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(0);
+        }
         let outbox_ready = Arc::new(Notify::new());
         let labels = Arc::new(TenantLabels::new(config.metrics_top_tenants, std::time::Duration::from_secs(15 * 60)));
         // Issue #7: one SSRF-guarded client for every tenant's `http` bot, built once here.

@@ -257,6 +257,10 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every rejection, so the drop counter can start at 0 for each reason.
+    pub const ALL: [Rejection; 5] =
+        [Self::UnknownTenant, Self::Disabled, Self::Offboarded, Self::GenerationMismatch, Self::OpenAuthNotAllowed];
+
     /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {
