@@ -139,15 +139,21 @@ fn read_first(path: &str, prefix: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn git_commit(root: &Path) -> String {
-    std::process::Command::new("git")
-        .current_dir(root)
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "?".into())
+/// The commit, and whether tracked files differ from it (results then describe code that is in
+/// no commit; untracked files do not count).
+fn git_commit(root: &Path) -> (String, bool) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "?".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map_or(true, |changes| !changes.is_empty());
+    (commit, dirty)
 }
 
 /// Machine, versions and date, for the env block and each section's header line.
@@ -169,10 +175,12 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
     .await
     .unwrap_or_else(|_| "?".into());
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let commit = git_commit(root);
+    let (commit, dirty) = git_commit(root);
+    let (tree, tree_note) =
+        if dirty { (" + working tree", " (plus uncommitted changes in the working tree)") } else { ("", "") };
     let mode = if ctx.quick { "quick (smoke test, not for targets)" } else { "full" };
     let short = format!(
-        "Run {date}, {mode}, commit {commit} + working tree; {nproc} CPUs ({cpu}), {mem} RAM; RabbitMQ {rabbit}, \
+        "Run {date}, {mode}, commit {commit}{tree}; {nproc} CPUs ({cpu}), {mem} RAM; RabbitMQ {rabbit}, \
          PostgreSQL {postgres}"
     );
     let block = format!(
@@ -180,7 +188,7 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
          | | |\n| --- | --- |\n\
          | Date | {date} |\n\
          | Mode | {mode} |\n\
-         | Commit | {commit} (plus uncommitted changes in the working tree) |\n\
+         | Commit | {commit}{tree_note} |\n\
          | CPU | {nproc} × {cpu} |\n\
          | Memory | {mem} |\n\
          | Kernel | {kernel} |\n\

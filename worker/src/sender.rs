@@ -1,4 +1,5 @@
-//! The outbox sender: the only code that sends. One loop per WA Bridges account. Each send runs
+//! The outbox sender: the only code that sends. `concurrency` lanes per WA Bridges account (one
+//! send in flight per tenant, so a tenant's replies keep their order). Each send runs
 //! the account's fair scheduler and takes its budget token in Postgres (`budget::pick`: round
 //! robin by tenant, weights, caps, bridge state and 429 pauses, shared by every replica), claims
 //! the row in the same transaction scoped to its tenant, reads the bridge and the account from
@@ -205,13 +206,17 @@ impl Sender {
     pub async fn send_next(&self, account: &AccountRuntime) -> Result<Step> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
+        // An idle or waiting pick changed nothing but the bucket's refill, which the next pick
+        // recomputes from the same stored state: rolling back gives the same tokens later and
+        // spares a WAL flush while the bucket row is locked (idle lanes woken by new replies
+        // otherwise queue durable commits in front of the picks that send).
         let (outbox_id, tenant_id) = match budget::pick(&mut tx, account, now).await? {
             Pick::Idle(hint) => {
-                tx.commit().await?;
+                tx.rollback().await?;
                 return Ok(Step::Idle(hint));
             }
             Pick::Wait(wait) => {
-                tx.commit().await?;
+                tx.rollback().await?;
                 if let Ok(mut waited) = self.waited.lock() {
                     *waited.entry(account.id).or_default() += wait;
                 }
