@@ -54,7 +54,7 @@ pub fn wait_tcp(addr: SocketAddr, within: Duration) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
