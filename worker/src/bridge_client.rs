@@ -225,7 +225,10 @@ async fn classify(status: u16, retry_after: Option<u64>, response: reqwest::Resp
             let message_id = response.json::<SendResponse>().await.ok().and_then(|r| r.message_id);
             SendOutcome::Sent { message_id }
         }
-        429 | 503 => SendOutcome::Retry { status: Some(status), retry_after },
+        // 401: the account's key was refused before anything was sent (a key being rotated, or
+        // a file: reference not re-read yet), so the reply waits and is retried with backoff
+        // instead of failing for good; it expires after its TTL if the key is never fixed.
+        401 | 429 | 503 => SendOutcome::Retry { status: Some(status), retry_after },
         500 | 502 | 504 => SendOutcome::Unknown { reason: format!("http {status}") },
         _ => SendOutcome::Failed { status },
     }

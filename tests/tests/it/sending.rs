@@ -29,6 +29,20 @@ async fn bridge_503_is_retried_until_the_reply_is_delivered_once() {
     env.cleanup().await;
 }
 
+/// A refused API key (401, e.g. during a key rotation) sent nothing: the reply waits and goes out
+/// once the key works again, instead of failing for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_api_key_is_retried_and_the_reply_goes_out_once_the_key_works() {
+    let env = TestEnv::new().await.unwrap();
+    env.add_tenant("rotating", "rotating").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(401).with_remaining(2)));
+    env.sim.fire_message("rotating", "15550000066", "after rotation", None, true).await.unwrap();
+    wait_status(&env, "sent").await;
+    assert_eq!(env.sim.sends_for("rotating").len(), 1);
+    assert_eq!(env.sim.attempts_for("rotating"), 3, "two refused attempts, then one send");
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_502_after_the_send_marks_the_reply_unknown_and_never_resends() {
     let env = TestEnv::new().await.unwrap();
