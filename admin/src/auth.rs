@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock as _, DefaultClock};
 use uuid::Uuid;
-use wafleet_worker::admin_tokens;
-use wafleet_worker::service::Actor;
+use wafleet_fleet::admin_tokens;
+use wafleet_fleet::service::Actor;
 
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
-use wafleet_shared::Keyring;
-use wafleet_worker::config::{
+use wafleet_fleet::ops::Endpoints;
+use wafleet_shared::config::{
     env_bool, env_or, env_parse, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
 };
-use wafleet_worker::ops::Endpoints;
+use wafleet_shared::Keyring;
 
 /// Default listen address: loopback only. Expose it through an internal ingress, never together
 /// with the public webhook edge.

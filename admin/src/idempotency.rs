@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
-use wafleet_worker::Result;
+use wafleet_fleet::Result;
 
 use crate::problem::{ApiError, Kind};
 

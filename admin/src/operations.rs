@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
+use wafleet_fleet::audit::Entry;
+use wafleet_fleet::offboard::OffboardStep;
+use wafleet_fleet::{ops, Result};
 use wafleet_shared::CustomerRef;
-use wafleet_worker::audit::Entry;
-use wafleet_worker::offboard::OffboardStep;
-use wafleet_worker::{ops, service, Result};
 
 use crate::auth::Caller;
 use crate::dto::{Operation, OperationStatus, OperationStep};
@@ -45,7 +45,7 @@ pub async fn start_offboard(
     .execute(&state.pool)
     .await?;
     let operation = get(&state.pool, id).await?.ok_or_else(|| {
-        wafleet_worker::Error::Conflict(format!("operation {id} vanished right after it was recorded"))
+        wafleet_fleet::Error::Conflict(format!("operation {id} vanished right after it was recorded"))
     })?;
     let task_state = state.clone();
     let caller = caller.clone();
@@ -111,7 +111,7 @@ async fn run_offboard(state: &AppState, caller: &Caller, id: Uuid, customer_ref:
     };
     let (result, ()) = tokio::join!(offboarding, recorder);
     let entry = Entry::new("tenants offboard", Some(customer_ref.as_str()), json!({"dry_run": dry_run}));
-    if let Err(e) = service::audit_outcome(pool, &caller.actor(), &entry, &result, dry_run).await {
+    if let Err(e) = wafleet_fleet::audit::record_result(pool, &caller.actor(), &entry, &result, dry_run).await {
         tracing::warn!(operation = %id, error = %error_chain(&e), "the audit record of an offboarding could not be written");
     }
     let outcome = match &result {

@@ -8,8 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wafleet_worker::bridge_client::ApiError as BridgeApiError;
-use wafleet_worker::Error as WorkerError;
+use wafleet_fleet::bridge_client::ApiError as BridgeApiError;
+use wafleet_fleet::Error as WorkerError;
 
 /// Prefix of every problem `type`.
 pub const TYPE_BASE: &str = "https://wafleet.dev/problems/";
@@ -195,6 +195,7 @@ impl From<WorkerError> for ApiError {
             }
             WorkerError::Conflict(m) => Self::new(Kind::Conflict, m),
             WorkerError::Config(m) => Self::new(Kind::NotConfigured, m),
+            WorkerError::Setting(ref s) => Self::new(Kind::NotConfigured, s.to_string()),
             WorkerError::UnsafeRole(m) => Self::new(Kind::NotConfigured, m),
             WorkerError::BudgetWait(m) => Self::new(Kind::BudgetExhausted, m).retry_after(5),
             WorkerError::Broker(ref b) if is_not_found(b) => {

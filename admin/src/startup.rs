@@ -20,8 +20,8 @@ use tracing::Instrument as _;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
-use wafleet_worker::budget::BudgetConfig;
-use wafleet_worker::db;
+use wafleet_fleet::budget::BudgetConfig;
+use wafleet_fleet::db;
 
 use crate::config::{Config, BODY_LIMIT_BYTES};
 use crate::openapi::ApiDoc;
@@ -103,7 +103,16 @@ impl Application {
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role)
             .await
             .context("the database role check failed (DATABASE_URL must be the application role)")?;
-        let mut fleet = wafleet_worker::cli_fleet::fleet(pool.clone(), &config.endpoints)?;
+        let directory = wafleet_fleet::accounts::DirectorySettings {
+            default_base_url: wafleet_shared::config::env_or(
+                "WA_API_BASE_URL",
+                wafleet_shared::config::DEFAULT_WA_API_BASE_URL,
+            ),
+            key_overrides: Default::default(),
+            timeout: Duration::from_millis(wafleet_shared::config::env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
+            budget: BudgetConfig::from_env()?,
+        };
+        let mut fleet = wafleet_fleet::lifecycle::Fleet::new(pool.clone(), config.endpoints.clone(), directory);
         fleet.max_budget_wait = config.max_budget_wait;
         if config.signing_key.is_none() {
             tracing::warn!("WAFLEET_SIGNING_KEY is not set: webhook-url, rotate-url and provision answer 503");

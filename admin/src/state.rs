@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
-use wafleet_worker::budget::BudgetConfig;
-use wafleet_worker::ops::{Endpoints, Fleet};
+use wafleet_fleet::budget::BudgetConfig;
+use wafleet_fleet::ops::{Endpoints, Fleet};
 
 /// Longest wait for a budget token in a background operation: the CLI's.
 const BACKGROUND_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -83,9 +83,9 @@ impl AppState {
     }
 
     /// The signing key, or a configuration error (503 `not-configured`), like the CLI's.
-    pub fn signing_key(&self) -> wafleet_worker::Result<&SecretString> {
+    pub fn signing_key(&self) -> wafleet_fleet::Result<&SecretString> {
         self.signing_key.as_ref().ok_or_else(|| {
-            wafleet_worker::Error::Config(
+            wafleet_fleet::Error::Config(
                 "WAFLEET_SIGNING_KEY is not set on this server; webhook URLs cannot be signed".into(),
             )
         })

@@ -9,10 +9,10 @@ use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
+use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef, Generation, Keyring};
-use wafleet_worker::ops::Endpoints;
-use wafleet_worker::tenant::{BotKind, NewTenant};
 
 /// Name of the database and of the vhost.
 pub const BENCH_NAME: &str = "wafleet_bench";
@@ -275,11 +275,12 @@ impl BenchEnv {
             mgmt,
             keyring: Keyring::parse(&SecretString::from(SIGNING_KEY))?,
         };
-        wafleet_worker::ops::migrate(&env.owner_url, &env.endpoints()).await.context("wafleet migrate")?;
+        let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
+        wafleet_fleet::ops::migrate(&env.owner_url, &env.endpoints(), &tiers).await.context("wafleet migrate")?;
         Ok(env)
     }
 
-    /// Endpoints for `wafleet_worker::ops`.
+    /// Endpoints for `wafleet_fleet::ops`.
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             database_url: self.app_url.clone(),
@@ -300,7 +301,7 @@ impl BenchEnv {
             async move {
                 let channel = connection.create_channel().await?;
                 for r in part {
-                    wafleet_worker::topology::declare_tenant(&channel, r, queue_type).await?;
+                    wafleet_fleet::topology::declare_tenant(&channel, r, queue_type).await?;
                 }
                 let _ = channel.close(200, "done").await;
                 anyhow::Ok(())
@@ -310,7 +311,7 @@ impl BenchEnv {
             result.context("declaring tenant queues")?;
         }
         let _ = connection.close(200, "done").await;
-        let pool = wafleet_worker::db::app_pool(&self.app_url, 2)?;
+        let pool = wafleet_fleet::db::app_pool(&self.app_url, 2)?;
         for part in refs.chunks(500) {
             let mut tx = pool.begin().await?;
             for r in part {
@@ -321,11 +322,11 @@ impl BenchEnv {
                     auth_mode: AuthMode::Token,
                     queue_type,
                 };
-                wafleet_worker::tenant::insert(&mut tx, &new).await.context("adding a tenant")?;
+                wafleet_fleet::tenant::insert(&mut tx, &new).await.context("adding a tenant")?;
             }
             tx.commit().await?;
         }
-        let summaries = wafleet_worker::tenant::list(&pool).await?;
+        let summaries = wafleet_fleet::tenant::list(&pool).await?;
         pool.close().await;
         let mut out = Vec::with_capacity(count);
         for r in refs {

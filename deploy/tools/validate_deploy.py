@@ -672,8 +672,8 @@ def balanced(text: str, start: int) -> str:
 
 def topology_policies(repo: Path) -> dict[str, dict]:
     """The policies `wafleet migrate` PUTs: parsed from Management::apply_policies() in
-    worker/src/topology.rs (inline json! bodies or the functions it calls)."""
-    topo = re.sub(r"//[^\n]*", "", (repo / "worker/src/topology.rs").read_text())
+    fleet/src/topology.rs (inline json! bodies or the functions it calls)."""
+    topo = re.sub(r"//[^\n]*", "", (repo / "fleet/src/topology.rs").read_text())
     consts = rust_constants(topo, (repo / "shared/src/topology.rs").read_text())
 
     def value(v: str):
@@ -713,12 +713,12 @@ def topology_policies(repo: Path) -> dict[str, dict]:
 
 
 def check_policies(policies: list[dict], repo: Path) -> None:
-    """The Policy objects must equal what `wafleet migrate` applies (worker/src/topology.rs)."""
+    """The Policy objects must equal what `wafleet migrate` applies (fleet/src/topology.rs)."""
     where = "examples Policy"
     try:
         want = topology_policies(repo)
     except (ValueError, KeyError, AttributeError) as e:
-        C.ok(False, f"{where}: cannot read the policies of worker/src/topology.rs apply_policies(): {e}")
+        C.ok(False, f"{where}: cannot read the policies of fleet/src/topology.rs apply_policies(): {e}")
         return
     C.ok(len(want) >= 2, f"{where}: found only {list(want)} in apply_policies()")
     got = {p["spec"]["name"]: p["spec"] for p in policies}

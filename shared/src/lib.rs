@@ -5,6 +5,7 @@
 //! queue contract can be shared by old and new binaries during a rolling upgrade.
 
 pub mod amqp;
+pub mod config;
 pub mod envelope;
 pub mod ids;
 pub mod shutdown;

@@ -16,17 +16,17 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wafleet_fleet::ops::{self, Endpoints};
+use wafleet_fleet::tenant::{BotKind, NewTenant};
+use wafleet_fleet::topology::RetryTier;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef, Keyring};
 use wafleet_sim::{SimConfig, Simulator};
 use wafleet_worker::config::WorkerConfig;
 use wafleet_worker::consumer::ConsumerConfig;
-use wafleet_worker::ops::{self, Endpoints};
 use wafleet_worker::process::ProcessConfig;
 use wafleet_worker::reconciler::ReconcilerConfig;
 use wafleet_worker::sender::SenderConfig;
-use wafleet_worker::tenant::{BotKind, NewTenant};
-use wafleet_worker::topology::RetryTier;
 
 /// Signing key used by every test ingest.
 pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef-wafleet";
@@ -176,8 +176,9 @@ impl TestEnv {
         endpoints.management()?.create_vhost("guest").await.context(
             "cannot create a vhost: is rabbitmq_management enabled? (rabbitmq-plugins enable rabbitmq_management)",
         )?;
-        ops::migrate(&owner_url, &endpoints).await.context("migrate")?;
-        let app_pool = wafleet_worker::db::app_pool(&endpoints.database_url, 5)?;
+        let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
+        ops::migrate(&owner_url, &endpoints, &tiers).await.context("migrate")?;
+        let app_pool = wafleet_fleet::db::app_pool(&endpoints.database_url, 5)?;
         let owner_pool = PgPoolOptions::new().max_connections(2).connect(&owner_url).await?;
 
         let shutdown = CancellationToken::new();
@@ -251,7 +252,7 @@ impl TestEnv {
                 poll_interval: Duration::from_millis(100),
                 // Far above the simulator's (unlimited) default, so suites that are not about the
                 // budget are not slowed by it; the budget suite sets the production values.
-                budget: wafleet_worker::budget::BudgetConfig {
+                budget: wafleet_fleet::budget::BudgetConfig {
                     rate_per_window: 60_000,
                     burst: 1_000,
                     ..Default::default()
@@ -259,7 +260,7 @@ impl TestEnv {
                 ..SenderConfig::default()
             },
             reconciler: ReconcilerConfig { sweep_interval: Duration::from_millis(500), ..ReconcilerConfig::default() },
-            retention: wafleet_worker::retention::RetentionConfig::default(),
+            retention: wafleet_fleet::retention::RetentionConfig::default(),
             http_bot: options.http_bot.clone().unwrap_or_default(),
             canary: None,
         };
@@ -577,11 +578,11 @@ impl TestEnv {
     /// Account settings resolving `env:WA_API_KEY` to the simulator's default key.
     pub fn directory_settings(
         &self,
-        budget: wafleet_worker::budget::BudgetConfig,
-    ) -> wafleet_worker::accounts::DirectorySettings {
+        budget: wafleet_fleet::budget::BudgetConfig,
+    ) -> wafleet_fleet::accounts::DirectorySettings {
         let mut key_overrides = std::collections::HashMap::new();
         key_overrides.insert("env:WA_API_KEY".to_owned(), SecretString::from(TEST_API_KEY));
-        wafleet_worker::accounts::DirectorySettings {
+        wafleet_fleet::accounts::DirectorySettings {
             default_base_url: self.sim.base_url(),
             key_overrides,
             timeout: Duration::from_secs(3),
@@ -594,10 +595,10 @@ impl TestEnv {
     pub fn sender(
         &self,
         config: SenderConfig,
-        clock: Option<Arc<dyn wafleet_worker::clock::Clock>>,
+        clock: Option<Arc<dyn wafleet_fleet::clock::Clock>>,
     ) -> Arc<wafleet_worker::sender::Sender> {
-        let pool = wafleet_worker::db::app_pool(&self.endpoints.database_url, 3).expect("pool");
-        let accounts = Arc::new(wafleet_worker::accounts::AccountDirectory::new(
+        let pool = wafleet_fleet::db::app_pool(&self.endpoints.database_url, 3).expect("pool");
+        let accounts = Arc::new(wafleet_fleet::accounts::AccountDirectory::new(
             pool.clone(),
             self.directory_settings(config.budget.clone()),
         ));
@@ -609,8 +610,8 @@ impl TestEnv {
     }
 
     /// The lifecycle context for in-process `ops` calls, with `budget`.
-    pub fn fleet(&self, budget: wafleet_worker::budget::BudgetConfig) -> ops::Fleet {
-        let accounts = Arc::new(wafleet_worker::accounts::AccountDirectory::new(
+    pub fn fleet(&self, budget: wafleet_fleet::budget::BudgetConfig) -> ops::Fleet {
+        let accounts = Arc::new(wafleet_fleet::accounts::AccountDirectory::new(
             self.app_pool.clone(),
             self.directory_settings(budget),
         ));
@@ -618,7 +619,7 @@ impl TestEnv {
             pool: self.app_pool.clone(),
             accounts,
             endpoints: self.endpoints.clone(),
-            clock: Arc::new(wafleet_worker::clock::DatabaseClock),
+            clock: Arc::new(wafleet_fleet::clock::DatabaseClock),
             max_budget_wait: Duration::from_secs(60),
         }
     }

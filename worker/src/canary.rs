@@ -28,10 +28,10 @@ use tracing::{error, info, warn};
 use wafleet_shared::{CustomerRef, Keyring};
 
 use crate::config::{env_bool, env_or, env_parse};
-use crate::db;
-use crate::error::{Error, Result};
-use crate::process::reply_chat;
-use crate::tenant::{self, BotKind, TenantId, TenantStatus};
+use wafleet_fleet::db;
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::outbox::reply_chat;
+use wafleet_fleet::tenant::{self, BotKind, TenantId, TenantStatus};
 
 /// Key of the advisory lock that elects the replica running the canary.
 const CANARY_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
@@ -214,9 +214,10 @@ impl Canary {
         if row.bot_kind() != BotKind::Echo {
             return Err(Verdict::failed("setup", format!("canary tenant {tenant} must run the echo bot")));
         }
-        let (url, _) = crate::ops::webhook_url(&self.pool, &self.config.signing_key, tenant, &self.config.ingest_url)
-            .await
-            .map_err(setup)?;
+        let (url, _) =
+            wafleet_fleet::ops::webhook_url(&self.pool, &self.config.signing_key, tenant, &self.config.ingest_url)
+                .await
+                .map_err(setup)?;
         let nonce = nonce();
         let started_at: DateTime<Utc> =
             sqlx::query_scalar("select clock_timestamp()").fetch_one(&self.pool).await.map_err(|e| setup(e.into()))?;
@@ -402,7 +403,7 @@ pub async fn run(database_url: String, pool: PgPool, config: CanaryConfig, shutd
     };
     let retry = canary.config.interval.min(Duration::from_secs(60));
     loop {
-        let leader = crate::db::try_lead(&database_url, CANARY_LOCK_KEY);
+        let leader = wafleet_fleet::db::try_lead(&database_url, CANARY_LOCK_KEY);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

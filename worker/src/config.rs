@@ -6,21 +6,16 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::consumer::ConsumerConfig;
-use crate::error::{Error, Result};
 use crate::process::ProcessConfig;
 use crate::reconciler::ReconcilerConfig;
 use crate::sender::SenderConfig;
+use wafleet_fleet::error::{Error, Result};
+pub use wafleet_shared::config::{env_bool, env_or, env_parse};
 
-/// Default `DATABASE_URL` (the application role).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://wafleet_app@127.0.0.1:5432/wafleet";
-/// Default `MIGRATE_DATABASE_URL` (the owner).
-pub const DEFAULT_MIGRATE_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wafleet";
-/// Default `AMQP_URL`.
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// Default `RABBITMQ_API_URL`.
-pub const DEFAULT_RABBITMQ_API_URL: &str = "http://guest:guest@127.0.0.1:15672";
-/// Default `WA_API_BASE_URL`.
-pub const DEFAULT_WA_API_BASE_URL: &str = "https://wabridges.com";
+pub use wafleet_shared::config::{
+    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
+    DEFAULT_WA_API_BASE_URL,
+};
 
 /// Everything the worker reads from the environment.
 #[derive(Clone, Debug)]
@@ -62,7 +57,7 @@ pub struct WorkerConfig {
     /// (seconds, 3600).
     pub reconciler: ReconcilerConfig,
     /// Data retention: `WAFLEET_RETENTION_DAYS` (30), `WAFLEET_RETENTION_INTERVAL_SECS` (3600).
-    pub retention: crate::retention::RetentionConfig,
+    pub retention: wafleet_fleet::retention::RetentionConfig,
     /// The `http` bot's client: `WAFLEET_HTTP_BOT_TIMEOUT_MS` (5000),
     /// `WAFLEET_HTTP_BOT_MAX_RESPONSE_BYTES` (65536), `WAFLEET_HTTP_BOT_PORTS` (`443,80`),
     /// `WAFLEET_HTTP_BOT_ALLOW_PRIVATE` (false, development only).
@@ -71,36 +66,12 @@ pub struct WorkerConfig {
     pub canary: Option<crate::canary::CanaryConfig>,
 }
 
-/// Reads `name`, or `default` when unset.
-pub fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
-}
-
-/// Reads and parses `name`, or `default` when unset; a bad value is an error naming the variable.
-pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|_| Error::Config(format!("{name}={v:?} is not valid"))),
-        _ => Ok(default),
-    }
-}
-
-/// Reads a boolean (`true`/`false`/`1`/`0`).
-pub fn env_bool(name: &str) -> Result<bool> {
-    match std::env::var(name).as_deref() {
-        Ok("true") | Ok("1") => Ok(true),
-        Ok("false") | Ok("0") | Ok("") | Err(_) => Ok(false),
-        Ok(other) => Err(Error::Config(format!("{name}={other:?}: use true or false"))),
-    }
-}
-
 /// The retry tiers from `WAFLEET_RETRY_TIERS` (default `5s,30s,2m,10m`).
-pub fn retry_tiers_from_env() -> Result<Vec<crate::topology::RetryTier>> {
-    let tiers =
-        crate::topology::RetryTier::parse_list(&env_or("WAFLEET_RETRY_TIERS", crate::topology::DEFAULT_RETRY_TIERS))?;
-    if tiers.is_empty() {
-        return Err(Error::Config("WAFLEET_RETRY_TIERS must name at least one tier".into()));
-    }
-    Ok(tiers)
+pub fn retry_tiers_from_env() -> Result<Vec<wafleet_fleet::topology::RetryTier>> {
+    wafleet_fleet::topology::RetryTier::parse_tiers(&env_or(
+        "WAFLEET_RETRY_TIERS",
+        wafleet_fleet::topology::DEFAULT_RETRY_TIERS,
+    ))
 }
 
 impl WorkerConfig {
@@ -124,7 +95,7 @@ impl WorkerConfig {
             stale_sending_after: Duration::from_secs(env_parse("WAFLEET_STALE_SENDING_SECS", 120)?),
             concurrency: env_parse("WAFLEET_SENDER_CONCURRENCY", 4)?,
             db_pool_size: env_parse("WAFLEET_SENDER_DB_POOL_SIZE", 3)?,
-            budget: crate::budget::BudgetConfig::from_env()?,
+            budget: wafleet_fleet::budget::BudgetConfig::from_env()?,
             ..SenderConfig::default()
         };
         if sender.concurrency == 0 || sender.db_pool_size == 0 {
@@ -155,7 +126,7 @@ impl WorkerConfig {
                 sweep_interval: Duration::from_secs(env_parse("WAFLEET_UNROUTED_SWEEP_SECS", 60)?),
                 retention: Duration::from_secs(env_parse("WAFLEET_UNROUTED_RETENTION", 3600)?),
             },
-            retention: crate::retention::RetentionConfig::from_env()?,
+            retention: wafleet_fleet::retention::RetentionConfig::from_env()?,
             http_bot: crate::bots::HttpBotConfig::from_env()?,
             canary: crate::canary::CanaryConfig::from_env()?,
         })

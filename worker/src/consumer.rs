@@ -28,10 +28,10 @@ use wafleet_shared::topology::{
 };
 use wafleet_shared::CustomerRef;
 
-use crate::error::{Error, Result};
 use crate::process::{Disposition, Failure, Processor};
-use crate::topology::RetryTier;
-use crate::{tenant, topology};
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::topology::RetryTier;
+use wafleet_fleet::{tenant, topology};
 
 /// Settings of consumption.
 #[derive(Clone, Debug)]
@@ -163,7 +163,7 @@ impl ConsumerSupervisor {
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                _ = broken.cancelled() => break Err(crate::error::Error::Management("AMQP connection lost".into())),
+                _ = broken.cancelled() => break Err(wafleet_fleet::error::Error::Management("AMQP connection lost".into())),
                 _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
                 _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
                 _ = tokio::time::sleep(self.config.refresh_interval) => {}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use wafleet_fleet::outbox::reply_chat;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -12,10 +13,10 @@ use tracing::{debug, info, warn};
 use wafleet_shared::{CustomerRef, DecodeError, Envelope, EnvelopeV1};
 
 use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, Reply, TenantScope};
-use crate::db;
-use crate::error::{Error, Result};
-use crate::labels::TenantLabels;
-use crate::tenant::{self, Tenant, TenantId};
+use wafleet_fleet::db;
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::labels::TenantLabels;
+use wafleet_fleet::tenant::{self, Tenant, TenantId};
 
 /// What the consumer must do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +196,7 @@ impl Processor {
         if let Ok(envelope) = Envelope::decode(body) {
             if envelope.customer_ref() == queue_tenant {
                 match self.count_delivery(&envelope.into_v1()).await {
-                    Ok(attempts) if attempts > i64::from(crate::topology::DELIVERY_LIMIT) => {
+                    Ok(attempts) if attempts > i64::from(wafleet_fleet::topology::DELIVERY_LIMIT) => {
                         return Disposition::DeadLetter(Failure::new(
                             "delivery_limit",
                             format!("redelivered {attempts} times without completing"),
@@ -463,7 +464,7 @@ impl Processor {
         self.update_bridge_state(&mut tx, tenant, envelope).await?;
         if envelope.event_type == "message" && fields.from_me {
             // The bridge's own copy of a reply settles an `unknown` outbox row of this tenant.
-            crate::outbox::reconcile_from_me(
+            wafleet_fleet::outbox::reconcile_from_me(
                 &mut tx,
                 tenant,
                 fields.chat_id.as_deref(),
@@ -507,10 +508,4 @@ impl Processor {
         .map_err(Error::from)?;
         Ok(())
     }
-}
-
-/// The `chat` to send a reply to: the bare number for 1:1 chats (as in the WA Bridges send
-/// example), the full JID for groups.
-pub fn reply_chat(chat_id: &str) -> String {
-    chat_id.strip_suffix("@s.whatsapp.net").unwrap_or(chat_id).to_owned()
 }

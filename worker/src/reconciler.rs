@@ -24,9 +24,9 @@ use tracing::{info, warn};
 use wafleet_shared::topology::{QueueType, INBOUND_EXCHANGE, UNROUTED_QUEUE};
 use wafleet_shared::Envelope;
 
-use crate::error::{Error, Result};
-use crate::tenant::{self, TenantStatus};
-use crate::topology;
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::tenant::{self, TenantStatus};
+use wafleet_fleet::topology;
 
 /// Key of the advisory lock that elects the reconciler leader.
 const LEADER_LOCK_KEY: i64 = 0x7761_666c_6565_7401;
@@ -69,7 +69,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let leader = crate::db::try_lead(&database_url, LEADER_LOCK_KEY);
+        let leader = wafleet_fleet::db::try_lead(&database_url, LEADER_LOCK_KEY);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

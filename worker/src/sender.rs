@@ -21,15 +21,15 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 use tracing::{error, warn};
 
-use crate::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
-use crate::bridge_client::SendOutcome;
-use crate::budget::{self, Bucket, BudgetConfig, Pick};
-use crate::clock::{Clock, DatabaseClock};
-use crate::db;
-use crate::error::Result;
-use crate::labels::TenantLabels;
-use crate::outbox;
-use crate::tenant::{self, Tenant, TenantId, TenantStatus};
+use wafleet_fleet::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
+use wafleet_fleet::bridge_client::SendOutcome;
+use wafleet_fleet::budget::{self, Bucket, BudgetConfig, Pick};
+use wafleet_fleet::clock::{Clock, DatabaseClock};
+use wafleet_fleet::db;
+use wafleet_fleet::error::Result;
+use wafleet_fleet::labels::TenantLabels;
+use wafleet_fleet::outbox;
+use wafleet_fleet::tenant::{self, Tenant, TenantId, TenantStatus};
 
 mod loops;
 

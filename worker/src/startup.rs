@@ -17,11 +17,12 @@ use tracing::{info, warn};
 use crate::bots::{BotFactory, BuiltinBots};
 use crate::config::WorkerConfig;
 use crate::consumer::ConsumerSupervisor;
-use crate::error::{Error, Result};
-use crate::labels::TenantLabels;
 use crate::process::Processor;
+use crate::reconciler;
 use crate::sender::Sender;
-use crate::{db, reconciler, topology};
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::labels::TenantLabels;
+use wafleet_fleet::{db, topology};
 
 /// A built worker, bound to its health port.
 pub struct Application {
@@ -56,7 +57,7 @@ impl Application {
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
         // The drop counter starts at 0 for every reason, so the first drop after a start shows
         // in `rate()` (a series that appears at 1 has no earlier sample to differ from).
-        for rejection in crate::tenant::Rejection::ALL {
+        for rejection in wafleet_fleet::tenant::Rejection::ALL {
             metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(0);
         }
         let outbox_ready = Arc::new(Notify::new());
@@ -106,7 +107,7 @@ impl Application {
         let consumers = tokio::spawn(self.supervisor.clone().run(shutdown.clone(), tenants_changed));
         let sender = tokio::spawn(self.sender.clone().run(shutdown.clone()));
         // Every replica runs retention; an advisory lock lets one run at a time.
-        let retention = tokio::spawn(crate::retention::run_periodically(
+        let retention = tokio::spawn(wafleet_fleet::retention::run_periodically(
             self.pool.clone(),
             self.config.database_url.clone(),
             self.config.retention.clone(),

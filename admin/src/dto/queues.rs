@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wafleet_worker::{depth, dlq, outbox, service};
+use wafleet_fleet::{depth, dlq, outbox, service};
 
 /// Dead-letter summary of one tenant.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wafleet_worker::offboard;
+use wafleet_fleet::offboard;
 
 /// One audit record.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -28,8 +28,8 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-impl From<wafleet_worker::audit::Record> for AuditRecord {
-    fn from(r: wafleet_worker::audit::Record) -> Self {
+impl From<wafleet_fleet::audit::Record> for AuditRecord {
+    fn from(r: wafleet_fleet::audit::Record) -> Self {
         Self {
             at: r.at,
             operator: r.operator,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wafleet_worker::{retention, tenant};
+use wafleet_fleet::{retention, tenant};
 
 /// A tenant (metadata only).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -191,7 +191,7 @@ pub struct CreateTenant {
 }
 
 fn default_account() -> String {
-    wafleet_worker::accounts::DEFAULT_ACCOUNT.to_owned()
+    wafleet_fleet::accounts::DEFAULT_ACCOUNT.to_owned()
 }
 
 /// A request that needs the public base URL of ingest.
@@ -272,8 +272,8 @@ pub struct Provisioned {
     pub already_provisioned: bool,
 }
 
-impl From<wafleet_worker::lifecycle::Provisioned> for Provisioned {
-    fn from(p: wafleet_worker::lifecycle::Provisioned) -> Self {
+impl From<wafleet_fleet::lifecycle::Provisioned> for Provisioned {
+    fn from(p: wafleet_fleet::lifecycle::Provisioned) -> Self {
         Self {
             already_provisioned: p.previous_instance_id == Some(p.instance_id),
             customer_ref: p.customer_ref,

@@ -10,9 +10,9 @@ use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wafleet_worker::audit::Entry;
-use wafleet_worker::tenant::TenantStatus;
-use wafleet_worker::{ops, service};
+use wafleet_fleet::audit::Entry;
+use wafleet_fleet::tenant::TenantStatus;
+use wafleet_fleet::{ops, service};
 
 use super::{audited, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;

@@ -11,9 +11,9 @@ use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use wafleet_worker::audit::Entry;
-use wafleet_worker::dlq::{self, Selection};
-use wafleet_worker::{service, Error};
+use wafleet_fleet::audit::Entry;
+use wafleet_fleet::dlq::{self, Selection};
+use wafleet_fleet::{service, Error};
 
 use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-use wafleet_worker::{depth, ops, service};
+use wafleet_fleet::{depth, ops, service};
 
 use super::{limit, parse_ref, Path, Query, ReadErrors, RefPath};
 use crate::dto::{AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};

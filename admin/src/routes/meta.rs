@@ -27,6 +27,6 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, description = "Ready", body = Health),
         (status = 503, description = "Postgres does not answer", body = Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    sqlx::query("select 1").execute(&state.pool).await.map_err(wafleet_worker::Error::from)?;
+    sqlx::query("select 1").execute(&state.pool).await.map_err(wafleet_fleet::Error::from)?;
     Ok(Json(Health { status: "ok".into() }))
 }

@@ -11,9 +11,8 @@ pub mod tenants;
 use axum::extract::{FromRequest, FromRequestParts};
 use serde::Deserialize;
 use utoipa::{IntoParams, IntoResponses};
+use wafleet_fleet::audit::Entry;
 use wafleet_shared::CustomerRef;
-use wafleet_worker::audit::Entry;
-use wafleet_worker::service;
 
 use crate::auth::Caller;
 use crate::problem::{error_chain, ApiError, Kind, Problem};
@@ -43,9 +42,9 @@ pub struct RefPath {
     pub customer_ref: String,
 }
 
-/// Parses a ref from a request; a bad one is [`wafleet_worker::Error::Invalid`] (400).
-pub fn parse_ref(raw: &str) -> wafleet_worker::Result<CustomerRef> {
-    CustomerRef::parse(raw).map_err(|e| wafleet_worker::Error::Invalid(format!("customer_ref {raw:?}: {e}")))
+/// Parses a ref from a request; a bad one is [`wafleet_fleet::Error::Invalid`] (400).
+pub fn parse_ref(raw: &str) -> wafleet_fleet::Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|e| wafleet_fleet::Error::Invalid(format!("customer_ref {raw:?}: {e}")))
 }
 
 /// Writes the audit record of a finished command by `caller`, as the CLI does for its own, and
@@ -57,9 +56,9 @@ pub async fn audited<T>(
     caller: &Caller,
     entry: Entry,
     dry_run: bool,
-    result: wafleet_worker::Result<T>,
+    result: wafleet_fleet::Result<T>,
 ) -> Result<T, ApiError> {
-    let written = service::audit_outcome(&state.pool, &caller.actor(), &entry, &result, dry_run).await;
+    let written = wafleet_fleet::audit::record_result(&state.pool, &caller.actor(), &entry, &result, dry_run).await;
     match (result, written) {
         (Err(e), written) => {
             if let Err(w) = written {

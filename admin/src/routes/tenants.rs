@@ -13,11 +13,11 @@ use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wafleet_fleet::audit::Entry;
+use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
+use wafleet_fleet::{bot_settings, ops, service};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
-use wafleet_worker::audit::Entry;
-use wafleet_worker::tenant::{BotKind, NewTenant, TenantStatus};
-use wafleet_worker::{bot_settings, ops, service};
 
 use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;

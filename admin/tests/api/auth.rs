@@ -3,7 +3,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 use wafleet_admin::RateLimit;
-use wafleet_worker::admin_tokens;
+use wafleet_fleet::admin_tokens;
 
 use crate::Admin;
 

@@ -16,9 +16,9 @@ use http_body_util::BodyExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tower::ServiceExt as _;
 use wafleet_admin::{AppState, RateLimit};
+use wafleet_fleet::admin_tokens;
+use wafleet_fleet::budget::BudgetConfig;
 use wafleet_tests::{EnvOptions, TestEnv, TEST_SIGNING_KEY};
-use wafleet_worker::admin_tokens;
-use wafleet_worker::budget::BudgetConfig;
 
 /// A test environment with the admin router over it and two tokens: `ops` (full) and `viewer`
 /// (read-only).

@@ -16,10 +16,10 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use wafleet_fleet::topology::Management;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, IngestId, Keyring};
 use wafleet_tests::{message_event, post_json, rabbit_api, wait_until, EnvOptions, TestEnv, TEST_SIGNING_KEY};
-use wafleet_worker::topology::Management;
 
 const TENANT: &str = "bu_a";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rabbitmq-users.sh");
@@ -276,7 +276,7 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let connection = wafleet_shared::amqp::connect(&users.amqp_url(env, "worker"), "worker-permissions").await.unwrap();
     // It may declare and bind a tenant's queues (the reconciler does).
     let channel = connection.create_channel().await.unwrap();
-    wafleet_worker::topology::declare_tenant(&channel, &CustomerRef::parse("bu_b").unwrap(), QueueType::Quorum)
+    wafleet_fleet::topology::declare_tenant(&channel, &CustomerRef::parse("bu_b").unwrap(), QueueType::Quorum)
         .await
         .unwrap();
     // It consumes tenant queues.

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use wafleet_fleet::accounts::{KeyRef, NewAccount};
+use wafleet_fleet::budget::{self, Bucket, BudgetConfig};
+use wafleet_fleet::clock::ManualClock;
+use wafleet_fleet::ops;
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{counter_value, key_file, wait_until, EnvOptions, TestEnv, TEST_API_KEY};
-use wafleet_worker::accounts::{KeyRef, NewAccount};
-use wafleet_worker::budget::{self, Bucket, BudgetConfig};
-use wafleet_worker::clock::ManualClock;
-use wafleet_worker::ops;
 use wafleet_worker::sender::{Sender, SenderConfig, Step};
 
 /// `n` distinct reply bodies with a prefix.
@@ -386,7 +386,7 @@ async fn budget_backlog_lag_and_bridge_state_are_exported_as_metrics() {
             clock.advance(d);
         }
     }
-    wafleet_worker::outbox::publish_metrics(&env.app_pool, &BudgetConfig::default()).await.unwrap();
+    wafleet_fleet::outbox::publish_metrics(&env.app_pool, &BudgetConfig::default()).await.unwrap();
     let tenant = [("tenant", "obs_t")];
     let acct = [("account", "metrics_acct")];
     assert!(counter_value("wafleet_sender_sends_total", &[("tenant", "obs_t"), ("outcome", "sent")]) >= 1.0);

@@ -130,7 +130,7 @@ async fn the_canary_fails_when_its_nonce_shows_up_under_another_canary_tenant() 
 async fn a_canary_tenant_that_does_not_run_the_echo_bot_fails_the_canary_without_sending_anything() {
     let env = TestEnv::new().await.unwrap();
     let rules = unique("canary_rules");
-    env.add_tenant_with(&rules, &rules, wafleet_worker::tenant::BotKind::Rules, wafleet_shared::AuthMode::Token)
+    env.add_tenant_with(&rules, &rules, wafleet_fleet::tenant::BotKind::Rules, wafleet_shared::AuthMode::Token)
         .await
         .unwrap();
     let canary = Canary::new(env.app_pool.clone(), canary_config(&env, &[&rules], false)).unwrap();

@@ -140,7 +140,7 @@ async fn sigterm_under_load_drains_in_flight_work_and_loses_or_dead_letters_noth
         "a clean stop leaves nothing unknown"
     );
     for t in 0..TENANTS {
-        let dlq = wafleet_worker::dlq::list(
+        let dlq = wafleet_fleet::dlq::list(
             &env.app_pool,
             &env.amqp_url,
             Some(&wafleet_shared::CustomerRef::parse(&format!("term_{t}")).unwrap()),

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use wafleet_fleet::dlq::{self, Selection};
+use wafleet_fleet::tenant::Tenant;
 use wafleet_shared::CustomerRef;
 use wafleet_tests::fault_proxy::FaultProxy;
 use wafleet_tests::{wait_until, EnvOptions, TestEnv};
 use wafleet_worker::bots::{self, Bot, BotError, BotFactory, InboundMessage, Reply, TenantScope};
-use wafleet_worker::dlq::{self, Selection};
-use wafleet_worker::tenant::Tenant;
 
 /// Built-in bots, except that a message saying "poison" panics until `fixed` is set, and one
 /// saying "slow" hangs on its first run only.

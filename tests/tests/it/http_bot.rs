@@ -9,12 +9,12 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
+use wafleet_fleet::bot_settings;
+use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
 use wafleet_tests::{counter_value, wait_until, EnvOptions, TestEnv};
-use wafleet_worker::bot_settings;
 use wafleet_worker::bots::HttpBotConfig;
-use wafleet_worker::tenant::{BotKind, NewTenant};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// Client settings for a bot on 127.0.0.1:`ports` (development opt-in on, short timeout).
@@ -48,7 +48,7 @@ async fn add_http_tenant(env: &TestEnv, customer_ref: &str, url: &str, allow_oth
         &env.app_pool,
         &env.endpoints,
         &new,
-        wafleet_worker::accounts::DEFAULT_ACCOUNT,
+        wafleet_fleet::accounts::DEFAULT_ACCOUNT,
         http.as_ref(),
     )
     .await
@@ -166,9 +166,7 @@ async fn an_http_bot_gets_a_request_signed_with_its_tenants_secret_and_its_reply
     assert!((0..60).contains(&age), "timestamp is the time of the request");
     // The secret is stored for the worker but never exported with the tenant's data.
     let mut export = Vec::new();
-    wafleet_worker::retention::export(&env.app_pool, &CustomerRef::parse("hb_sig").unwrap(), &mut export)
-        .await
-        .unwrap();
+    wafleet_fleet::retention::export(&env.app_pool, &CustomerRef::parse("hb_sig").unwrap(), &mut export).await.unwrap();
     assert!(!String::from_utf8(export).unwrap().contains(&printed));
     env.cleanup().await;
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
+use wafleet_fleet::budget::BudgetConfig;
+use wafleet_fleet::offboard::StepState;
+use wafleet_fleet::ops;
 use wafleet_shared::CustomerRef;
 use wafleet_sim::SimConfig;
 use wafleet_tests::{counter_value, key_file, post_json, wait_until, EnvOptions, TestEnv, TEST_SIGNING_KEY};
-use wafleet_worker::budget::BudgetConfig;
-use wafleet_worker::offboard::StepState;
-use wafleet_worker::ops;
 
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

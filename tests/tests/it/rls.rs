@@ -102,8 +102,8 @@ async fn application_role_cannot_bypass_rls_or_own_tables() {
     .unwrap();
     assert!(unprotected.is_empty(), "tables without FORCE RLS and a policy: {unprotected:?}");
     // The worker refuses an unsafe role: the owner (superuser here) is rejected with the fix in the message.
-    let owner_pool = wafleet_worker::db::app_pool(&env.owner_url, 1).unwrap();
-    let err = wafleet_worker::db::check_role_is_safe(&owner_pool, false).await.unwrap_err().to_string();
+    let owner_pool = wafleet_fleet::db::app_pool(&env.owner_url, 1).unwrap();
+    let err = wafleet_fleet::db::check_role_is_safe(&owner_pool, false).await.unwrap_err().to_string();
     assert!(err.contains("superuser") && err.contains("wafleet migrate"), "{err}");
     env.cleanup().await;
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use wafleet_fleet::tenant::BotKind;
 use wafleet_shared::{AuthMode, CustomerRef, Generation};
 use wafleet_tests::{counter_value, message_event, post_json, wait_until, EnvOptions, TestEnv};
-use wafleet_worker::tenant::BotKind;
 
 fn envelope_for(customer_ref: &str, body: &str, message_id: &str) -> wafleet_shared::Envelope {
     wafleet_tests::test_envelope(customer_ref, body, message_id, chrono::Utc::now())
@@ -97,9 +97,9 @@ async fn rules_bot_answers_from_its_own_tenants_rules_only() {
     env.add_tenant_with("shop_b", "shop_b", BotKind::Rules, AuthMode::Token).await.unwrap();
     let a = CustomerRef::parse("shop_a").unwrap();
     let b = CustomerRef::parse("shop_b").unwrap();
-    wafleet_worker::ops::add_rule(&env.app_pool, &a, "hours", "A opens at 9").await.unwrap();
-    wafleet_worker::ops::add_rule(&env.app_pool, &b, "hours", "B opens at 10").await.unwrap();
-    wafleet_worker::ops::add_rule(&env.app_pool, &b, "price", "B is cheap").await.unwrap();
+    wafleet_fleet::ops::add_rule(&env.app_pool, &a, "hours", "A opens at 9").await.unwrap();
+    wafleet_fleet::ops::add_rule(&env.app_pool, &b, "hours", "B opens at 10").await.unwrap();
+    wafleet_fleet::ops::add_rule(&env.app_pool, &b, "price", "B is cheap").await.unwrap();
     env.sim.fire_message("shop_a", "15550000051", "what are your HOURS?", None, true).await.unwrap();
     env.sim.fire_message("shop_a", "15550000051", "price?", None, true).await.unwrap();
     let sends = env.sim.wait_for_sends("shop_a", 1, Duration::from_secs(20)).await;

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use wafleet_fleet::tenant::TenantStatus;
 use wafleet_shared::CustomerRef;
 use wafleet_sim::Fault;
 use wafleet_tests::{wait_until, TestEnv};
-use wafleet_worker::tenant::TenantStatus;
 
 async fn outbox_status(env: &TestEnv) -> Vec<String> {
     sqlx::query_scalar("select status from outbox order by outbox_id").fetch_all(&env.owner_pool).await.unwrap()
@@ -89,7 +89,7 @@ async fn reply_of_a_tenant_disabled_before_the_send_is_cancelled() {
     env.sim.set_fault(Some(Fault::new(503)));
     env.sim.fire_message("goner", "15550000065", "too late", None, true).await.unwrap();
     wait_until(Duration::from_secs(20), || async { env.sim.attempts_for("goner") >= 1 }).await.unwrap();
-    wafleet_worker::ops::set_status(&env.app_pool, &CustomerRef::parse("goner").unwrap(), TenantStatus::Disabled)
+    wafleet_fleet::ops::set_status(&env.app_pool, &CustomerRef::parse("goner").unwrap(), TenantStatus::Disabled)
         .await
         .unwrap();
     env.sim.set_fault(None);

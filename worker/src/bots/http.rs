@@ -27,10 +27,10 @@ use url::Url;
 
 use super::{Bot, BotError, InboundMessage, Reply, TenantScope};
 use crate::config::{env_bool, env_or, env_parse};
-use crate::db;
-use crate::error::{Error, Result};
-use crate::process::reply_chat;
 use crate::ssrf::{self, GuardedResolver, TargetPolicy};
+use wafleet_fleet::db;
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::outbox::reply_chat;
 
 /// Header with the request's unix time in seconds.
 pub const TIMESTAMP_HEADER: &str = "X-Wafleet-Timestamp";

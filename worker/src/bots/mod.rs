@@ -13,8 +13,8 @@ mod rules;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::db;
-use crate::tenant::{BotKind, Tenant};
+use wafleet_fleet::db;
+use wafleet_fleet::tenant::{BotKind, Tenant};
 
 pub use echo::EchoBot;
 pub use http::{HttpBot, HttpBotClient, HttpBotConfig};

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Sender, Step};
-use crate::accounts::{AccountId, AccountRuntime};
-use crate::outbox;
+use wafleet_fleet::accounts::{AccountId, AccountRuntime};
+use wafleet_fleet::outbox;
 
 impl Sender {
     /// Sends until `shutdown` fires: `concurrency` loops per account, a housekeeping loop, and an

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use wafleet_fleet::clock::ManualClock;
+use wafleet_fleet::ops;
 use wafleet_tests::{EnvOptions, TestEnv};
-use wafleet_worker::clock::ManualClock;
-use wafleet_worker::ops;
 use wafleet_worker::sender::Step;
 
 use super::{bodies, manual_sender};

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use sqlx::Connection;
+use wafleet_fleet::tenant::TenantId;
+use wafleet_fleet::{db, ops, outbox};
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{EnvOptions, TestEnv, TEST_API_KEY};
-use wafleet_worker::tenant::TenantId;
-use wafleet_worker::{db, ops, outbox};
 
 use super::{r, text};
 
-/// The advisory lock key of retention (worker/src/retention.rs).
+/// The advisory lock key of retention (fleet/src/retention.rs).
 const RETENTION_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
 
 /// One processed event, one log row and one outbox row for `chat` in `tenant`, `age_days` old.

@@ -9,19 +9,13 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use clap::Subcommand;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::audit::Entry;
-use crate::config::env_bool;
-use crate::db;
 use crate::error::{Error, Result};
-use crate::ops::Endpoints;
 
 /// Every token starts with this, so secret scanners and humans can recognise one.
 pub const TOKEN_PREFIX: &str = "wfa_";
@@ -181,81 +175,6 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
             .await?;
     }
     Ok(Some(caller))
-}
-
-/// `wafleet admin-tokens ...`.
-#[derive(Subcommand, Debug)]
-pub enum AdminTokensCommand {
-    /// Create a token for the admin API; it is printed once, alone on the last line.
-    Create {
-        /// Token name ([a-z0-9][a-z0-9_.-]*); the audit log names it as admin-token:<name>.
-        name: String,
-        /// Only GET endpoints (mutating requests get 403).
-        #[arg(long)]
-        read_only: bool,
-    },
-    /// List tokens (names, scopes, last use; never a token).
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke the live token with this name.
-    Revoke {
-        /// Token name.
-        name: String,
-    },
-}
-
-/// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
-pub async fn run_cli(endpoints: &Endpoints, command: AdminTokensCommand) -> Result<()> {
-    let pool = db::app_pool(&endpoints.database_url, 2)?;
-    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
-    match command {
-        AdminTokensCommand::Create { name, read_only } => {
-            let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));
-            let result = create(&pool, &name, read_only, &crate::audit::operator()).await;
-            crate::cli_fleet::audit_result(endpoints, &entry, &result, false).await?;
-            let (info, secret) = result?;
-            let scope = if info.read_only { "read-only" } else { "full" };
-            eprintln!("created admin token {} ({scope}); it is shown once, below. Store it as a secret.", info.name);
-            // The token is a credential: stdout only, alone on the last line.
-            println!("{}", secret.expose_secret());
-        }
-        AdminTokensCommand::List { json } => {
-            let tokens = list(&pool).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tokens).unwrap_or_default());
-            } else {
-                let at = |t: Option<DateTime<Utc>>| {
-                    t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-                };
-                println!(
-                    "{:<24} {:<10} {:<20} {:<20} {:<20} CREATED_BY",
-                    "NAME", "SCOPE", "CREATED", "LAST_USED", "REVOKED"
-                );
-                for t in tokens {
-                    println!(
-                        "{:<24} {:<10} {:<20} {:<20} {:<20} {}",
-                        t.name,
-                        if t.read_only { "read-only" } else { "full" },
-                        at(Some(t.created_at)),
-                        at(t.last_used_at),
-                        at(t.revoked_at),
-                        t.created_by
-                    );
-                }
-            }
-        }
-        AdminTokensCommand::Revoke { name } => {
-            let entry = Entry::new("admin-tokens revoke", Some(&name), json!({}));
-            let result = revoke(&pool, &name).await;
-            crate::cli_fleet::audit_result(endpoints, &entry, &result, false).await?;
-            result?;
-            println!("revoked admin token {name}");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

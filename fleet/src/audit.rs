@@ -1,6 +1,7 @@
 //! The operator audit log: who ran which mutating command, when, with which arguments (secrets
 //! and personal data redacted) and how it ended. Append-only for the application role.
-//! Shared by the CLI and, later, the admin API.
+//! The CLI, the admin API and the console write it through [`record`] and [`record_result`] only,
+//! so the three cannot drift.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -47,13 +48,25 @@ impl Entry {
     }
 }
 
-/// The operator: `WAFLEET_OPERATOR`, else the OS user, else `unknown`.
-pub fn operator() -> String {
-    ["WAFLEET_OPERATOR", "USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .map(|s| s.chars().take(128).collect())
-        .unwrap_or_else(|| "unknown".to_owned())
+/// Who ran a command, as the audit log names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// An operator of the CLI, by the name its config resolved (`WAFLEET_OPERATOR` or the OS
+    /// user); cut to 128 characters.
+    pub fn operator(name: &str) -> Self {
+        let name = name.trim();
+        Self(if name.is_empty() { "unknown".to_owned() } else { name.chars().take(128).collect() })
+    }
+    /// A caller of the admin API: `admin-token:<name>`.
+    pub fn admin_token(name: &str) -> Self {
+        Self(format!("admin-token:{name}"))
+    }
+    /// The name written to the audit log.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Argument names whose values are never stored: keys and tokens, and the phone number an
@@ -95,12 +108,12 @@ fn redact_text(s: &str) -> String {
     text
 }
 
-/// Writes one record (redacted).
-pub async fn record(pool: &PgPool, entry: &Entry, outcome: Outcome, detail: Option<&str>) -> Result<()> {
+/// Writes one record by `actor` (arguments and detail redacted).
+pub async fn record(pool: &PgPool, actor: &Actor, entry: &Entry, outcome: Outcome, detail: Option<&str>) -> Result<()> {
     sqlx::query(
         "insert into audit_log (operator, command, target, arguments, outcome, detail) values ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(operator())
+    .bind(actor.as_str())
     .bind(&entry.command)
     .bind(entry.target.as_deref())
     .bind(redact(&entry.arguments))
@@ -109,6 +122,23 @@ pub async fn record(pool: &PgPool, entry: &Entry, outcome: Outcome, detail: Opti
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Writes the record of a finished command by `actor`: `ok`, `dry_run`, or `error` with the
+/// error as detail.
+pub async fn record_result<T>(
+    pool: &PgPool,
+    actor: &Actor,
+    entry: &Entry,
+    result: &Result<T>,
+    dry_run: bool,
+) -> Result<()> {
+    let (outcome, detail) = match result {
+        Ok(_) if dry_run => (Outcome::DryRun, None),
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) => (Outcome::Error, Some(e.to_string())),
+    };
+    record(pool, actor, entry, outcome, detail.as_deref()).await
 }
 
 /// A stored record.

@@ -1,26 +1,23 @@
 //! CLI commands of issue #5 (accounts, budget, bridge and tenant lifecycle, data lifecycle,
 //! audit): argument parsing and output only. Each command calls one function of the service
-//! layer ([`crate::ops`]) and, when it changes anything, writes an audit record.
+//! layer ([`wafleet_fleet::ops`]) and, when it changes anything, writes an audit record.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Subcommand;
 use secrecy::SecretString;
 use serde_json::json;
 use wafleet_shared::CustomerRef;
 
-use crate::accounts::{AccountDirectory, DirectorySettings, KeyRef, NewAccount};
-use crate::audit::{self, Entry, Outcome};
-use crate::budget::BudgetConfig;
-use crate::clock::DatabaseClock;
-use crate::config::{env_bool, env_or, env_parse, DEFAULT_WA_API_BASE_URL};
-use crate::db;
-use crate::error::{Error, Result};
-use crate::lifecycle::Fleet;
-use crate::ops::{self, Endpoints};
-use crate::retention::RetentionConfig;
+use wafleet_fleet::accounts::{KeyRef, NewAccount};
+use wafleet_fleet::audit::{self, Entry};
+use wafleet_fleet::budget::BudgetConfig;
+use wafleet_fleet::db;
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::lifecycle::Fleet;
+use wafleet_fleet::ops::{self, Endpoints};
+use wafleet_fleet::retention::RetentionConfig;
+use wafleet_shared::config::env_bool;
 
 mod print;
 use print::{print_outbox, print_reconcile};
@@ -194,32 +191,15 @@ fn signing_key() -> Result<SecretString> {
 /// The lifecycle context of the CLI: `WA_API_KEY` and other key references are read from this
 /// process's environment; the budget is the fleet's, in Postgres.
 pub fn fleet(pool: sqlx::PgPool, endpoints: &Endpoints) -> Result<Fleet> {
-    let settings = DirectorySettings {
-        default_base_url: env_or("WA_API_BASE_URL", DEFAULT_WA_API_BASE_URL),
-        key_overrides: Default::default(),
-        timeout: Duration::from_millis(env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
-        budget: BudgetConfig::from_env()?,
-    };
-    Ok(Fleet {
-        accounts: Arc::new(AccountDirectory::new(pool.clone(), settings)),
-        pool,
-        endpoints: endpoints.clone(),
-        clock: Arc::new(DatabaseClock),
-        max_budget_wait: Duration::from_secs(120),
-    })
+    Ok(Fleet::new(pool, endpoints.clone(), crate::settings::directory_settings()?))
 }
 
 /// Writes the audit record of a finished command. A failure to write it is reported on stderr
 /// and turns the exit code non-zero, but cannot undo the command.
 pub async fn audit_result<T>(endpoints: &Endpoints, entry: &Entry, result: &Result<T>, dry_run: bool) -> Result<()> {
-    let (outcome, detail) = match result {
-        Ok(_) if dry_run => (Outcome::DryRun, None),
-        Ok(_) => (Outcome::Ok, None),
-        Err(e) => (Outcome::Error, Some(e.to_string())),
-    };
     let written = async {
         let pool = app_pool(endpoints).await?;
-        audit::record(&pool, entry, outcome, detail.as_deref()).await
+        audit::record_result(&pool, &crate::settings::actor(), entry, result, dry_run).await
     }
     .await;
     if let Err(e) = &written {
@@ -229,21 +209,21 @@ pub async fn audit_result<T>(endpoints: &Endpoints, entry: &Entry, result: &Resu
 }
 
 /// The audit entry of a core command of [`crate::cli`], if it changes anything.
-pub fn core_audit_entry(command: &crate::cli::Command) -> Option<Entry> {
-    use crate::cli::{Command, DlqCommand, RulesCommand, TenantsCommand};
+pub fn core_audit_entry(command: &crate::commands::Command) -> Option<Entry> {
+    use crate::commands::{Command, DlqCommand, RulesCommand, TenantsCommand};
     match command {
         Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
         Command::Tenants(TenantsCommand::Add(a)) => Some(Entry::new(
             "tenants add",
             Some(&a.customer_ref),
             json!({"bridge": a.bridge, "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
-                   "bot_origin": a.bot_url.as_deref().map(crate::bot_settings::origin)}),
+                   "bot_origin": a.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin)}),
         )),
         // The secret is generated, never an argument; the URL is kept as its origin only.
         Command::Tenants(TenantsCommand::SetBot(s)) => Some(Entry::new(
             "tenants set-bot",
             Some(&s.customer_ref),
-            json!({"bot": s.bot, "bot_origin": s.bot_url.as_deref().map(crate::bot_settings::origin),
+            json!({"bot": s.bot, "bot_origin": s.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin),
                    "rotate_secret": s.rotate_secret, "allow_other_chats": s.allow_other_chats}),
         )),
         Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
@@ -406,7 +386,7 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
         TenantLifecycle::Offboard { customer_ref, dry_run } => {
             let entry = Entry::new("tenants offboard", Some(&customer_ref), json!({"dry_run": dry_run}));
             let fleet = fleet(pool.clone(), endpoints)?;
-            let mut print = |s: &crate::offboard::OffboardStep| {
+            let mut print = |s: &wafleet_fleet::offboard::OffboardStep| {
                 println!("[{}/6] {}: {} ({})", s.number, s.name, s.state.as_str(), s.detail);
             };
             let result = async { ops::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;

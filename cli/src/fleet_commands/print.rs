@@ -1,6 +1,6 @@
 //! Human and JSON output of `bridges reconcile` and `outbox`.
 
-pub(super) fn print_reconcile(r: &crate::lifecycle::ReconcileReport, json: bool) {
+pub(super) fn print_reconcile(r: &wafleet_fleet::lifecycle::ReconcileReport, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
         return;
@@ -33,7 +33,7 @@ pub(super) fn print_reconcile(r: &crate::lifecycle::ReconcileReport, json: bool)
     println!("note: webhook URLs cannot be compared: the WA Bridges API does not return them");
 }
 
-pub(super) fn print_outbox(s: &crate::outbox::OutboxSummary, json: bool) {
+pub(super) fn print_outbox(s: &wafleet_fleet::outbox::OutboxSummary, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
         return;

@@ -1,18 +1,18 @@
 //! The `wafleet` operator CLI: argument parsing and output. Every command calls one function
-//! of [`crate::ops`].
+//! of [`wafleet_fleet::ops`].
 
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
 
-use crate::config::{
+use wafleet_fleet::db::{self, RoleSetup};
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::ops::{self, Endpoints};
+use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
+use wafleet_shared::config::{
     env_bool, env_or, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
 };
-use crate::db::{self, RoleSetup};
-use crate::error::{Error, Result};
-use crate::ops::{self, Endpoints};
-use crate::tenant::{BotKind, NewTenant, TenantStatus};
 
 /// wafleet operator CLI. Reads DATABASE_URL (application role), MIGRATE_DATABASE_URL (owner,
 /// `migrate` only), AMQP_URL, RABBITMQ_API_URL and WAFLEET_SIGNING_KEY (`webhook-url`).
@@ -55,7 +55,7 @@ pub enum Command {
     },
     /// Accounts, provisioning, bridges, outbox backlog, retention and audit (issue #5).
     #[command(flatten)]
-    Fleet(crate::cli_fleet::FleetCommand),
+    Fleet(crate::fleet_commands::FleetCommand),
     /// Bearer tokens of the admin API (wafleet-admin), issue #9.
     #[command(subcommand)]
     AdminTokens(crate::admin_tokens::AdminTokensCommand),
@@ -130,9 +130,9 @@ pub enum TenantsCommand {
     },
     /// rotate-url, offboard, export, erase, limits (issue #5).
     #[command(flatten)]
-    Lifecycle(crate::cli_fleet::TenantLifecycle),
+    Lifecycle(crate::fleet_commands::TenantLifecycle),
     /// Change a tenant's bot; for `--bot http`, its URL and signing secret (shown once).
-    SetBot(crate::bot_settings::SetBotArgs),
+    SetBot(crate::bot_args::SetBotArgs),
 }
 
 /// Arguments of `tenants add`.
@@ -159,7 +159,7 @@ pub struct AddTenant {
     #[arg(long, default_value = "quorum")]
     pub queue_type: String,
     /// WA Bridges account whose key and budget send the tenant's replies.
-    #[arg(long, default_value = crate::accounts::DEFAULT_ACCOUNT)]
+    #[arg(long, default_value = wafleet_fleet::accounts::DEFAULT_ACCOUNT)]
     pub account: String,
 }
 
@@ -196,12 +196,12 @@ async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
 }
 
 /// Runs one CLI command. Output goes to stdout, warnings to stderr. Mutating commands are
-/// audited (issue #5): the core ones here, the others by `crate::cli_fleet` itself.
+/// audited (issue #5): the core ones here, the others by `crate::fleet_commands` itself.
 pub async fn run(cli: Cli) -> Result<()> {
-    let entry = crate::cli_fleet::core_audit_entry(&cli.command);
+    let entry = crate::fleet_commands::core_audit_entry(&cli.command);
     let result = run_command(cli).await;
     if let Some(entry) = entry {
-        crate::cli_fleet::audit_result(&endpoints(), &entry, &result, false).await?;
+        crate::fleet_commands::audit_result(&endpoints(), &entry, &result, false).await?;
     }
     result
 }
@@ -211,7 +211,11 @@ async fn run_command(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Migrate => {
             let owner = env_or("MIGRATE_DATABASE_URL", DEFAULT_MIGRATE_DATABASE_URL);
-            match ops::migrate(&owner, &endpoints).await? {
+            let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(&env_or(
+                "WAFLEET_RETRY_TIERS",
+                wafleet_fleet::topology::DEFAULT_RETRY_TIERS,
+            ))?;
+            match ops::migrate(&owner, &endpoints, &tiers).await? {
                 RoleSetup::Granted => {
                     println!("migrations applied; application role granted; topology and policies in place")
                 }
@@ -235,12 +239,15 @@ async fn run_command(cli: Cli) -> Result<()> {
                 })?,
             };
             let pool = app_pool(&endpoints).await?;
-            let http =
-                crate::bot_settings::http_settings(new.bot_kind, args.bot_url.as_deref(), args.allow_other_chats)?;
+            let http = wafleet_fleet::bot_settings::http_settings(
+                new.bot_kind,
+                args.bot_url.as_deref(),
+                args.allow_other_chats,
+            )?;
             let outcome =
-                crate::bot_settings::add_tenant(&pool, &endpoints, &new, &args.account, http.as_ref()).await?;
+                wafleet_fleet::bot_settings::add_tenant(&pool, &endpoints, &new, &args.account, http.as_ref()).await?;
             println!("{} {}", if outcome.created { "added" } else { "unchanged" }, new.customer_ref);
-            crate::bot_settings::print_secret(outcome.secret.as_ref());
+            crate::bot_args::print_secret(outcome.secret.as_ref());
         }
         Command::Tenants(TenantsCommand::List { json }) => {
             let pool = app_pool(&endpoints).await?;
@@ -283,21 +290,21 @@ async fn run_command(cli: Cli) -> Result<()> {
             println!("{url}");
         }
         Command::Dlq(command) => run_dlq(&endpoints, command).await?,
-        Command::Fleet(command) => crate::cli_fleet::run_fleet(&endpoints, command).await?,
+        Command::Fleet(command) => crate::fleet_commands::run_fleet(&endpoints, command).await?,
         Command::AdminTokens(command) => crate::admin_tokens::run_cli(&endpoints, command).await?,
         Command::Tenants(TenantsCommand::SetBot(args)) => {
             let change = args.change()?;
             let pool = app_pool(&endpoints).await?;
-            let secret = crate::bot_settings::set_bot(&pool, &parse_ref(&args.customer_ref)?, &change).await?;
+            let secret = wafleet_fleet::bot_settings::set_bot(&pool, &parse_ref(&args.customer_ref)?, &change).await?;
             println!("bot of {} is {}", args.customer_ref, change.kind.as_str());
-            crate::bot_settings::print_secret(secret.as_ref());
+            crate::bot_args::print_secret(secret.as_ref());
         }
         Command::Tenants(TenantsCommand::Lifecycle(command)) => {
-            crate::cli_fleet::run_tenant_lifecycle(&endpoints, command).await?
+            crate::fleet_commands::run_tenant_lifecycle(&endpoints, command).await?
         }
         Command::Depth { json } => {
             let pool = app_pool(&endpoints).await?;
-            let (rows, source) = crate::depth::depth(&pool, &endpoints).await?;
+            let (rows, source) = wafleet_fleet::depth::depth(&pool, &endpoints).await?;
             if json {
                 let doc = serde_json::json!({ "source": source, "tenants": rows });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -319,7 +326,7 @@ async fn run_command(cli: Cli) -> Result<()> {
                         opt(d.consumers)
                     );
                 }
-                if source == crate::depth::DepthSource::PassiveDeclare {
+                if source == wafleet_fleet::depth::DepthSource::PassiveDeclare {
                     eprintln!(
                         "note: management API unavailable; unacked, oldest age use passive declares and are unknown"
                     );
@@ -340,7 +347,7 @@ async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
     match command {
         DlqCommand::List { customer_ref, json } => {
             let only = customer_ref.as_deref().map(parse_ref).transpose()?;
-            let summaries = crate::dlq::list(&pool, &endpoints.amqp_url, only.as_ref()).await?;
+            let summaries = wafleet_fleet::dlq::list(&pool, &endpoints.amqp_url, only.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summaries).unwrap_or_default());
             } else {
@@ -353,17 +360,18 @@ async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
             }
         }
         DlqCommand::Show { customer_ref, limit, body } => {
-            let letters = crate::dlq::show(&endpoints.amqp_url, &parse_ref(&customer_ref)?, limit, body).await?;
+            let letters =
+                wafleet_fleet::dlq::show(&endpoints.amqp_url, &parse_ref(&customer_ref)?, limit, body).await?;
             println!("{}", serde_json::to_string_pretty(&letters).unwrap_or_default());
         }
         DlqCommand::Replay { customer_ref, all, id, dry_run } => {
             let selection = match (all, id.is_empty()) {
-                (true, _) => crate::dlq::Selection::All,
-                (false, false) => crate::dlq::Selection::Ids(id),
+                (true, _) => wafleet_fleet::dlq::Selection::All,
+                (false, false) => wafleet_fleet::dlq::Selection::Ids(id),
                 (false, true) => return Err(Error::Invalid("say --all or --id <ingest_id> (repeatable)".into())),
             };
             let r = parse_ref(&customer_ref)?;
-            let report = crate::dlq::replay(&pool, &endpoints.amqp_url, &r, &selection, dry_run).await?;
+            let report = wafleet_fleet::dlq::replay(&pool, &endpoints.amqp_url, &r, &selection, dry_run).await?;
             let verb = if dry_run { "would replay" } else { "replayed" };
             for id in &report.moved {
                 println!("{verb} {id}");
@@ -381,7 +389,7 @@ async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
             if !yes {
                 return Err(Error::Invalid("purging deletes dead letters for good: add --yes".into()));
             }
-            let purged = crate::dlq::purge(&endpoints.amqp_url, &parse_ref(&customer_ref)?).await?;
+            let purged = wafleet_fleet::dlq::purge(&endpoints.amqp_url, &parse_ref(&customer_ref)?).await?;
             println!("purged {purged} message(s) from wa.dlq.{customer_ref}");
         }
     }

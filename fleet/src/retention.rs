@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wafleet_shared::CustomerRef;
 
-use crate::config::env_parse;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::tenant::{self, TenantId};
+use wafleet_shared::config::env_parse;
 
 /// Advisory lock key: one retention run at a time across replicas and the CLI.
 const RETENTION_LOCK_KEY: i64 = 0x7761_666c_6565_7402;

@@ -34,6 +34,9 @@ pub enum Error {
     /// Configuration is missing or invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// A setting read from the environment is missing or invalid.
+    #[error("configuration")]
+    Setting(#[from] wafleet_shared::config::ConfigError),
     /// A WA Bridges management or status call failed.
     #[error(transparent)]
     BridgeApi(#[from] crate::bridge_client::ApiError),

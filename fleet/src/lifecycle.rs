@@ -43,6 +43,18 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The lifecycle context over `pool`, with the accounts of `settings` and the database's
+    /// clock; a budget token is waited for at most 120 s.
+    pub fn new(pool: PgPool, endpoints: Endpoints, settings: crate::accounts::DirectorySettings) -> Self {
+        Self {
+            accounts: Arc::new(AccountDirectory::new(pool.clone(), settings)),
+            pool,
+            endpoints,
+            clock: Arc::new(crate::clock::DatabaseClock),
+            max_budget_wait: Duration::from_secs(120),
+        }
+    }
+
     /// Runs one API call under `bucket` of `account`: a token first; a 429 pauses the account
     /// and the call is tried again (three times at most).
     pub(crate) async fn call_api<T, F, Fut>(&self, account: &AccountRuntime, bucket: Bucket, mut call: F) -> Result<T>

@@ -1,4 +1,4 @@
-use wafleet_worker::tenant::{Tenant, TenantBridge};
+use wafleet_fleet::tenant::{Tenant, TenantBridge};
 
 async fn forge(pool: &sqlx::PgPool) {
     let _t = sqlx::query_as::<_, Tenant>("select 'b' as bridge").fetch_one(pool).await;

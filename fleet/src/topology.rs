@@ -45,6 +45,16 @@ impl RetryTier {
     }
 
     /// Parses `5s,30s,2m,10m` (units `ms`, `s`, `m`, `h`).
+    /// Parses `WAFLEET_RETRY_TIERS` (e.g. `5s,30s,2m,10m`); at least one tier is required.
+    pub fn parse_tiers(raw: &str) -> Result<Vec<RetryTier>> {
+        let tiers = Self::parse_list(raw)?;
+        if tiers.is_empty() {
+            return Err(Error::Config("WAFLEET_RETRY_TIERS must name at least one tier".into()));
+        }
+        Ok(tiers)
+    }
+
+    /// Parses a comma-separated list of tier labels (may be empty).
     pub fn parse_list(raw: &str) -> Result<Vec<RetryTier>> {
         raw.split(',')
             .map(str::trim)

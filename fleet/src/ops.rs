@@ -30,12 +30,12 @@ impl Endpoints {
 
 /// `wafleet migrate`: schema and grants as the owner, then the fleet-wide broker topology and
 /// its policies.
-pub async fn migrate(owner_url: &str, endpoints: &Endpoints) -> Result<RoleSetup> {
+pub async fn migrate(owner_url: &str, endpoints: &Endpoints, retry_tiers: &[topology::RetryTier]) -> Result<RoleSetup> {
     let setup = db::migrate(owner_url, &endpoints.database_url).await?;
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;
-    topology::declare_retry_tiers(&channel, &crate::config::retry_tiers_from_env()?).await?;
+    topology::declare_retry_tiers(&channel, retry_tiers).await?;
     let _ = connection.close(200, "done").await;
     endpoints.management()?.apply_policies().await.map_err(|e| {
         Error::Management(format!(
@@ -121,10 +121,8 @@ pub async fn webhook_url(
     let keyring = Keyring::parse(signing_key).map_err(|e| Error::Config(e.to_string()))?;
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    crate::service::check_base_url(base)?;
     let base = base.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(Error::Invalid("--base must be an http(s) URL such as https://hooks.example.com".into()));
-    }
     let token = keyring.sign(customer_ref, meta.generation);
     Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
 }

@@ -122,7 +122,7 @@ pub async fn reconcile_from_me(
     provider_message_id: Option<&str>,
 ) -> Result<bool> {
     let (Some(chat_id), Some(body)) = (chat_id, body) else { return Ok(false) };
-    let chat = crate::process::reply_chat(chat_id);
+    let chat = reply_chat(chat_id);
     let reconciled: Option<i64> = sqlx::query_scalar(
         "update outbox set status = 'sent', sent_at = coalesce(sent_at, attempted_at, now()), updated_at = now(), \
          provider_message_id = coalesce($4, provider_message_id), last_error = 'reconciled from the bridge''s from_me echo' \
@@ -337,4 +337,10 @@ pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()>
     let unknown: i64 = summary.tenants.iter().map(|t| t.unknown).sum();
     metrics::gauge!("wafleet_outbox_unknown").set(unknown as f64);
     Ok(())
+}
+
+/// The `chat` to send a reply to: the bare number for 1:1 chats (as in the WA Bridges send
+/// example), the full JID for groups.
+pub fn reply_chat(chat_id: &str) -> String {
+    chat_id.strip_suffix("@s.whatsapp.net").unwrap_or(chat_id).to_owned()
 }

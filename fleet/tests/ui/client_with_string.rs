@@ -1,4 +1,4 @@
-use wafleet_worker::bridge_client::BridgeClient;
+use wafleet_fleet::bridge_client::BridgeClient;
 
 async fn send(client: &BridgeClient) {
     let _ = client.send_text("bridge-of-b", "15550001", "hello").await;

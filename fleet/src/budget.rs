@@ -15,8 +15,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::accounts::{AccountId, AccountRuntime};
 use crate::clock::Clock;
-use crate::config::env_parse;
 use crate::error::{Error, Result};
+use wafleet_shared::config::env_parse;
 
 /// Documented WA Bridges limit of `/proxy/*` and other `/api/*` calls per key per minute.
 pub const API_LIMIT_PER_MIN: u32 = 120;

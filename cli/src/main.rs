@@ -5,8 +5,8 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     wafleet_shared::telemetry::init_tracing();
-    let cli = wafleet_worker::cli::Cli::parse();
-    match wafleet_worker::cli::run(cli).await {
+    let cli = wafleet_cli::commands::Cli::parse();
+    match wafleet_cli::commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let mut message = e.to_string();

@@ -1,4 +1,4 @@
-use wafleet_worker::tenant::{Tenant, TenantBridge};
+use wafleet_fleet::tenant::{Tenant, TenantBridge};
 
 fn main() {
     let _b: TenantBridge = serde_json::from_value(serde_json::json!({"key": "bridge-of-b"})).unwrap();

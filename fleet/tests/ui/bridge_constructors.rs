@@ -1,5 +1,5 @@
 use std::str::FromStr;
-use wafleet_worker::tenant::TenantBridge;
+use wafleet_fleet::tenant::TenantBridge;
 
 fn main() {
     let _a = TenantBridge::new("bridge-of-b");

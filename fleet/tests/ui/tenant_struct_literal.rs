@@ -1,4 +1,4 @@
-use wafleet_worker::tenant::{Tenant, TenantId};
+use wafleet_fleet::tenant::{Tenant, TenantId};
 
 fn main() {
     let _t = Tenant { id: TenantId::from_db(2) };

@@ -1,0 +1,88 @@
+//! `wafleet admin-tokens ...`: bearer tokens of the admin API, over
+//! [`wafleet_fleet::admin_tokens`]. A token is printed once, to stdout, alone on the last line.
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use wafleet_fleet::admin_tokens::{create, list, revoke};
+use wafleet_fleet::audit::Entry;
+use wafleet_fleet::db;
+use wafleet_fleet::error::Result;
+use wafleet_fleet::ops::Endpoints;
+use wafleet_shared::config::env_bool;
+
+/// `wafleet admin-tokens ...`.
+#[derive(Subcommand, Debug)]
+pub enum AdminTokensCommand {
+    /// Create a token for the admin API; it is printed once, alone on the last line.
+    Create {
+        /// Token name ([a-z0-9][a-z0-9_.-]*); the audit log names it as admin-token:<name>.
+        name: String,
+        /// Only GET endpoints (mutating requests get 403).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List tokens (names, scopes, last use; never a token).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke the live token with this name.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
+pub async fn run_cli(endpoints: &Endpoints, command: AdminTokensCommand) -> Result<()> {
+    let pool = db::app_pool(&endpoints.database_url, 2)?;
+    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+    match command {
+        AdminTokensCommand::Create { name, read_only } => {
+            let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));
+            let result = create(&pool, &name, read_only, crate::settings::actor().as_str()).await;
+            crate::fleet_commands::audit_result(endpoints, &entry, &result, false).await?;
+            let (info, secret) = result?;
+            let scope = if info.read_only { "read-only" } else { "full" };
+            eprintln!("created admin token {} ({scope}); it is shown once, below. Store it as a secret.", info.name);
+            // The token is a credential: stdout only, alone on the last line.
+            println!("{}", secret.expose_secret());
+        }
+        AdminTokensCommand::List { json } => {
+            let tokens = list(&pool).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens).unwrap_or_default());
+            } else {
+                let at = |t: Option<DateTime<Utc>>| {
+                    t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                };
+                println!(
+                    "{:<24} {:<10} {:<20} {:<20} {:<20} CREATED_BY",
+                    "NAME", "SCOPE", "CREATED", "LAST_USED", "REVOKED"
+                );
+                for t in tokens {
+                    println!(
+                        "{:<24} {:<10} {:<20} {:<20} {:<20} {}",
+                        t.name,
+                        if t.read_only { "read-only" } else { "full" },
+                        at(Some(t.created_at)),
+                        at(t.last_used_at),
+                        at(t.revoked_at),
+                        t.created_by
+                    );
+                }
+            }
+        }
+        AdminTokensCommand::Revoke { name } => {
+            let entry = Entry::new("admin-tokens revoke", Some(&name), json!({}));
+            let result = revoke(&pool, &name).await;
+            crate::fleet_commands::audit_result(endpoints, &entry, &result, false).await?;
+            result?;
+            println!("revoked admin token {name}");
+        }
+    }
+    Ok(())
+}
