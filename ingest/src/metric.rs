@@ -34,6 +34,8 @@ pub const SPOOL_DRAINED_TOTAL: &str = "wafleet_ingest_spool_drained_total";
 pub const SPOOL_DRAIN_FAILED_TOTAL: &str = "wafleet_ingest_spool_drain_failed_total";
 /// Counter: damaged records skipped at recovery or when read back.
 pub const SPOOL_CORRUPT_RECORDS_TOTAL: &str = "wafleet_ingest_spool_corrupt_records_total";
+/// Counter: spool segments or records the drain could not open or read (retried, not dropped).
+pub const SPOOL_READ_ERRORS_TOTAL: &str = "wafleet_ingest_spool_read_errors_total";
 /// Counter: fsyncs the spool writer issued (data and directory).
 pub const SPOOL_FSYNCS_TOTAL: &str = "wafleet_ingest_spool_fsyncs_total";
 /// Counter: batches whose write or fsync failed (their requests got 503).
@@ -66,6 +68,7 @@ pub fn describe() {
     metrics::describe_counter!(SPOOL_DRAINED_TOTAL, "Spooled records confirmed by the broker");
     metrics::describe_counter!(SPOOL_DRAIN_FAILED_TOTAL, "Drain publishes that failed, by reason");
     metrics::describe_counter!(SPOOL_CORRUPT_RECORDS_TOTAL, "Damaged spool records skipped");
+    metrics::describe_counter!(SPOOL_READ_ERRORS_TOTAL, "Spool reads that failed and will be retried");
     metrics::describe_counter!(SPOOL_FSYNCS_TOTAL, "fsync calls issued by the spool writer");
     metrics::describe_counter!(SPOOL_WRITE_ERRORS_TOTAL, "Spool batches whose write or fsync failed");
     metrics::describe_histogram!(SPOOL_BATCH_RECORDS, "Records committed per spool fsync");
@@ -102,7 +105,13 @@ fn prime() {
     for reason in ["full", "failed"] {
         metrics::counter!(SPOOL_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
-    for name in [SPOOLED_TOTAL, SPOOL_DRAINED_TOTAL, SPOOL_CORRUPT_RECORDS_TOTAL, SPOOL_WRITE_ERRORS_TOTAL] {
+    for name in [
+        SPOOLED_TOTAL,
+        SPOOL_DRAINED_TOTAL,
+        SPOOL_CORRUPT_RECORDS_TOTAL,
+        SPOOL_READ_ERRORS_TOTAL,
+        SPOOL_WRITE_ERRORS_TOTAL,
+    ] {
         metrics::counter!(name).increment(0);
     }
 }

@@ -133,7 +133,12 @@ async fn publish_batch(
         let publisher = Arc::clone(&publisher);
         let customer_ref = &customer_ref;
         async move {
-            let Some(body) = body else { return Outcome::Lost };
+            let body = match body {
+                ReadBack::Record(body) => body,
+                ReadBack::Corrupt => return Outcome::Lost,
+                // The record is still on disk and still owed: this tenant backs off and tries again.
+                ReadBack::Unavailable => return Outcome::TenantFailed,
+            };
             // ISOLATION: the routing key is the ref stored with the record, which
             // `read_envelopes` checked against the envelope's own ref.
             match tokio::time::timeout(publish_timeout, publisher.publish(customer_ref, None, body)).await {
@@ -156,35 +161,73 @@ fn classify(err: &PublishError) -> Outcome {
     }
 }
 
-/// Reads each record back from its segment. `None` marks a record that no longer checks out
-/// (damaged since recovery, or its refs disagree): it can never be published and is dropped.
-fn read_envelopes(shared: &Shared, customer_ref: &CustomerRef, entries: &[Entry]) -> Vec<Option<Vec<u8>>> {
+/// One record as the drain read it back.
+#[derive(Debug)]
+enum ReadBack {
+    /// The envelope, checked.
+    Record(Vec<u8>),
+    /// Provably damaged: its checksum fails, its bytes are gone (the segment ends before it), or
+    /// its refs disagree. It can never be published and is dropped.
+    Corrupt,
+    /// The segment could not be opened or read right now (EMFILE, EIO, ...): the record stays
+    /// pending and is tried again, because it was answered 200 and is still on disk.
+    Unavailable,
+}
+
+/// Reads each record back from its segment.
+fn read_envelopes(shared: &Shared, customer_ref: &CustomerRef, entries: &[Entry]) -> Vec<ReadBack> {
     let mut open: Option<(u64, File)> = None;
     let mut bodies = Vec::with_capacity(entries.len());
     for entry in entries {
         if !matches!(&open, Some((seq, _)) if *seq == entry.segment) {
-            open = File::open(segment_path(&shared.dir, entry.segment)).ok().map(|file| (entry.segment, file));
+            open = None;
+            match shared.io.open_read(&segment_path(&shared.dir, entry.segment)) {
+                Ok(file) => open = Some((entry.segment, file)),
+                Err(err) => {
+                    metrics::counter!(metric::SPOOL_READ_ERRORS_TOTAL).increment(1);
+                    tracing::warn!(tenant = %customer_ref, segment = entry.segment, error = %err, "cannot open a spool segment; will retry");
+                }
+            }
         }
-        let body = open.as_ref().and_then(|(_, file)| read_one(file, customer_ref, entry));
-        if body.is_none() {
-            metrics::counter!(metric::SPOOL_CORRUPT_RECORDS_TOTAL).increment(1);
-            tracing::error!(tenant = %customer_ref, segment = entry.segment, offset = entry.offset, "spooled record unreadable; dropped");
+        let body = match &open {
+            Some((_, file)) => read_one(file, customer_ref, entry),
+            None => ReadBack::Unavailable,
+        };
+        match &body {
+            ReadBack::Corrupt => {
+                metrics::counter!(metric::SPOOL_CORRUPT_RECORDS_TOTAL).increment(1);
+                tracing::error!(tenant = %customer_ref, segment = entry.segment, offset = entry.offset, "spooled record is corrupt; dropped");
+            }
+            ReadBack::Unavailable if open.is_some() => {
+                metrics::counter!(metric::SPOOL_READ_ERRORS_TOTAL).increment(1);
+                tracing::warn!(tenant = %customer_ref, segment = entry.segment, offset = entry.offset, "cannot read a spooled record; will retry");
+            }
+            _ => {}
         }
         bodies.push(body);
     }
     bodies
 }
 
-fn read_one(file: &File, customer_ref: &CustomerRef, entry: &Entry) -> Option<Vec<u8>> {
-    let mut bytes = vec![0; usize::try_from(entry.len).ok()?];
-    file.read_exact_at(&mut bytes, entry.offset).ok()?;
-    let (decoded, _) = record::decode(&bytes)?;
+fn read_one(file: &File, customer_ref: &CustomerRef, entry: &Entry) -> ReadBack {
+    let Ok(len) = usize::try_from(entry.len) else { return ReadBack::Corrupt };
+    let mut bytes = vec![0; len];
+    match file.read_exact_at(&mut bytes, entry.offset) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return ReadBack::Corrupt,
+        Err(_) => return ReadBack::Unavailable,
+    }
+    let Some((decoded, _)) = record::decode(&bytes) else { return ReadBack::Corrupt };
     // ISOLATION: the stored routing key, the queue it was indexed under and the envelope's own
     // ref must agree, or the record goes nowhere (the worker would quarantine it anyway).
     #[derive(Deserialize)]
     struct RefOnly {
         customer_ref: String,
     }
-    let envelope_ref = serde_json::from_slice::<RefOnly>(decoded.envelope).ok()?.customer_ref;
-    (decoded.customer_ref == *customer_ref && envelope_ref == customer_ref.as_str()).then(|| decoded.envelope.to_vec())
+    let Ok(envelope) = serde_json::from_slice::<RefOnly>(decoded.envelope) else { return ReadBack::Corrupt };
+    if decoded.customer_ref == *customer_ref && envelope.customer_ref == customer_ref.as_str() {
+        ReadBack::Record(decoded.envelope.to_vec())
+    } else {
+        ReadBack::Corrupt
+    }
 }

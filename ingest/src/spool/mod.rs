@@ -117,6 +117,8 @@ pub(crate) struct Shared {
     /// The last batch failed to write or sync.
     failing: AtomicBool,
     lock: Mutex<Option<File>>,
+    /// The file operations, shared by the writer and the drain.
+    io: Arc<dyn SegmentIo>,
 }
 
 impl Shared {
@@ -177,6 +179,7 @@ impl Spool {
             broker_seen: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
+            io: Arc::clone(&io),
         });
         shared.refresh();
         let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use super::index::{Entry, Index};
@@ -16,6 +17,9 @@ use crate::metric;
 
 /// The lock file's name inside the spool directory.
 const LOCK_FILE: &str = "LOCK";
+
+/// Permissions of the spool folder: owner only.
+const DIR_MODE: u32 = 0o700;
 
 /// What recovery found.
 pub(crate) struct Recovered {
@@ -29,11 +33,17 @@ pub(crate) struct Recovered {
 /// Creates `dir` if needed and takes an exclusive `flock` on its lock file. The lock lives as
 /// long as the returned file, and the kernel drops it when the process dies, even on `kill -9`.
 pub(crate) fn lock(dir: &Path) -> Result<File, SpoolError> {
-    fs::create_dir_all(dir).map_err(SpoolError::Open)?;
+    // Owner-only (0700): the folder holds message bodies. A folder made by someone else (a
+    // volume mount) is tightened too; if that is not allowed, the spool still opens and says so.
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(SpoolError::Open)?;
+    if let Err(err) = fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
+        tracing::warn!(error = %err, dir = %dir.display(), "cannot make the spool folder owner-only (0700)");
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(super::writer::SEGMENT_MODE)
         .open(dir.join(LOCK_FILE))
         .map_err(SpoolError::Open)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {

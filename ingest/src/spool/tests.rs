@@ -282,3 +282,61 @@ async fn closing_a_drained_spool_leaves_no_segment_behind() {
     assert!(segments(dir.path()).is_empty(), "a drained segment would be re-sent after a restart");
     assert!(matches!(spool.append(&cref("cust_a"), envelope("cust_a", 2)).await, Err(SpoolError::Closed)));
 }
+
+/// Fails the first `remaining` segment opens of the drain with EMFILE, as a process at its
+/// open-files limit would.
+#[derive(Default)]
+struct FailingOpens {
+    remaining: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+impl SegmentIo for FailingOpens {
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(io::Error::from_raw_os_error(24));
+        }
+        File::open(path)
+    }
+}
+
+#[tokio::test]
+async fn a_segment_that_cannot_be_opened_is_retried_and_its_records_are_published_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FailingOpens { remaining: AtomicUsize::new(2), ..FailingOpens::default() });
+    let spool = Spool::open_with_io(&settings(dir.path()), io.clone()).unwrap();
+    spool.append(&cref("cust_a"), envelope("cust_a", 1)).await.unwrap();
+    spool.append(&cref("cust_a"), envelope("cust_a", 2)).await.unwrap();
+
+    let publisher = Arc::new(FakePublisher::new());
+    let stop = CancellationToken::new();
+    let drain = spool.start_drain(publisher.clone(), Duration::from_secs(1), stop.clone());
+    eventually("both records published", || publisher.published().len() == 2).await;
+    stop.cancel();
+    drain.await.unwrap();
+
+    assert!(io.attempts.load(Ordering::SeqCst) >= 3, "two failed opens, then one that worked");
+    assert_eq!(spool.status().records, 0);
+    let bodies: Vec<Vec<u8>> = publisher.published().into_iter().map(|(_, body)| body).collect();
+    assert!(bodies.iter().all(|b| Envelope::decode(b).is_ok()), "published whole envelopes");
+}
+
+#[tokio::test]
+async fn spool_folder_and_segments_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("spool");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = Spool::open(&settings(&dir)).unwrap();
+    spool.append(&cref("cust_a"), envelope("cust_a", 1)).await.unwrap();
+
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "an existing folder is tightened");
+    let found = segments(&dir);
+    assert!(!found.is_empty());
+    for segment in found {
+        assert_eq!(mode(&segment), 0o600, "{}", segment.display());
+    }
+}

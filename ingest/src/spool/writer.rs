@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,12 +26,21 @@ const MAX_BATCH_RECORDS: usize = 1024;
 /// Most envelope bytes committed by one fsync, for the same reason.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// The file operations of the writer, so tests can count syncs and inject failures. Every
+/// Permissions of a segment file: owner read and write only.
+pub(crate) const SEGMENT_MODE: u32 = 0o600;
+
+/// The file operations of the writer and the drain, so tests can count syncs and inject failures. Every
 /// method defaults to the operating system's behaviour.
 pub trait SegmentIo: Send + Sync + 'static {
-    /// Creates a new, empty segment file for appending; fails if it exists.
+    /// Creates a new, empty segment file for appending; fails if it exists. Owner-only (0600):
+    /// a segment holds message bodies.
     fn create(&self, path: &Path) -> io::Result<File> {
-        OpenOptions::new().create_new(true).append(true).open(path)
+        OpenOptions::new().create_new(true).append(true).mode(SEGMENT_MODE).open(path)
+    }
+
+    /// Opens a segment to read records back for the drain.
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
     }
 
     /// Appends `bytes` to `file`.
