@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
+use wafleet_shared::publish::{publish_confirmed_shared, Target};
 use wafleet_shared::topology::{
     self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
     REASON_HEADER,
@@ -429,7 +430,7 @@ impl TenantConsumer {
     }
 
     /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
-    /// one deadline (a publish can hang while the broker is blocked).
+    /// one deadline (a publish can hang while the broker is blocked). A return or nack is a failure.
     async fn publish(
         &self,
         delivery: &lapin::message::Delivery,
@@ -442,26 +443,10 @@ impl TenantConsumer {
         if let Some(expiration) = expiration {
             properties = properties.with_expiration(expiration.into());
         }
-        let publish = async {
-            let channel = self.publisher.lock().await;
-            let confirm = channel
-                .basic_publish(
-                    exchange,
-                    routing_key,
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &delivery.data,
-                    properties,
-                )
-                .await?;
-            drop(channel);
-            confirm.await
-        };
-        match tokio::time::timeout(self.publish_timeout, publish).await {
-            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange} was not confirmed"))),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Management(format!("publish to {exchange} timed out"))),
-        }
+        let target = Target { exchange, routing_key };
+        let published =
+            publish_confirmed_shared(&self.publisher, target, &delivery.data, properties, self.publish_timeout).await;
+        Ok(published?)
     }
 }
 
