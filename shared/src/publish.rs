@@ -204,8 +204,8 @@ mod tests {
                 lapin::ChannelState::Closed,
             ))
         };
-        let err = confirmed(failing, Duration::from_secs(1)).await.unwrap_err();
-        assert!(matches!(err, PublishError::Broker(_)));
+        let result = confirmed(failing, Duration::from_secs(1)).await;
+        let Err(err @ PublishError::Broker(_)) = result else { panic!("expected a broker error, got {result:?}") };
         assert!(std::error::Error::source(&err).is_some());
     }
 
