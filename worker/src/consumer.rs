@@ -290,7 +290,7 @@ impl TenantConsumer {
     async fn handle(&self, delivery: lapin::message::Delivery) {
         let started = std::time::Instant::now();
         let label = self.processor.tenant_label(&self.customer_ref);
-        let in_flight = metrics::gauge!("wafleet_worker_in_flight");
+        let in_flight = metrics::gauge!(crate::metric::WORKER_IN_FLIGHT);
         in_flight.increment(1.0);
         let attempt = header_u32(&delivery, ATTEMPT_HEADER);
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
@@ -325,7 +325,7 @@ impl TenantConsumer {
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
-                    metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason)
+                    metrics::counter!(crate::metric::WORKER_RETRIED_TOTAL, "tenant" => label.clone(), "reason" => failure.reason)
                         .increment(1);
                     let headers = failure_headers(&delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
@@ -376,7 +376,7 @@ impl TenantConsumer {
         if let Err(e) = result {
             warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
         }
-        metrics::histogram!("wafleet_worker_processing_seconds", "tenant" => label)
+        metrics::histogram!(crate::metric::WORKER_PROCESSING_SECONDS, "tenant" => label)
             .record(started.elapsed().as_secs_f64());
         in_flight.decrement(1.0);
     }
@@ -391,7 +391,7 @@ impl TenantConsumer {
     ) -> Result<(), lapin::Error> {
         warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
         let label = self.processor.tenant_label(&self.customer_ref);
-        metrics::counter!("wafleet_worker_dead_lettered_total", "tenant" => label, "reason" => failure.reason)
+        metrics::counter!(crate::metric::WORKER_DEAD_LETTERED_TOTAL, "tenant" => label, "reason" => failure.reason)
             .increment(1);
         let headers = failure_headers(delivery, failure, attempt);
         if attempt > 0 {

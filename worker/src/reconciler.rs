@@ -140,7 +140,7 @@ pub async fn sweep_unrouted(
         )
         .await?
         .message_count();
-    metrics::gauge!("wafleet_unrouted_depth").set(f64::from(depth));
+    metrics::gauge!(crate::metric::UNROUTED_DEPTH).set(f64::from(depth));
     let mut report = SweepReport::default();
     for _ in 0..depth {
         let Some(message) = channel.basic_get(UNROUTED_QUEUE, BasicGetOptions { no_ack: false }).await? else { break };
@@ -168,10 +168,10 @@ pub async fn sweep_unrouted(
             if !seen {
                 let reason = if envelope.is_some() { "unknown_tenant" } else { "undecodable" };
                 warn!(tenant = %envelope.as_ref().map(|e| e.customer_ref().to_string()).unwrap_or_default(), reason, "unrouted message");
-                metrics::counter!("wafleet_unrouted_total", "reason" => reason).increment(1);
+                metrics::counter!(crate::metric::UNROUTED_TOTAL, "reason" => reason).increment(1);
             }
             if expired {
-                metrics::counter!("wafleet_worker_dropped_total", "reason" => "unrouted_expired").increment(1);
+                metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => "unrouted_expired").increment(1);
                 report.expired += 1;
             } else {
                 let mut headers = headers;
