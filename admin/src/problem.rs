@@ -212,7 +212,7 @@ impl From<WorkerError> for ApiError {
                 }
             }
             WorkerError::Database(_) | WorkerError::Migration(_) => Self::unavailable("the database", e),
-            WorkerError::Broker(_) => Self::unavailable("the broker", e),
+            WorkerError::Broker(_) | WorkerError::Publish(_) => Self::unavailable("the broker", e),
             WorkerError::Management(_) => Self::unavailable("the RabbitMQ management API", e),
             WorkerError::Http(_) => Self::unavailable("an HTTP dependency", e),
             WorkerError::BridgeApi(ref api) => match api {

@@ -9,6 +9,8 @@ Checks, without a cluster, a Docker engine or the network:
     policies, image, non-root, env names the code actually reads, policies = topology.rs);
   * the PrometheusRule with `promtool check rules` and `promtool test rules`, and every PromQL
     expression of the dashboard and the KEDA triggers with promtool's parser;
+  * every wafleet_* metric those expressions (and the rule tests' input series) name is defined in
+    ingest/src/metric.rs, worker/src/metric.rs or fleet/src/metric.rs;
   * the Grafana dashboard JSON, the compose file and the Dockerfile (hadolint + structure).
 
 Exit status 1 and a list of failures if anything is wrong.
@@ -206,9 +208,13 @@ def env_value(obj_list: list[dict], cm_name: str, var: str):
     return None
 
 
+# Crates whose sources may read a setting (the worker's service layer lives in fleet/ since the split).
+CODE_CRATES = ("ingest", "worker", "fleet", "cli", "shared", "sim", "admin")
+
+
 def code_mentions(repo: Path) -> str:
     text = []
-    for crate in ("ingest", "worker", "shared", "sim", "admin"):
+    for crate in CODE_CRATES:
         for p in (repo / crate).rglob("*.rs"):
             text.append(p.read_text(errors="replace"))
     return "\n".join(text)
@@ -228,7 +234,7 @@ def check_env_names(where: str, names: set[str], code: str) -> None:
     for n in sorted(names):
         if n.startswith("WAFLEET_"):
             C.ok(n in PENDING_ENV or f'"{n}"' in code,
-                 f"{where}: {n} is set but no Rust source under ingest/ worker/ shared/ sim/ admin/ reads it (typo?)")
+                 f"{where}: {n} is set but no Rust source under {'/ '.join(CODE_CRATES)}/ reads it (typo?)")
         else:
             C.ok(n in EXTERNAL_ENV, f"{where}: env {n} is neither WAFLEET_* nor a known external variable")
 
@@ -763,6 +769,33 @@ def check_rules(promtool: str, rule_obj: dict, tests: Path, tmp: Path) -> None:
         C.ok(needle in exprs, f"PrometheusRule: no alert uses {needle}")
 
 
+# The metric-name modules: every wafleet_* series a dashboard panel, an alert or a KEDA trigger
+# queries must be named there, so a renamed metric fails here and not silently in production.
+METRIC_MODULES = ("ingest/src/metric.rs", "worker/src/metric.rs", "fleet/src/metric.rs")
+# Series names metrics-exporter-prometheus derives from one metric: histograms gain _bucket, _sum
+# and _count, and a counter is exported with _total when its name lacks it.
+EXPORTER_SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")
+
+
+def defined_metrics(repo: Path) -> set[str]:
+    """The wafleet_* names of the metric modules, with the series names the exporter derives."""
+    sources = [(repo / m).read_text() for m in METRIC_MODULES if C.ok((repo / m).is_file(), f"{m} is missing")]
+    names = {v for v in rust_constants(*sources).values() if v.startswith("wafleet_")}
+    C.ok(bool(names), f"no wafleet_* metric names found in {', '.join(METRIC_MODULES)}")
+    return {n + suffix for n in names for suffix in EXPORTER_SUFFIXES}
+
+
+def check_metric_names(defined: set[str], exprs: list[tuple[str, str]]) -> None:
+    """Every wafleet_* metric a PromQL expression names is defined in a metric module. RabbitMQ's
+    own (rabbitmq_*) and standard series (up, kube_*, …) are not ours to define. `wafleet:` is a
+    recording-rule prefix, not a metric of the code."""
+    for where, expr in exprs:
+        # Label values ("…") may hold anything, e.g. a database role: only names outside quotes count.
+        bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+        for name in sorted(set(re.findall(r"(?<![A-Za-z0-9_:])wafleet_[a-z0-9_]+", bare))):
+            C.ok(name in defined, f"{where}: queries {name}, which no metric module defines ({', '.join(METRIC_MODULES)})")
+
+
 def substitute_grafana(expr: str) -> str:
     expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
     expr = re.sub(r"\$\{?topn\}?", "10", expr)
@@ -1006,6 +1039,16 @@ def main() -> int:
 
         C.section(f"PromQL of the dashboard and KEDA triggers ({len(promql)} expressions) through promtool's parser")
         check_promql(args.promtool, promql, tmp)
+
+        C.section("metric names in the dashboard, KEDA triggers and alerts are defined in the metric modules")
+        rule_exprs = []
+        if rule is not None:
+            rule_exprs = [(f"PrometheusRule {r.get('alert') or r.get('record')}", r["expr"])
+                          for g in rule["spec"]["groups"] for r in g["rules"]]
+        tests = yaml.safe_load((deploy / "tools/prometheusrule.test.yaml").read_text())
+        test_series = [("prometheusrule.test.yaml input series", s["series"])
+                       for t in tests.get("tests", []) for s in t.get("input_series", [])]
+        check_metric_names(defined_metrics(repo), promql + rule_exprs + test_series)
 
         C.section("compose.yaml")
         check_compose(deploy / "compose.yaml", code)

@@ -262,7 +262,7 @@ impl AccountDirectory {
             match self.runtime_for(&account) {
                 Ok(runtime) => ready.push(runtime),
                 Err(e) => {
-                    metrics::counter!("wafleet_account_key_errors_total", "account" => account.name.clone())
+                    metrics::counter!(crate::metric::ACCOUNT_KEY_ERRORS_TOTAL, "account" => account.name.clone())
                         .increment(1);
                     failed.push((account.name, e));
                 }

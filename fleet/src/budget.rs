@@ -176,7 +176,7 @@ pub async fn take(pool: &PgPool, account: &AccountRuntime, bucket: Bucket, now: 
             .bind(now)
             .fetch_one(pool)
             .await?;
-    metrics::gauge!("wafleet_budget_tokens", "account" => account.name.clone(), "bucket" => bucket.as_str())
+    metrics::gauge!(crate::metric::BUDGET_TOKENS, "account" => account.name.clone(), "bucket" => bucket.as_str())
         .set(tokens.max(0.0));
     Ok(if granted { Take::Granted(tokens) } else { Take::Wait(millis(wait_ms)) })
 }
@@ -194,7 +194,7 @@ pub async fn take_waiting(
     loop {
         match take(pool, account, bucket, clock.now()).await? {
             Take::Granted(_) => {
-                metrics::histogram!("wafleet_budget_wait_seconds", "account" => account.name.clone(), "bucket" => bucket.as_str())
+                metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => bucket.as_str())
                     .record(started.elapsed().as_secs_f64());
                 return Ok(());
             }
@@ -230,7 +230,7 @@ pub async fn pause(
         .bind(now)
         .fetch_one(pool)
         .await?;
-    metrics::counter!("wafleet_sender_429_total", "account" => account.name.clone(), "bucket" => bucket.as_str())
+    metrics::counter!(crate::metric::SENDER_429_TOTAL, "account" => account.name.clone(), "bucket" => bucket.as_str())
         .increment(1);
     tracing::warn!(account = %account.name, bucket = bucket.as_str(), until = %until, "WA Bridges answered 429; account paused");
     Ok(until)
@@ -281,7 +281,7 @@ pub async fn pick(
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
-    metrics::gauge!("wafleet_budget_tokens", "account" => account.name.clone(), "bucket" => "proxy")
+    metrics::gauge!(crate::metric::BUDGET_TOKENS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
         .set(tokens.max(0.0));
     Ok(match (outcome.as_str(), outbox_id, tenant_id) {
         ("granted", Some(outbox_id), Some(tenant_id)) => Pick::Granted { outbox_id, tenant_id, tokens },

@@ -9,18 +9,22 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 use serde::Serialize;
 use sqlx::PgPool;
+use wafleet_shared::publish::{publish_confirmed, PublishError, Target};
 use wafleet_shared::topology::{self as names, ATTEMPT_HEADER, HISTORY_HEADER, LAST_ERROR_HEADER, REASON_HEADER};
 use wafleet_shared::{AuthMode, CustomerRef, Envelope};
 
 use crate::error::{Error, Result};
 use crate::tenant::{self, TenantStatus};
+
+/// Bound of one replayed message's publish plus its confirm. Replay is an operator command over a
+/// fresh connection, not a hot path: generous enough for a loaded broker, short enough that a
+/// blocked one (memory or disk alarm) fails the command instead of hanging it.
+pub const REPLAY_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Summary of one tenant's dead-letter queue.
 #[derive(Debug, Clone, Serialize)]
@@ -240,21 +244,15 @@ pub async fn replay(
         // The broker strips a tier's per-message expiration when it dead-letters, so none is carried here.
         let properties = message.delivery.properties.clone().with_headers(headers);
         let queue = names::tenant_queue(customer_ref);
-        let confirm = channel
-            .basic_publish(
-                "",
-                &queue,
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &message.delivery.data,
-                properties,
-            )
-            .await?;
-        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => {
+        let target = Target { exchange: "", routing_key: &queue };
+        match publish_confirmed(&channel, target, &message.delivery.data, properties, REPLAY_PUBLISH_TIMEOUT).await {
+            Ok(()) => {
                 message.delivery.acker.ack(BasicAckOptions::default()).await?;
                 report.moved.push(id);
             }
-            _ => report.skipped.push((id, "republish not confirmed; left in the DLQ".into())),
+            // The channel is gone: the rest would fail too, and every unacked message returns.
+            Err(e @ PublishError::Broker(_)) => return Err(e.into()),
+            Err(e) => report.skipped.push((id, format!("republish not confirmed ({e}); left in the DLQ"))),
         }
     }
     let _ = connection.close(200, "done").await;

@@ -13,6 +13,9 @@ pub enum Error {
     /// The broker failed or is unreachable.
     #[error("broker error")]
     Broker(#[from] lapin::Error),
+    /// A confirmed publish failed: broker error, timeout, nack or returned message.
+    #[error("broker publish failed")]
+    Publish(#[from] wafleet_shared::publish::PublishError),
     /// The RabbitMQ management API failed.
     #[error("RabbitMQ management API: {0}")]
     Management(String),

@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod error;
 pub mod labels;
 pub mod lifecycle;
+pub mod metric;
 pub mod offboard;
 pub mod ops;
 pub mod outbox;

@@ -49,7 +49,7 @@ pub async fn settle(pool: &PgPool, now: Option<DateTime<Utc>>, limit: i32, label
         if done > 0 {
             settled += done;
             info!(tenant = %tenant, outbox_id, state = %status, "reply not sent");
-            metrics::counter!("wafleet_sender_sends_total", "outcome" => status, "tenant" => bounded(labels, &tenant))
+            metrics::counter!(crate::metric::SENDER_SENDS_TOTAL, "outcome" => status, "tenant" => bounded(labels, &tenant))
                 .increment(done);
         }
     }
@@ -99,7 +99,7 @@ pub async fn mark_stale_sending(
         let tenant = customer_ref_in(&mut tx, tenant_id).await?;
         tx.commit().await?;
         warn!(tenant = %tenant, outbox_id, "reply interrupted while sending is now unknown");
-        metrics::counter!("wafleet_sender_sends_total", "outcome" => "unknown", "tenant" => bounded(labels, &tenant))
+        metrics::counter!(crate::metric::SENDER_SENDS_TOTAL, "outcome" => "unknown", "tenant" => bounded(labels, &tenant))
             .increment(1);
     }
     Ok(marked)
@@ -139,7 +139,7 @@ pub async fn reconcile_from_me(
     .await?;
     if let Some(outbox_id) = reconciled {
         info!(tenant_id = %tenant, outbox_id, "unknown reply reconciled from the from_me echo");
-        metrics::counter!("wafleet_sender_reconciled_total").increment(1);
+        metrics::counter!(crate::metric::SENDER_RECONCILED_TOTAL).increment(1);
     }
     Ok(reconciled.is_some())
 }
@@ -286,9 +286,9 @@ const TOP_TENANT_GAUGES: usize = 50;
 pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()> {
     let summary = summary(pool, budget, None).await?;
     for a in &summary.accounts {
-        metrics::gauge!("wafleet_outbox_backlog_minutes", "account" => a.account.clone()).set(a.backlog_minutes);
+        metrics::gauge!(crate::metric::OUTBOX_BACKLOG_MINUTES, "account" => a.account.clone()).set(a.backlog_minutes);
         if let Some(tokens) = a.tokens {
-            metrics::gauge!("wafleet_budget_tokens", "account" => a.account.clone(), "bucket" => "proxy")
+            metrics::gauge!(crate::metric::BUDGET_TOKENS, "account" => a.account.clone(), "bucket" => crate::metric::BUCKET_PROXY)
                 .set(tokens.max(0.0));
         }
     }
@@ -297,17 +297,17 @@ pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()>
     let (mut other_backlog, mut other_lag) = (0.0f64, 0.0f64);
     for (i, t) in tenants.iter().enumerate() {
         if i < TOP_TENANT_GAUGES {
-            metrics::gauge!("wafleet_outbox_tenant_backlog_minutes", "tenant" => t.customer_ref.clone())
+            metrics::gauge!(crate::metric::OUTBOX_TENANT_BACKLOG_MINUTES, "tenant" => t.customer_ref.clone())
                 .set(t.backlog_minutes);
-            metrics::gauge!("wafleet_outbox_lag_seconds", "tenant" => t.customer_ref.clone())
+            metrics::gauge!(crate::metric::OUTBOX_LAG_SECONDS, "tenant" => t.customer_ref.clone())
                 .set(t.lag_secs.unwrap_or(0.0));
         } else {
             other_backlog += t.backlog_minutes;
             other_lag = other_lag.max(t.lag_secs.unwrap_or(0.0));
         }
     }
-    metrics::gauge!("wafleet_outbox_tenant_backlog_minutes", "tenant" => crate::labels::OTHER).set(other_backlog);
-    metrics::gauge!("wafleet_outbox_lag_seconds", "tenant" => crate::labels::OTHER).set(other_lag);
+    metrics::gauge!(crate::metric::OUTBOX_TENANT_BACKLOG_MINUTES, "tenant" => crate::labels::OTHER).set(other_backlog);
+    metrics::gauge!(crate::metric::OUTBOX_LAG_SECONDS, "tenant" => crate::labels::OTHER).set(other_lag);
     let states: Vec<(String, String, String)> =
         sqlx::query_as("select customer_ref, status, bridge_state from wafleet_fleet_bridges()")
             .fetch_all(pool)
@@ -329,13 +329,13 @@ pub async fn publish_metrics(pool: &PgPool, budget: &BudgetConfig) -> Result<()>
     // A bounded set of per-tenant series, disconnected bridges first: they are the actionable ones.
     bridges.sort_by(|a, b| a.0.abs().total_cmp(&b.0.abs()).then_with(|| a.1.cmp(&b.1)));
     for (connected, customer_ref) in bridges.into_iter().take(TOP_TENANT_GAUGES) {
-        metrics::gauge!("wafleet_bridge_connected", "tenant" => customer_ref).set(connected);
+        metrics::gauge!(crate::metric::BRIDGE_CONNECTED, "tenant" => customer_ref).set(connected);
     }
-    for state in ["connected", "disconnected", "unknown"] {
-        metrics::gauge!("wafleet_bridges", "state" => state).set(by_state.get(state).copied().unwrap_or(0.0));
+    for state in crate::metric::BRIDGE_STATES {
+        metrics::gauge!(crate::metric::BRIDGES, "state" => state).set(by_state.get(state).copied().unwrap_or(0.0));
     }
     let unknown: i64 = summary.tenants.iter().map(|t| t.unknown).sum();
-    metrics::gauge!("wafleet_outbox_unknown").set(unknown as f64);
+    metrics::gauge!(crate::metric::OUTBOX_UNKNOWN).set(unknown as f64);
     Ok(())
 }
 

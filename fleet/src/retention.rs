@@ -133,10 +133,11 @@ pub async fn run_periodically(
                     outbox = r.outbox,
                     "retention run"
                 );
-                metrics::counter!("wafleet_retention_deleted_total", "table" => "processed_events")
+                metrics::counter!(crate::metric::RETENTION_DELETED_TOTAL, "table" => "processed_events")
                     .increment(r.processed_events);
-                metrics::counter!("wafleet_retention_deleted_total", "table" => "message_log").increment(r.message_log);
-                metrics::counter!("wafleet_retention_deleted_total", "table" => "outbox").increment(r.outbox);
+                metrics::counter!(crate::metric::RETENTION_DELETED_TOTAL, "table" => "message_log")
+                    .increment(r.message_log);
+                metrics::counter!(crate::metric::RETENTION_DELETED_TOTAL, "table" => "outbox").increment(r.outbox);
             }
             Err(e) => warn!(error = %e, "retention run failed"),
         }

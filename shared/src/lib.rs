@@ -1,5 +1,5 @@
 //! Types and names that every wafleet binary agrees on: validated ids, the webhook token scheme,
-//! the versioned queue envelope, broker topology names, and telemetry setup.
+//! the versioned queue envelope, broker topology names, one confirmed publish, and telemetry setup.
 //!
 //! This crate must not depend on axum, database pools or the other wafleet crates, so that the
 //! queue contract can be shared by old and new binaries during a rolling upgrade.
@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod config;
 pub mod envelope;
 pub mod ids;
+pub mod publish;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

@@ -361,16 +361,19 @@ impl Canary {
         let label = tenant.as_str().to_owned();
         match verdict {
             Verdict::Passed { latency } => {
-                metrics::gauge!("wafleet_canary_success", "tenant" => label.clone()).set(1.0);
-                metrics::gauge!("wafleet_canary_last_success_timestamp_seconds", "tenant" => label.clone())
+                metrics::gauge!(crate::metric::CANARY_SUCCESS, "tenant" => label.clone()).set(1.0);
+                metrics::gauge!(crate::metric::CANARY_LAST_SUCCESS_TIMESTAMP_SECONDS, "tenant" => label.clone())
                     .set(Utc::now().timestamp() as f64);
-                metrics::gauge!("wafleet_canary_latency_seconds", "tenant" => label.clone()).set(latency.as_secs_f64());
-                metrics::counter!("wafleet_canary_runs_total", "tenant" => label, "result" => "passed").increment(1);
+                metrics::gauge!(crate::metric::CANARY_LATENCY_SECONDS, "tenant" => label.clone())
+                    .set(latency.as_secs_f64());
+                metrics::counter!(crate::metric::CANARY_RUNS_TOTAL, "tenant" => label, "result" => "passed")
+                    .increment(1);
                 info!(tenant = %tenant, latency_ms = latency.as_millis() as u64, "isolation canary passed");
             }
             Verdict::Failed { reason, detail } => {
-                metrics::gauge!("wafleet_canary_success", "tenant" => label.clone()).set(0.0);
-                metrics::counter!("wafleet_canary_runs_total", "tenant" => label, "result" => *reason).increment(1);
+                metrics::gauge!(crate::metric::CANARY_SUCCESS, "tenant" => label.clone()).set(0.0);
+                metrics::counter!(crate::metric::CANARY_RUNS_TOTAL, "tenant" => label, "result" => *reason)
+                    .increment(1);
                 if *reason == "misrouted" {
                     error!(tenant = %tenant, reason, detail = %detail, "ISOLATION CANARY: a canary event reached another tenant");
                 } else {
@@ -411,12 +414,12 @@ pub async fn run(database_url: String, pool: PgPool, config: CanaryConfig, shutd
         match conn {
             Ok(Some(mut conn)) => {
                 info!(tenants = canary.config.tenants.len(), "isolation canary running on this replica");
-                metrics::gauge!("wafleet_canary_leader").set(1.0);
+                metrics::gauge!(crate::metric::CANARY_LEADER).set(1.0);
                 lead(&canary, &mut conn, &shutdown).await;
-                metrics::gauge!("wafleet_canary_leader").set(0.0);
+                metrics::gauge!(crate::metric::CANARY_LEADER).set(0.0);
                 let _ = conn.close().await;
             }
-            Ok(None) => metrics::gauge!("wafleet_canary_leader").set(0.0),
+            Ok(None) => metrics::gauge!(crate::metric::CANARY_LEADER).set(0.0),
             Err(e) => warn!(error = %e, "isolation canary cannot reach Postgres"),
         }
         tokio::select! {

@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     /// `WAFLEET_BUDGET_WINDOW_SECS` (60).
     pub sender: SenderConfig,
     /// Reconciler settings: `WAFLEET_UNROUTED_SWEEP_SECS` (60), `WAFLEET_UNROUTED_RETENTION`
-    /// (seconds, 3600).
+    /// (seconds, 3600), and `WAFLEET_PUBLISH_TIMEOUT_MS` as for consumption.
     pub reconciler: ReconcilerConfig,
     /// Data retention: `WAFLEET_RETENTION_DAYS` (30), `WAFLEET_RETENTION_INTERVAL_SECS` (3600).
     pub retention: wafleet_fleet::retention::RetentionConfig,
@@ -90,6 +90,7 @@ impl WorkerConfig {
             retry_tiers: retry_tiers_from_env()?,
             publish_timeout: Duration::from_millis(env_parse("WAFLEET_PUBLISH_TIMEOUT_MS", 5000)?),
         };
+        let publish_timeout = consumer.publish_timeout;
         let sender = SenderConfig {
             batch: env_parse("WAFLEET_SENDER_BATCH", 32)?,
             stale_sending_after: Duration::from_secs(env_parse("WAFLEET_STALE_SENDING_SECS", 120)?),
@@ -125,6 +126,7 @@ impl WorkerConfig {
             reconciler: ReconcilerConfig {
                 sweep_interval: Duration::from_secs(env_parse("WAFLEET_UNROUTED_SWEEP_SECS", 60)?),
                 retention: Duration::from_secs(env_parse("WAFLEET_UNROUTED_RETENTION", 3600)?),
+                publish_timeout,
             },
             retention: wafleet_fleet::retention::RetentionConfig::from_env()?,
             http_bot: crate::bots::HttpBotConfig::from_env()?,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
+use wafleet_shared::publish::{publish_confirmed_shared, Target};
 use wafleet_shared::topology::{
     self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
     REASON_HEADER,
@@ -289,7 +290,7 @@ impl TenantConsumer {
     async fn handle(&self, delivery: lapin::message::Delivery) {
         let started = std::time::Instant::now();
         let label = self.processor.tenant_label(&self.customer_ref);
-        let in_flight = metrics::gauge!("wafleet_worker_in_flight");
+        let in_flight = metrics::gauge!(crate::metric::WORKER_IN_FLIGHT);
         in_flight.increment(1.0);
         let attempt = header_u32(&delivery, ATTEMPT_HEADER);
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
@@ -324,7 +325,7 @@ impl TenantConsumer {
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
-                    metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason)
+                    metrics::counter!(crate::metric::WORKER_RETRIED_TOTAL, "tenant" => label.clone(), "reason" => failure.reason)
                         .increment(1);
                     let headers = failure_headers(&delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
@@ -375,7 +376,7 @@ impl TenantConsumer {
         if let Err(e) = result {
             warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
         }
-        metrics::histogram!("wafleet_worker_processing_seconds", "tenant" => label)
+        metrics::histogram!(crate::metric::WORKER_PROCESSING_SECONDS, "tenant" => label)
             .record(started.elapsed().as_secs_f64());
         in_flight.decrement(1.0);
     }
@@ -390,7 +391,7 @@ impl TenantConsumer {
     ) -> Result<(), lapin::Error> {
         warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
         let label = self.processor.tenant_label(&self.customer_ref);
-        metrics::counter!("wafleet_worker_dead_lettered_total", "tenant" => label, "reason" => failure.reason)
+        metrics::counter!(crate::metric::WORKER_DEAD_LETTERED_TOTAL, "tenant" => label, "reason" => failure.reason)
             .increment(1);
         let headers = failure_headers(delivery, failure, attempt);
         if attempt > 0 {
@@ -429,7 +430,7 @@ impl TenantConsumer {
     }
 
     /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
-    /// one deadline (a publish can hang while the broker is blocked).
+    /// one deadline (a publish can hang while the broker is blocked). A return or nack is a failure.
     async fn publish(
         &self,
         delivery: &lapin::message::Delivery,
@@ -442,26 +443,10 @@ impl TenantConsumer {
         if let Some(expiration) = expiration {
             properties = properties.with_expiration(expiration.into());
         }
-        let publish = async {
-            let channel = self.publisher.lock().await;
-            let confirm = channel
-                .basic_publish(
-                    exchange,
-                    routing_key,
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &delivery.data,
-                    properties,
-                )
-                .await?;
-            drop(channel);
-            confirm.await
-        };
-        match tokio::time::timeout(self.publish_timeout, publish).await {
-            Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange} was not confirmed"))),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Management(format!("publish to {exchange} timed out"))),
-        }
+        let target = Target { exchange, routing_key };
+        let published =
+            publish_confirmed_shared(&self.publisher, target, &delivery.data, properties, self.publish_timeout).await;
+        Ok(published?)
     }
 }
 

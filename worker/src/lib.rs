@@ -8,6 +8,7 @@ pub mod bots;
 pub mod canary;
 pub mod config;
 pub mod consumer;
+pub mod metric;
 pub mod process;
 pub mod reconciler;
 pub mod sender;

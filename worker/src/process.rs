@@ -160,7 +160,7 @@ impl Processor {
             }
             Err(DecodeError::Malformed(_)) => {
                 warn!(tenant = %queue_tenant, "undecodable message; dead-lettering");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "undecodable").increment(1);
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "undecodable").increment(1);
                 return Disposition::DeadLetter(Failure::new("undecodable", "not a wafleet envelope"));
             }
         };
@@ -168,7 +168,7 @@ impl Processor {
         // envelope names anyone else, something upstream is broken, and it must not be processed.
         if envelope.customer_ref() != queue_tenant {
             warn!(tenant = %queue_tenant, envelope_tenant = %envelope.customer_ref(), "envelope/queue tenant mismatch; quarantining");
-            metrics::counter!("wafleet_worker_quarantined_total").increment(1);
+            metrics::counter!(crate::metric::WORKER_QUARANTINED_TOTAL).increment(1);
             return Disposition::Quarantine;
         }
         let envelope = envelope.into_v1();
@@ -178,13 +178,13 @@ impl Processor {
             Ok(Some(failure)) => Disposition::Retry(failure),
             Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
             Err(e) if e.is_serialization_failure() => {
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "serialization").increment(1);
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "serialization").increment(1);
                 Disposition::Retry(Failure::new("serialization", "database serialization failure"))
             }
             Err(e) => {
                 // Not an outage: requeueing would loop, so the tenant's DLQ takes it, visibly.
                 warn!(tenant = %queue_tenant, error = %e, "processing failed; dead-lettering");
-                metrics::counter!("wafleet_worker_failed_total", "reason" => "processing_error").increment(1);
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "processing_error").increment(1);
                 Disposition::DeadLetter(Failure::new("processing_error", e.to_string()))
             }
         }
@@ -304,13 +304,13 @@ impl Processor {
             (Ok(t), false) => t,
             (Ok(_), true) => {
                 debug!("duplicate event; skipping");
-                metrics::counter!("wafleet_worker_duplicates_total").increment(1);
+                metrics::counter!(crate::metric::WORKER_DUPLICATES_TOTAL).increment(1);
                 return Ok(None);
             }
             (Err(rejection), _) => {
                 // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
                 warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
-                metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(1);
+                metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => rejection.as_str()).increment(1);
                 return Ok(None);
             }
         };
@@ -343,7 +343,7 @@ impl Processor {
         let age = Utc::now().signed_duration_since(envelope.received_at);
         if age.to_std().map(|a| a > self.config.stale_after).unwrap_or(false) {
             info!("stale message recorded without an auto-reply");
-            metrics::counter!("wafleet_worker_stale_total").increment(1);
+            metrics::counter!(crate::metric::WORKER_STALE_TOTAL).increment(1);
             return Ok(("stale", Vec::new()));
         }
         let message = InboundMessage {
@@ -362,31 +362,31 @@ impl Processor {
         let task = tokio::spawn(async move { bot.handle(&scope, &message).await });
         let abort = task.abort_handle();
         let outcome = tokio::time::timeout(self.config.bot_timeout, task).await;
-        metrics::histogram!("wafleet_worker_bot_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metric::WORKER_BOT_SECONDS).record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Ok(Ok(replies))) => Ok(("replied", replies)),
             Ok(Ok(Err(BotError::Permanent(e)))) => {
                 // The bot itself says retrying is pointless: record the failure, no reply.
                 warn!(error = %e, "bot failed permanently");
-                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_error")
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_error")
                     .increment(1);
                 Ok(("bot_failed", Vec::new()))
             }
             Ok(Ok(Err(BotError::Transient(e)))) => {
                 warn!(error = %e, "bot failed; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_transient").increment(1);
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_transient").increment(1);
                 Err(Failure::new("bot_transient", e))
             }
             Ok(Err(join)) => {
                 warn!(panicked = join.is_panic(), "bot panicked; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_panic")
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_panic")
                     .increment(1);
                 Err(Failure::new("bot_panic", "the bot panicked"))
             }
             Err(_) => {
                 abort.abort();
                 warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out; will retry");
-                metrics::counter!("wafleet_worker_failed_total", "tenant" => label.to_owned(), "reason" => "bot_timeout").increment(1);
+                metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_timeout").increment(1);
                 Err(Failure::new("bot_timeout", format!("no answer within {} ms", self.config.bot_timeout.as_millis())))
             }
         }
@@ -442,7 +442,7 @@ impl Processor {
         .await?;
         if inserted == 0 {
             tx.rollback().await?;
-            metrics::counter!("wafleet_worker_duplicates_total").increment(1);
+            metrics::counter!(crate::metric::WORKER_DUPLICATES_TOTAL).increment(1);
             return Ok(());
         }
         // ISOLATION: the outbox rows belong to the tenant that owns the message; the bridge is
@@ -474,7 +474,7 @@ impl Processor {
             .await?;
         }
         tx.commit().await?;
-        metrics::counter!("wafleet_worker_processed_total", "tenant" => label.to_owned(), "outcome" => outcome.to_owned())
+        metrics::counter!(crate::metric::WORKER_PROCESSED_TOTAL, "tenant" => label.to_owned(), "outcome" => outcome.to_owned())
             .increment(1);
         if !replies.is_empty() {
             self.outbox_ready.notify_one();

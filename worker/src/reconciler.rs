@@ -12,19 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use wafleet_shared::publish::{publish_confirmed, Target};
 use wafleet_shared::topology::{QueueType, INBOUND_EXCHANGE, UNROUTED_QUEUE};
 use wafleet_shared::Envelope;
 
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::Result;
 use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 
@@ -40,11 +39,17 @@ pub struct ReconcilerConfig {
     pub sweep_interval: Duration,
     /// Unrouted messages older than this are dropped (`WAFLEET_UNROUTED_RETENTION`, seconds, default 3600).
     pub retention: Duration,
+    /// Bound of one republish plus its confirm (`WAFLEET_PUBLISH_TIMEOUT_MS`, shared with the consumer).
+    pub publish_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
     fn default() -> Self {
-        Self { sweep_interval: Duration::from_secs(60), retention: Duration::from_secs(3600) }
+        Self {
+            sweep_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(3600),
+            publish_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -104,7 +109,7 @@ async fn lead(
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     topology::declare_base(&channel).await?;
     loop {
-        let report = sweep_unrouted(pool, &channel, config.retention).await?;
+        let report = sweep_unrouted(pool, &channel, config.retention, config.publish_timeout).await?;
         if report != SweepReport::default() {
             info!(routed = report.routed, requeued = report.requeued, expired = report.expired, "swept wa.unrouted");
         }
@@ -118,8 +123,15 @@ async fn lead(
     Ok(())
 }
 
-/// One sweep of `wa.unrouted`, bounded by its depth at the start.
-pub async fn sweep_unrouted(pool: &PgPool, channel: &Channel, retention: Duration) -> Result<SweepReport> {
+/// One sweep of `wa.unrouted`, bounded by its depth at the start. Each republish waits for its
+/// confirm within `publish_timeout`; a failure ends the sweep with the message still unacked, so
+/// the broker puts it back.
+pub async fn sweep_unrouted(
+    pool: &PgPool,
+    channel: &Channel,
+    retention: Duration,
+    publish_timeout: Duration,
+) -> Result<SweepReport> {
     let depth = channel
         .queue_declare(
             UNROUTED_QUEUE,
@@ -128,7 +140,7 @@ pub async fn sweep_unrouted(pool: &PgPool, channel: &Channel, retention: Duratio
         )
         .await?
         .message_count();
-    metrics::gauge!("wafleet_unrouted_depth").set(f64::from(depth));
+    metrics::gauge!(crate::metric::UNROUTED_DEPTH).set(f64::from(depth));
     let mut report = SweepReport::default();
     for _ in 0..depth {
         let Some(message) = channel.basic_get(UNROUTED_QUEUE, BasicGetOptions { no_ack: false }).await? else { break };
@@ -143,8 +155,8 @@ pub async fn sweep_unrouted(pool: &PgPool, channel: &Channel, retention: Duratio
         if target {
             let routing_key = envelope.as_ref().map(|e| e.customer_ref().as_str().to_owned()).unwrap_or_default();
             // ISOLATION: republished by its own ref to the direct exchange; the binding decides.
-            publish_confirmed(channel, INBOUND_EXCHANGE, &routing_key, &delivery.data, delivery.properties.clone())
-                .await?;
+            let target = Target { exchange: INBOUND_EXCHANGE, routing_key: &routing_key };
+            publish_confirmed(channel, target, &delivery.data, delivery.properties.clone(), publish_timeout).await?;
             report.routed += 1;
         } else {
             let received_at = envelope.as_ref().map(|e| match e {
@@ -156,16 +168,17 @@ pub async fn sweep_unrouted(pool: &PgPool, channel: &Channel, retention: Duratio
             if !seen {
                 let reason = if envelope.is_some() { "unknown_tenant" } else { "undecodable" };
                 warn!(tenant = %envelope.as_ref().map(|e| e.customer_ref().to_string()).unwrap_or_default(), reason, "unrouted message");
-                metrics::counter!("wafleet_unrouted_total", "reason" => reason).increment(1);
+                metrics::counter!(crate::metric::UNROUTED_TOTAL, "reason" => reason).increment(1);
             }
             if expired {
-                metrics::counter!("wafleet_worker_dropped_total", "reason" => "unrouted_expired").increment(1);
+                metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => "unrouted_expired").increment(1);
                 report.expired += 1;
             } else {
                 let mut headers = headers;
                 headers.insert(SEEN_HEADER.into(), AMQPValue::Boolean(true));
                 let properties = delivery.properties.clone().with_headers(headers);
-                publish_confirmed(channel, "", UNROUTED_QUEUE, &delivery.data, properties).await?;
+                let target = Target { exchange: "", routing_key: UNROUTED_QUEUE };
+                publish_confirmed(channel, target, &delivery.data, properties, publish_timeout).await?;
                 report.requeued += 1;
             }
         }
@@ -188,28 +201,4 @@ async fn routable(pool: &PgPool, channel: &Channel, envelope: &Envelope) -> Resu
         .unwrap_or(QueueType::Quorum);
     topology::declare_tenant(channel, envelope.customer_ref(), queue_type).await?;
     Ok(true)
-}
-
-async fn publish_confirmed(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-) -> Result<()> {
-    let confirm = channel
-        .basic_publish(
-            exchange,
-            routing_key,
-            BasicPublishOptions { mandatory: true, ..Default::default() },
-            body,
-            properties,
-        )
-        .await?;
-    match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-        Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-        Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange}/{routing_key} was not confirmed"))),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(Error::Management(format!("publish to {exchange}/{routing_key} timed out"))),
-    }
 }

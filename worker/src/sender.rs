@@ -250,7 +250,7 @@ impl Sender {
             Some(t) if t.account_id() != account.id => {
                 tx.rollback().await?;
                 error!(tenant = %t.customer_ref(), account = %account.name, "scheduler picked a reply of another account; not sending");
-                metrics::counter!("wafleet_sender_account_mismatch_total").increment(1);
+                metrics::counter!(crate::metric::SENDER_ACCOUNT_MISMATCH_TOTAL).increment(1);
                 return Ok(Step::Skipped);
             }
             // Disabled or gone: housekeeping cancels the row without spending a token.
@@ -261,7 +261,7 @@ impl Sender {
         };
         tx.commit().await?;
         let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
-        metrics::histogram!("wafleet_budget_wait_seconds", "account" => account.name.clone(), "bucket" => "proxy")
+        metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
             .record(waited.as_secs_f64());
         let claimed = Claimed { outbox_id, tenant, chat, body, attempts };
         // The send joins the trace of the message that produced the reply.
@@ -383,7 +383,7 @@ impl Sender {
         tx.commit().await?;
         let tenant = claimed.tenant.customer_ref().to_string();
         let tenant_label = self.labels.label(claimed.tenant.customer_ref());
-        metrics::counter!("wafleet_sender_sends_total", "outcome" => label, "tenant" => tenant_label).increment(1);
+        metrics::counter!(crate::metric::SENDER_SENDS_TOTAL, "outcome" => label, "tenant" => tenant_label).increment(1);
         if label != "sent" {
             warn!(tenant = %tenant, outbox_id = claimed.outbox_id, outcome = label, "send did not complete");
         }

@@ -58,7 +58,7 @@ impl Application {
         // The drop counter starts at 0 for every reason, so the first drop after a start shows
         // in `rate()` (a series that appears at 1 has no earlier sample to differ from).
         for rejection in wafleet_fleet::tenant::Rejection::ALL {
-            metrics::counter!("wafleet_worker_dropped_total", "reason" => rejection.as_str()).increment(0);
+            metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => rejection.as_str()).increment(0);
         }
         let outbox_ready = Arc::new(Notify::new());
         let labels = Arc::new(TenantLabels::new(config.metrics_top_tenants, std::time::Duration::from_secs(15 * 60)));

@@ -285,8 +285,9 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
     // The wa.unrouted sweep requeues through the default exchange: amq.default is in its rights.
     let channel = confirm_channel(&connection).await;
+    let (retention, publish_timeout) = (Duration::from_secs(3600), Duration::from_secs(5));
     let report =
-        wafleet_worker::reconciler::sweep_unrouted(&env.app_pool, &channel, Duration::from_secs(3600)).await.unwrap();
+        wafleet_worker::reconciler::sweep_unrouted(&env.app_pool, &channel, retention, publish_timeout).await.unwrap();
     assert_eq!(report.requeued, 1, "the unknown ref's event waits again in wa.unrouted: {report:?}");
     assert_eq!(depth(env, "wa.unrouted").await, 1);
     // Nothing outside wa.*.

@@ -108,3 +108,32 @@ async fn rules_bot_answers_from_its_own_tenants_rules_only() {
     assert_eq!(env.sim.sends_for("shop_a").len(), 1, "B's price rule never answers A");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_confirmed_succeeds_only_when_a_queue_took_the_message() {
+    use wafleet_shared::publish::{publish_confirmed, PublishError, Target};
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let connection = wafleet_shared::amqp::connect(&env.amqp_url, "publish-confirmed-test").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.unwrap();
+    let properties = || lapin::BasicProperties::default().with_delivery_mode(2);
+    let timeout = Duration::from_secs(5);
+
+    // A queue that exists (declared by migrate, nothing consumes it here) takes the message.
+    let to_quarantine = Target { exchange: "", routing_key: "wa.quarantine" };
+    publish_confirmed(&channel, to_quarantine, b"{}", properties(), timeout).await.unwrap();
+    assert_eq!(env.queue_depth("wa.quarantine").await, 1);
+
+    // No queue by that name: the broker returns the mandatory message, which is not a success.
+    let to_nobody = Target { exchange: "", routing_key: "wa.tenant.nobody" };
+    let returned = publish_confirmed(&channel, to_nobody, b"{}", properties(), timeout).await;
+    assert!(matches!(returned, Err(PublishError::Returned { reply_code: 312, .. })), "{returned:?}");
+
+    // A channel without confirms can never report success.
+    let unconfirmed = connection.create_channel().await.unwrap();
+    let result = publish_confirmed(&unconfirmed, to_quarantine, b"{}", properties(), timeout).await;
+    assert!(matches!(result, Err(PublishError::NotConfirming)), "{result:?}");
+
+    let _ = connection.close(200, "done").await;
+    env.cleanup().await;
+}

@@ -222,13 +222,13 @@ impl HttpBotClient {
 }
 
 fn refused_error(refused: &ssrf::Refused) -> BotError {
-    metrics::counter!("wafleet_http_bot_refused_total", "reason" => refused.reason.as_str()).increment(1);
+    metrics::counter!(crate::metric::HTTP_BOT_REFUSED_TOTAL, "reason" => refused.reason.as_str()).increment(1);
     count("refused");
     BotError::Permanent(refused.to_string())
 }
 
 fn count(outcome: &'static str) {
-    metrics::counter!("wafleet_http_bot_requests_total", "outcome" => outcome).increment(1);
+    metrics::counter!(crate::metric::HTTP_BOT_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// `v1=` and the hex HMAC-SHA256 of `timestamp + "." + body` under `secret`.
@@ -366,7 +366,7 @@ pub fn replies_from(
             Some(chat) if allow_other_chats && valid_chat(&chat) => Some(chat),
             Some(chat) => {
                 let reason = if valid_chat(&chat) { "other_chat" } else { "invalid_chat" };
-                metrics::counter!("wafleet_http_bot_replies_rejected_total", "reason" => reason).increment(1);
+                metrics::counter!(crate::metric::HTTP_BOT_REPLIES_REJECTED_TOTAL, "reason" => reason).increment(1);
                 warn!(reason, "dropping a bot reply addressed to another chat");
                 continue;
             }
