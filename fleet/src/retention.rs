@@ -14,6 +14,7 @@ use wafleet_shared::CustomerRef;
 
 use crate::db;
 use crate::error::{Error, Result};
+use crate::outbox;
 use crate::tenant::{self, TenantId};
 use wafleet_shared::config::env_parse;
 
@@ -96,14 +97,7 @@ async fn prune_all(pool: &PgPool, days: u32) -> Result<RetentionReport> {
             days,
         )
         .await?;
-        report.outbox += delete(
-            &mut tx,
-            "delete from outbox where tenant_id = $1 and status in ('sent', 'failed', 'unknown', 'expired', 'cancelled') \
-             and updated_at < now() - make_interval(days => $2)",
-            id,
-            days,
-        )
-        .await?;
+        report.outbox += outbox::prune_finished(&mut tx, TenantId::from_db(id), days).await?;
         tx.commit().await?;
         report.tenants += 1;
     }
@@ -229,12 +223,7 @@ pub async fn erase_contact(pool: &PgPool, customer_ref: &CustomerRef, contact: &
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let outbox = sqlx::query("delete from outbox where tenant_id = $1 and chat = any($2)")
-        .bind(id)
-        .bind(&forms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let outbox = outbox::erase_contact(&mut tx, meta.id, &forms).await?;
     // The ingest id stays (dedupe of a late redelivery); the chat id is replaced by a value that
     // reveals nothing and keeps the provider-id index unique.
     let processed_events = sqlx::query(
