@@ -43,16 +43,7 @@ pub async fn require_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result
 /// ISOLATION: read from its own row in its own scope, like every tenant read.
 pub async fn get_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result<TenantSummary> {
     let t = tenant::load_by_ref(pool, customer_ref).await?;
-    Ok(TenantSummary {
-        tenant_id: t.id().get(),
-        customer_ref: t.customer_ref().to_string(),
-        bridge: t.bridge().key().to_owned(),
-        status: t.status().as_str().to_owned(),
-        generation: t.generation().to_db(),
-        auth_mode: t.auth_mode().as_str().to_owned(),
-        queue_type: t.queue_type().as_str().to_owned(),
-        bot_kind: t.bot_kind().as_str().to_owned(),
-    })
+    Ok(TenantSummary::of(&t))
 }
 
 /// Up to `limit` tenants whose ref sorts after `after`, in ref order (keyset pagination).
