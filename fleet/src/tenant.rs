@@ -16,14 +16,19 @@ use crate::db;
 use crate::error::{Error, Result};
 
 /// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around,
-/// and serialized as the bare number.
+/// and serialized as the bare number, but never made from one outside this crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct TenantId(i64);
 
 impl TenantId {
     /// Wraps an id read from the database.
-    pub fn from_db(id: i64) -> Self {
+    ///
+    /// ISOLATION: crate-private, like [`load_in`]: outside the fleet crate a `TenantId` only
+    /// comes out of a repository function (a lookup by ref, a tenant row, the scheduler), so no
+    /// bare `i64` from a payload or a CLI argument can be turned into a `Tenant` and its bridge.
+    /// `fleet/tests/ui/tenant_from_bare_id.rs` proves it.
+    pub(crate) fn from_db(id: i64) -> Self {
         Self(id)
     }
     /// The raw id.
@@ -216,7 +221,9 @@ pub async fn lookup(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<
 
 /// Reads a tenant's own row inside a transaction already scoped to that tenant.
 /// ISOLATION: RLS makes any other tenant's row invisible here, and the `where` repeats the id.
-pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
+/// Crate-private: callers outside the crate get a `Tenant` from [`load_by_ref`] or
+/// [`resolve_for_message`], which start from a ref, never from a bare id.
+pub(crate) async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
     let row = sqlx::query(&format!("select {TENANT_COLUMNS} from tenants where tenant_id = $1"))
         .bind(id.get())
         .fetch_optional(&mut **tx)
