@@ -332,8 +332,8 @@ impl BenchEnv {
         for r in refs {
             let generation = summaries
                 .iter()
-                .find(|s| s.customer_ref == r.as_str())
-                .and_then(|s| Generation::from_db(s.generation))
+                .find(|s| s.customer_ref == r)
+                .map(|s| s.generation)
                 .context("tenant missing after insert")?;
             let token = self.keyring.sign(&r, generation);
             out.push(BenchTenant { path: format!("/webhook/{r}/{token}"), customer_ref: r, generation });

@@ -262,7 +262,13 @@ async fn run_command(cli: Cli) -> Result<()> {
                 for t in tenants {
                     println!(
                         "{:<32} {:<10} {:<4} {:<6} {:<8} {:<6} {}",
-                        t.customer_ref, t.status, t.generation, t.auth_mode, t.queue_type, t.bot_kind, t.bridge
+                        t.customer_ref.as_str(),
+                        t.status.as_str(),
+                        t.generation.to_db(),
+                        t.auth_mode.as_str(),
+                        t.queue_type.as_str(),
+                        t.bot_kind.as_str(),
+                        t.bridge
                     );
                 }
             }

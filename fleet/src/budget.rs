@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use crate::accounts::{AccountId, AccountRuntime};
 use crate::clock::Clock;
@@ -159,7 +159,7 @@ pub enum Take {
     Wait(Duration),
 }
 
-fn millis(ms: i64) -> Duration {
+pub(crate) fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1))
 }
 
@@ -242,52 +242,6 @@ fn settings_of(account: &AccountRuntime, bucket: Bucket) -> BucketSettings {
         Bucket::Provision => account.provision,
         Bucket::Other => account.other,
     }
-}
-
-/// Result of the fair scheduler for one account.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Pick {
-    /// A token was taken for this reply.
-    Granted {
-        /// The reply.
-        outbox_id: i64,
-        /// Its tenant.
-        tenant_id: i64,
-        /// Tokens left.
-        tokens: f64,
-    },
-    /// Replies are due but the bucket is empty or paused.
-    Wait(Duration),
-    /// Nothing may be sent now; the hint says when the next retry comes due, if known.
-    Idle(Option<Duration>),
-}
-
-/// Runs the fair scheduler of `account` inside `tx` (see `wafleet_outbox_pick`). The bucket row
-/// stays locked until `tx` ends: rolling back returns the token.
-pub async fn pick(
-    tx: &mut Transaction<'static, Postgres>,
-    account: &AccountRuntime,
-    now: Option<DateTime<Utc>>,
-) -> Result<Pick> {
-    let s = account.proxy;
-    let (outcome, outbox_id, tenant_id, wait_ms, tokens): (String, Option<i64>, Option<i64>, Option<i64>, f64) =
-        sqlx::query_as(
-            "select outcome, outbox_id, tenant_id, wait_ms, tokens from wafleet_outbox_pick($1, $2, $3, $4, $5)",
-        )
-        .bind(account.id.get())
-        .bind(s.rate_per_window)
-        .bind(s.burst)
-        .bind(s.window_secs)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?;
-    metrics::gauge!(crate::metric::BUDGET_TOKENS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
-        .set(tokens.max(0.0));
-    Ok(match (outcome.as_str(), outbox_id, tenant_id) {
-        ("granted", Some(outbox_id), Some(tenant_id)) => Pick::Granted { outbox_id, tenant_id, tokens },
-        ("wait", _, _) => Pick::Wait(millis(wait_ms.unwrap_or(1))),
-        _ => Pick::Idle(wait_ms.map(millis)),
-    })
 }
 
 /// One bucket's state, for metrics and `wafleet outbox`.

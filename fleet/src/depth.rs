@@ -14,7 +14,7 @@ use wafleet_shared::CustomerRef;
 
 use crate::error::Result;
 use crate::ops::Endpoints;
-use crate::tenant;
+use crate::tenant::{self, TenantStatus};
 
 /// Depth of one tenant.
 #[derive(Debug, Clone, Serialize)]
@@ -58,8 +58,8 @@ pub async fn depth(pool: &PgPool, endpoints: &Endpoints) -> Result<(Vec<TenantDe
     let tenants: Vec<(i64, CustomerRef)> = tenant::list(pool)
         .await?
         .into_iter()
-        .filter(|t| t.status != "offboarded")
-        .filter_map(|t| CustomerRef::parse(&t.customer_ref).ok().map(|r| (t.tenant_id, r)))
+        .filter(|t| t.status != TenantStatus::Offboarded)
+        .map(|t| (t.tenant_id.get(), t.customer_ref))
         .collect();
     let retrying: HashMap<i64, i64> =
         sqlx::query_as::<_, (i64, i64)>("select tenant_id, retrying from wafleet_retrying_counts()")

@@ -140,9 +140,7 @@ fn describe(message: &BasicGetMessage, with_body: bool) -> DeadLetter {
 pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> Result<Vec<DlqSummary>> {
     let refs: Vec<CustomerRef> = match only {
         Some(r) => vec![r.clone()],
-        None => {
-            tenant::list(pool).await?.into_iter().filter_map(|t| CustomerRef::parse(&t.customer_ref).ok()).collect()
-        }
+        None => tenant::list(pool).await?.into_iter().map(|t| t.customer_ref).collect(),
     };
     let connection = wafleet_shared::amqp::connect(amqp_url, "wafleet-cli-dlq").await?;
     let mut out = Vec::new();

@@ -18,6 +18,7 @@ use crate::budget::Bucket;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::lifecycle::{purge_and_delete, tenant_queues, Fleet, QueueFate};
+use crate::outbox;
 use crate::tenant::{self, TenantStatus};
 
 /// How a step ended.
@@ -103,19 +104,9 @@ pub async fn offboard(
     // 4. Pending replies, in the tenant's own scope.
     let mut tx = db::begin_tenant(&fleet.pool, meta.id).await?;
     let pending = if dry_run {
-        sqlx::query_scalar::<_, i64>("select count(*) from outbox where tenant_id = $1 and status = 'pending'")
-            .bind(meta.id.get())
-            .fetch_one(&mut *tx)
-            .await? as u64
+        outbox::pending_count(&mut tx, meta.id).await?
     } else {
-        sqlx::query(
-            "update outbox set status = 'cancelled', last_error = 'tenant offboarded', updated_at = now() \
-             where tenant_id = $1 and status = 'pending'",
-        )
-        .bind(meta.id.get())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        outbox::cancel_pending(&mut tx, meta.id).await?
     };
     tx.commit().await?;
     let state = match (dry_run, pending) {

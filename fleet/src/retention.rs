@@ -14,7 +14,8 @@ use wafleet_shared::CustomerRef;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::tenant::{self, TenantId};
+use crate::outbox;
+use crate::tenant;
 use wafleet_shared::config::env_parse;
 
 /// Advisory lock key: one retention run at a time across replicas and the CLI.
@@ -80,8 +81,8 @@ async fn prune_all(pool: &PgPool, days: u32) -> Result<RetentionReport> {
     let days = i32::try_from(days).map_err(|_| Error::Invalid("retention days too large".into()))?;
     let mut report = RetentionReport::default();
     for summary in tenant::list(pool).await? {
-        let mut tx = db::begin_tenant(pool, TenantId::from_db(summary.tenant_id)).await?;
-        let id = summary.tenant_id;
+        let mut tx = db::begin_tenant(pool, summary.tenant_id).await?;
+        let id = summary.tenant_id.get();
         report.processed_events += delete(
             &mut tx,
             "delete from processed_events where tenant_id = $1 and processed_at < now() - make_interval(days => $2)",
@@ -96,14 +97,7 @@ async fn prune_all(pool: &PgPool, days: u32) -> Result<RetentionReport> {
             days,
         )
         .await?;
-        report.outbox += delete(
-            &mut tx,
-            "delete from outbox where tenant_id = $1 and status in ('sent', 'failed', 'unknown', 'expired', 'cancelled') \
-             and updated_at < now() - make_interval(days => $2)",
-            id,
-            days,
-        )
-        .await?;
+        report.outbox += outbox::prune_finished(&mut tx, summary.tenant_id, days).await?;
         tx.commit().await?;
         report.tenants += 1;
     }
@@ -230,12 +224,7 @@ pub async fn erase_contact(pool: &PgPool, customer_ref: &CustomerRef, contact: &
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let outbox = sqlx::query("delete from outbox where tenant_id = $1 and chat = any($2)")
-        .bind(id)
-        .bind(&forms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let outbox = outbox::erase_contact(&mut tx, meta.id, &forms).await?;
     // The ingest id stays (dedupe of a late redelivery); the chat id is replaced by a value that
     // reveals nothing and keeps the provider-id index unique.
     let processed_events = sqlx::query(

@@ -3,9 +3,7 @@
 //! of the fleet, one tenant's depth, the DLQ commands with a tenant check first, and a tenant's
 //! unknown and failed outbox rows. The rules themselves stay in the modules these call.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use wafleet_shared::CustomerRef;
 
 use crate::db;
@@ -13,6 +11,7 @@ use crate::depth::{self, DepthSource, TenantDepth};
 use crate::dlq::{self, DeadLetter, DlqSummary};
 use crate::error::{Error, Result};
 use crate::ops::Endpoints;
+use crate::outbox;
 use crate::tenant::{self, TenantMeta, TenantStatus, TenantSummary};
 
 pub use crate::audit::Actor;
@@ -44,16 +43,7 @@ pub async fn require_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result
 /// ISOLATION: read from its own row in its own scope, like every tenant read.
 pub async fn get_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result<TenantSummary> {
     let t = tenant::load_by_ref(pool, customer_ref).await?;
-    Ok(TenantSummary {
-        tenant_id: t.id().get(),
-        customer_ref: t.customer_ref().to_string(),
-        bridge: t.bridge().key().to_owned(),
-        status: t.status().as_str().to_owned(),
-        generation: t.generation().to_db(),
-        auth_mode: t.auth_mode().as_str().to_owned(),
-        queue_type: t.queue_type().as_str().to_owned(),
-        bot_kind: t.bot_kind().as_str().to_owned(),
-    })
+    Ok(TenantSummary::of(&t))
 }
 
 /// Up to `limit` tenants whose ref sorts after `after`, in ref order (keyset pagination).
@@ -115,29 +105,7 @@ pub async fn dlq_purge(pool: &PgPool, amqp_url: &str, customer_ref: &CustomerRef
 /// Outbox statuses an operator resolves by hand.
 pub const ATTENTION_STATUSES: &[&str] = &["unknown", "failed"];
 
-/// One outbox row for an operator: metadata and the chat; the reply text only when asked for.
-#[derive(Clone, Debug, Serialize)]
-pub struct OutboxRow {
-    /// Row id.
-    pub outbox_id: i64,
-    /// The event that produced the reply.
-    pub ingest_id: uuid::Uuid,
-    /// Chat the reply was for.
-    pub chat: String,
-    /// `unknown` or `failed`.
-    pub status: String,
-    /// Send attempts made.
-    pub attempts: i32,
-    /// Last error text.
-    pub last_error: Option<String>,
-    /// When the reply was queued.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// The reply text (personal data), only when asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-}
+pub use crate::outbox::OutboxRow;
 
 /// A tenant's outbox rows in `statuses` (each one of [`ATTENTION_STATUSES`]), newest first.
 pub async fn outbox_rows(
@@ -153,33 +121,9 @@ pub async fn outbox_rows(
     let meta = require_tenant(pool, customer_ref).await?;
     // ISOLATION: read in the tenant's own scope; RLS hides every other tenant's rows.
     let mut tx = db::begin_tenant_read_only(pool, meta.id).await?;
-    let rows = sqlx::query(
-        "select outbox_id, ingest_id, chat, status, attempts, last_error, created_at, updated_at, \
-         case when $4 then body end as body from outbox \
-         where tenant_id = $1 and status = any($2) order by created_at desc, outbox_id desc limit $3",
-    )
-    .bind(meta.id.get())
-    .bind(statuses)
-    .bind(i64::from(limit))
-    .bind(with_body)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = outbox::attention_rows(&mut tx, meta.id, statuses, limit, with_body).await?;
     tx.commit().await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                outbox_id: row.try_get("outbox_id")?,
-                ingest_id: row.try_get("ingest_id")?,
-                chat: row.try_get("chat")?,
-                status: row.try_get("status")?,
-                attempts: row.try_get("attempts")?,
-                last_error: row.try_get("last_error")?,
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
-                body: row.try_get("body")?,
-            })
-        })
-        .collect()
+    Ok(rows)
 }
 
 #[cfg(test)]

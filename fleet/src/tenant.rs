@@ -3,7 +3,7 @@
 //! ISOLATION: neither type can be built, parsed, deserialized or decoded from a row outside this
 //! module. A bridge key therefore reaches the sender only by reading the tenant's own row under
 //! its own RLS scope; no string from a request can become a `TenantBridge`. The compile-fail
-//! tests in `worker/tests/ui/` prove it.
+//! tests in `fleet/tests/ui/` prove it.
 
 use std::fmt;
 
@@ -15,13 +15,20 @@ use crate::accounts::AccountId;
 use crate::db;
 use crate::error::{Error, Result};
 
-/// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around,
+/// and serialized as the bare number, but never made from one outside this crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct TenantId(i64);
 
 impl TenantId {
     /// Wraps an id read from the database.
-    pub fn from_db(id: i64) -> Self {
+    ///
+    /// ISOLATION: crate-private, like [`load_in`]: outside the fleet crate a `TenantId` only
+    /// comes out of a repository function (a lookup by ref, a tenant row, the scheduler), so no
+    /// bare `i64` from a payload or a CLI argument can be turned into a `Tenant` and its bridge.
+    /// `fleet/tests/ui/tenant_from_bare_id.rs` proves it.
+    pub(crate) fn from_db(id: i64) -> Self {
         Self(id)
     }
     /// The raw id.
@@ -57,7 +64,8 @@ impl fmt::Debug for TenantBridge {
 }
 
 /// Status of a tenant row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     /// Messages are processed and replies sent.
     Active,
@@ -87,7 +95,8 @@ impl TenantStatus {
 }
 
 /// Which built-in bot a tenant runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BotKind {
     /// Replies with the message text.
     Echo,
@@ -212,7 +221,9 @@ pub async fn lookup(pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<
 
 /// Reads a tenant's own row inside a transaction already scoped to that tenant.
 /// ISOLATION: RLS makes any other tenant's row invisible here, and the `where` repeats the id.
-pub async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
+/// Crate-private: callers outside the crate get a `Tenant` from [`load_by_ref`] or
+/// [`resolve_for_message`], which start from a ref, never from a bare id.
+pub(crate) async fn load_in(tx: &mut Transaction<'static, Postgres>, id: TenantId) -> Result<Option<Tenant>> {
     let row = sqlx::query(&format!("select {TENANT_COLUMNS} from tenants where tenant_id = $1"))
         .bind(id.get())
         .fetch_optional(&mut **tx)
@@ -225,16 +236,14 @@ const TENANT_COLUMNS: &str =
     "tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind, bot_config, account_id";
 
 fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant> {
-    let customer_ref: String = row.try_get("customer_ref")?;
     Ok(Tenant {
         id: TenantId(row.try_get("tenant_id")?),
-        customer_ref: CustomerRef::parse(&customer_ref).map_err(|e| Error::Invalid(e.to_string()))?,
+        customer_ref: ref_of(row.try_get("customer_ref")?)?,
         bridge: TenantBridge { key: row.try_get("bridge")? },
         status: TenantStatus::parse(row.try_get("status")?)?,
         generation: generation_of(row.try_get("generation")?)?,
         auth_mode: auth_of(row.try_get("auth_mode")?)?,
-        queue_type: QueueType::parse(row.try_get("queue_type")?)
-            .ok_or_else(|| Error::Invalid("unknown queue type".into()))?,
+        queue_type: queue_type_of(row.try_get("queue_type")?)?,
         bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
         bot_config: row.try_get("bot_config")?,
         account_id: AccountId::from_db(row.try_get("account_id")?),
@@ -359,25 +368,40 @@ fn auth_of(raw: &str) -> Result<AuthMode> {
     AuthMode::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown auth mode {raw}")))
 }
 
-/// A row of `tenants list`: metadata only, for operators and the reconciler.
+fn ref_of(raw: &str) -> Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+fn queue_type_of(raw: &str) -> Result<QueueType> {
+    QueueType::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown queue type {raw}")))
+}
+
+/// A row of `tenants list`: metadata only, for operators and the reconciler. Every column that
+/// has a type is parsed once, when the row is read; a row that does not parse is an error. The
+/// JSON form (`--output json`) keeps the database spellings.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TenantSummary {
     /// Database id.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// The ref.
-    pub customer_ref: String,
+    pub customer_ref: CustomerRef,
     /// Bridge key (for display; the sender never uses this value).
     pub bridge: String,
     /// Row status.
-    pub status: String,
+    pub status: TenantStatus,
     /// URL generation.
-    pub generation: i64,
+    pub generation: Generation,
     /// Auth mode.
-    pub auth_mode: String,
+    pub auth_mode: AuthMode,
     /// Queue type.
-    pub queue_type: String,
+    #[serde(serialize_with = "queue_type_str")]
+    pub queue_type: QueueType,
     /// Bot kind.
-    pub bot_kind: String,
+    pub bot_kind: BotKind,
+}
+
+fn queue_type_str<S: serde::Serializer>(queue_type: &QueueType, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(queue_type.as_str())
 }
 
 /// Lists the fleet through the definer function.
@@ -395,15 +419,29 @@ impl TenantSummary {
     /// metadata only, never a capability type.
     pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self> {
         Ok(TenantSummary {
-            tenant_id: row.try_get("tenant_id")?,
-            customer_ref: row.try_get("customer_ref")?,
+            tenant_id: TenantId(row.try_get("tenant_id")?),
+            customer_ref: ref_of(row.try_get("customer_ref")?)?,
             bridge: row.try_get("bridge")?,
-            status: row.try_get("status")?,
-            generation: row.try_get("generation")?,
-            auth_mode: row.try_get("auth_mode")?,
-            queue_type: row.try_get("queue_type")?,
-            bot_kind: row.try_get("bot_kind")?,
+            status: TenantStatus::parse(row.try_get("status")?)?,
+            generation: generation_of(row.try_get("generation")?)?,
+            auth_mode: auth_of(row.try_get("auth_mode")?)?,
+            queue_type: queue_type_of(row.try_get("queue_type")?)?,
+            bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
         })
+    }
+
+    /// The summary of a tenant already read from its own row (`tenants show`).
+    pub fn of(tenant: &Tenant) -> Self {
+        TenantSummary {
+            tenant_id: tenant.id,
+            customer_ref: tenant.customer_ref.clone(),
+            bridge: tenant.bridge.key.clone(),
+            status: tenant.status,
+            generation: tenant.generation,
+            auth_mode: tenant.auth_mode,
+            queue_type: tenant.queue_type,
+            bot_kind: tenant.bot_kind,
+        }
     }
 }
 
@@ -507,6 +545,17 @@ mod tests {
         assert_eq!(
             rejection(tenant(TenantStatus::Offboarded, 1, AuthMode::Token), generation(1), AuthMode::Token),
             Some(Rejection::Offboarded)
+        );
+    }
+
+    #[test]
+    fn a_summary_serializes_with_the_database_spellings() {
+        let t = tenant(TenantStatus::Offboarded, 3, AuthMode::Open);
+        let json = serde_json::to_value(TenantSummary::of(&t)).unwrap_or_default();
+        assert_eq!(
+            json,
+            serde_json::json!({"tenant_id": 1, "customer_ref": "a", "bridge": "bridge-a", "status": "offboarded",
+                "generation": 3, "auth_mode": "open", "queue_type": "quorum", "bot_kind": "echo"})
         );
     }
 

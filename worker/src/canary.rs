@@ -30,7 +30,7 @@ use wafleet_shared::{CustomerRef, Keyring};
 use crate::config::{env_bool, env_or, env_parse};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
-use wafleet_fleet::outbox::reply_chat;
+use wafleet_fleet::outbox::{self, reply_chat, NonceRow};
 use wafleet_fleet::tenant::{self, BotKind, TenantId, TenantStatus};
 
 /// Key of the advisory lock that elects the replica running the canary.
@@ -281,14 +281,7 @@ impl Canary {
         }
         // ISOLATION: the probed tenant's rows, read in its own scope.
         let mut tx = db::begin_tenant_read_only(&self.pool, probe.tenant_id).await?;
-        let rows: Vec<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "select status, chat, sent_at from outbox where tenant_id = $1 and created_at >= $2 and strpos(body, $3) > 0",
-        )
-        .bind(probe.tenant_id.get())
-        .bind(probe.started_at)
-        .bind(&probe.nonce)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = outbox::nonce_rows(&mut tx, probe.tenant_id, probe.started_at, &probe.nonce).await?;
         let echo_at: Option<DateTime<Utc>> = sqlx::query_scalar(
             "select max(m.created_at) from message_log m join processed_events p \
              on p.tenant_id = m.tenant_id and p.ingest_id = m.ingest_id \
@@ -300,7 +293,7 @@ impl Canary {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        let [(status, chat, sent_at)] = rows.as_slice() else {
+        let [NonceRow { status, chat, sent_at }] = rows.as_slice() else {
             return Ok(match rows.len() {
                 0 => Check::Waiting("no reply row yet".into()),
                 n => Check::Done(Verdict::failed("duplicate", format!("{n} reply rows for one canary event"))),
@@ -333,15 +326,7 @@ impl Canary {
             let Some(meta) = tenant::lookup(&self.pool, other).await? else { continue };
             // ISOLATION: each other canary tenant is read in its own scope, never across tenants.
             let mut tx = db::begin_tenant_read_only(&self.pool, meta.id).await?;
-            let (outbox, log): (i64, i64) = sqlx::query_as(
-                "select (select count(*) from outbox where tenant_id = $1 and created_at >= $2 and strpos(body, $3) > 0), \
-                        (select count(*) from message_log where tenant_id = $1 and created_at >= $2 and strpos(body, $3) > 0)",
-            )
-            .bind(meta.id.get())
-            .bind(probe.started_at)
-            .bind(&probe.nonce)
-            .fetch_one(&mut *tx)
-            .await?;
+            let (outbox, log) = outbox::nonce_counts(&mut tx, meta.id, probe.started_at, &probe.nonce).await?;
             tx.commit().await?;
             if outbox + log > 0 {
                 return Ok(Some(Verdict::failed(

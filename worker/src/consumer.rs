@@ -31,8 +31,9 @@ use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
 use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::tenant::{self, TenantStatus};
+use wafleet_fleet::topology;
 use wafleet_fleet::topology::RetryTier;
-use wafleet_fleet::{tenant, topology};
 
 /// Settings of consumption.
 #[derive(Clone, Debug)]
@@ -198,8 +199,8 @@ impl ConsumerSupervisor {
     ) -> Result<()> {
         let tenants = tenant::list(&self.pool).await?;
         for summary in tenants {
-            let Ok(customer_ref) = CustomerRef::parse(&summary.customer_ref) else { continue };
-            if summary.status == "offboarded" {
+            let customer_ref = summary.customer_ref;
+            if summary.status == TenantStatus::Offboarded {
                 if let Some(r) = running.remove(&customer_ref) {
                     let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
                     r.stop.cancel();
@@ -211,8 +212,7 @@ impl ConsumerSupervisor {
             }
             // Repairs a queue that is missing (for example after a broker reset). Declaring
             // with the same arguments is a no-op.
-            let queue_type = QueueType::parse(&summary.queue_type).unwrap_or(QueueType::Quorum);
-            topology::declare_tenant(channel, &customer_ref, queue_type).await?;
+            topology::declare_tenant(channel, &customer_ref, summary.queue_type).await?;
             let queue = names::tenant_queue(&customer_ref);
             let tag = format!("wafleet-{}-{}", std::process::id(), queue);
             let consumer =
@@ -227,7 +227,7 @@ impl ConsumerSupervisor {
                 database_down: self.database_down.clone(),
                 retry_tiers: self.config.retry_tiers.clone(),
                 publish_timeout: self.config.publish_timeout,
-                classic: queue_type == QueueType::Classic,
+                classic: summary.queue_type == QueueType::Classic,
             };
             tokio::spawn(worker.run(consumer, stop.clone()));
             running.insert(customer_ref, Running { tag, stop });

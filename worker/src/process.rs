@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use wafleet_fleet::outbox::reply_chat;
+use wafleet_fleet::outbox::{self, reply_chat};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -412,59 +412,26 @@ impl Processor {
             Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
         let traceparent = wafleet_shared::trace::current_traceparent();
         let mut tx = db::begin_tenant(&self.pool, tenant).await?;
-        // One statement for the dedupe row, the log line and the first reply: the log and the
-        // reply are only written when the dedupe insert won (a concurrent or earlier delivery of
-        // the same event discards this bot output).
-        let inserted: i64 = sqlx::query_scalar(
-            "with pe as (insert into processed_events (tenant_id, ingest_id, event_type, chat_id, from_me, \
-                 provider_message_id, outcome, received_at) values ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 on conflict do nothing returning tenant_id, ingest_id), \
-             ml as (insert into message_log (tenant_id, ingest_id, direction, event_type, chat_id, body) \
-                 select tenant_id, ingest_id, 'in', $3, $4, $9 from pe), \
-             ob as (insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) \
-                 select tenant_id, ingest_id, $10, $11, $12, $13 from pe where $10::text is not null) \
-             select count(*) from pe",
-        )
-        .bind(tenant.get())
-        .bind(envelope.ingest_id.as_uuid())
-        .bind(&envelope.event_type)
-        .bind(fields.chat_id.as_deref())
-        .bind(fields.from_me)
-        .bind(envelope.provider_message_id.as_deref())
-        .bind(outcome)
-        .bind(envelope.received_at)
-        .bind(fields.body.as_deref())
-        .bind(targets.first().map(|t| t.0))
-        .bind(targets.first().map(|t| t.1))
-        .bind(expires_at)
-        .bind(traceparent.as_deref())
-        .fetch_one(&mut *tx)
-        .await?;
-        if inserted == 0 {
+        let event = outbox::InboundRecord {
+            ingest_id: envelope.ingest_id.as_uuid(),
+            event_type: &envelope.event_type,
+            chat_id: fields.chat_id.as_deref(),
+            from_me: fields.from_me,
+            provider_message_id: envelope.provider_message_id.as_deref(),
+            outcome,
+            received_at: envelope.received_at,
+            body: fields.body.as_deref(),
+        };
+        let queued = outbox::Replies { targets: &targets, expires_at, traceparent: traceparent.as_deref() };
+        if !outbox::insert_with_event(&mut tx, tenant, &event, &queued).await? {
             tx.rollback().await?;
             metrics::counter!(crate::metric::WORKER_DUPLICATES_TOTAL).increment(1);
             return Ok(());
         }
-        // ISOLATION: the outbox rows belong to the tenant that owns the message; the bridge is
-        // not stored here but read from the tenant row at send time. Further replies go one by
-        // one, in order, so their outbox ids keep the bot's order.
-        for (chat, body) in targets.iter().skip(1) {
-            sqlx::query(
-                "insert into outbox (tenant_id, ingest_id, chat, body, expires_at, traceparent) values ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant.get())
-            .bind(envelope.ingest_id.as_uuid())
-            .bind(*chat)
-            .bind(*body)
-            .bind(expires_at)
-            .bind(traceparent.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
         self.update_bridge_state(&mut tx, tenant, envelope).await?;
         if envelope.event_type == "message" && fields.from_me {
             // The bridge's own copy of a reply settles an `unknown` outbox row of this tenant.
-            wafleet_fleet::outbox::reconcile_from_me(
+            outbox::reconcile_from_me(
                 &mut tx,
                 tenant,
                 fields.chat_id.as_deref(),

@@ -196,9 +196,8 @@ async fn routable(pool: &PgPool, channel: &Channel, envelope: &Envelope) -> Resu
     let queue_type = tenant::list(pool)
         .await?
         .into_iter()
-        .find(|t| t.tenant_id == meta.id.get())
-        .and_then(|t| QueueType::parse(&t.queue_type))
-        .unwrap_or(QueueType::Quorum);
+        .find(|t| t.tenant_id == meta.id)
+        .map_or(QueueType::Quorum, |t| t.queue_type);
     topology::declare_tenant(channel, envelope.customer_ref(), queue_type).await?;
     Ok(true)
 }

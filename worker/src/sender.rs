@@ -1,6 +1,6 @@
 //! The outbox sender: the only code that sends. `concurrency` lanes per WA Bridges account (one
 //! send in flight per tenant, so a tenant's replies keep their order). Each send runs
-//! the account's fair scheduler and takes its budget token in Postgres (`budget::pick`: round
+//! the account's fair scheduler and takes its budget token in Postgres (`outbox::pick`: round
 //! robin by tenant, weights, caps, bridge state and 429 pauses, shared by every replica), claims
 //! the row in the same transaction scoped to its tenant, reads the bridge and the account from
 //! that tenant's row, sends with that account's key, and records the outcome in the tenant's
@@ -23,13 +23,13 @@ use tracing::{error, warn};
 
 use wafleet_fleet::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
 use wafleet_fleet::bridge_client::SendOutcome;
-use wafleet_fleet::budget::{self, Bucket, BudgetConfig, Pick};
+use wafleet_fleet::budget::{self, Bucket, BudgetConfig};
 use wafleet_fleet::clock::{Clock, DatabaseClock};
 use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
 use wafleet_fleet::labels::TenantLabels;
-use wafleet_fleet::outbox;
-use wafleet_fleet::tenant::{self, Tenant, TenantId, TenantStatus};
+use wafleet_fleet::outbox::{self, ClaimedRow, Pick};
+use wafleet_fleet::tenant::{Tenant, TenantStatus};
 
 mod loops;
 
@@ -210,7 +210,7 @@ impl Sender {
         // recomputes from the same stored state: rolling back gives the same tokens later and
         // spares a WAL flush while the bucket row is locked (idle lanes woken by new replies
         // otherwise queue durable commits in front of the picks that send).
-        let (outbox_id, tenant_id) = match budget::pick(&mut tx, account, now).await? {
+        let (outbox_id, tenant_id) = match outbox::pick(&mut tx, account, now).await? {
             Pick::Idle(hint) => {
                 tx.rollback().await?;
                 return Ok(Step::Idle(hint));
@@ -222,30 +222,16 @@ impl Sender {
                 }
                 return Ok(Step::Wait(wait));
             }
-            Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, TenantId::from_db(tenant_id)),
+            Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, tenant_id),
         };
-        // ISOLATION: from here the transaction is scoped to the picked tenant, and the row is
-        // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
-        // cannot pull another tenant's row.
-        db::scope_to_tenant(&mut tx, tenant_id).await?;
-        let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(
-            "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
-             updated_at = now() where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
-             and expires_at > coalesce($3, now()) returning chat, body, attempts, traceparent",
-        )
-        .bind(outbox_id)
-        .bind(tenant_id.get())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((chat, body, attempts, traceparent)) = row else {
+        let Some(ClaimedRow { chat, body, attempts, traceparent, tenant }) =
+            outbox::claim(&mut tx, tenant_id, outbox_id, now).await?
+        else {
             // Another replica claimed it, or it expired meanwhile: the rollback returns the token.
             tx.rollback().await?;
             return Ok(Step::Skipped);
         };
-        // ISOLATION: the bridge and the account come from the tenant row, read now, never from
-        // the message; a reply is only ever sent with its own tenant's account key.
-        let tenant = match tenant::load_in(&mut tx, tenant_id).await? {
+        let tenant = match tenant {
             Some(t) if t.status() == TenantStatus::Active && t.account_id() == account.id => t,
             Some(t) if t.account_id() != account.id => {
                 tx.rollback().await?;
@@ -318,18 +304,8 @@ impl Sender {
         let mut tx = db::begin_tenant(&self.pool, tenant_id).await?;
         let label: &'static str = match outcome {
             SendOutcome::Sent { message_id } => {
-                let updated = sqlx::query(
-                    "update outbox set status = 'sent', sent_at = coalesce($4, now()), updated_at = now(), \
-                     provider_message_id = $3 where outbox_id = $1 and tenant_id = $2 \
-                     and status in ('sending', 'unknown')",
-                )
-                .bind(claimed.outbox_id)
-                .bind(tenant_id.get())
-                .bind(message_id.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let updated =
+                    outbox::mark_sent(&mut tx, tenant_id, claimed.outbox_id, message_id.as_deref(), now).await?;
                 // Nothing to log if the row is gone (the contact was erased meanwhile).
                 if updated > 0 {
                     sqlx::query(
@@ -349,19 +325,8 @@ impl Sender {
                     Some(RetryAt::After(d)) => (None, d.as_millis() as f64),
                     None => (None, 0.0),
                 };
-                sqlx::query(
-                    "update outbox set status = 'pending', updated_at = now(), last_error = $6, \
-                     next_attempt_at = coalesce($3, coalesce($4, now()) + $5 * interval '1 millisecond') \
-                     where outbox_id = $1 and tenant_id = $2 and status in ('sending', 'unknown')",
-                )
-                .bind(claimed.outbox_id)
-                .bind(tenant_id.get())
-                .bind(at)
-                .bind(now)
-                .bind(after_ms)
-                .bind(status.map_or_else(|| "connect error".to_owned(), |s| format!("http {s}")))
-                .execute(&mut *tx)
-                .await?;
+                let error = status.map_or_else(|| "connect error".to_owned(), |s| format!("http {s}"));
+                outbox::mark_retry(&mut tx, tenant_id, claimed.outbox_id, at, now, after_ms, &error).await?;
                 "retry"
             }
             SendOutcome::Unknown { reason } => {
@@ -405,19 +370,7 @@ async fn finish(
     state: &str,
     error: &str,
 ) -> Result<()> {
-    sqlx::query(
-        // Only a row still in flight: an echo may already have settled it as `sent`.
-        "update outbox set status = $3, last_error = $4, updated_at = now(), \
-         sent_at = case when $3 = 'sent' then coalesce(sent_at, attempted_at, now()) else sent_at end \
-         where outbox_id = $1 and tenant_id = $2 and status = 'sending'",
-    )
-    .bind(claimed.outbox_id)
-    .bind(claimed.tenant.id().get())
-    .bind(state)
-    .bind(error)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    outbox::finish(tx, claimed.tenant.id(), claimed.outbox_id, state, error).await
 }
 
 #[cfg(test)]

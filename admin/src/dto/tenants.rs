@@ -28,14 +28,14 @@ pub struct Tenant {
 impl From<tenant::TenantSummary> for Tenant {
     fn from(t: tenant::TenantSummary) -> Self {
         Self {
-            tenant_id: t.tenant_id,
-            customer_ref: t.customer_ref,
+            tenant_id: t.tenant_id.get(),
+            customer_ref: t.customer_ref.to_string(),
             bridge: t.bridge,
-            status: t.status,
-            generation: t.generation,
-            auth_mode: t.auth_mode,
-            queue_type: t.queue_type,
-            bot_kind: t.bot_kind,
+            status: t.status.as_str().to_owned(),
+            generation: t.generation.to_db(),
+            auth_mode: t.auth_mode.as_str().to_owned(),
+            queue_type: t.queue_type.as_str().to_owned(),
+            bot_kind: t.bot_kind.as_str().to_owned(),
         }
     }
 }

@@ -82,7 +82,7 @@ async fn list_tenants(
     let mut tenants = service::list_tenants_page(&state.pool, after.as_deref(), limit + 1).await?;
     let next_cursor = if tenants.len() > limit as usize {
         tenants.truncate(limit as usize);
-        tenants.last().map(|t| encode_cursor(&t.customer_ref))
+        tenants.last().map(|t| encode_cursor(t.customer_ref.as_str()))
     } else {
         None
     };

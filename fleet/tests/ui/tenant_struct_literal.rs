@@ -1,5 +1,9 @@
 use wafleet_fleet::tenant::{Tenant, TenantId};
 
+fn forge(id: TenantId) -> Tenant {
+    Tenant { id }
+}
+
 fn main() {
-    let _t = Tenant { id: TenantId::from_db(2) };
+    let _ = forge;
 }

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use sqlx::Connection;
-use wafleet_fleet::tenant::TenantId;
-use wafleet_fleet::{db, ops, outbox};
+use wafleet_fleet::{db, ops, outbox, tenant};
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{EnvOptions, TestEnv, TEST_API_KEY};
 
@@ -158,20 +157,16 @@ async fn an_unknown_reply_becomes_sent_when_the_bridges_from_me_echo_matches_it_
         let id = env.tenant_id(t).await;
         seed(&env, id, "15550000431", "did it arrive", "unknown", 0).await;
     }
-    let a = env.tenant_id("fm_a").await;
+    // A `TenantId` comes out of the repository only (never from a bare id).
+    let a = tenant::lookup(&env.app_pool, &r("fm_a")).await.unwrap().expect("fm_a exists").id;
     let echo = |body: &'static str| {
         let pool = env.app_pool.clone();
         async move {
-            let mut tx = db::begin_tenant(&pool, TenantId::from_db(a)).await.unwrap();
-            let hit = outbox::reconcile_from_me(
-                &mut tx,
-                TenantId::from_db(a),
-                Some("15550000431@s.whatsapp.net"),
-                Some(body),
-                Some("SIMECHO1"),
-            )
-            .await
-            .unwrap();
+            let mut tx = db::begin_tenant(&pool, a).await.unwrap();
+            let hit =
+                outbox::reconcile_from_me(&mut tx, a, Some("15550000431@s.whatsapp.net"), Some(body), Some("SIMECHO1"))
+                    .await
+                    .unwrap();
             tx.commit().await.unwrap();
             hit
         }

@@ -1,0 +1,55 @@
+//! The sender's claim of the reply the scheduler picked: in the same transaction as the pick (so
+//! the account's bucket row stays locked until commit), scoped to the reply's tenant from here on.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+
+use crate::db;
+use crate::error::Result;
+use crate::tenant::{self, Tenant, TenantId};
+
+/// A claimed reply, now `sending`, with its tenant's row as read in the claim's scope.
+#[derive(Debug)]
+pub struct ClaimedRow {
+    /// Chat the reply goes to.
+    pub chat: String,
+    /// The reply text.
+    pub body: String,
+    /// Send attempts, this one included.
+    pub attempts: i32,
+    /// Trace context of the message that produced the reply.
+    pub traceparent: Option<String>,
+    /// The tenant row read in the claim's scope; `None` if it is gone. The caller checks its
+    /// status and account before sending.
+    pub tenant: Option<Tenant>,
+}
+
+/// Claims `outbox_id` of `tenant` (as granted by [`super::pick`]) inside `tx`: still `pending` and
+/// not expired at `now` (the database clock when `None`). `None` when another replica claimed it
+/// or it expired meanwhile; the caller rolls back, which returns the token.
+pub async fn claim(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant_id: TenantId,
+    outbox_id: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<Option<ClaimedRow>> {
+    // ISOLATION: from here the transaction is scoped to the picked tenant, and the row is
+    // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
+    // cannot pull another tenant's row.
+    db::scope_to_tenant(tx, tenant_id).await?;
+    let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(
+        "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
+         updated_at = now() where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
+         and expires_at > coalesce($3, now()) returning chat, body, attempts, traceparent",
+    )
+    .bind(outbox_id)
+    .bind(tenant_id.get())
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((chat, body, attempts, traceparent)) = row else { return Ok(None) };
+    // ISOLATION: the bridge and the account come from the tenant row, read now, never from
+    // the message; a reply is only ever sent with its own tenant's account key.
+    let tenant = tenant::load_in(tx, tenant_id).await?;
+    Ok(Some(ClaimedRow { chat, body, attempts, traceparent, tenant }))
+}
