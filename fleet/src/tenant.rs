@@ -13,7 +13,7 @@ use wafleet_shared::{AuthMode, CustomerRef, Generation};
 
 use crate::accounts::AccountId;
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidInput, Result};
 
 /// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,7 +73,7 @@ impl TenantStatus {
             "active" => Ok(Self::Active),
             "disabled" => Ok(Self::Disabled),
             "offboarded" => Ok(Self::Offboarded),
-            other => Err(Error::Invalid(format!("unknown tenant status {other}"))),
+            other => Err(InvalidInput::TenantStatus(other.to_owned()).into()),
         }
     }
     /// The database spelling.
@@ -104,7 +104,7 @@ impl BotKind {
             "echo" => Ok(Self::Echo),
             "rules" => Ok(Self::Rules),
             "http" => Ok(Self::Http),
-            other => Err(Error::Invalid(format!("unknown bot kind {other:?}: use echo, rules or http"))),
+            other => Err(InvalidInput::BotKind(other.to_owned()).into()),
         }
     }
     /// The database spelling.
@@ -228,13 +228,13 @@ fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant> {
     let customer_ref: String = row.try_get("customer_ref")?;
     Ok(Tenant {
         id: TenantId(row.try_get("tenant_id")?),
-        customer_ref: CustomerRef::parse(&customer_ref).map_err(|e| Error::Invalid(e.to_string()))?,
+        customer_ref: CustomerRef::parse(&customer_ref)
+            .map_err(|source| InvalidInput::CustomerRef { raw: customer_ref.clone(), source })?,
         bridge: TenantBridge { key: row.try_get("bridge")? },
         status: TenantStatus::parse(row.try_get("status")?)?,
         generation: generation_of(row.try_get("generation")?)?,
         auth_mode: auth_of(row.try_get("auth_mode")?)?,
-        queue_type: QueueType::parse(row.try_get("queue_type")?)
-            .ok_or_else(|| Error::Invalid("unknown queue type".into()))?,
+        queue_type: queue_type_of(row.try_get("queue_type")?)?,
         bot_kind: BotKind::parse(row.try_get("bot_kind")?)?,
         bot_config: row.try_get("bot_config")?,
         account_id: AccountId::from_db(row.try_get("account_id")?),
@@ -352,11 +352,15 @@ fn check_usable(tenant: Tenant, generation: Generation, auth: AuthMode) -> std::
 }
 
 fn generation_of(raw: i64) -> Result<Generation> {
-    Generation::from_db(raw).ok_or_else(|| Error::Invalid("negative generation".into()))
+    Generation::from_db(raw).ok_or_else(|| InvalidInput::Generation(raw).into())
 }
 
 fn auth_of(raw: &str) -> Result<AuthMode> {
-    AuthMode::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown auth mode {raw}")))
+    AuthMode::parse(raw).ok_or_else(|| InvalidInput::AuthMode(raw.to_owned()).into())
+}
+
+fn queue_type_of(raw: &str) -> Result<QueueType> {
+    QueueType::parse(raw).ok_or_else(|| InvalidInput::QueueType(raw.to_owned()).into())
 }
 
 /// A row of `tenants list`: metadata only, for operators and the reconciler.
@@ -435,7 +439,7 @@ pub async fn insert_in_account(
     account: &str,
 ) -> Result<(TenantId, bool)> {
     if new.bridge.is_empty() || new.bridge.len() > 256 || new.bridge.chars().any(char::is_control) {
-        return Err(Error::Invalid("bridge key must be 1-256 printable characters".into()));
+        return Err(InvalidInput::BridgeKey.into());
     }
     let result = sqlx::query_as::<_, (i64, bool)>(
         "select tenant_id, created from wafleet_add_tenant_in_account($1, $2, $3, $4, $5, $6)",
@@ -451,11 +455,9 @@ pub async fn insert_in_account(
     match result {
         Ok((id, created)) => Ok((TenantId(id), created)),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("tenants_bridge_key") => {
-            Err(Error::Conflict(format!("bridge {} already belongs to another tenant", new.bridge)))
+            Err(Conflict::BridgeTaken(new.bridge.clone()).into())
         }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => {
-            Err(Error::Conflict(db.message().to_owned()))
-        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => Err(Conflict::Refused(db).into()),
         Err(e) => Err(e.into()),
     }
 }

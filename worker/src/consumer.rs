@@ -29,7 +29,7 @@ use wafleet_shared::topology::{
 use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{PublishFailure, Result, SetupError};
 use wafleet_fleet::topology::RetryTier;
 use wafleet_fleet::{tenant, topology};
 
@@ -163,7 +163,7 @@ impl ConsumerSupervisor {
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                _ = broken.cancelled() => break Err(wafleet_fleet::error::Error::Management("AMQP connection lost".into())),
+                _ = broken.cancelled() => break Err(PublishFailure::ConnectionLost.into()),
                 _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
                 _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
                 _ = tokio::time::sleep(self.config.refresh_interval) => {}
@@ -362,7 +362,7 @@ impl TenantConsumer {
                         self.publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                             .await
                     }
-                    None => Err(Error::Config("no retry tiers".into())),
+                    None => Err(SetupError::NoRetryTiers.into()),
                 };
                 self.settle_after_publish(&delivery, published, "park").await
             }
@@ -458,9 +458,9 @@ impl TenantConsumer {
         };
         match tokio::time::timeout(self.publish_timeout, publish).await {
             Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange} was not confirmed"))),
+            Ok(Ok(_)) => Err(PublishFailure::Unconfirmed(exchange.to_owned()).into()),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Management(format!("publish to {exchange} timed out"))),
+            Err(_) => Err(PublishFailure::TimedOut(exchange.to_owned()).into()),
         }
     }
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use wafleet_shared::topology::{QueueType, INBOUND_EXCHANGE, UNROUTED_QUEUE};
 use wafleet_shared::Envelope;
 
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{PublishFailure, Result};
 use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 
@@ -208,8 +208,8 @@ async fn publish_confirmed(
         .await?;
     match tokio::time::timeout(Duration::from_secs(5), confirm).await {
         Ok(Ok(lapin::publisher_confirm::Confirmation::Ack(None))) => Ok(()),
-        Ok(Ok(_)) => Err(Error::Management(format!("publish to {exchange}/{routing_key} was not confirmed"))),
+        Ok(Ok(_)) => Err(PublishFailure::Unconfirmed(format!("{exchange}/{routing_key}")).into()),
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(Error::Management(format!("publish to {exchange}/{routing_key} timed out"))),
+        Err(_) => Err(PublishFailure::TimedOut(format!("{exchange}/{routing_key}")).into()),
     }
 }
