@@ -324,7 +324,7 @@ impl TenantConsumer {
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
-                    metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason)
+                    metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason())
                         .increment(1);
                     let headers = failure_headers(&delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
@@ -343,10 +343,7 @@ impl TenantConsumer {
                     self.settle_after_publish(&delivery, published, "retry").await
                 }
                 None => {
-                    let exhausted = Failure {
-                        reason: "retries_exhausted",
-                        error: format!("{}: {}", failure.reason, failure.error),
-                    };
+                    let exhausted = Failure::RetriesExhausted(Box::new(failure));
                     self.dead_letter(&delivery, &exhausted, attempt).await
                 }
             },
@@ -388,9 +385,9 @@ impl TenantConsumer {
         failure: &Failure,
         attempt: u32,
     ) -> Result<(), lapin::Error> {
-        warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
+        warn!(tenant = %self.customer_ref, reason = failure.reason(), "dead-lettering message");
         let label = self.processor.tenant_label(&self.customer_ref);
-        metrics::counter!("wafleet_worker_dead_lettered_total", "tenant" => label, "reason" => failure.reason)
+        metrics::counter!("wafleet_worker_dead_lettered_total", "tenant" => label, "reason" => failure.reason())
             .increment(1);
         let headers = failure_headers(delivery, failure, attempt);
         if attempt > 0 {
@@ -483,11 +480,12 @@ fn failure_headers(delivery: &lapin::message::Delivery, failure: &Failure, attem
         Some(AMQPValue::LongString(h)) => h.to_string(),
         _ => String::new(),
     };
-    let line = format!("{} {} {}", chrono::Utc::now().to_rfc3339(), failure.reason, failure.error);
+    let error = failure.to_string();
+    let line = format!("{} {} {error}", chrono::Utc::now().to_rfc3339(), failure.reason());
     let history = if history.is_empty() { line } else { format!("{history}\n{line}") };
     headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason.into()));
-    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(failure.error.as_str().into()));
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason().into()));
+    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
     headers.insert(HISTORY_HEADER.into(), AMQPValue::LongString(history.into()));
     headers
 }
