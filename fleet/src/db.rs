@@ -202,3 +202,13 @@ pub async fn try_lead(database_url: &str, key: i64) -> Result<Option<sqlx::PgCon
     let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
     Ok(won.then_some(conn))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsafe_role_advice_names_the_default_application_role() {
+        assert!(UnsafeRole::advice().contains(&format!("(default {DEFAULT_APP_ROLE})")));
+    }
+}

@@ -319,13 +319,11 @@ pub enum UnsafeRole {
 }
 
 impl UnsafeRole {
-    /// What to do about it.
-    pub fn advice() -> String {
-        format!(
-            "Point DATABASE_URL at the application role created by `wafleet migrate` (default {}), \
-             or set WAFLEET_ALLOW_UNSAFE_DB_ROLE=true for local experiments only",
-            crate::db::DEFAULT_APP_ROLE
-        )
+    /// What to do about it. Names `db::DEFAULT_APP_ROLE` literally (a test in `db` checks), so
+    /// this module imports nothing from the modules that use it.
+    pub fn advice() -> &'static str {
+        "Point DATABASE_URL at the application role created by `wafleet migrate` (default wafleet_app), \
+         or set WAFLEET_ALLOW_UNSAFE_DB_ROLE=true for local experiments only"
     }
 }
 
