@@ -44,9 +44,7 @@ pub async fn start_offboard(
     .bind(caller.actor().as_str())
     .execute(&state.pool)
     .await?;
-    let operation = get(&state.pool, id).await?.ok_or_else(|| {
-        wafleet_fleet::Error::Conflict(format!("operation {id} vanished right after it was recorded"))
-    })?;
+    let operation = get(&state.pool, id).await?.ok_or(wafleet_fleet::error::Conflict::OperationVanished(id))?;
     let task_state = state.clone();
     let caller = caller.clone();
     let run = state.tasks.spawn(async move { run_offboard(&task_state, &caller, id, customer_ref, dry_run).await });

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wafleet_fleet::bridge_client::ApiError as BridgeApiError;
+use wafleet_fleet::error::UnsafeRole;
 use wafleet_fleet::Error as WorkerError;
 
 /// Prefix of every problem `type`.
@@ -189,15 +190,19 @@ fn is_not_found(e: &lapin::Error) -> bool {
 impl From<WorkerError> for ApiError {
     fn from(e: WorkerError) -> Self {
         match e {
-            WorkerError::Invalid(m) => Self::new(Kind::InvalidRequest, m),
+            // Client refusals: the detail is the refusal and its causes (never a secret or a body).
+            WorkerError::Invalid(ref invalid) => Self::new(Kind::InvalidRequest, error_chain(invalid)),
             WorkerError::UnknownTenant(r) => {
                 Self::new(Kind::TenantNotFound, format!("no tenant with customer_ref {r}"))
             }
-            WorkerError::Conflict(m) => Self::new(Kind::Conflict, m),
+            WorkerError::Conflict(ref conflict) => Self::new(Kind::Conflict, error_chain(conflict)),
             WorkerError::Config(m) => Self::new(Kind::NotConfigured, m),
+            WorkerError::Setup(ref setup) => Self::new(Kind::NotConfigured, error_chain(setup)),
             WorkerError::Setting(ref s) => Self::new(Kind::NotConfigured, s.to_string()),
-            WorkerError::UnsafeRole(m) => Self::new(Kind::NotConfigured, m),
-            WorkerError::BudgetWait(m) => Self::new(Kind::BudgetExhausted, m).retry_after(5),
+            WorkerError::UnsafeRole(ref role) => {
+                Self::new(Kind::NotConfigured, format!("{role}. {}", UnsafeRole::advice()))
+            }
+            WorkerError::BudgetWait { .. } => Self::new(Kind::BudgetExhausted, e.to_string()).retry_after(5),
             WorkerError::Broker(ref b) if is_not_found(b) => {
                 Self::new(Kind::QueueNotFound, "the tenant's queue does not exist (was it offboarded?)")
             }
@@ -212,7 +217,9 @@ impl From<WorkerError> for ApiError {
                 }
             }
             WorkerError::Database(_) | WorkerError::Migration(_) => Self::unavailable("the database", e),
-            WorkerError::Broker(_) | WorkerError::Publish(_) => Self::unavailable("the broker", e),
+            WorkerError::Broker(_) | WorkerError::Publish(_) | WorkerError::ConnectionLost => {
+                Self::unavailable("the broker", e)
+            }
             WorkerError::Management(_) => Self::unavailable("the RabbitMQ management API", e),
             WorkerError::Http(_) => Self::unavailable("an HTTP dependency", e),
             WorkerError::BridgeApi(ref api) => match api {
@@ -313,16 +320,47 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use wafleet_fleet::error::{Conflict, InvalidInput, ManagementError, SetupError};
+
+    fn management(method: &'static str, body: Option<&str>) -> WorkerError {
+        WorkerError::Management(ManagementError::Status {
+            method,
+            path: "policies/v/wafleet-tenant".into(),
+            status: StatusCode::UNAUTHORIZED,
+            body: body.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn a_client_refusal_keeps_its_text_and_its_cause_in_the_detail() {
+        let Err(source) = wafleet_shared::CustomerRef::parse("a b") else { panic!("a space is not a ref") };
+        let e = ApiError::from(WorkerError::Invalid(InvalidInput::CustomerRef { raw: "a b".into(), source }));
+        assert!(
+            e.problem().detail.starts_with("customer_ref \"a b\" is invalid: customer_ref may only"),
+            "{}",
+            e.problem().detail
+        );
+        let e = ApiError::from(WorkerError::UnsafeRole(UnsafeRole::Superuser("postgres".into())));
+        assert!(e.problem().detail.contains("superuser") && e.problem().detail.contains("DATABASE_URL"));
+    }
 
     #[test]
     fn worker_input_errors_become_client_problems_and_outages_become_503() {
         let cases = [
-            (WorkerError::Invalid("bad".into()), 400, "invalid-request"),
+            (WorkerError::Invalid(InvalidInput::RuleReply), 400, "invalid-request"),
             (WorkerError::UnknownTenant("a".into()), 404, "tenant-not-found"),
-            (WorkerError::Conflict("offboarded".into()), 409, "conflict"),
+            (WorkerError::Conflict(Conflict::QueueBusy("wa.tenant.a".into())), 409, "conflict"),
+            (WorkerError::Setup(SetupError::NoSigningKey), 503, "not-configured"),
+            (WorkerError::UnsafeRole(UnsafeRole::BypassRls("app".into())), 503, "not-configured"),
+            (WorkerError::ConnectionLost, 503, "dependency-unavailable"),
             (WorkerError::Database(sqlx::Error::PoolTimedOut), 503, "dependency-unavailable"),
-            (WorkerError::Management("GET queues -> 500".into()), 503, "dependency-unavailable"),
-            (WorkerError::BudgetWait("paused".into()), 503, "budget-exhausted"),
+            (management("GET", None), 503, "dependency-unavailable"),
+            (
+                WorkerError::BudgetWait { account: "main".into(), bucket: "send", waited: Duration::from_secs(5) },
+                503,
+                "budget-exhausted",
+            ),
             (
                 WorkerError::BridgeApi(BridgeApiError::Status { status: 404, message: "x".into() }),
                 404,
@@ -348,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_server_side_problem_never_repeats_the_cause_to_the_caller() {
-        let e = ApiError::from(WorkerError::Management("PUT policies -> 401: secret detail".into()));
+        let e = ApiError::from(management("PUT", Some("secret detail")));
         assert!(!e.problem().detail.contains("secret"), "{}", e.problem().detail);
     }
 }

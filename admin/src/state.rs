@@ -84,11 +84,7 @@ impl AppState {
 
     /// The signing key, or a configuration error (503 `not-configured`), like the CLI's.
     pub fn signing_key(&self) -> wafleet_fleet::Result<&SecretString> {
-        self.signing_key.as_ref().ok_or_else(|| {
-            wafleet_fleet::Error::Config(
-                "WAFLEET_SIGNING_KEY is not set on this server; webhook URLs cannot be signed".into(),
-            )
-        })
+        self.signing_key.as_ref().ok_or(wafleet_fleet::error::SetupError::NoSigningKey.into())
     }
 }
 

@@ -7,7 +7,7 @@ use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
 
 use wafleet_fleet::db::{self, RoleSetup};
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{Error, InvalidInput, Result};
 use wafleet_fleet::ops::{self, Endpoints};
 use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
 use wafleet_shared::config::{
@@ -178,7 +178,7 @@ pub enum RulesCommand {
 }
 
 fn parse_ref(raw: &str) -> Result<CustomerRef> {
-    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+    CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
 fn endpoints() -> Endpoints {
@@ -232,11 +232,9 @@ async fn run_command(cli: Cli) -> Result<()> {
                 customer_ref: parse_ref(&args.customer_ref)?,
                 bridge: args.bridge,
                 bot_kind: BotKind::parse(&args.bot)?,
-                auth_mode: AuthMode::parse(&args.auth)
-                    .ok_or_else(|| Error::Invalid(format!("unknown --auth {:?}: use token or open", args.auth)))?,
-                queue_type: QueueType::parse(&args.queue_type).ok_or_else(|| {
-                    Error::Invalid(format!("unknown --queue-type {:?}: use quorum or classic", args.queue_type))
-                })?,
+                auth_mode: AuthMode::parse(&args.auth).ok_or_else(|| InvalidInput::AuthOption(args.auth.clone()))?,
+                queue_type: QueueType::parse(&args.queue_type)
+                    .ok_or_else(|| InvalidInput::QueueTypeOption(args.queue_type.clone()))?,
             };
             let pool = app_pool(&endpoints).await?;
             let http = wafleet_fleet::bot_settings::http_settings(
@@ -374,7 +372,7 @@ async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
             let selection = match (all, id.is_empty()) {
                 (true, _) => wafleet_fleet::dlq::Selection::All,
                 (false, false) => wafleet_fleet::dlq::Selection::Ids(id),
-                (false, true) => return Err(Error::Invalid("say --all or --id <ingest_id> (repeatable)".into())),
+                (false, true) => return Err(InvalidInput::ReplaySelection.into()),
             };
             let r = parse_ref(&customer_ref)?;
             let report = wafleet_fleet::dlq::replay(&pool, &endpoints.amqp_url, &r, &selection, dry_run).await?;
@@ -393,7 +391,7 @@ async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
         }
         DlqCommand::Purge { customer_ref, yes } => {
             if !yes {
-                return Err(Error::Invalid("purging deletes dead letters for good: add --yes".into()));
+                return Err(InvalidInput::PurgeUnconfirmed.into());
             }
             let purged = wafleet_fleet::dlq::purge(&endpoints.amqp_url, &parse_ref(&customer_ref)?).await?;
             println!("purged {purged} message(s) from wa.dlq.{customer_ref}");

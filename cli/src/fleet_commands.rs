@@ -13,7 +13,7 @@ use wafleet_fleet::accounts::{KeyRef, NewAccount};
 use wafleet_fleet::audit::{self, Entry};
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::db;
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{Error, InvalidInput, Result};
 use wafleet_fleet::lifecycle::Fleet;
 use wafleet_fleet::ops::{self, Endpoints};
 use wafleet_fleet::retention::RetentionConfig;
@@ -173,7 +173,7 @@ pub enum TenantLifecycle {
 }
 
 fn parse_ref(raw: &str) -> Result<CustomerRef> {
-    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+    CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
 async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
@@ -405,7 +405,7 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
                 match &output {
                     Some(path) => {
                         let mut file = std::fs::File::create(path)
-                            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", path.display())))?;
+                            .map_err(|source| InvalidInput::ExportFile { path: path.clone(), source })?;
                         ops::export_tenant(&pool, &r, &mut file).await
                     }
                     None => ops::export_tenant(&pool, &r, &mut std::io::stdout()).await,

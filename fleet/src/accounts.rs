@@ -16,7 +16,7 @@ use sqlx::{PgPool, Row};
 
 use crate::bridge_client::BridgeClient;
 use crate::budget::{BucketSettings, BudgetConfig};
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidInput, Result, SetupError};
 
 /// Name of the account created by the migration, whose key is `WA_API_KEY`.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -55,7 +55,7 @@ pub enum KeyRef {
 impl KeyRef {
     /// Parses `env:NAME` or `file:/absolute/path`.
     pub fn parse(raw: &str) -> Result<Self> {
-        let bad = || Error::Invalid(format!("key reference {raw:?}: use env:VARIABLE or file:/absolute/path"));
+        let bad = || Error::from(InvalidInput::KeyRef(raw.to_owned()));
         if let Some(name) = raw.strip_prefix("env:") {
             let valid = !name.is_empty()
                 && name.len() <= 128
@@ -76,15 +76,14 @@ impl KeyRef {
             return Ok(key.clone());
         }
         let key = match self {
-            Self::Env(name) => {
-                std::env::var(name).map_err(|_| Error::Config(format!("key reference {self}: {name} is not set")))?
-            }
+            Self::Env(name) => std::env::var(name)
+                .map_err(|_| SetupError::KeyUnset { reference: self.to_string(), variable: name.clone() })?,
             Self::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("key reference {self}: cannot read the file: {e}")))?,
+                .map_err(|source| SetupError::KeyUnreadable { reference: self.to_string(), source })?,
         };
         let key = key.trim();
         if key.is_empty() {
-            return Err(Error::Config(format!("key reference {self} is empty")));
+            return Err(SetupError::KeyEmpty(self.to_string()).into());
         }
         Ok(SecretString::from(key.to_owned()))
     }
@@ -167,11 +166,11 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Account>> {
 pub async fn add(pool: &PgPool, new: &NewAccount) -> Result<(AccountId, bool)> {
     if let Some(url) = &new.base_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Error::Invalid("--base-url must be an http(s) URL".into()));
+            return Err(InvalidInput::AccountBaseUrl.into());
         }
     }
     if new.rate_per_min.is_some_and(|r| r < 1) || new.burst.is_some_and(|b| b < 1) {
-        return Err(Error::Invalid("--rate-per-min and --burst must be at least 1".into()));
+        return Err(InvalidInput::AccountRates.into());
     }
     let result =
         sqlx::query_as::<_, (i64, bool)>("select account_id, created from wafleet_add_account($1, $2, $3, $4, $5)")
@@ -184,13 +183,10 @@ pub async fn add(pool: &PgPool, new: &NewAccount) -> Result<(AccountId, bool)> {
             .await;
     match result {
         Ok((id, created)) => Ok((AccountId(id), created)),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => {
-            Err(Error::Conflict(db.message().to_owned()))
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => Err(Conflict::Refused(db).into()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23514") => {
+            Err(InvalidInput::Account(db.constraint().unwrap_or("check failed").to_owned()).into())
         }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23514") => Err(Error::Invalid(format!(
-            "invalid account: {} (names are [a-z0-9][a-z0-9_.-]{{0,63}})",
-            db.constraint().unwrap_or("check failed")
-        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -273,11 +269,8 @@ impl AccountDirectory {
 
     /// The runtime of one account, by id.
     pub async fn get(&self, id: AccountId) -> Result<Arc<AccountRuntime>> {
-        let account = list(&self.pool)
-            .await?
-            .into_iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| Error::Invalid(format!("no account with id {id}")))?;
+        let account =
+            list(&self.pool).await?.into_iter().find(|a| a.id == id).ok_or(InvalidInput::UnknownAccount(id.get()))?;
         self.runtime_for(&account)
     }
 
@@ -286,7 +279,7 @@ impl AccountDirectory {
         let base_url = account.base_url.clone().unwrap_or_else(|| self.settings.default_base_url.clone());
         let fingerprint =
             format!("{}|{}|{:?}|{:?}|{}", account.key_ref, base_url, account.rate_per_min, account.burst, account.name);
-        let mut cache = self.cache.lock().map_err(|_| Error::Config("account cache poisoned".into()))?;
+        let mut cache = self.cache.lock().map_err(|_| SetupError::AccountCachePoisoned)?;
         if let Some(existing) = cache.get(&account.id) {
             if existing.fingerprint == fingerprint && existing.key.expose_secret() == key.expose_secret() {
                 return Ok(existing.clone());

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Conflict, InvalidInput, Result};
 
 /// Every token starts with this, so secret scanners and humans can recognise one.
 pub const TOKEN_PREFIX: &str = "wfa_";
@@ -61,9 +61,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     if first_ok && rest_ok && name.len() <= 64 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "token name {name:?}: use 1-64 characters [a-z0-9_.-], starting with a letter or digit"
-        )))
+        Err(InvalidInput::TokenName(name.to_owned()).into())
     }
 }
 
@@ -118,7 +116,7 @@ pub async fn create(pool: &PgPool, name: &str, read_only: bool, created_by: &str
     match row {
         Ok(row) => Ok((info_of(&row)?, secret)),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            Err(Error::Conflict(format!("a live admin token named {name} exists; revoke it first")))
+            Err(Conflict::TokenName(name.to_owned()).into())
         }
         Err(e) => Err(e.into()),
     }
@@ -143,7 +141,7 @@ pub async fn revoke(pool: &PgPool, name: &str) -> Result<TokenInfo> {
     .await?;
     match row {
         Some(row) => info_of(&row),
-        None => Err(Error::Invalid(format!("no live admin token named {name}"))),
+        None => Err(InvalidInput::NoLiveToken(name.to_owned()).into()),
     }
 }
 

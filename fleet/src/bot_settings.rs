@@ -10,7 +10,7 @@ use url::Url;
 use wafleet_shared::CustomerRef;
 
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{BadBotUrl, Conflict, Error, InvalidInput, Result};
 use crate::ops::{self, Endpoints};
 use crate::tenant::{self, BotKind, NewTenant};
 
@@ -38,16 +38,15 @@ pub struct AddOutcome {
 /// A bot URL as stored: `http` or `https`, a host, no credentials, no fragment, ≤ 2048 bytes.
 /// Where it may connect (addresses, ports) is the worker's decision at request time.
 pub fn validate_bot_url(raw: &str) -> Result<Url> {
-    let invalid = |why: &str| Error::Invalid(format!("--bot-url {why}"));
     if raw.len() > 2048 || raw.chars().any(char::is_whitespace) {
-        return Err(invalid("must be at most 2048 bytes without spaces"));
+        return Err(BadBotUrl::Shape.into());
     }
-    let url = Url::parse(raw).map_err(|_| invalid("is not a valid URL"))?;
+    let url = Url::parse(raw).map_err(BadBotUrl::Unparsable)?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().filter(|h| !h.is_empty()).is_none() {
-        return Err(invalid("must be an http(s) URL with a host, e.g. https://bot.example.com/hook"));
+        return Err(BadBotUrl::NotHttp.into());
     }
     if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not carry credentials or a fragment (requests are signed instead)"));
+        return Err(BadBotUrl::Credentials.into());
     }
     Ok(url)
 }
@@ -69,9 +68,9 @@ pub fn http_settings(bot: BotKind, bot_url: Option<&str>, allow_other_chats: boo
         (BotKind::Http, Some(raw)) => {
             Ok(Some(HttpBotSettings { url: validate_bot_url(raw)?, allow_other_chats: Some(allow_other_chats) }))
         }
-        (BotKind::Http, None) => Err(Error::Invalid("--bot http needs --bot-url https://…".into())),
-        (_, Some(_)) => Err(Error::Invalid("--bot-url is only for --bot http".into())),
-        (_, None) if allow_other_chats => Err(Error::Invalid("--allow-other-chats is only for --bot http".into())),
+        (BotKind::Http, None) => Err(InvalidInput::HttpBotWithoutUrl.into()),
+        (_, Some(_)) => Err(InvalidInput::BotUrlWithoutHttp.into()),
+        (_, None) if allow_other_chats => Err(InvalidInput::AllowOtherChatsWithoutHttp.into()),
         (_, None) => Ok(None),
     }
 }
@@ -90,7 +89,7 @@ pub async fn add_tenant(
         return Ok(AddOutcome { created, secret: None });
     };
     if new.bot_kind != BotKind::Http {
-        return Err(Error::Invalid("--bot-url is only for --bot http".into()));
+        return Err(InvalidInput::BotUrlWithoutHttp.into());
     }
     let mut tx = pool.begin().await?;
     let (id, created) = tenant::insert_in_account(&mut tx, new, account).await?;
@@ -107,10 +106,7 @@ pub async fn add_tenant(
             .fetch_one(&mut *tx)
             .await?;
         if stored.as_deref() != Some(http.url.as_str()) {
-            return Err(Error::Conflict(format!(
-                "tenant {} already exists with another bot URL: use `wafleet tenants set-bot`",
-                new.customer_ref
-            )));
+            return Err(Conflict::BotUrl(new.customer_ref.clone()).into());
         }
         None
     };
@@ -140,9 +136,7 @@ pub struct BotChange {
 pub async fn set_bot(pool: &PgPool, customer_ref: &CustomerRef, change: &BotChange) -> Result<Option<SecretString>> {
     if change.kind != BotKind::Http {
         if change.url.is_some() || change.rotate_secret || change.allow_other_chats.is_some() {
-            return Err(Error::Invalid(
-                "--bot-url, --rotate-secret and --allow-other-chats are only for --bot http".into(),
-            ));
+            return Err(InvalidInput::HttpOptionsWithoutHttp.into());
         }
         let mut tx = pool.begin().await?;
         set_in(&mut tx, customer_ref, change.kind, None, None, None).await?;
@@ -159,7 +153,7 @@ pub async fn set_bot(pool: &PgPool, customer_ref: &CustomerRef, change: &BotChan
             .await?;
     tx.commit().await?;
     if change.url.is_none() && !has_url {
-        return Err(Error::Invalid("--bot-url is required to switch to the http bot".into()));
+        return Err(InvalidInput::BotUrlRequired.into());
     }
     let secret = (change.rotate_secret || !has_secret).then(new_secret);
     let mut tx = pool.begin().await?;

@@ -200,12 +200,11 @@ pub async fn take_waiting(
             }
             Take::Wait(wait) => {
                 if started.elapsed() + wait > max_wait {
-                    return Err(Error::BudgetWait(format!(
-                        "account {}: no {} token within {}s (paused or exhausted); try again later",
-                        account.name,
-                        bucket.as_str(),
-                        max_wait.as_secs()
-                    )));
+                    return Err(Error::BudgetWait {
+                        account: account.name.clone(),
+                        bucket: bucket.as_str(),
+                        waited: max_wait,
+                    });
                 }
                 tokio::time::sleep(wait).await;
             }

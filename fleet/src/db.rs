@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, UnsafeRole};
 use crate::tenant::TenantId;
 
 /// Migrations embedded at compile time from the workspace's `migrations/` folder.
@@ -43,11 +43,11 @@ pub async fn check_role_is_safe(pool: &PgPool, allow_unsafe: bool) -> Result<()>
     .fetch_optional(pool)
     .await?;
     let problem = if superuser {
-        Some(format!("role {role} is a superuser, which bypasses row-level security"))
+        Some(UnsafeRole::Superuser(role))
     } else if bypass {
-        Some(format!("role {role} has BYPASSRLS"))
+        Some(UnsafeRole::BypassRls(role))
     } else {
-        owns_or_member.map(|owner| format!("role {role} owns or is a member of table owner {owner}"))
+        owns_or_member.map(|owner| UnsafeRole::TableOwner { role, owner })
     };
     match problem {
         None => Ok(()),
@@ -55,10 +55,7 @@ pub async fn check_role_is_safe(pool: &PgPool, allow_unsafe: bool) -> Result<()>
             tracing::warn!(problem = %p, "WAFLEET_ALLOW_UNSAFE_DB_ROLE is set: tenant isolation relies on application code alone");
             Ok(())
         }
-        Some(p) => Err(Error::UnsafeRole(format!(
-            "{p}. Point DATABASE_URL at the application role created by `wafleet migrate` \
-             (default {DEFAULT_APP_ROLE}), or set WAFLEET_ALLOW_UNSAFE_DB_ROLE=true for local experiments only"
-        ))),
+        Some(p) => Err(p.into()),
     }
 }
 
@@ -204,4 +201,14 @@ pub async fn try_lead(database_url: &str, key: i64) -> Result<Option<sqlx::PgCon
     let mut conn = sqlx::PgConnection::connect(database_url).await?;
     let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
     Ok(won.then_some(conn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsafe_role_advice_names_the_default_application_role() {
+        assert!(UnsafeRole::advice().contains(&format!("(default {DEFAULT_APP_ROLE})")));
+    }
 }

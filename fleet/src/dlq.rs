@@ -18,7 +18,7 @@ use wafleet_shared::publish::{publish_confirmed, PublishError, Target};
 use wafleet_shared::topology::{self as names, ATTEMPT_HEADER, HISTORY_HEADER, LAST_ERROR_HEADER, REASON_HEADER};
 use wafleet_shared::{AuthMode, CustomerRef, Envelope};
 
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Result};
 use crate::tenant::{self, TenantStatus};
 
 /// Bound of one replayed message's publish plus its confirm. Replay is an operator command over a
@@ -197,10 +197,7 @@ pub async fn replay(
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
     if meta.status != TenantStatus::Active {
-        return Err(Error::Conflict(format!(
-            "tenant {customer_ref} is {}; enable it before replaying",
-            meta.status.as_str()
-        )));
+        return Err(Conflict::NotActive { customer_ref: customer_ref.clone(), status: meta.status.as_str() }.into());
     }
     let (connection, channel) = open(amqp_url).await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;

@@ -1,5 +1,13 @@
-//! The worker crate's error type. Variants are nouns; the message processor maps them to a
-//! disposition (ack, hold, drop) in one place.
+//! The fleet's error type. Variants are nouns; the message processor maps them to a
+//! disposition (ack, hold, drop) in one place, and the admin API to a problem kind.
+//!
+//! Every refusal is a typed value: callers match on variants, never on text, and a cause stays
+//! in `source()`. The texts are the ones operators and tests already know.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wafleet_shared::{CustomerRef, InvalidRef, KeyringError};
 
 /// Errors of the worker, CLI and their shared service layer.
 #[derive(Debug, thiserror::Error)]
@@ -16,27 +24,33 @@ pub enum Error {
     /// A confirmed publish failed: broker error, timeout, nack or returned message.
     #[error("broker publish failed")]
     Publish(#[from] wafleet_shared::publish::PublishError),
+    /// The AMQP connection closed under a consumer.
+    #[error("AMQP connection lost")]
+    ConnectionLost,
     /// The RabbitMQ management API failed.
     #[error("RabbitMQ management API: {0}")]
-    Management(String),
+    Management(#[from] ManagementError),
     /// An HTTP call failed before a response arrived.
     #[error("http error")]
     Http(#[from] reqwest::Error),
     /// The database role is allowed to bypass row-level security.
-    #[error("unsafe database role: {0}")]
-    UnsafeRole(String),
+    #[error("unsafe database role: {0}. {advice}", advice = UnsafeRole::advice())]
+    UnsafeRole(#[from] UnsafeRole),
     /// Bad operator input; the message says what to change.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
     /// The named tenant does not exist.
     #[error("no tenant with customer_ref {0}")]
     UnknownTenant(String),
     /// The request conflicts with existing state; the message says which.
-    #[error("{0}")]
-    Conflict(String),
-    /// Configuration is missing or invalid.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// A setting checked at start (from the environment) is missing or invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// Something the process was given or needs at run time is missing or unusable.
+    #[error("configuration: {0}")]
+    Setup(#[from] SetupError),
     /// A setting read from the environment is missing or invalid.
     #[error("configuration")]
     Setting(#[from] wafleet_shared::config::ConfigError),
@@ -44,8 +58,317 @@ pub enum Error {
     #[error(transparent)]
     BridgeApi(#[from] crate::bridge_client::ApiError),
     /// No budget token became available in time (the account is paused or exhausted).
-    #[error("{0}")]
-    BudgetWait(String),
+    #[error(
+        "account {account}: no {bucket} token within {}s (paused or exhausted); try again later",
+        waited.as_secs()
+    )]
+    BudgetWait {
+        /// The WA Bridges account's name.
+        account: String,
+        /// The bucket that had no token (`send`, `provision`, ...).
+        bucket: &'static str,
+        /// How long the caller was willing to wait.
+        waited: Duration,
+    },
+}
+
+/// Operator input the fleet refuses; each text says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidInput {
+    /// A `customer_ref` that does not parse.
+    #[error("customer_ref {raw:?} is invalid")]
+    CustomerRef {
+        /// What was given.
+        raw: String,
+        /// Why it does not parse.
+        #[source]
+        source: InvalidRef,
+    },
+    /// A stored tenant status no release knows.
+    #[error("unknown tenant status {0}")]
+    TenantStatus(String),
+    /// A bot kind other than echo, rules or http.
+    #[error("unknown bot kind {0:?}: use echo, rules or http")]
+    BotKind(String),
+    /// A stored queue type no release knows.
+    #[error("unknown queue type {0:?}")]
+    QueueType(String),
+    /// A stored auth mode no release knows.
+    #[error("unknown auth mode {0}")]
+    AuthMode(String),
+    /// `--auth` other than token or open.
+    #[error("unknown --auth {0:?}: use token or open")]
+    AuthOption(String),
+    /// `--queue-type` other than quorum or classic.
+    #[error("unknown --queue-type {0:?}: use quorum or classic")]
+    QueueTypeOption(String),
+    /// A negative stored generation.
+    #[error("negative generation")]
+    Generation(i64),
+    /// A bridge key that is empty, too long or has control characters.
+    #[error("bridge key must be 1-256 printable characters")]
+    BridgeKey,
+    /// An admin token name outside `[a-z0-9_.-]{1,64}`.
+    #[error("token name {0:?}: use 1-64 characters [a-z0-9_.-], starting with a letter or digit")]
+    TokenName(String),
+    /// No live admin token has this name.
+    #[error("no live admin token named {0}")]
+    NoLiveToken(String),
+    /// `tenants limits` values out of range.
+    #[error("--weight must be 1-100 and caps at least 1")]
+    TenantLimits,
+    /// A rule keyword that is empty or too long.
+    #[error("keyword must be 1-200 characters")]
+    RuleKeyword,
+    /// A rule without reply text.
+    #[error("reply must not be empty")]
+    RuleReply,
+    /// A `--bot-url` the fleet will not store.
+    #[error("--bot-url {0}")]
+    BotUrl(#[from] BadBotUrl),
+    /// `--bot http` without `--bot-url`.
+    #[error("--bot http needs --bot-url https://…")]
+    HttpBotWithoutUrl,
+    /// `--bot-url` with another bot than http.
+    #[error("--bot-url is only for --bot http")]
+    BotUrlWithoutHttp,
+    /// `--allow-other-chats` with another bot than http.
+    #[error("--allow-other-chats is only for --bot http")]
+    AllowOtherChatsWithoutHttp,
+    /// http-only options when switching to another bot.
+    #[error("--bot-url, --rotate-secret and --allow-other-chats are only for --bot http")]
+    HttpOptionsWithoutHttp,
+    /// Switching to the http bot with no URL given or stored.
+    #[error("--bot-url is required to switch to the http bot")]
+    BotUrlRequired,
+    /// The public base URL of ingest (`--base`) is not a plain http(s) URL.
+    #[error("base must be an http(s) URL such as https://hooks.example.com")]
+    BaseUrl(#[source] Option<url::ParseError>),
+    /// `--base` of a URL rotation is not http(s).
+    #[error("--base must be an http(s) URL such as https://hooks.example.com")]
+    BaseOption,
+    /// An outbox status filter other than the ones that need attention.
+    #[error("status {0:?}: use unknown or failed")]
+    OutboxStatus(String),
+    /// A retention period that does not fit the database's integer.
+    #[error("retention days too large")]
+    RetentionDays(u32),
+    /// A contact that is not a phone number or its JID.
+    #[error("--contact must be a phone number with country code (6-20 digits) or its JID")]
+    Contact,
+    /// The export file could not be created.
+    #[error("cannot create {}", path.display())]
+    ExportFile {
+        /// The file asked for.
+        path: PathBuf,
+        /// Why it could not be created.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The export could not be written.
+    #[error("cannot write the export")]
+    ExportWrite(#[source] std::io::Error),
+    /// A key reference other than `env:NAME` or `file:/absolute/path`.
+    #[error("key reference {0:?}: use env:VARIABLE or file:/absolute/path")]
+    KeyRef(String),
+    /// `accounts add --base-url` is not http(s).
+    #[error("--base-url must be an http(s) URL")]
+    AccountBaseUrl,
+    /// `accounts add` rates below 1.
+    #[error("--rate-per-min and --burst must be at least 1")]
+    AccountRates,
+    /// The account row fails a check constraint (its name, most often).
+    #[error("invalid account: {0} (names are [a-z0-9][a-z0-9_.-]{{0,63}})")]
+    Account(String),
+    /// No account has this id.
+    #[error("no account with id {0}")]
+    UnknownAccount(i64),
+    /// `dlq replay` needs `--all` or ids, not both and not neither.
+    #[error("say --all or --id <ingest_id> (repeatable)")]
+    ReplaySelection,
+    /// `dlq purge` without `--yes`.
+    #[error("purging deletes dead letters for good: add --yes")]
+    PurgeUnconfirmed,
+}
+
+/// Why a `--bot-url` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadBotUrl {
+    /// Longer than 2048 bytes, or has whitespace.
+    #[error("must be at most 2048 bytes without spaces")]
+    Shape,
+    /// Not a URL at all.
+    #[error("is not a valid URL")]
+    Unparsable(#[source] url::ParseError),
+    /// Not http(s), or no host.
+    #[error("must be an http(s) URL with a host, e.g. https://bot.example.com/hook")]
+    NotHttp,
+    /// Carries credentials or a fragment.
+    #[error("must not carry credentials or a fragment (requests are signed instead)")]
+    Credentials,
+}
+
+/// A request that conflicts with the fleet's current state.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    /// A definer function refused the change (its own `raise exception` text).
+    #[error("{}", .0.message())]
+    Refused(Box<dyn sqlx::error::DatabaseError>),
+    /// A live admin token already has this name.
+    #[error("a live admin token named {0} exists; revoke it first")]
+    TokenName(String),
+    /// Another tenant already has this bridge key.
+    #[error("bridge {0} already belongs to another tenant")]
+    BridgeTaken(String),
+    /// `tenants add --bot http` for an existing tenant with another URL.
+    #[error("tenant {0} already exists with another bot URL: use `wafleet tenants set-bot`")]
+    BotUrl(CustomerRef),
+    /// The tenant is not active, so its dead letters cannot be replayed.
+    #[error("tenant {customer_ref} is {status}; enable it before replaying")]
+    NotActive {
+        /// The tenant.
+        customer_ref: CustomerRef,
+        /// Its status (`disabled`, `offboarded`).
+        status: &'static str,
+    },
+    /// The tenant is a tombstone.
+    #[error("tenant {0} was offboarded")]
+    Offboarded(CustomerRef),
+    /// The tenant is a tombstone and its queues are deleted.
+    #[error("tenant {0} was offboarded; its queues are gone")]
+    QueuesGone(CustomerRef),
+    /// WA Bridges answered for another bridge than the one asked about.
+    #[error(
+        "WA Bridges answered customer_ref {answered:?} (id {instance_id}) for bridge {expected:?}; nothing was stored"
+    )]
+    ForeignInstance {
+        /// The bridge key WA Bridges answered with.
+        answered: String,
+        /// The instance id it answered with.
+        instance_id: i64,
+        /// The tenant's bridge key.
+        expected: String,
+    },
+    /// A queue kept receiving messages while offboarding tried to delete it.
+    #[error("{0} kept receiving messages; run offboard again")]
+    QueueBusy(String),
+    /// The tenant is not a tombstone after offboarding.
+    #[error("tenant {customer_ref} is {status} after offboarding; run again")]
+    NotTombstoned {
+        /// The tenant.
+        customer_ref: CustomerRef,
+        /// What it is instead (`active`, `disabled`, or `missing`).
+        status: &'static str,
+    },
+    /// An admin operation row disappeared right after it was written.
+    #[error("operation {0} vanished right after it was recorded")]
+    OperationVanished(uuid::Uuid),
+}
+
+/// A failed call of the RabbitMQ management API.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    /// The API answered with an error status.
+    #[error("{method} {path} -> {status}{}", body.as_deref().map(|b| format!(": {b}")).unwrap_or_default())]
+    Status {
+        /// `GET`, `PUT` or `DELETE`.
+        method: &'static str,
+        /// The API path after `/api/`.
+        path: String,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The answer's body, when it explains the refusal.
+        body: Option<String>,
+    },
+    /// The policies could not be applied; the source says why.
+    #[error(
+        "the policies could not be applied. Policies are applied through the management API: enable it with \
+         `rabbitmq-plugins enable rabbitmq_management` and check RABBITMQ_API_URL"
+    )]
+    Policies(#[source] Box<Error>),
+}
+
+/// Why the database role would make row-level security moot.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeRole {
+    /// A superuser bypasses every policy.
+    #[error("role {0} is a superuser, which bypasses row-level security")]
+    Superuser(String),
+    /// The role has `BYPASSRLS`.
+    #[error("role {0} has BYPASSRLS")]
+    BypassRls(String),
+    /// The role owns (or is a member of the owner of) a table, so policies do not apply to it.
+    #[error("role {role} owns or is a member of table owner {owner}")]
+    TableOwner {
+        /// The connecting role.
+        role: String,
+        /// The table owner it is or belongs to.
+        owner: String,
+    },
+}
+
+impl UnsafeRole {
+    /// What to do about it. Names `db::DEFAULT_APP_ROLE` literally (a test in `db` checks), so
+    /// this module imports nothing from the modules that use it.
+    pub fn advice() -> &'static str {
+        "Point DATABASE_URL at the application role created by `wafleet migrate` (default wafleet_app), \
+         or set WAFLEET_ALLOW_UNSAFE_DB_ROLE=true for local experiments only"
+    }
+}
+
+/// Something the process was given or needs at run time is missing or unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `WAFLEET_SIGNING_KEY` does not parse (the error never echoes key material).
+    #[error("WAFLEET_SIGNING_KEY cannot be used")]
+    Keyring(#[source] KeyringError),
+    /// This server has no signing key, so it cannot sign webhook URLs.
+    #[error("WAFLEET_SIGNING_KEY is not set on this server; webhook URLs cannot be signed")]
+    NoSigningKey,
+    /// An account's `env:` key reference names an unset variable.
+    #[error("key reference {reference}: {variable} is not set")]
+    KeyUnset {
+        /// The reference (`env:NAME`).
+        reference: String,
+        /// The variable.
+        variable: String,
+    },
+    /// An account's `file:` key reference cannot be read.
+    #[error("key reference {reference}: cannot read the file")]
+    KeyUnreadable {
+        /// The reference (`file:/path`).
+        reference: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An account's key reference resolves to an empty key.
+    #[error("key reference {0} is empty")]
+    KeyEmpty(String),
+    /// A thread panicked while holding the account cache.
+    #[error("account cache poisoned")]
+    AccountCachePoisoned,
+    /// A retry was asked for with no retry tier configured.
+    #[error("no retry tiers")]
+    NoRetryTiers,
+    /// `RABBITMQ_API_URL` does not parse.
+    #[error("RABBITMQ_API_URL is not a valid URL")]
+    ManagementUrl(#[source] url::ParseError),
+    /// `RABBITMQ_API_URL` cannot be used as a base for API paths.
+    #[error("RABBITMQ_API_URL must be an http(s) URL")]
+    ManagementUrlBase,
+    /// The worker's health address cannot be bound.
+    #[error("cannot bind WAFLEET_WORKER_ADDR {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The health server stopped with an error.
+    #[error("health server")]
+    HealthServer(#[source] std::io::Error),
 }
 
 /// Result with the crate's error type.
@@ -77,5 +400,57 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
             db.code().map(|c| c.starts_with("08") || c.starts_with("57P")).unwrap_or(false)
         }
         _ => false,
+    }
+}
+
+impl From<BadBotUrl> for Error {
+    fn from(e: BadBotUrl) -> Self {
+        Self::Invalid(InvalidInput::BotUrl(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn messages_keep_the_texts_operators_and_tests_know() {
+        let cases = [
+            (
+                Error::BudgetWait { account: "main".into(), bucket: "send", waited: Duration::from_secs(30) },
+                "account main: no send token within 30s (paused or exhausted); try again later",
+            ),
+            (
+                Error::from(ManagementError::Status {
+                    method: "PUT",
+                    path: "policies/v/p".into(),
+                    status: reqwest::StatusCode::UNAUTHORIZED,
+                    body: Some("denied".into()),
+                }),
+                "RabbitMQ management API: PUT policies/v/p -> 401 Unauthorized: denied",
+            ),
+            (
+                Error::from(BadBotUrl::NotHttp),
+                "--bot-url must be an http(s) URL with a host, e.g. https://bot.example.com/hook",
+            ),
+            (Error::ConnectionLost, "AMQP connection lost"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+        let role = Error::from(UnsafeRole::Superuser("postgres".into())).to_string();
+        assert!(
+            role.starts_with("unsafe database role: role postgres is a superuser") && role.contains("DATABASE_URL")
+        );
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_cause_as_source_not_as_text() {
+        let Err(source) = CustomerRef::parse("") else { panic!("an empty ref must not parse") };
+        let error = Error::from(InvalidInput::CustomerRef { raw: String::new(), source });
+        assert_eq!(error.to_string(), "customer_ref \"\" is invalid");
+        assert!(error.source().is_some_and(|s| s.to_string() == "customer_ref is empty"));
     }
 }

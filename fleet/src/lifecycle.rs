@@ -24,7 +24,7 @@ use crate::bridge_client::{ApiError, Instance};
 use crate::budget::{self, Bucket};
 use crate::clock::Clock;
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidInput, Result};
 use crate::ops::Endpoints;
 use crate::tenant::{self, TenantId, TenantStatus};
 
@@ -99,7 +99,7 @@ pub async fn provision(
 ) -> Result<Provisioned> {
     let tenant = tenant::load_by_ref(&fleet.pool, customer_ref).await?;
     if tenant.status() == TenantStatus::Offboarded {
-        return Err(Error::Conflict(format!("tenant {customer_ref} was offboarded")));
+        return Err(Conflict::Offboarded(customer_ref.clone()).into());
     }
     let (url, _) = crate::ops::webhook_url(&fleet.pool, signing_key, customer_ref, base).await?;
     let account = fleet.accounts.get(tenant.account_id()).await?;
@@ -116,10 +116,12 @@ pub fn check_customer_ref(instance: &Instance, expected: &str) -> Result<()> {
     if instance.customer_ref == expected {
         Ok(())
     } else {
-        Err(Error::Conflict(format!(
-            "WA Bridges answered customer_ref {:?} (id {}) for bridge {expected:?}; nothing was stored",
-            instance.customer_ref, instance.id
-        )))
+        Err(Conflict::ForeignInstance {
+            answered: instance.customer_ref.clone(),
+            instance_id: instance.id,
+            expected: expected.to_owned(),
+        }
+        .into())
     }
 }
 
@@ -295,13 +297,13 @@ pub async fn rotate_url(
     base: &str,
 ) -> Result<String> {
     if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(Error::Invalid("--base must be an http(s) URL such as https://hooks.example.com".into()));
+        return Err(InvalidInput::BaseOption.into());
     }
     let generation: Option<i64> =
         sqlx::query_scalar("select wafleet_bump_generation($1)").bind(customer_ref.as_str()).fetch_one(pool).await?;
     if generation.is_none() {
         return match tenant::lookup(pool, customer_ref).await? {
-            Some(_) => Err(Error::Conflict(format!("tenant {customer_ref} was offboarded"))),
+            Some(_) => Err(Conflict::Offboarded(customer_ref.clone()).into()),
             None => Err(Error::UnknownTenant(customer_ref.to_string())),
         };
     }
@@ -379,7 +381,7 @@ pub(crate) async fn purge_and_delete(
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Conflict(format!("{queue} kept receiving messages; run offboard again")))
+        Err(Conflict::QueueBusy(queue.to_string()).into())
     }
     .await;
     let _ = connection.close(200, "done").await;

@@ -16,7 +16,7 @@ use wafleet_shared::CustomerRef;
 
 use crate::budget::Bucket;
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Result};
 use crate::lifecycle::{purge_and_delete, tenant_queues, Fleet, QueueFate};
 use crate::outbox;
 use crate::tenant::{self, TenantStatus};
@@ -129,7 +129,11 @@ pub async fn offboard(
         }
         (true, _) => (StepState::WouldDo, format!("{customer_ref} would never be usable again")),
         (false, status) => {
-            return Err(Error::Conflict(format!("tenant {customer_ref} is {status:?} after offboarding; run again")))
+            return Err(Conflict::NotTombstoned {
+                customer_ref: customer_ref.clone(),
+                status: status.map_or("missing", TenantStatus::as_str),
+            }
+            .into())
         }
     };
     report(6, "tombstone".into(), state, detail);

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use wafleet_shared::{CustomerRef, Keyring};
 
 use crate::db::{self, RoleSetup};
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidInput, ManagementError, Result, SetupError};
 use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
 use crate::topology::{self, Management};
 
@@ -37,12 +37,7 @@ pub async fn migrate(owner_url: &str, endpoints: &Endpoints, retry_tiers: &[topo
     topology::declare_base(&channel).await?;
     topology::declare_retry_tiers(&channel, retry_tiers).await?;
     let _ = connection.close(200, "done").await;
-    endpoints.management()?.apply_policies().await.map_err(|e| {
-        Error::Management(format!(
-            "{e}. Policies are applied through the management API: enable it with \
-             `rabbitmq-plugins enable rabbitmq_management` and check RABBITMQ_API_URL"
-        ))
-    })?;
+    endpoints.management()?.apply_policies().await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
     Ok(setup)
 }
 
@@ -89,7 +84,7 @@ pub async fn set_tenant_limits(
     max_per_day: Option<i32>,
 ) -> Result<()> {
     if !(1..=100).contains(&weight) || max_per_min.is_some_and(|n| n < 1) || max_per_day.is_some_and(|n| n < 1) {
-        return Err(Error::Invalid("--weight must be 1-100 and caps at least 1".into()));
+        return Err(InvalidInput::TenantLimits.into());
     }
     let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_limits($1, $2, $3, $4)")
         .bind(customer_ref.as_str())
@@ -118,7 +113,7 @@ pub async fn webhook_url(
     customer_ref: &CustomerRef,
     base: &str,
 ) -> Result<(String, TenantStatus)> {
-    let keyring = Keyring::parse(signing_key).map_err(|e| Error::Config(e.to_string()))?;
+    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
     crate::service::check_base_url(base)?;
@@ -131,10 +126,10 @@ pub async fn webhook_url(
 pub async fn add_rule(pool: &PgPool, customer_ref: &CustomerRef, keyword: &str, reply: &str) -> Result<()> {
     let keyword = keyword.trim();
     if keyword.is_empty() || keyword.len() > 200 {
-        return Err(Error::Invalid("keyword must be 1-200 characters".into()));
+        return Err(InvalidInput::RuleKeyword.into());
     }
     if reply.trim().is_empty() {
-        return Err(Error::Invalid("reply must not be empty".into()));
+        return Err(InvalidInput::RuleReply.into());
     }
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use wafleet_shared::CustomerRef;
 
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidInput, Result};
 use crate::outbox;
 use crate::tenant;
 use wafleet_shared::config::env_parse;
@@ -78,7 +78,7 @@ pub async fn run_once(pool: &PgPool, database_url: &str, days: u32) -> Result<Re
 }
 
 async fn prune_all(pool: &PgPool, days: u32) -> Result<RetentionReport> {
-    let days = i32::try_from(days).map_err(|_| Error::Invalid("retention days too large".into()))?;
+    let days = i32::try_from(days).map_err(|_| InvalidInput::RetentionDays(days))?;
     let mut report = RetentionReport::default();
     for summary in tenant::list(pool).await? {
         let mut tx = db::begin_tenant(pool, summary.tenant_id).await?;
@@ -178,7 +178,7 @@ pub async fn export(
         let rows: Vec<serde_json::Value> = sqlx::query_scalar(&sql).bind(meta.id.get()).fetch_all(&mut *tx).await?;
         for row in &rows {
             let line = serde_json::json!({ "table": table, "row": row });
-            writeln!(out, "{line}").map_err(|e| Error::Invalid(format!("cannot write the export: {e}")))?;
+            writeln!(out, "{line}").map_err(InvalidInput::ExportWrite)?;
         }
         counts.push((table, rows.len() as u64));
     }
@@ -203,9 +203,7 @@ pub fn contact_forms(contact: &str) -> Result<Vec<String>> {
     let user = raw.strip_suffix("@s.whatsapp.net").unwrap_or(raw);
     let digits: String = user.chars().filter(|c| !matches!(c, '+' | ' ' | '-' | '(' | ')')).collect();
     if !(6..=20).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(Error::Invalid(
-            "--contact must be a phone number with country code (6-20 digits) or its JID".into(),
-        ));
+        return Err(InvalidInput::Contact.into());
     }
     Ok(vec![digits.clone(), format!("{digits}@s.whatsapp.net")])
 }

@@ -9,7 +9,7 @@ use wafleet_shared::CustomerRef;
 use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
 use crate::dlq::{self, DeadLetter, DlqSummary};
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidInput, Result};
 use crate::ops::Endpoints;
 use crate::outbox;
 use crate::tenant::{self, TenantMeta, TenantStatus, TenantSummary};
@@ -19,8 +19,7 @@ pub use crate::audit::Actor;
 /// Checks the public base URL of ingest (`--base`): an absolute http(s) URL with a host, no
 /// credentials, query or fragment, so the signed webhook URL built on it is well formed.
 pub fn check_base_url(base: &str) -> Result<()> {
-    let invalid = || Error::Invalid("base must be an http(s) URL such as https://hooks.example.com".into());
-    let url = url::Url::parse(base).map_err(|_| invalid())?;
+    let url = url::Url::parse(base).map_err(|e| InvalidInput::BaseUrl(Some(e)))?;
     let plain = matches!(url.scheme(), "http" | "https")
         && url.host_str().is_some_and(|h| !h.is_empty())
         && url.username().is_empty()
@@ -30,7 +29,7 @@ pub fn check_base_url(base: &str) -> Result<()> {
     if plain && base.len() <= 2048 {
         Ok(())
     } else {
-        Err(invalid())
+        Err(InvalidInput::BaseUrl(None).into())
     }
 }
 
@@ -67,7 +66,7 @@ pub async fn tenant_depth(
 ) -> Result<(TenantDepth, DepthSource)> {
     let meta = require_tenant(pool, customer_ref).await?;
     if meta.status == TenantStatus::Offboarded {
-        return Err(Error::Conflict(format!("tenant {customer_ref} was offboarded; its queues are gone")));
+        return Err(Conflict::QueuesGone(customer_ref.clone()).into());
     }
     let (rows, source) = depth::depth(pool, endpoints).await?;
     rows.into_iter()
@@ -116,7 +115,7 @@ pub async fn outbox_rows(
     with_body: bool,
 ) -> Result<Vec<OutboxRow>> {
     if let Some(bad) = statuses.iter().find(|s| !ATTENTION_STATUSES.contains(&s.as_str())) {
-        return Err(Error::Invalid(format!("status {bad:?}: use unknown or failed")));
+        return Err(InvalidInput::OutboxStatus(bad.clone()).into());
     }
     let meta = require_tenant(pool, customer_ref).await?;
     // ISOLATION: read in the tenant's own scope; RLS hides every other tenant's rows.

@@ -13,7 +13,7 @@ use wafleet_shared::{AuthMode, CustomerRef, Generation};
 
 use crate::accounts::AccountId;
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, InvalidInput, Result};
 
 /// A tenant's database identity, used for foreign keys and RLS. Plain id: safe to copy around,
 /// and serialized as the bare number, but never made from one outside this crate.
@@ -81,7 +81,7 @@ impl TenantStatus {
             "active" => Ok(Self::Active),
             "disabled" => Ok(Self::Disabled),
             "offboarded" => Ok(Self::Offboarded),
-            other => Err(Error::Invalid(format!("unknown tenant status {other}"))),
+            other => Err(InvalidInput::TenantStatus(other.to_owned()).into()),
         }
     }
     /// The database spelling.
@@ -113,7 +113,7 @@ impl BotKind {
             "echo" => Ok(Self::Echo),
             "rules" => Ok(Self::Rules),
             "http" => Ok(Self::Http),
-            other => Err(Error::Invalid(format!("unknown bot kind {other:?}: use echo, rules or http"))),
+            other => Err(InvalidInput::BotKind(other.to_owned()).into()),
         }
     }
     /// The database spelling.
@@ -361,19 +361,19 @@ fn check_usable(tenant: Tenant, generation: Generation, auth: AuthMode) -> std::
 }
 
 fn generation_of(raw: i64) -> Result<Generation> {
-    Generation::from_db(raw).ok_or_else(|| Error::Invalid("negative generation".into()))
+    Generation::from_db(raw).ok_or_else(|| InvalidInput::Generation(raw).into())
 }
 
 fn auth_of(raw: &str) -> Result<AuthMode> {
-    AuthMode::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown auth mode {raw}")))
-}
-
-fn ref_of(raw: &str) -> Result<CustomerRef> {
-    CustomerRef::parse(raw).map_err(|e| Error::Invalid(e.to_string()))
+    AuthMode::parse(raw).ok_or_else(|| InvalidInput::AuthMode(raw.to_owned()).into())
 }
 
 fn queue_type_of(raw: &str) -> Result<QueueType> {
-    QueueType::parse(raw).ok_or_else(|| Error::Invalid(format!("unknown queue type {raw}")))
+    QueueType::parse(raw).ok_or_else(|| InvalidInput::QueueType(raw.to_owned()).into())
+}
+
+fn ref_of(raw: &str) -> Result<CustomerRef> {
+    CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
 /// A row of `tenants list`: metadata only, for operators and the reconciler. Every column that
@@ -473,7 +473,7 @@ pub async fn insert_in_account(
     account: &str,
 ) -> Result<(TenantId, bool)> {
     if new.bridge.is_empty() || new.bridge.len() > 256 || new.bridge.chars().any(char::is_control) {
-        return Err(Error::Invalid("bridge key must be 1-256 printable characters".into()));
+        return Err(InvalidInput::BridgeKey.into());
     }
     let result = sqlx::query_as::<_, (i64, bool)>(
         "select tenant_id, created from wafleet_add_tenant_in_account($1, $2, $3, $4, $5, $6)",
@@ -489,11 +489,9 @@ pub async fn insert_in_account(
     match result {
         Ok((id, created)) => Ok((TenantId(id), created)),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("tenants_bridge_key") => {
-            Err(Error::Conflict(format!("bridge {} already belongs to another tenant", new.bridge)))
+            Err(Conflict::BridgeTaken(new.bridge.clone()).into())
         }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => {
-            Err(Error::Conflict(db.message().to_owned()))
-        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => Err(Conflict::Refused(db).into()),
         Err(e) => Err(e.into()),
     }
 }

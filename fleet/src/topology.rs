@@ -12,7 +12,7 @@ use wafleet_shared::topology::{
 };
 use wafleet_shared::CustomerRef;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ManagementError, Result, SetupError};
 
 /// Name of the policy on every tenant queue.
 pub const TENANT_POLICY: &str = "wafleet-tenant-queues";
@@ -152,7 +152,7 @@ pub struct Management {
 impl Management {
     /// `api_url` like `http://user:pass@127.0.0.1:15672`; `vhost` from `AMQP_URL`.
     pub fn new(api_url: &str, vhost: &str) -> Result<Self> {
-        let base = url::Url::parse(api_url).map_err(|e| Error::Config(format!("RABBITMQ_API_URL: {e}")))?;
+        let base = url::Url::parse(api_url).map_err(|e| Error::from(SetupError::ManagementUrl(e)))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .no_proxy()
@@ -163,10 +163,10 @@ impl Management {
 
     fn url(&self, segments: &[&str]) -> Result<url::Url> {
         let mut url = self.base.clone();
-        url.set_username("").map_err(|_| Error::Config("RABBITMQ_API_URL cannot hold credentials".into()))?;
-        url.set_password(None).map_err(|_| Error::Config("RABBITMQ_API_URL cannot hold credentials".into()))?;
+        url.set_username("").map_err(|()| SetupError::ManagementUrlBase)?;
+        url.set_password(None).map_err(|()| SetupError::ManagementUrlBase)?;
         url.path_segments_mut()
-            .map_err(|_| Error::Config("RABBITMQ_API_URL must be an http(s) URL".into()))?
+            .map_err(|()| SetupError::ManagementUrlBase)?
             .pop_if_empty()
             .push("api")
             .extend(segments);
@@ -185,7 +185,9 @@ impl Management {
         if !response.status().is_success() {
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
-            return Err(Error::Management(format!("PUT {} -> {status}: {text}", segments.join("/"))));
+            return Err(
+                ManagementError::Status { method: "PUT", path: segments.join("/"), status, body: Some(text) }.into()
+            );
         }
         Ok(())
     }
@@ -197,7 +199,13 @@ impl Management {
             return Ok(None);
         }
         if !response.status().is_success() {
-            return Err(Error::Management(format!("GET {} -> {}", segments.join("/"), response.status())));
+            return Err(ManagementError::Status {
+                method: "GET",
+                path: segments.join("/"),
+                status: response.status(),
+                body: None,
+            }
+            .into());
         }
         Ok(Some(response.json().await?))
     }
@@ -237,7 +245,13 @@ impl Management {
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(Error::Management(format!("DELETE vhost -> {}", response.status())))
+            Err(ManagementError::Status {
+                method: "DELETE",
+                path: "vhost".into(),
+                status: response.status(),
+                body: None,
+            }
+            .into())
         }
     }
 }

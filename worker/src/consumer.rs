@@ -30,7 +30,7 @@ use wafleet_shared::topology::{
 use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{Error, Result, SetupError};
 use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 use wafleet_fleet::topology::RetryTier;
@@ -165,7 +165,7 @@ impl ConsumerSupervisor {
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                _ = broken.cancelled() => break Err(wafleet_fleet::error::Error::Management("AMQP connection lost".into())),
+                _ = broken.cancelled() => break Err(Error::ConnectionLost),
                 _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
                 _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
                 _ = tokio::time::sleep(self.config.refresh_interval) => {}
@@ -325,7 +325,7 @@ impl TenantConsumer {
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
-                    metrics::counter!(crate::metric::WORKER_RETRIED_TOTAL, "tenant" => label.clone(), "reason" => failure.reason)
+                    metrics::counter!(crate::metric::WORKER_RETRIED_TOTAL, "tenant" => label.clone(), "reason" => failure.reason())
                         .increment(1);
                     let headers = failure_headers(&delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
@@ -344,10 +344,7 @@ impl TenantConsumer {
                     self.settle_after_publish(&delivery, published, "retry").await
                 }
                 None => {
-                    let exhausted = Failure {
-                        reason: "retries_exhausted",
-                        error: format!("{}: {}", failure.reason, failure.error),
-                    };
+                    let exhausted = Failure::RetriesExhausted(Box::new(failure));
                     self.dead_letter(&delivery, &exhausted, attempt).await
                 }
             },
@@ -363,7 +360,7 @@ impl TenantConsumer {
                         self.publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                             .await
                     }
-                    None => Err(Error::Config("no retry tiers".into())),
+                    None => Err(SetupError::NoRetryTiers.into()),
                 };
                 self.settle_after_publish(&delivery, published, "park").await
             }
@@ -389,9 +386,9 @@ impl TenantConsumer {
         failure: &Failure,
         attempt: u32,
     ) -> Result<(), lapin::Error> {
-        warn!(tenant = %self.customer_ref, reason = failure.reason, "dead-lettering message");
+        warn!(tenant = %self.customer_ref, reason = failure.reason(), "dead-lettering message");
         let label = self.processor.tenant_label(&self.customer_ref);
-        metrics::counter!(crate::metric::WORKER_DEAD_LETTERED_TOTAL, "tenant" => label, "reason" => failure.reason)
+        metrics::counter!(crate::metric::WORKER_DEAD_LETTERED_TOTAL, "tenant" => label, "reason" => failure.reason())
             .increment(1);
         let headers = failure_headers(delivery, failure, attempt);
         if attempt > 0 {
@@ -468,11 +465,12 @@ fn failure_headers(delivery: &lapin::message::Delivery, failure: &Failure, attem
         Some(AMQPValue::LongString(h)) => h.to_string(),
         _ => String::new(),
     };
-    let line = format!("{} {} {}", chrono::Utc::now().to_rfc3339(), failure.reason, failure.error);
+    let error = failure.to_string();
+    let line = format!("{} {} {error}", chrono::Utc::now().to_rfc3339(), failure.reason());
     let history = if history.is_empty() { line } else { format!("{history}\n{line}") };
     headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason.into()));
-    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(failure.error.as_str().into()));
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason().into()));
+    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
     headers.insert(HISTORY_HEADER.into(), AMQPValue::LongString(history.into()));
     headers
 }

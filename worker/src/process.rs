@@ -12,6 +12,10 @@ use sqlx::PgPool;
 use tracing::{debug, info, warn};
 use wafleet_shared::{CustomerRef, DecodeError, Envelope, EnvelopeV1};
 
+mod failure;
+
+pub use failure::Failure;
+
 use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, Reply, TenantScope};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
@@ -19,7 +23,7 @@ use wafleet_fleet::labels::TenantLabels;
 use wafleet_fleet::tenant::{self, Tenant, TenantId};
 
 /// What the consumer must do with a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Disposition {
     /// Done (processed, deliberately dropped, or a duplicate).
     Ack,
@@ -34,21 +38,6 @@ pub enum Disposition {
     LeaveForNewerWorker,
     /// Postgres is unreachable: put it back and hold consumption until it returns.
     HoldDatabaseDown,
-}
-
-/// Why a message failed, kept with it in the retry and dead-letter headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Stable reason label (`bot_timeout`, `bot_panic`, `undecodable`, ...).
-    pub reason: &'static str,
-    /// Short error text, never the message body.
-    pub error: String,
-}
-
-impl Failure {
-    fn new(reason: &'static str, error: impl Into<String>) -> Self {
-        Self { reason, error: error.into() }
-    }
 }
 
 /// Settings of message processing.
@@ -161,7 +150,7 @@ impl Processor {
             Err(DecodeError::Malformed(_)) => {
                 warn!(tenant = %queue_tenant, "undecodable message; dead-lettering");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "undecodable").increment(1);
-                return Disposition::DeadLetter(Failure::new("undecodable", "not a wafleet envelope"));
+                return Disposition::DeadLetter(Failure::Undecodable);
             }
         };
         // ISOLATION: double check at the worker. The broker routed this message by ref; if the
@@ -179,13 +168,13 @@ impl Processor {
             Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
             Err(e) if e.is_serialization_failure() => {
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "serialization").increment(1);
-                Disposition::Retry(Failure::new("serialization", "database serialization failure"))
+                Disposition::Retry(Failure::Serialization)
             }
             Err(e) => {
                 // Not an outage: requeueing would loop, so the tenant's DLQ takes it, visibly.
                 warn!(tenant = %queue_tenant, error = %e, "processing failed; dead-lettering");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "processing_error").increment(1);
-                Disposition::DeadLetter(Failure::new("processing_error", e.to_string()))
+                Disposition::DeadLetter(Failure::Processing(Arc::new(e)))
             }
         }
     }
@@ -197,10 +186,7 @@ impl Processor {
             if envelope.customer_ref() == queue_tenant {
                 match self.count_delivery(&envelope.into_v1()).await {
                     Ok(attempts) if attempts > i64::from(wafleet_fleet::topology::DELIVERY_LIMIT) => {
-                        return Disposition::DeadLetter(Failure::new(
-                            "delivery_limit",
-                            format!("redelivered {attempts} times without completing"),
-                        ))
+                        return Disposition::DeadLetter(Failure::DeliveryLimit(attempts))
                     }
                     Ok(_) => {}
                     Err(e) if e.is_database_unavailable() => return Disposition::HoldDatabaseDown,
@@ -372,22 +358,22 @@ impl Processor {
                     .increment(1);
                 Ok(("bot_failed", Vec::new()))
             }
-            Ok(Ok(Err(BotError::Transient(e)))) => {
+            Ok(Ok(Err(e @ BotError::Transient(_)))) => {
                 warn!(error = %e, "bot failed; will retry");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_transient").increment(1);
-                Err(Failure::new("bot_transient", e))
+                Err(Failure::BotTransient(Arc::new(e)))
             }
             Ok(Err(join)) => {
                 warn!(panicked = join.is_panic(), "bot panicked; will retry");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_panic")
                     .increment(1);
-                Err(Failure::new("bot_panic", "the bot panicked"))
+                Err(Failure::BotPanic)
             }
             Err(_) => {
                 abort.abort();
                 warn!(timeout_ms = self.config.bot_timeout.as_millis() as u64, "bot timed out; will retry");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "tenant" => label.to_owned(), "reason" => "bot_timeout").increment(1);
-                Err(Failure::new("bot_timeout", format!("no answer within {} ms", self.config.bot_timeout.as_millis())))
+                Err(Failure::BotTimeout(self.config.bot_timeout))
             }
         }
     }

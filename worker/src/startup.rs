@@ -20,7 +20,7 @@ use crate::consumer::ConsumerSupervisor;
 use crate::process::Processor;
 use crate::reconciler;
 use crate::sender::Sender;
-use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::error::{Result, SetupError};
 use wafleet_fleet::labels::TenantLabels;
 use wafleet_fleet::{db, topology};
 
@@ -77,7 +77,7 @@ impl Application {
         let sender = Arc::new(Sender::for_worker(&config, outbox_ready)?.with_labels(labels));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .map_err(|e| Error::Config(format!("cannot bind WAFLEET_WORKER_ADDR {}: {e}", config.addr)))?;
+            .map_err(|source| SetupError::Bind { addr: config.addr, source })?;
         Ok(Self { listener, pool, supervisor, sender, config, metrics })
     }
 
@@ -132,7 +132,7 @@ impl Application {
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
-            .map_err(|e| Error::Config(format!("health server: {e}")))?;
+            .map_err(SetupError::HealthServer)?;
         let _ = consumers.await;
         let _ = sender.await;
         let _ = retention.await;

@@ -13,12 +13,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::dlq::{self, Selection};
-use wafleet_fleet::{service, Error};
+use wafleet_fleet::service;
 
 use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -95,8 +95,10 @@ async fn replay_dead_letters(
     let selection = match (request.all, request.ids.is_empty()) {
         (true, true) => Selection::All,
         (false, false) => Selection::Ids(request.ids.clone()),
-        (true, false) => return Err(Error::Invalid("say all: true or list ids, not both".into()).into()),
-        (false, true) => return Err(Error::Invalid("say all: true or list the ingest ids to replay".into()).into()),
+        (true, false) => return Err(ApiError::new(Kind::InvalidRequest, "say all: true or list ids, not both")),
+        (false, true) => {
+            return Err(ApiError::new(Kind::InvalidRequest, "say all: true or list the ingest ids to replay"))
+        }
     };
     let result = dlq::replay(&state.pool, &state.endpoints.amqp_url, &customer_ref, &selection, request.dry_run).await;
     let report = if request.dry_run {

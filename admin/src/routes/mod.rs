@@ -44,7 +44,8 @@ pub struct RefPath {
 
 /// Parses a ref from a request; a bad one is [`wafleet_fleet::Error::Invalid`] (400).
 pub fn parse_ref(raw: &str) -> wafleet_fleet::Result<CustomerRef> {
-    CustomerRef::parse(raw).map_err(|e| wafleet_fleet::Error::Invalid(format!("customer_ref {raw:?}: {e}")))
+    CustomerRef::parse(raw)
+        .map_err(|source| wafleet_fleet::error::InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
 /// Writes the audit record of a finished command by `caller`, as the CLI does for its own, and

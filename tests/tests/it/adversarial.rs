@@ -698,8 +698,8 @@ async fn an_offboarded_ref_or_its_bridge_can_never_be_added_again() {
     ] {
         let result = wafleet_fleet::ops::add_tenant(&env.app_pool, &env.endpoints, &readd(customer_ref, bridge)).await;
         match result {
-            Err(wafleet_fleet::error::Error::Conflict(message)) => {
-                assert!(!message.is_empty(), "{why}");
+            Err(wafleet_fleet::error::Error::Conflict(conflict)) => {
+                assert!(!conflict.to_string().is_empty(), "{why}");
             }
             other => panic!("{why}: re-adding must be a conflict, got {other:?}"),
         }
