@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod config;
 pub mod envelope;
 pub mod ids;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
