@@ -1,16 +1,22 @@
-//! Configuration of `wafleet-admin`, from the environment only, validated once at start. The
-//! service endpoints and secrets are the CLI's (same variables, same defaults); the rest starts
-//! with `WAFLEET_ADMIN_`.
+//! Configuration of `wafleet-admin`: [`AdminArgs`] declares every setting for `clap` (so
+//! `--help` lists each variable and its default), `main` parses them once at start, and
+//! [`AdminArgs::into_config`] validates them. The service endpoints, secrets, WA Bridges client
+//! and budget are the shared groups the CLI also uses (same variables, same defaults); the rest
+//! starts with `WAFLEET_ADMIN_`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::SecretString;
+use clap::Parser;
+use secrecy::{ExposeSecret as _, SecretString};
+use wafleet_fleet::accounts::DirectorySettings;
+use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::ops::Endpoints;
-use wafleet_shared::config::{
-    env_bool, env_or, env_parse, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
+use wafleet_shared::settings::{
+    BrokerSettings, BudgetSettings, DatabaseSettings, SigningSettings, TelemetrySettings, WaApiSettings,
 };
 use wafleet_shared::Keyring;
 
@@ -21,8 +27,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8082";
 /// Largest request body (64 KiB); larger ones get 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// Everything `wafleet-admin` reads from the environment.
-#[derive(Clone, Debug)]
+/// Everything `wafleet-admin` runs with, validated.
+#[derive(Clone)]
 pub struct Config {
     /// `WAFLEET_ADMIN_ADDR`: listen address (default 127.0.0.1:8082).
     pub addr: SocketAddr,
@@ -42,35 +48,112 @@ pub struct Config {
     /// `WAFLEET_ADMIN_BUDGET_WAIT_SECS`: longest wait for a WA Bridges budget token inside one
     /// request (provision, bridge status) before answering 503 `budget-exhausted` (default 10).
     pub max_budget_wait: Duration,
+    /// How accounts reach WA Bridges: `WA_API_BASE_URL`, `WAFLEET_SEND_TIMEOUT_MS`, `WA_API_KEY`
+    /// (the default account's key, when set here) and the budget (`WAFLEET_SEND_RATE_PER_MIN`,
+    /// `WAFLEET_SEND_BURST`, `WAFLEET_BUDGET_WINDOW_SECS`).
+    pub directory: DirectorySettings,
 }
 
-fn non_zero(name: &str, value: u32) -> anyhow::Result<NonZeroU32> {
-    NonZeroU32::new(value).with_context(|| format!("{name} must be greater than 0"))
+/// `wafleet-admin`: the admin HTTP API and fleet console. Every setting is a flag and an
+/// environment variable (see the README, "Admin HTTP API").
+#[derive(Parser, Clone, Debug)]
+#[command(name = "wafleet-admin", version, about)]
+pub struct AdminArgs {
+    /// Print the OpenAPI 3.1 document and exit.
+    #[arg(long)]
+    pub print_openapi: bool,
+    /// The application role's database.
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// The broker.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    /// WA Bridges.
+    #[command(flatten)]
+    pub wa_api: WaApiSettings,
+    /// The send budget.
+    #[command(flatten)]
+    pub budget: BudgetSettings,
+    /// The webhook keyring (optional here).
+    #[command(flatten)]
+    pub signing: SigningSettings,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    /// Listen address; expose it only on an internal network.
+    #[arg(long, env = "WAFLEET_ADMIN_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// Connections of the admin API's pool.
+    #[arg(long, env = "WAFLEET_ADMIN_DB_POOL_SIZE", default_value_t = 5)]
+    pub db_pool_size: u32,
+    /// Requests per second per admin token.
+    #[arg(long, env = "WAFLEET_ADMIN_RATE_PER_SEC", default_value_t = NonZeroU32::MIN.saturating_add(9))]
+    pub rate_per_sec: NonZeroU32,
+    /// Burst per admin token.
+    #[arg(long, env = "WAFLEET_ADMIN_RATE_BURST", default_value_t = NonZeroU32::MIN.saturating_add(19))]
+    pub rate_burst: NonZeroU32,
+    /// How long (seconds) a request that calls WA Bridges waits for send budget.
+    #[arg(long, env = "WAFLEET_ADMIN_BUDGET_WAIT_SECS", default_value_t = 10)]
+    pub budget_wait_secs: u64,
 }
 
-impl Config {
-    /// Reads and validates the environment. WA_API_KEY, WA_API_BASE_URL and the budget settings
-    /// are read where the CLI reads them (the fleet context, per account).
-    pub fn from_env() -> anyhow::Result<Self> {
-        let addr = env_or("WAFLEET_ADMIN_ADDR", DEFAULT_ADDR);
-        let addr: SocketAddr = addr.parse().with_context(|| format!("WAFLEET_ADMIN_ADDR={addr:?} is not host:port"))?;
-        let signing_key = std::env::var("WAFLEET_SIGNING_KEY").ok().filter(|k| !k.is_empty()).map(SecretString::from);
+impl AdminArgs {
+    /// Validates the parsed settings. Errors name the variable and never echo a secret.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let signing_key = self.signing.signing_key.filter(|k| !k.expose_secret().is_empty());
         if let Some(key) = &signing_key {
             Keyring::parse(key).context("WAFLEET_SIGNING_KEY")?;
         }
-        Ok(Self {
-            addr,
+        let budget = BudgetConfig::from(&self.budget);
+        budget.validate()?;
+        let mut key_overrides = HashMap::new();
+        // Without it here, `env:WA_API_KEY` is still resolved when an account is used, and its
+        // error names the reference.
+        if let Some(key) = self.wa_api.wa_api_key.filter(|k| !k.expose_secret().is_empty()) {
+            key_overrides.insert("env:WA_API_KEY".to_owned(), key);
+        }
+        Ok(Config {
+            addr: self.addr,
             endpoints: Endpoints {
-                database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
-                amqp_url: env_or("AMQP_URL", DEFAULT_AMQP_URL),
-                rabbitmq_api_url: env_or("RABBITMQ_API_URL", DEFAULT_RABBITMQ_API_URL),
+                database_url: self.database.database_url,
+                amqp_url: self.broker.amqp.amqp_url,
+                rabbitmq_api_url: self.broker.rabbitmq_api_url,
             },
             signing_key,
-            allow_unsafe_db_role: env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?,
-            pool_size: env_parse("WAFLEET_ADMIN_DB_POOL_SIZE", 5)?,
-            rate_per_sec: non_zero("WAFLEET_ADMIN_RATE_PER_SEC", env_parse("WAFLEET_ADMIN_RATE_PER_SEC", 10)?)?,
-            rate_burst: non_zero("WAFLEET_ADMIN_RATE_BURST", env_parse("WAFLEET_ADMIN_RATE_BURST", 20)?)?,
-            max_budget_wait: Duration::from_secs(env_parse("WAFLEET_ADMIN_BUDGET_WAIT_SECS", 10)?),
+            allow_unsafe_db_role: self.database.allow_unsafe_db_role,
+            pool_size: self.db_pool_size,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            max_budget_wait: Duration::from_secs(self.budget_wait_secs),
+            directory: DirectorySettings {
+                default_base_url: self.wa_api.wa_api_base_url,
+                key_overrides,
+                timeout: Duration::from_millis(self.wa_api.send_timeout_ms),
+                budget,
+            },
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = AdminArgs::try_parse_from(["wafleet-admin"]).unwrap().into_config().unwrap();
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!((config.pool_size, config.rate_per_sec.get(), config.rate_burst.get()), (5, 10, 20));
+        assert_eq!(config.max_budget_wait, Duration::from_secs(10));
+        assert_eq!(config.directory.budget, BudgetConfig::default());
+    }
+
+    #[test]
+    fn a_zero_rate_names_its_variable() {
+        let e = wafleet_shared::settings::try_parse_from::<AdminArgs, _, _>(["wafleet-admin", "--rate-per-sec=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("WAFLEET_ADMIN_RATE_PER_SEC"), "{e}");
     }
 }

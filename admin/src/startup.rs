@@ -20,7 +20,6 @@ use tracing::Instrument as _;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
-use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::db;
 
 use crate::config::{Config, BODY_LIMIT_BYTES};
@@ -103,23 +102,14 @@ impl Application {
         db::check_role_is_safe(&pool, config.allow_unsafe_db_role)
             .await
             .context("the database role check failed (DATABASE_URL must be the application role)")?;
-        let directory = wafleet_fleet::accounts::DirectorySettings {
-            default_base_url: wafleet_shared::config::env_or(
-                "WA_API_BASE_URL",
-                wafleet_shared::config::DEFAULT_WA_API_BASE_URL,
-            ),
-            key_overrides: Default::default(),
-            timeout: Duration::from_millis(wafleet_shared::config::env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
-            budget: BudgetConfig::from_env()?,
-        };
-        let mut fleet = wafleet_fleet::lifecycle::Fleet::new(pool.clone(), config.endpoints.clone(), directory);
+        let budget = config.directory.budget.clone();
+        let mut fleet = wafleet_fleet::lifecycle::Fleet::new(pool.clone(), config.endpoints.clone(), config.directory);
         fleet.max_budget_wait = config.max_budget_wait;
         if config.signing_key.is_none() {
             tracing::warn!("WAFLEET_SIGNING_KEY is not set: webhook-url, rotate-url and provision answer 503");
         }
         let rate = RateLimit { per_second: config.rate_per_sec, burst: config.rate_burst };
-        let state =
-            AppState::new(pool, config.endpoints.clone(), fleet, config.signing_key, BudgetConfig::from_env()?, rate);
+        let state = AppState::new(pool, config.endpoints.clone(), fleet, config.signing_key, budget, rate);
         Self::bind(config.addr, state).await
     }
 

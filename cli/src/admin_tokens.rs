@@ -9,8 +9,8 @@ use wafleet_fleet::admin_tokens::{create, list, revoke};
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
-use wafleet_fleet::ops::Endpoints;
-use wafleet_shared::config::env_bool;
+
+use crate::settings::Settings;
 
 /// `wafleet admin-tokens ...`.
 #[derive(Subcommand, Debug)]
@@ -37,14 +37,14 @@ pub enum AdminTokensCommand {
 }
 
 /// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
-pub async fn run_cli(endpoints: &Endpoints, command: AdminTokensCommand) -> Result<()> {
-    let pool = db::app_pool(&endpoints.database_url, 2)?;
-    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+pub async fn run_cli(settings: &Settings, command: AdminTokensCommand) -> Result<()> {
+    let pool = db::app_pool(&settings.database.database_url, 2)?;
+    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
     match command {
         AdminTokensCommand::Create { name, read_only } => {
             let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));
-            let result = create(&pool, &name, read_only, crate::settings::actor().as_str()).await;
-            crate::fleet_commands::audit_result(endpoints, &entry, &result, false).await?;
+            let result = create(&pool, &name, read_only, settings.actor().as_str()).await;
+            crate::fleet_commands::audit_result(settings, &entry, &result, false).await?;
             let (info, secret) = result?;
             let scope = if info.read_only { "read-only" } else { "full" };
             eprintln!("created admin token {} ({scope}); it is shown once, below. Store it as a secret.", info.name);
@@ -79,7 +79,7 @@ pub async fn run_cli(endpoints: &Endpoints, command: AdminTokensCommand) -> Resu
         AdminTokensCommand::Revoke { name } => {
             let entry = Entry::new("admin-tokens revoke", Some(&name), json!({}));
             let result = revoke(&pool, &name).await;
-            crate::fleet_commands::audit_result(endpoints, &entry, &result, false).await?;
+            crate::fleet_commands::audit_result(settings, &entry, &result, false).await?;
             result?;
             println!("revoked admin token {name}");
         }

@@ -2,23 +2,23 @@
 //! of [`wafleet_fleet::ops`].
 
 use clap::{Args, Parser, Subcommand};
-use secrecy::SecretString;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
 
 use wafleet_fleet::db::{self, RoleSetup};
-use wafleet_fleet::error::{Error, InvalidInput, Result};
-use wafleet_fleet::ops::{self, Endpoints};
+use wafleet_fleet::error::{InvalidInput, Result};
+use wafleet_fleet::ops;
 use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
-use wafleet_shared::config::{
-    env_bool, env_or, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL, DEFAULT_RABBITMQ_API_URL,
-};
 
-/// wafleet operator CLI. Reads DATABASE_URL (application role), MIGRATE_DATABASE_URL (owner,
-/// `migrate` only), AMQP_URL, RABBITMQ_API_URL and WAFLEET_SIGNING_KEY (`webhook-url`).
+use crate::settings::Settings;
+
+/// wafleet operator CLI. Every setting below is a global flag and an environment variable.
 #[derive(Parser, Debug)]
 #[command(name = "wafleet", version, about)]
 pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -181,17 +181,9 @@ fn parse_ref(raw: &str) -> Result<CustomerRef> {
     CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
-fn endpoints() -> Endpoints {
-    Endpoints {
-        database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
-        amqp_url: env_or("AMQP_URL", DEFAULT_AMQP_URL),
-        rabbitmq_api_url: env_or("RABBITMQ_API_URL", DEFAULT_RABBITMQ_API_URL),
-    }
-}
-
-async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
-    let pool = db::app_pool(&endpoints.database_url, 2)?;
-    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
+    let pool = db::app_pool(&settings.database.database_url, 2)?;
+    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
     Ok(pool)
 }
 
@@ -199,23 +191,21 @@ async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
 /// audited (issue #5): the core ones here, the others by `crate::fleet_commands` itself.
 pub async fn run(cli: Cli) -> Result<()> {
     let entry = crate::fleet_commands::core_audit_entry(&cli.command);
+    let settings = cli.settings.clone();
     let result = run_command(cli).await;
     if let Some(entry) = entry {
-        crate::fleet_commands::audit_result(&endpoints(), &entry, &result, false).await?;
+        crate::fleet_commands::audit_result(&settings, &entry, &result, false).await?;
     }
     result
 }
 
 async fn run_command(cli: Cli) -> Result<()> {
-    let endpoints = endpoints();
+    let settings = &cli.settings;
+    let endpoints = settings.endpoints();
     match cli.command {
         Command::Migrate => {
-            let owner = env_or("MIGRATE_DATABASE_URL", DEFAULT_MIGRATE_DATABASE_URL);
-            let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(&env_or(
-                "WAFLEET_RETRY_TIERS",
-                wafleet_fleet::topology::DEFAULT_RETRY_TIERS,
-            ))?;
-            match ops::migrate(&owner, &endpoints, &tiers).await? {
+            let tiers = settings.retry_tiers()?;
+            match ops::migrate(&settings.migrate_database_url, &endpoints, &tiers).await? {
                 RoleSetup::Granted => {
                     println!("migrations applied; application role granted; topology and policies in place")
                 }
@@ -236,7 +226,7 @@ async fn run_command(cli: Cli) -> Result<()> {
                 queue_type: QueueType::parse(&args.queue_type)
                     .ok_or_else(|| InvalidInput::QueueTypeOption(args.queue_type.clone()))?,
             };
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             let http = wafleet_fleet::bot_settings::http_settings(
                 new.bot_kind,
                 args.bot_url.as_deref(),
@@ -248,7 +238,7 @@ async fn run_command(cli: Cli) -> Result<()> {
             crate::bot_args::print_secret(outcome.secret.as_ref());
         }
         Command::Tenants(TenantsCommand::List { json }) => {
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             let tenants = ops::list_tenants(&pool).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tenants).unwrap_or_default());
@@ -272,42 +262,40 @@ async fn run_command(cli: Cli) -> Result<()> {
             }
         }
         Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Disabled).await?;
             println!("disabled {customer_ref}");
         }
         Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Active).await?;
             println!("enabled {customer_ref}");
         }
         Command::WebhookUrl { customer_ref, base } => {
-            let key = std::env::var("WAFLEET_SIGNING_KEY")
-                .map_err(|_| Error::Config("WAFLEET_SIGNING_KEY is required to sign webhook URLs".into()))?;
-            let pool = app_pool(&endpoints).await?;
-            let (url, status) =
-                ops::webhook_url(&pool, &SecretString::from(key), &parse_ref(&customer_ref)?, &base).await?;
+            let key = settings.signing_key()?;
+            let pool = app_pool(settings).await?;
+            let (url, status) = ops::webhook_url(&pool, &key, &parse_ref(&customer_ref)?, &base).await?;
             if status != TenantStatus::Active {
                 eprintln!("warning: tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str());
             }
             // The URL is a credential: it goes to stdout only, alone on the last line.
             println!("{url}");
         }
-        Command::Dlq(command) => run_dlq(&endpoints, command).await?,
-        Command::Fleet(command) => crate::fleet_commands::run_fleet(&endpoints, command).await?,
-        Command::AdminTokens(command) => crate::admin_tokens::run_cli(&endpoints, command).await?,
+        Command::Dlq(command) => run_dlq(settings, command).await?,
+        Command::Fleet(command) => crate::fleet_commands::run_fleet(settings, command).await?,
+        Command::AdminTokens(command) => crate::admin_tokens::run_cli(settings, command).await?,
         Command::Tenants(TenantsCommand::SetBot(args)) => {
             let change = args.change()?;
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             let secret = wafleet_fleet::bot_settings::set_bot(&pool, &parse_ref(&args.customer_ref)?, &change).await?;
             println!("bot of {} is {}", args.customer_ref, change.kind.as_str());
             crate::bot_args::print_secret(secret.as_ref());
         }
         Command::Tenants(TenantsCommand::Lifecycle(command)) => {
-            crate::fleet_commands::run_tenant_lifecycle(&endpoints, command).await?
+            crate::fleet_commands::run_tenant_lifecycle(settings, command).await?
         }
         Command::Depth { json } => {
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             let (rows, source) = wafleet_fleet::depth::depth(&pool, &endpoints).await?;
             if json {
                 let doc = serde_json::json!({ "source": source, "tenants": rows });
@@ -338,7 +326,7 @@ async fn run_command(cli: Cli) -> Result<()> {
             }
         }
         Command::Rules(RulesCommand::Add { customer_ref, keyword, reply }) => {
-            let pool = app_pool(&endpoints).await?;
+            let pool = app_pool(settings).await?;
             ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
             println!("rule saved for {customer_ref}");
         }
@@ -346,8 +334,9 @@ async fn run_command(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-async fn run_dlq(endpoints: &Endpoints, command: DlqCommand) -> Result<()> {
-    let pool = app_pool(endpoints).await?;
+async fn run_dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
+    let pool = app_pool(settings).await?;
+    let endpoints = settings.endpoints();
     match command {
         DlqCommand::List { customer_ref, json } => {
             let only = customer_ref.as_deref().map(parse_ref).transpose()?;

@@ -5,19 +5,17 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use secrecy::SecretString;
 use serde_json::json;
 use wafleet_shared::CustomerRef;
 
 use wafleet_fleet::accounts::{KeyRef, NewAccount};
 use wafleet_fleet::audit::{self, Entry};
-use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::db;
-use wafleet_fleet::error::{Error, InvalidInput, Result};
+use wafleet_fleet::error::{InvalidInput, Result};
 use wafleet_fleet::lifecycle::Fleet;
-use wafleet_fleet::ops::{self, Endpoints};
-use wafleet_fleet::retention::RetentionConfig;
-use wafleet_shared::config::env_bool;
+use wafleet_fleet::ops;
+
+use crate::settings::Settings;
 
 mod print;
 use print::{print_outbox, print_reconcile};
@@ -176,30 +174,24 @@ fn parse_ref(raw: &str) -> Result<CustomerRef> {
     CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
-async fn app_pool(endpoints: &Endpoints) -> Result<sqlx::PgPool> {
-    let pool = db::app_pool(&endpoints.database_url, 3)?;
-    db::check_role_is_safe(&pool, env_bool("WAFLEET_ALLOW_UNSAFE_DB_ROLE")?).await?;
+async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
+    let pool = db::app_pool(&settings.database.database_url, 3)?;
+    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
     Ok(pool)
 }
 
-fn signing_key() -> Result<SecretString> {
-    std::env::var("WAFLEET_SIGNING_KEY")
-        .map(SecretString::from)
-        .map_err(|_| Error::Config("WAFLEET_SIGNING_KEY is required to sign webhook URLs".into()))
-}
-
-/// The lifecycle context of the CLI: `WA_API_KEY` and other key references are read from this
-/// process's environment; the budget is the fleet's, in Postgres.
-pub fn fleet(pool: sqlx::PgPool, endpoints: &Endpoints) -> Result<Fleet> {
-    Ok(Fleet::new(pool, endpoints.clone(), crate::settings::directory_settings()?))
+/// The lifecycle context of the CLI: `WA_API_KEY` from the settings, other `env:` key
+/// references from this process's environment; the budget is the fleet's, in Postgres.
+pub fn fleet(pool: sqlx::PgPool, settings: &Settings) -> Result<Fleet> {
+    Ok(Fleet::new(pool, settings.endpoints(), settings.directory_settings()?))
 }
 
 /// Writes the audit record of a finished command. A failure to write it is reported on stderr
 /// and turns the exit code non-zero, but cannot undo the command.
-pub async fn audit_result<T>(endpoints: &Endpoints, entry: &Entry, result: &Result<T>, dry_run: bool) -> Result<()> {
+pub async fn audit_result<T>(settings: &Settings, entry: &Entry, result: &Result<T>, dry_run: bool) -> Result<()> {
     let written = async {
-        let pool = app_pool(endpoints).await?;
-        audit::record_result(&pool, &crate::settings::actor(), entry, result, dry_run).await
+        let pool = app_pool(settings).await?;
+        audit::record_result(&pool, &settings.actor(), entry, result, dry_run).await
     }
     .await;
     if let Err(e) = &written {
@@ -246,8 +238,8 @@ pub fn core_audit_entry(command: &crate::commands::Command) -> Option<Entry> {
 }
 
 /// Runs a top-level issue #5 command.
-pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<()> {
-    let pool = app_pool(endpoints).await?;
+pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()> {
+    let pool = app_pool(settings).await?;
     match command {
         FleetCommand::Accounts(AccountsCommand::Add { name, key_ref, base_url, rate_per_min, burst }) => {
             let entry = Entry::new(
@@ -258,7 +250,7 @@ pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<(
             let result = async {
                 let new =
                     NewAccount { name: name.clone(), key_ref: KeyRef::parse(&key_ref)?, base_url, rate_per_min, burst };
-                let budget = BudgetConfig::from_env()?;
+                let budget = settings.budget()?;
                 for w in budget.account_warnings(&name, &budget.proxy(rate_per_min, burst)) {
                     eprintln!("warning: {w}");
                 }
@@ -268,7 +260,7 @@ pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<(
                 ops::add_account(&pool, &new).await
             }
             .await;
-            audit_result(endpoints, &entry, &result, false).await?;
+            audit_result(settings, &entry, &result, false).await?;
             let (_, created) = result?;
             println!("{} account {name}", if created { "added" } else { "unchanged" });
         }
@@ -297,10 +289,11 @@ pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<(
         }
         FleetCommand::Provision { customer_ref, base } => {
             let entry = Entry::new("provision", Some(&customer_ref), json!({"base": base}));
-            let fleet = fleet(pool.clone(), endpoints)?;
+            let fleet = fleet(pool.clone(), settings)?;
             let result =
-                async { ops::provision(&fleet, &signing_key()?, &parse_ref(&customer_ref)?, &base).await }.await;
-            audit_result(endpoints, &entry, &result, false).await?;
+                async { ops::provision(&fleet, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
+                    .await;
+            audit_result(settings, &entry, &result, false).await?;
             let p = result?;
             if p.previous_instance_id == Some(p.instance_id) {
                 println!("bridge of {customer_ref} already provisioned: instance {}", p.instance_id);
@@ -310,30 +303,29 @@ pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<(
             }
         }
         FleetCommand::Bridges(BridgesCommand::Reconcile { fix, json }) => {
-            let fleet = fleet(pool.clone(), endpoints)?;
+            let fleet = fleet(pool.clone(), settings)?;
             let result = ops::reconcile_bridges(&fleet, fix).await;
             if fix {
-                audit_result(endpoints, &Entry::new("bridges reconcile --fix", None, json!({})), &result, false)
-                    .await?;
+                audit_result(settings, &Entry::new("bridges reconcile --fix", None, json!({})), &result, false).await?;
             }
             print_reconcile(&result?, json);
         }
         FleetCommand::Bridges(BridgesCommand::Status { customer_ref }) => {
-            let fleet = fleet(pool.clone(), endpoints)?;
+            let fleet = fleet(pool.clone(), settings)?;
             println!("{}", ops::bridge_status(&fleet, &parse_ref(&customer_ref)?).await?);
         }
         FleetCommand::Outbox { json } => {
-            let summary = ops::outbox_summary(&pool, &BudgetConfig::from_env()?, None).await?;
+            let summary = ops::outbox_summary(&pool, &settings.budget()?, None).await?;
             print_outbox(&summary, json);
         }
         FleetCommand::Retention(RetentionCommand::Run { days }) => {
             let days = match days {
                 Some(d) => d,
-                None => RetentionConfig::from_env()?.days,
+                None => settings.retention.retention_days,
             };
             let entry = Entry::new("retention run", None, json!({"days": days}));
-            let result = ops::run_retention(&pool, &endpoints.database_url, days).await;
-            audit_result(endpoints, &entry, &result, false).await?;
+            let result = ops::run_retention(&pool, &settings.database.database_url, days).await;
+            audit_result(settings, &entry, &result, false).await?;
             let r = result?;
             if r.skipped {
                 println!("another retention run holds the lock; nothing done");
@@ -368,14 +360,15 @@ pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<(
 }
 
 /// Runs a tenant lifecycle command.
-pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycle) -> Result<()> {
-    let pool = app_pool(endpoints).await?;
+pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle) -> Result<()> {
+    let pool = app_pool(settings).await?;
     match command {
         TenantLifecycle::RotateUrl { customer_ref, base } => {
             let entry = Entry::new("tenants rotate-url", Some(&customer_ref), json!({"base": base}));
             let result =
-                async { ops::rotate_url(&pool, &signing_key()?, &parse_ref(&customer_ref)?, &base).await }.await;
-            audit_result(endpoints, &entry, &result, false).await?;
+                async { ops::rotate_url(&pool, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
+                    .await;
+            audit_result(settings, &entry, &result, false).await?;
             let url = result?;
             eprintln!(
                 "{customer_ref}: the previous URL no longer works; set this one on the bridge (WA Bridges dashboard)"
@@ -385,12 +378,12 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
         }
         TenantLifecycle::Offboard { customer_ref, dry_run } => {
             let entry = Entry::new("tenants offboard", Some(&customer_ref), json!({"dry_run": dry_run}));
-            let fleet = fleet(pool.clone(), endpoints)?;
+            let fleet = fleet(pool.clone(), settings)?;
             let mut print = |s: &wafleet_fleet::offboard::OffboardStep| {
                 println!("[{}/6] {}: {} ({})", s.number, s.name, s.state.as_str(), s.detail);
             };
             let result = async { ops::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;
-            audit_result(endpoints, &entry, &result, dry_run).await?;
+            audit_result(settings, &entry, &result, dry_run).await?;
             result?;
             if dry_run {
                 println!("dry run: nothing changed");
@@ -412,7 +405,7 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
                 }
             }
             .await;
-            audit_result(endpoints, &entry, &result, false).await?;
+            audit_result(settings, &entry, &result, false).await?;
             for (table, n) in result? {
                 eprintln!("exported {n} row(s) of {table}");
             }
@@ -421,7 +414,7 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
             // The contact is personal data: the audit log records that an erasure happened, not whom.
             let entry = Entry::new("tenants erase", Some(&customer_ref), json!({"contact": contact}));
             let result = async { ops::erase_contact(&pool, &parse_ref(&customer_ref)?, &contact).await }.await;
-            audit_result(endpoints, &entry, &result, false).await?;
+            audit_result(settings, &entry, &result, false).await?;
             let r = result?;
             println!(
                 "erased: {} log row(s), {} outbox row(s); redacted {} processed event(s)",
@@ -438,7 +431,7 @@ pub async fn run_tenant_lifecycle(endpoints: &Endpoints, command: TenantLifecycl
                 ops::set_tenant_limits(&pool, &parse_ref(&customer_ref)?, weight, max_per_min, max_per_day).await
             }
             .await;
-            audit_result(endpoints, &entry, &result, false).await?;
+            audit_result(settings, &entry, &result, false).await?;
             result?;
             println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
         }

@@ -1,11 +1,10 @@
 //! `wafleet`: the operator CLI.
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    wafleet_shared::telemetry::init_tracing();
-    let cli = wafleet_cli::commands::Cli::parse();
+    // Parsed first, so `--help` works without any setting.
+    let cli: wafleet_cli::commands::Cli = wafleet_shared::settings::parse();
+    wafleet_shared::telemetry::init_tracing(&cli.settings.telemetry);
     match wafleet_cli::commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,29 +1,121 @@
-//! The CLI's settings that are not arguments of one command, read from the environment once.
+//! The CLI's settings that are not arguments of one command: global flags, each with its
+//! environment variable, parsed once with the command line (so `wafleet tenants add ...` runs
+//! from the environment alone, and `wafleet --help` lists every variable). The groups shared
+//! with the other binaries come from [`wafleet_shared::settings`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 use wafleet_fleet::accounts::DirectorySettings;
 use wafleet_fleet::audit::Actor;
 use wafleet_fleet::budget::BudgetConfig;
-use wafleet_fleet::error::Result;
-use wafleet_shared::config::{env_or, env_parse, DEFAULT_WA_API_BASE_URL};
+use wafleet_fleet::error::{Error, Result};
+use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::topology::RetryTier;
+use wafleet_shared::config::DEFAULT_MIGRATE_DATABASE_URL;
+use wafleet_shared::settings::{
+    BrokerSettings, BudgetSettings, DatabaseSettings, RetentionSettings, RetrySettings, SigningSettings,
+    TelemetrySettings, WaApiSettings,
+};
 
-/// The operator named in the audit log: `WAFLEET_OPERATOR`, else the OS user, else `unknown`.
-pub fn actor() -> Actor {
-    let name = ["WAFLEET_OPERATOR", "USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_default();
-    Actor::operator(&name)
+/// Every setting of the CLI (global flags, so they may follow any subcommand).
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// The application role's database.
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// The broker.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+    /// WA Bridges.
+    #[command(flatten)]
+    pub wa_api: WaApiSettings,
+    /// The send budget.
+    #[command(flatten)]
+    pub budget: BudgetSettings,
+    /// The retry tiers `migrate` declares.
+    #[command(flatten)]
+    pub retry: RetrySettings,
+    /// Retention (`retention run` without `--days`).
+    #[command(flatten)]
+    pub retention: RetentionSettings,
+    /// The webhook keyring (`webhook-url`, `provision`, `tenants rotate-url`).
+    #[command(flatten)]
+    pub signing: SigningSettings,
+    /// Logs.
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    /// Postgres as the owner role, for `migrate` only.
+    #[arg(long, env = "MIGRATE_DATABASE_URL", default_value = DEFAULT_MIGRATE_DATABASE_URL,
+          hide_env_values = true, global = true)]
+    pub migrate_database_url: String,
+    /// Who the audit log records for commands [default: the OS user].
+    #[arg(long, env = "WAFLEET_OPERATOR", global = true)]
+    pub operator: Option<String>,
 }
 
-/// How the CLI reaches WA Bridges accounts: `WA_API_BASE_URL`, `WAFLEET_SEND_TIMEOUT_MS` and the
-/// default account's budget.
-pub fn directory_settings() -> Result<DirectorySettings> {
-    Ok(DirectorySettings {
-        default_base_url: env_or("WA_API_BASE_URL", DEFAULT_WA_API_BASE_URL),
-        key_overrides: Default::default(),
-        timeout: Duration::from_millis(env_parse("WAFLEET_SEND_TIMEOUT_MS", 10_000)?),
-        budget: BudgetConfig::from_env()?,
-    })
+impl Settings {
+    /// The services of the application role.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            database_url: self.database.database_url.clone(),
+            amqp_url: self.broker.amqp.amqp_url.clone(),
+            rabbitmq_api_url: self.broker.rabbitmq_api_url.clone(),
+        }
+    }
+
+    /// The operator named in the audit log: `WAFLEET_OPERATOR`, else the OS user, else `unknown`.
+    pub fn actor(&self) -> Actor {
+        // The OS user is the login's identity, not a wafleet setting, so it is read here as a
+        // fallback rather than declared as a flag.
+        let name = self
+            .operator
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| {
+                ["USER", "LOGNAME", "USERNAME"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+            })
+            .unwrap_or_default();
+        Actor::operator(&name)
+    }
+
+    /// `WAFLEET_SIGNING_KEY`, required by the commands that sign webhook URLs.
+    pub fn signing_key(&self) -> Result<SecretString> {
+        self.signing
+            .signing_key
+            .clone()
+            .filter(|k| !k.expose_secret().is_empty())
+            .ok_or_else(|| Error::Config("WAFLEET_SIGNING_KEY is required to sign webhook URLs".into()))
+    }
+
+    /// The default account's budget and the window of every bucket.
+    pub fn budget(&self) -> Result<BudgetConfig> {
+        let budget = BudgetConfig::from(&self.budget);
+        budget.validate()?;
+        Ok(budget)
+    }
+
+    /// The retry tiers of `WAFLEET_RETRY_TIERS`.
+    pub fn retry_tiers(&self) -> Result<Vec<RetryTier>> {
+        RetryTier::parse_tiers(&self.retry.retry_tiers)
+    }
+
+    /// How the CLI reaches WA Bridges accounts: `WA_API_BASE_URL`, `WAFLEET_SEND_TIMEOUT_MS`,
+    /// `WA_API_KEY` (the default account's key, when set) and the default account's budget.
+    pub fn directory_settings(&self) -> Result<DirectorySettings> {
+        let mut key_overrides = HashMap::new();
+        if let Some(key) = self.wa_api.wa_api_key.clone().filter(|k| !k.expose_secret().is_empty()) {
+            key_overrides.insert("env:WA_API_KEY".to_owned(), key);
+        }
+        Ok(DirectorySettings {
+            default_base_url: self.wa_api.wa_api_base_url.clone(),
+            key_overrides,
+            timeout: Duration::from_millis(self.wa_api.send_timeout_ms),
+            budget: self.budget()?,
+        })
+    }
 }

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use crate::accounts::{AccountId, AccountRuntime};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use wafleet_shared::config::env_parse;
+use wafleet_shared::settings::BudgetSettings;
 
 /// Documented WA Bridges limit of `/proxy/*` and other `/api/*` calls per key per minute.
 pub const API_LIMIT_PER_MIN: u32 = 120;
@@ -63,6 +63,18 @@ impl Default for BudgetConfig {
     }
 }
 
+impl From<&BudgetSettings> for BudgetConfig {
+    /// The budget the binaries parsed (`WAFLEET_SEND_RATE_PER_MIN`, `WAFLEET_SEND_BURST`,
+    /// `WAFLEET_BUDGET_WINDOW_SECS`; each already checked to be > 0).
+    fn from(settings: &BudgetSettings) -> Self {
+        Self {
+            rate_per_window: settings.send_rate_per_min,
+            burst: settings.send_burst,
+            window: Duration::from_secs(settings.budget_window_secs),
+        }
+    }
+}
+
 /// Rate, capacity and window of one bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BucketSettings {
@@ -82,17 +94,6 @@ impl BucketSettings {
 }
 
 impl BudgetConfig {
-    /// Reads `WAFLEET_SEND_RATE_PER_MIN`, `WAFLEET_SEND_BURST` and `WAFLEET_BUDGET_WINDOW_SECS`.
-    pub fn from_env() -> Result<Self> {
-        let config = Self {
-            rate_per_window: env_parse("WAFLEET_SEND_RATE_PER_MIN", 110)?,
-            burst: env_parse("WAFLEET_SEND_BURST", 5)?,
-            window: Duration::from_secs(env_parse("WAFLEET_BUDGET_WINDOW_SECS", 60)?),
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Refuses values the bucket cannot work with.
     pub fn validate(&self) -> Result<()> {
         if self.rate_per_window == 0 || self.burst == 0 || self.window.is_zero() {

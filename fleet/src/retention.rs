@@ -16,7 +16,6 @@ use crate::db;
 use crate::error::{Error, InvalidInput, Result};
 use crate::outbox;
 use crate::tenant;
-use wafleet_shared::config::env_parse;
 
 /// Advisory lock key: one retention run at a time across replicas and the CLI.
 const RETENTION_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
@@ -37,16 +36,13 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// Reads the environment.
-    pub fn from_env() -> Result<Self> {
-        let config = Self {
-            days: env_parse("WAFLEET_RETENTION_DAYS", 30)?,
-            interval: Duration::from_secs(env_parse("WAFLEET_RETENTION_INTERVAL_SECS", 3600)?),
-        };
-        if config.days == 0 || config.interval.is_zero() {
+    /// Refuses a zero retention or interval (`WAFLEET_RETENTION_DAYS`,
+    /// `WAFLEET_RETENTION_INTERVAL_SECS`).
+    pub fn validate(&self) -> Result<()> {
+        if self.days == 0 || self.interval.is_zero() {
             return Err(Error::Config("WAFLEET_RETENTION_DAYS and WAFLEET_RETENTION_INTERVAL_SECS must be > 0".into()));
         }
-        Ok(config)
+        Ok(())
     }
 }
 

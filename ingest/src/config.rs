@@ -1,15 +1,20 @@
-//! Ingest settings, read from the environment once at start and validated there.
+//! Ingest settings, parsed once at start by the binary and validated here.
 //!
-//! This module owns the names, defaults and parsing of every ingest environment variable. It must
-//! not read the environment anywhere else, and its errors must never echo a value (the signing
-//! keyring and the AMQP URL are secrets).
+//! This module owns the names, defaults and parsing of every ingest environment variable:
+//! [`IngestArgs`] declares them for `clap` (so `--help` lists each one with its variable and
+//! default), and [`Config::from_lookup`] validates the raw values. Ingest-specific values stay
+//! strings until then, so a bad value is reported as [`Error::Config`] naming the variable and
+//! never echoed (the signing keyring and the AMQP URL are secrets). Nothing here reads the
+//! environment: `main` parses it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use clap::Parser;
+use secrecy::{ExposeSecret as _, SecretString};
+use wafleet_shared::settings::{AmqpSettings, SigningSettings, TelemetrySettings};
 use wafleet_shared::Keyring;
 
 use crate::error::Error;
@@ -40,6 +45,96 @@ pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Default time the shutdown spends draining the spool before leaving the rest on disk. Keep it
 /// well under the pod's termination grace period (30 s by default).
 pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// `wafleet-ingest`: the webhook edge. Every setting is a flag and an environment variable.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "wafleet-ingest", version, about)]
+pub struct IngestArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub amqp: AmqpSettings,
+    /// The webhook keyring (required here).
+    #[command(flatten)]
+    pub signing: SigningSettings,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    /// Listen address (host:port; port 0 picks a free port).
+    #[arg(long, env = "WAFLEET_INGEST_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// Also accept `POST /webhook` with the ref taken from the body (tenants added with `--auth open`).
+    #[arg(long, env = "WAFLEET_OPEN_WEBHOOK", default_value = "false")]
+    pub open_webhook: String,
+    /// Larger bodies get 413.
+    #[arg(long, env = "WAFLEET_BODY_LIMIT_BYTES", default_value = "262144")]
+    pub body_limit_bytes: String,
+    /// A body that takes longer (milliseconds) gets 408.
+    #[arg(long, env = "WAFLEET_BODY_TIMEOUT_MS", default_value = "5000")]
+    pub body_timeout_ms: String,
+    /// A client must send its request headers within this time (milliseconds).
+    #[arg(long, env = "WAFLEET_HEADER_TIMEOUT_MS", default_value = "5000")]
+    pub header_timeout_ms: String,
+    /// Open connections at most; more clients wait in the accept backlog.
+    #[arg(long, env = "WAFLEET_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: String,
+    /// One deadline around publish and confirm (milliseconds).
+    #[arg(long, env = "WAFLEET_PUBLISH_TIMEOUT_MS", default_value = "2000")]
+    pub publish_timeout_ms: String,
+    /// How often `/readyz` re-checks that `wa.inbound` exists (milliseconds).
+    #[arg(long, env = "WAFLEET_READY_RECHECK_MS", default_value = "5000")]
+    pub ready_recheck_ms: String,
+    /// Development only: declare `wa.inbound` (in production ingest has no configure rights).
+    #[arg(long, env = "WAFLEET_INGEST_DECLARE_TOPOLOGY", default_value = "false")]
+    pub declare_topology: String,
+    /// The disk spool that takes events while the broker cannot confirm them.
+    #[arg(long, env = "WAFLEET_SPOOL_ENABLED", default_value = "true")]
+    pub spool_enabled: String,
+    /// Spool folder, one ingest per folder [default: /var/lib/wafleet/spool if it exists, else ./.wafleet-spool].
+    #[arg(long, env = "WAFLEET_SPOOL_DIR")]
+    pub spool_dir: Option<String>,
+    /// Full spool: 503 and `/readyz` not ready.
+    #[arg(long, env = "WAFLEET_SPOOL_MAX_BYTES", default_value = "1073741824")]
+    pub spool_max_bytes: String,
+    /// Segment size; a segment is deleted once the broker confirmed all its records.
+    #[arg(long, env = "WAFLEET_SPOOL_SEGMENT_BYTES", default_value = "8388608")]
+    pub spool_segment_bytes: String,
+    /// On shutdown, how long (seconds) to keep draining the spool; the rest stays on disk.
+    #[arg(long, env = "WAFLEET_SHUTDOWN_DRAIN_SECS", default_value = "10")]
+    pub shutdown_drain_secs: String,
+}
+
+impl IngestArgs {
+    /// The raw value of variable `var` as parsed (flag, environment or default).
+    pub fn lookup(&self, var: &str) -> Option<String> {
+        let value = match var {
+            "AMQP_URL" => &self.amqp.amqp_url,
+            "WAFLEET_SIGNING_KEY" => {
+                return self
+                    .signing
+                    .signing_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .filter(|k| !k.is_empty())
+            }
+            "WAFLEET_INGEST_ADDR" => &self.addr,
+            "WAFLEET_OPEN_WEBHOOK" => &self.open_webhook,
+            "WAFLEET_BODY_LIMIT_BYTES" => &self.body_limit_bytes,
+            "WAFLEET_BODY_TIMEOUT_MS" => &self.body_timeout_ms,
+            "WAFLEET_HEADER_TIMEOUT_MS" => &self.header_timeout_ms,
+            "WAFLEET_MAX_CONNECTIONS" => &self.max_connections,
+            "WAFLEET_PUBLISH_TIMEOUT_MS" => &self.publish_timeout_ms,
+            "WAFLEET_READY_RECHECK_MS" => &self.ready_recheck_ms,
+            "WAFLEET_INGEST_DECLARE_TOPOLOGY" => &self.declare_topology,
+            "WAFLEET_SPOOL_ENABLED" => &self.spool_enabled,
+            "WAFLEET_SPOOL_DIR" => return self.spool_dir.clone(),
+            "WAFLEET_SPOOL_MAX_BYTES" => &self.spool_max_bytes,
+            "WAFLEET_SPOOL_SEGMENT_BYTES" => &self.spool_segment_bytes,
+            "WAFLEET_SHUTDOWN_DRAIN_SECS" => &self.shutdown_drain_secs,
+            _ => return None,
+        };
+        Some(value.clone())
+    }
+}
 
 /// Every ingest setting. Fields are public so tests can build a `Config` without the environment
 /// (see [`Config::new`]).
@@ -119,12 +214,13 @@ impl Config {
         }
     }
 
-    /// Reads and validates every setting from the process environment.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Validates the settings the binary parsed.
+    pub fn from_args(args: &IngestArgs) -> Result<Self, Error> {
+        Self::from_lookup(|name| args.lookup(name))
     }
 
-    /// Reads and validates every setting through `lookup` (the environment, or a map in tests).
+    /// Reads and validates every setting through `lookup` (by variable name: the parsed
+    /// arguments, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let signing_key =
             lookup("WAFLEET_SIGNING_KEY").ok_or(Error::Config { var: "WAFLEET_SIGNING_KEY", reason: "is required" })?;
@@ -223,6 +319,7 @@ fn parse_positive(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use std::collections::HashMap;
 
@@ -285,6 +382,35 @@ mod tests {
             (Path::new("/tmp/x-spool"), 4096, 1024)
         );
         assert_eq!(config.shutdown_drain, Duration::ZERO);
+        Ok(())
+    }
+
+    #[test]
+    fn every_variable_of_the_parser_reaches_the_validation() {
+        use clap::CommandFactory as _;
+        // Telemetry is the shared group's, handed to `telemetry::init_tracing_for` instead.
+        let telemetry = ["WAFLEET_LOG_FORMAT", "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT"];
+        let args = IngestArgs::try_parse_from(wafleet_shared::settings::args_from_lookup::<IngestArgs>(|var| {
+            (!telemetry.contains(&var)).then(|| format!("value-of-{var}"))
+        }))
+        .expect("every value is a string");
+        for arg in IngestArgs::command().get_arguments() {
+            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else { continue };
+            if !telemetry.contains(&var) {
+                assert_eq!(args.lookup(var), Some(format!("value-of-{var}")), "{var}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_of_the_parser_are_the_documented_ones() -> Result<(), Error> {
+        let args = IngestArgs::try_parse_from(["wafleet-ingest", "--signing-key", KEY]).expect("parses");
+        let config = Config::from_args(&args)?;
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(config.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
+        assert_eq!(config.publish_timeout, DEFAULT_PUBLISH_TIMEOUT);
+        assert!(config.spool_enabled && !config.open_webhook);
+        assert_eq!(config.spool_max_bytes, DEFAULT_SPOOL_MAX_BYTES);
         Ok(())
     }
 

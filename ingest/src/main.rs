@@ -2,13 +2,16 @@
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
+use wafleet_ingest::config::IngestArgs;
 use wafleet_ingest::{Application, Config};
 use wafleet_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = telemetry::init_tracing_for("wafleet-ingest");
-    let config = Config::from_env().context("invalid configuration")?;
+    // Parsed before anything starts, so `--help` works without any setting.
+    let args: IngestArgs = wafleet_shared::settings::parse();
+    let _telemetry = telemetry::init_tracing_for("wafleet-ingest", &args.telemetry);
+    let config = Config::from_args(&args).context("invalid configuration")?;
     let metrics = telemetry::install_metrics().context("cannot install the metrics recorder")?;
     telemetry::spawn_upkeep(metrics.clone());
 

@@ -1,5 +1,6 @@
-//! Reading settings from the environment, for the binaries' config constructors only: a library
-//! function takes its settings as arguments and never calls these.
+//! The defaults of the external-contract settings, and the error of a setting that is missing or
+//! invalid. The binaries parse the environment with `clap` ([`crate::settings`]); nothing here
+//! reads it.
 //!
 //! Every error names the variable and never echoes a value that could be a secret.
 
@@ -26,28 +27,6 @@ impl ConfigError {
     /// A value of `name` that is refused for `reason`.
     pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid { name: name.into(), reason: reason.into() }
-    }
-}
-
-/// Reads `name`, or `default` when unset or empty.
-pub fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
-}
-
-/// Reads and parses `name`, or `default` when unset; a bad value is an error naming the variable.
-pub fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|_| ConfigError::invalid(name, "cannot be parsed")),
-        _ => Ok(default),
-    }
-}
-
-/// Reads a boolean (`true`/`false`/`1`/`0`); unset is false.
-pub fn env_bool(name: &str) -> Result<bool, ConfigError> {
-    match std::env::var(name).as_deref() {
-        Ok("true") | Ok("1") => Ok(true),
-        Ok("false") | Ok("0") | Ok("") | Err(_) => Ok(false),
-        Ok(_) => Err(ConfigError::invalid(name, "use true or false")),
     }
 }
 

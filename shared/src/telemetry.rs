@@ -1,7 +1,8 @@
-//! Logging, tracing and metrics setup. Logs are JSON in the cluster (`WAFLEET_LOG_FORMAT=json`)
-//! and human-readable locally; filtering follows `RUST_LOG` (default `info`). OpenTelemetry
-//! export is off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set; spans then go to that collector
-//! over OTLP/HTTP (the blocking client, on the SDK's own export thread).
+//! Logging, tracing and metrics setup, from the binary's [`TelemetrySettings`]. Logs are JSON in
+//! the cluster (`WAFLEET_LOG_FORMAT=json`) and human-readable locally; filtering follows
+//! `RUST_LOG` (default `info`). OpenTelemetry export is off unless `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set; spans then go to that collector over OTLP/HTTP (the blocking client, on the SDK's own
+//! export thread). Nothing here reads the environment: the binaries parse it.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -11,6 +12,8 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::settings::TelemetrySettings;
 
 /// Keeps the tracer provider alive; dropping it (at the end of `main`) flushes pending spans.
 pub struct TelemetryGuard {
@@ -25,8 +28,8 @@ impl Drop for TelemetryGuard {
     }
 }
 
-fn filter() -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn filter(settings: &TelemetrySettings) -> EnvFilter {
+    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // lapin logs the bytes of returned messages (message bodies) at WARN; never let them out.
     match "lapin::returned_messages=off".parse() {
         Ok(directive) => filter.add_directive(directive),
@@ -36,27 +39,26 @@ fn filter() -> EnvFilter {
 
 /// Installs the global subscriber for `service` (logs, and OTLP traces when configured).
 /// Safe to call more than once (later calls are no-ops).
-pub fn init_tracing_for(service: &'static str) -> TelemetryGuard {
-    let json = std::env::var("WAFLEET_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
+pub fn init_tracing_for(service: &'static str, settings: &TelemetrySettings) -> TelemetryGuard {
+    let json = settings.log_format == "json";
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
     } else {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
     };
-    let provider = otlp_provider(service);
+    let provider = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).and_then(|e| otlp_provider(service, e));
     let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let _ = tracing_subscriber::registry().with(filter()).with(fmt_layer).with(otel_layer).try_init();
+    let _ = tracing_subscriber::registry().with(filter(settings)).with(fmt_layer).with(otel_layer).try_init();
     TelemetryGuard { provider }
 }
 
 /// Installs the global subscriber without a service name or OTLP export (CLI, tests).
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
+pub fn init_tracing(settings: &TelemetrySettings) {
+    let _ = tracing_subscriber::fmt().with_env_filter(filter(settings)).with_writer(std::io::stderr).try_init();
 }
 
-fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty())?;
+fn otlp_provider(service: &'static str, endpoint: &str) -> Option<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))

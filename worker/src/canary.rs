@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use wafleet_shared::{CustomerRef, Keyring};
 
-use crate::config::{env_bool, env_or, env_parse};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::outbox::{self, reply_chat, NonceRow};
@@ -63,32 +62,6 @@ pub struct CanaryConfig {
 }
 
 impl CanaryConfig {
-    /// Reads the environment; `None` unless `WAFLEET_CANARY_TENANTS` names a tenant.
-    pub fn from_env() -> Result<Option<Self>> {
-        let raw = env_or("WAFLEET_CANARY_TENANTS", "");
-        if raw.trim().is_empty() {
-            return Ok(None);
-        }
-        let required = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| Error::Config(format!("{name} is required when WAFLEET_CANARY_TENANTS is set")))
-        };
-        let config = Self {
-            tenants: parse_tenants(&raw)?,
-            interval: Duration::from_secs(env_parse("WAFLEET_CANARY_INTERVAL_SECS", 300)?),
-            ingest_url: required("WAFLEET_CANARY_INGEST_URL")?,
-            signing_key: SecretString::from(required("WAFLEET_SIGNING_KEY")?),
-            chat: required("WAFLEET_CANARY_CHAT")?,
-            timeout: Duration::from_secs(env_parse("WAFLEET_CANARY_TIMEOUT_SECS", 120)?),
-            require_echo: env_bool("WAFLEET_CANARY_REQUIRE_ECHO")?,
-            poll_interval: Duration::from_millis(500),
-        };
-        config.validate()?;
-        Ok(Some(config))
-    }
-
     /// Checks the settings once at start.
     pub fn validate(&self) -> Result<()> {
         if self.tenants.is_empty() {
@@ -124,7 +97,8 @@ impl CanaryConfig {
     }
 }
 
-fn parse_tenants(raw: &str) -> Result<Vec<CustomerRef>> {
+/// Parses `WAFLEET_CANARY_TENANTS` (comma-separated refs, duplicates dropped).
+pub fn parse_tenants(raw: &str) -> Result<Vec<CustomerRef>> {
     let mut tenants: Vec<CustomerRef> = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let r = CustomerRef::parse(part).map_err(|e| Error::Config(format!("WAFLEET_CANARY_TENANTS: {e}")))?;

@@ -2,13 +2,15 @@
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use wafleet_worker::config::WorkerConfig;
+use wafleet_worker::config::WorkerArgs;
 use wafleet_worker::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = wafleet_shared::telemetry::init_tracing_for("wafleet-worker");
-    let config = WorkerConfig::from_env().context("invalid worker configuration")?;
+    // Parsed before anything starts, so `--help` works without any setting.
+    let args: WorkerArgs = wafleet_shared::settings::parse();
+    let _telemetry = wafleet_shared::telemetry::init_tracing_for("wafleet-worker", &args.telemetry);
+    let config = args.into_config().context("invalid worker configuration")?;
     let metrics = wafleet_shared::telemetry::install_metrics().context("installing the metrics recorder")?;
     wafleet_shared::telemetry::spawn_upkeep(metrics.clone());
     let app = Application::build(config, Some(metrics)).await.context("starting the worker")?;

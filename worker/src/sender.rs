@@ -148,21 +148,18 @@ impl Sender {
         self
     }
 
-    /// The worker's sender, on its own pool of `db_pool_size` connections: accounts resolve
-    /// `env:WA_API_KEY` to the worker's validated `WA_API_KEY`, and use `WA_API_BASE_URL` unless
-    /// they name their own base URL.
-    pub fn for_worker(config: &crate::config::WorkerConfig, wake: Arc<Notify>) -> Result<Self> {
-        let pool = db::app_pool(&config.database_url, config.sender.db_pool_size.max(1))?;
-        let mut key_overrides = HashMap::new();
-        key_overrides.insert("env:WA_API_KEY".to_owned(), config.wa_api_key.clone());
-        let settings = DirectorySettings {
-            default_base_url: config.wa_api_base_url.clone(),
-            key_overrides,
-            timeout: config.send_timeout,
-            budget: config.sender.budget.clone(),
-        };
+    /// The worker's sender, on its own pool of `config.db_pool_size` connections to
+    /// `database_url`, reaching accounts through `settings` (startup maps `env:WA_API_KEY` to
+    /// the worker's validated `WA_API_KEY`).
+    pub fn for_worker(
+        database_url: &str,
+        settings: DirectorySettings,
+        config: SenderConfig,
+        wake: Arc<Notify>,
+    ) -> Result<Self> {
+        let pool = db::app_pool(database_url, config.db_pool_size.max(1))?;
         let accounts = Arc::new(AccountDirectory::new(pool.clone(), settings));
-        Ok(Self::new(pool, accounts, config.sender.clone(), wake))
+        Ok(Self::new(pool, accounts, config, wake))
     }
 
     /// Closes the sender's pool (after its loops have stopped).

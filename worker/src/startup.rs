@@ -74,7 +74,16 @@ impl Application {
             config.consumer.clone(),
         ));
         // Issue #5: one send loop per WA Bridges account, each under its account's budget.
-        let sender = Arc::new(Sender::for_worker(&config, outbox_ready)?.with_labels(labels));
+        let mut key_overrides = std::collections::HashMap::new();
+        key_overrides.insert("env:WA_API_KEY".to_owned(), config.wa_api_key.clone());
+        let directory = wafleet_fleet::accounts::DirectorySettings {
+            default_base_url: config.wa_api_base_url.clone(),
+            key_overrides,
+            timeout: config.send_timeout,
+            budget: config.sender.budget.clone(),
+        };
+        let sender = Sender::for_worker(&config.database_url, directory, config.sender.clone(), outbox_ready)?;
+        let sender = Arc::new(sender.with_labels(labels));
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|source| SetupError::Bind { addr: config.addr, source })?;

@@ -68,6 +68,12 @@ async fn the_admin_api_refuses_to_start_as_a_role_that_can_bypass_row_level_secu
         rate_per_sec: 10.try_into().unwrap(),
         rate_burst: 20.try_into().unwrap(),
         max_budget_wait: std::time::Duration::from_secs(1),
+        directory: wafleet_fleet::accounts::DirectorySettings {
+            default_base_url: admin.env.sim.base_url(),
+            key_overrides: Default::default(),
+            timeout: std::time::Duration::from_secs(3),
+            budget: Default::default(),
+        },
     };
     let refused = wafleet_admin::Application::build(config).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
     assert!(refused.contains("superuser"), "{refused}");

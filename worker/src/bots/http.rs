@@ -26,7 +26,6 @@ use tracing::warn;
 use url::Url;
 
 use super::{Bot, BotError, InboundMessage, Reply, TenantScope};
-use crate::config::{env_bool, env_or, env_parse};
 use crate::ssrf::{self, GuardedResolver, TargetPolicy};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
@@ -58,30 +57,6 @@ pub struct HttpBotConfig {
 impl Default for HttpBotConfig {
     fn default() -> Self {
         Self { timeout: Duration::from_secs(5), max_response_bytes: 65_536, ports: vec![443, 80], allow_private: false }
-    }
-}
-
-impl HttpBotConfig {
-    /// Reads the environment.
-    pub fn from_env() -> Result<Self> {
-        let ports = env_or("WAFLEET_HTTP_BOT_PORTS", "443,80")
-            .split(',')
-            .map(|p| p.trim().parse::<u16>().ok().filter(|p| *p > 0))
-            .collect::<Option<Vec<u16>>>()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::Config("WAFLEET_HTTP_BOT_PORTS must be a comma-separated list of ports".into()))?;
-        let config = Self {
-            timeout: Duration::from_millis(env_parse("WAFLEET_HTTP_BOT_TIMEOUT_MS", 5000)?),
-            max_response_bytes: env_parse("WAFLEET_HTTP_BOT_MAX_RESPONSE_BYTES", 65_536)?,
-            ports,
-            allow_private: env_bool("WAFLEET_HTTP_BOT_ALLOW_PRIVATE")?,
-        };
-        if config.timeout.is_zero() || config.max_response_bytes == 0 {
-            return Err(Error::Config(
-                "WAFLEET_HTTP_BOT_TIMEOUT_MS and WAFLEET_HTTP_BOT_MAX_RESPONSE_BYTES must be > 0".into(),
-            ));
-        }
-        Ok(config)
     }
 }
 

@@ -1,0 +1,217 @@
+//! Settings groups that several binaries share, as `clap` argument groups: each binary flattens
+//! the groups it needs into its own parser, so one variable has one name, one default and one
+//! help text everywhere, and `--help` lists it. Only binaries parse them (once, at start); the
+//! libraries receive the converted values.
+//!
+//! Secrets (`WAFLEET_SIGNING_KEY`, `WA_API_KEY`, URLs with passwords) hide their values in
+//! `--help` and keys stay in [`SecretString`]. A value that fails to parse is reported with the
+//! variable's name by [`parse`] / [`try_parse_from`], and never echoed for a secret, because
+//! secret arguments take any string and are checked after parsing.
+
+use std::ffi::OsString;
+
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
+use clap::{ArgAction, Args, CommandFactory, Parser};
+use secrecy::SecretString;
+
+use crate::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL, DEFAULT_WA_API_BASE_URL};
+
+/// Parses the process arguments and environment into `T`, or prints the error (naming the
+/// variable whose value is bad) or the help and exits.
+pub fn parse<T: Parser>() -> T {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Like [`parse`], from `args` (the first is the binary name) and the process environment.
+pub fn try_parse_from<T, I, A>(args: I) -> Result<T, clap::Error>
+where
+    T: Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    T::try_parse_from(args).map_err(name_the_variable::<T>)
+}
+
+/// Arguments that set each `--flag` of `T` that has a variable to what `lookup` returns for the
+/// variable, so tests and embedders can inject settings without touching the process
+/// environment. The first element is a placeholder binary name.
+pub fn args_from_lookup<T: CommandFactory>(lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let command = T::command();
+    let mut args = vec![command.get_name().to_owned()];
+    for arg in command.get_arguments() {
+        let (Some(long), Some(var)) = (arg.get_long(), arg.get_env().and_then(|v| v.to_str())) else { continue };
+        if let Some(value) = lookup(var) {
+            args.push(format!("--{long}={value}"));
+        }
+    }
+    args
+}
+
+/// clap names the flag of a bad value (`--db-pool-size <N>`); operators set variables, so the
+/// variable is added to the message. Other errors (and `--help`) pass through unchanged.
+fn name_the_variable<T: CommandFactory>(error: clap::Error) -> clap::Error {
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else { return error };
+    let long = shown.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
+    let command = T::command();
+    let var = command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|s| s.get_arguments()))
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str().map(str::to_owned));
+    let Some(var) = var else { return error };
+    let rendered = error.render().to_string();
+    let message = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    let message = message.replacen(&format!("'{shown}'"), &format!("{var} ('{shown}')"), 1);
+    clap::Error::raw(error.kind(), message).with_cmd(&command)
+}
+
+/// A boolean setting's parser: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`; anything else
+/// is an error naming the variable (a typo must not silently flip a safety switch).
+pub fn bool_parser() -> BoolishValueParser {
+    BoolishValueParser::new()
+}
+
+/// The database of the application role, and the switch that allows an unsafe role.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseSettings {
+    /// Postgres as the application role (no superuser, no BYPASSRLS, owns nothing).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, global = true)]
+    pub database_url: String,
+    /// Run even if DATABASE_URL can bypass row-level security (local experiments only).
+    #[arg(long, env = "WAFLEET_ALLOW_UNSAFE_DB_ROLE", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", value_parser = bool_parser(), global = true)]
+    pub allow_unsafe_db_role: bool,
+}
+
+/// The broker's AMQP endpoint.
+#[derive(Args, Clone, Debug)]
+pub struct AmqpSettings {
+    /// RabbitMQ over AMQP; the path is the vhost.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, global = true)]
+    pub amqp_url: String,
+}
+
+/// The broker: AMQP and the management API.
+#[derive(Args, Clone, Debug)]
+pub struct BrokerSettings {
+    /// The AMQP endpoint.
+    #[command(flatten)]
+    pub amqp: AmqpSettings,
+    /// RabbitMQ management API (policies, depth); the vhost is taken from AMQP_URL.
+    #[arg(long, env = "RABBITMQ_API_URL", default_value = DEFAULT_RABBITMQ_API_URL, hide_env_values = true, global = true)]
+    pub rabbitmq_api_url: String,
+}
+
+/// How WA Bridges is reached: base URL, request bound and the default account's key.
+#[derive(Args, Clone, Debug)]
+pub struct WaApiSettings {
+    /// WA Bridges base URL, for accounts without their own.
+    #[arg(long, env = "WA_API_BASE_URL", default_value = DEFAULT_WA_API_BASE_URL, global = true)]
+    pub wa_api_base_url: String,
+    /// Bound of one WA Bridges request, in milliseconds.
+    #[arg(long, env = "WAFLEET_SEND_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub send_timeout_ms: u64,
+    /// WA Bridges API key of the default account (its key reference is `env:WA_API_KEY`).
+    #[arg(long, env = "WA_API_KEY", hide_env_values = true, value_parser = secret, global = true)]
+    pub wa_api_key: Option<SecretString>,
+}
+
+/// The send budget of accounts without their own, and the window of every bucket.
+#[derive(Args, Clone, Debug)]
+pub struct BudgetSettings {
+    /// Proxy calls per window of accounts without their own rate; rate + burst must fit 120.
+    #[arg(long, env = "WAFLEET_SEND_RATE_PER_MIN", default_value_t = 110,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub send_rate_per_min: u32,
+    /// Bucket capacity of accounts without their own.
+    #[arg(long, env = "WAFLEET_SEND_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub send_burst: u32,
+    /// The API's "minute", in seconds; only tests and benchmarks shorten it.
+    #[arg(long, env = "WAFLEET_BUDGET_WINDOW_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub budget_window_secs: u64,
+}
+
+/// How long tenant data is kept (the worker's retention runs and `wafleet retention run`).
+#[derive(Args, Clone, Debug)]
+pub struct RetentionSettings {
+    /// Processed events, message log and finished outbox rows older than this many days are deleted.
+    #[arg(long, env = "WAFLEET_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub retention_days: u32,
+}
+
+/// The consume-side retry tiers (the worker retries through them; `wafleet migrate` declares them).
+#[derive(Args, Clone, Debug)]
+pub struct RetrySettings {
+    /// Delays of the retry tiers wa.retry.<tier> (units ms, s, m, h); at least one.
+    #[arg(long, env = "WAFLEET_RETRY_TIERS", default_value = "5s,30s,2m,10m", global = true)]
+    pub retry_tiers: String,
+}
+
+/// The webhook URL signing keyring (required by ingest, optional elsewhere).
+#[derive(Args, Clone, Debug)]
+pub struct SigningSettings {
+    /// Keyring `key_id:secret[,key_id:secret...]`; the first key signs, every key verifies.
+    #[arg(long, env = "WAFLEET_SIGNING_KEY", hide_env_values = true, value_parser = secret, global = true)]
+    pub signing_key: Option<SecretString>,
+}
+
+/// Logs and traces.
+#[derive(Args, Clone, Debug)]
+pub struct TelemetrySettings {
+    /// Log format: `pretty` (local) or `json` (the cluster).
+    #[arg(long, env = "WAFLEET_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"], global = true)]
+    pub log_format: String,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+    /// OpenTelemetry collector base URL; spans are exported over OTLP/HTTP when set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { log_format: "pretty".into(), log_filter: "info".into(), otlp_endpoint: None }
+    }
+}
+
+/// A secret argument: any string is accepted (so a parse error can never echo it); empty means
+/// unset.
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Probe {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(flatten)]
+        budget: BudgetSettings,
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let e = try_parse_from::<Probe, _, _>(["probe", "--send-burst=0"]).unwrap_err().to_string();
+        assert!(e.contains("WAFLEET_SEND_BURST"), "{e}");
+        let e = try_parse_from::<Probe, _, _>(["probe", "--allow-unsafe-db-role=maybe"]).unwrap_err().to_string();
+        assert!(e.contains("WAFLEET_ALLOW_UNSAFE_DB_ROLE"), "{e}");
+    }
+
+    #[test]
+    fn lookup_values_become_arguments() {
+        let args = args_from_lookup::<Probe>(|v| (v == "WAFLEET_SEND_BURST").then(|| "7".to_owned()));
+        let probe = try_parse_from::<Probe, _, _>(args).unwrap();
+        assert_eq!(probe.budget.send_burst, 7);
+        assert!(!probe.database.allow_unsafe_db_role);
+    }
+}
