@@ -4,15 +4,16 @@
 //! unknown and failed outbox rows. The rules themselves stay in the modules these call.
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
-use wafleet_shared::CustomerRef;
+use wafleet_shared::{CustomerRef, Keyring};
 
 use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
 use crate::dlq::{self, DeadLetter, DlqSummary};
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
-use crate::ops::Endpoints;
 use crate::tenant::{self, TenantMeta, TenantStatus, TenantSummary};
 
 pub use crate::audit::Actor;
@@ -33,6 +34,22 @@ pub fn check_base_url(base: &str) -> Result<()> {
     } else {
         Err(invalid())
     }
+}
+
+/// The signed webhook URL of a tenant, and its status (the caller warns if not active).
+pub async fn webhook_url(
+    pool: &PgPool,
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    base: &str,
+) -> Result<(String, TenantStatus)> {
+    let keyring = Keyring::parse(signing_key).map_err(|e| Error::Config(e.to_string()))?;
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    check_base_url(base)?;
+    let base = base.trim_end_matches('/');
+    let token = keyring.sign(customer_ref, meta.generation);
+    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
 }
 
 /// The tenant's metadata, or [`Error::UnknownTenant`].
