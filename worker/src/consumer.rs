@@ -308,30 +308,47 @@ impl TenantConsumer {
         } else {
             self.processor.handle(&self.customer_ref, &delivery.data).instrument(span).await
         };
+        if let Err(e) = self.settle(&delivery, disposition, attempt, label.clone()).await {
+            warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
+        }
+        metrics::histogram!("wafleet_worker_processing_seconds", "tenant" => label)
+            .record(started.elapsed().as_secs_f64());
+        in_flight.decrement(1.0);
+    }
+
+    /// Does what the processor's disposition asks: ack, republish to a retry tier, quarantine,
+    /// dead-letter, park, or hand back while the database is down.
+    async fn settle(
+        &self,
+        delivery: &lapin::message::Delivery,
+        disposition: Disposition,
+        attempt: u32,
+        label: String,
+    ) -> Result<(), lapin::Error> {
         let acker = &delivery.acker;
         let came_back = attempt > 0;
-        let result = match disposition {
+        match disposition {
             Disposition::Ack => {
                 if came_back {
-                    self.forget_retry(&delivery).await;
+                    self.forget_retry(delivery).await;
                 }
                 acker.ack(BasicAckOptions::default()).await
             }
             Disposition::Quarantine => {
                 let published =
-                    self.publish(&delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
-                self.settle_after_publish(&delivery, published, "quarantine").await
+                    self.publish(delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
+                self.settle_after_publish(delivery, published, "quarantine").await
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
                     metrics::counter!("wafleet_worker_retried_total", "tenant" => label.clone(), "reason" => failure.reason)
                         .increment(1);
-                    let headers = failure_headers(&delivery, &failure, attempt + 1);
+                    let headers = failure_headers(delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
                     // ISOLATION: published with the tenant's own ref as routing key; the tier's
                     // dead-lettering keeps it, so the message can only come back to this queue.
                     let published = self
-                        .publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                        .publish(delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                         .await;
                     if published.is_ok() {
                         if let Err(e) =
@@ -340,17 +357,17 @@ impl TenantConsumer {
                             debug!(tenant = %self.customer_ref, error = %e, "could not record the retry for `wafleet depth`");
                         }
                     }
-                    self.settle_after_publish(&delivery, published, "retry").await
+                    self.settle_after_publish(delivery, published, "retry").await
                 }
                 None => {
                     let exhausted = Failure {
                         reason: "retries_exhausted",
                         error: format!("{}: {}", failure.reason, failure.error),
                     };
-                    self.dead_letter(&delivery, &exhausted, attempt).await
+                    self.dead_letter(delivery, &exhausted, attempt).await
                 }
             },
-            Disposition::DeadLetter(failure) => self.dead_letter(&delivery, &failure, attempt).await,
+            Disposition::DeadLetter(failure) => self.dead_letter(delivery, &failure, attempt).await,
             Disposition::LeaveForNewerWorker => {
                 // Park it in the longest retry tier without counting an attempt: it comes back to
                 // this queue later, when a newer worker may be running. Requeueing in place would
@@ -359,25 +376,19 @@ impl TenantConsumer {
                 let published = match self.retry_tiers.last() {
                     Some(tier) => {
                         let expiration = tier.delay.as_millis().to_string();
-                        self.publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                        self.publish(delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                             .await
                     }
                     None => Err(Error::Config("no retry tiers".into())),
                 };
-                self.settle_after_publish(&delivery, published, "park").await
+                self.settle_after_publish(delivery, published, "park").await
             }
             Disposition::HoldDatabaseDown => {
                 let r = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
                 self.database_down.notify_one();
                 r
             }
-        };
-        if let Err(e) = result {
-            warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
         }
-        metrics::histogram!("wafleet_worker_processing_seconds", "tenant" => label)
-            .record(started.elapsed().as_secs_f64());
-        in_flight.decrement(1.0);
     }
 
     /// Publishes to `wa.dlx` with the failure in the headers; if that fails, `basic.reject`
