@@ -14,7 +14,6 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions,
 };
-use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
@@ -22,16 +21,17 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
-use wafleet_shared::topology::{
-    self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
-    REASON_HEADER,
-};
+use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_QUEUE};
 use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::topology::RetryTier;
 use wafleet_fleet::{tenant, topology};
+
+mod headers;
+
+use headers::{failure_headers, header_u32, quarantine_headers};
 
 /// Settings of consumption.
 #[derive(Clone, Debug)]
@@ -474,37 +474,4 @@ impl TenantConsumer {
             Err(_) => Err(Error::Management(format!("publish to {exchange} timed out"))),
         }
     }
-}
-
-fn header_u32(delivery: &lapin::message::Delivery, name: &str) -> u32 {
-    let value = delivery.properties.headers().as_ref().and_then(|h| h.inner().get(name).cloned());
-    match value {
-        Some(AMQPValue::LongUInt(n)) => n,
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::ShortUInt(n)) => u32::from(n),
-        _ => 0,
-    }
-}
-
-/// The delivery's headers plus the attempt count, the failure, and an appended history line.
-fn failure_headers(delivery: &lapin::message::Delivery, failure: &Failure, attempt: u32) -> FieldTable {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let history = match headers.inner().get(HISTORY_HEADER) {
-        Some(AMQPValue::LongString(h)) => h.to_string(),
-        _ => String::new(),
-    };
-    let line = format!("{} {} {}", chrono::Utc::now().to_rfc3339(), failure.reason, failure.error);
-    let history = if history.is_empty() { line } else { format!("{history}\n{line}") };
-    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason.into()));
-    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(failure.error.as_str().into()));
-    headers.insert(HISTORY_HEADER.into(), AMQPValue::LongString(history.into()));
-    headers
-}
-
-fn quarantine_headers(queue_tenant: &CustomerRef) -> FieldTable {
-    let mut headers = FieldTable::default();
-    headers.insert("x-wafleet-queue-tenant".into(), lapin::types::AMQPValue::LongString(queue_tenant.as_str().into()));
-    headers
 }
