@@ -244,6 +244,8 @@ pub fn core_audit_entry(command: &Command) -> Option<Entry> {
     }
 }
 
+// layout: the dispatch table of the core commands, one match arm per subcommand (a service
+// call and its printing); split, it would scatter one table over several functions.
 async fn run_command(cli: Cli) -> Result<()> {
     let endpoints = endpoints();
     match cli.command {

@@ -209,6 +209,8 @@ pub async fn audit_result<T>(endpoints: &Endpoints, entry: &Entry, result: &Resu
 }
 
 /// Runs a top-level issue #5 command.
+// layout: the dispatch table of the issue #5 commands, one match arm per subcommand (a
+// service call, its audit entry and its printing); split, it would scatter one table.
 pub async fn run_fleet(endpoints: &Endpoints, command: FleetCommand) -> Result<()> {
     let pool = app_pool(endpoints).await?;
     match command {
