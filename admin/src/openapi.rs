@@ -1,12 +1,17 @@
 //! The OpenAPI 3.1 document, generated from the handlers and types (utoipa). It is committed as
 //! `openapi.json` at the repository root; a test fails when the two differ, and
-//! `wafleet-admin --print-openapi > openapi.json` regenerates it.
+//! `wafleet-admin --print-openapi > openapi.json` regenerates it. The documented routes are
+//! assembled here too, since the document is built from them and they start from its metadata.
 
+use axum::Router;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi as Document;
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::problem::Problem;
+use crate::routes;
+use crate::state::AppState;
 
 /// Top-level metadata; the paths come from the routers.
 #[derive(OpenApi)]
@@ -45,9 +50,27 @@ impl Modify for BearerAuth {
     }
 }
 
+fn authenticated() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(routes::tenants::router())
+        .merge(routes::bridges::router())
+        .merge(routes::dlq::router())
+        .merge(routes::fleet::router())
+}
+
+/// The authenticated `/v1` router, the unauthenticated one, and the document of both.
+pub fn routes() -> (Router<AppState>, Router<AppState>, Document) {
+    let (v1, v1_doc) = OpenApiRouter::<AppState>::new().merge(authenticated()).split_for_parts();
+    let (open, open_doc) = routes::meta::router().split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(v1_doc);
+    doc.merge(open_doc);
+    (v1, open, doc)
+}
+
 /// The document of every route.
 pub fn document() -> Document {
-    crate::startup::routes().2
+    routes().2
 }
 
 /// The document as committed: pretty JSON with a trailing newline.

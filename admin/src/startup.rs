@@ -17,46 +17,24 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use utoipa::openapi::OpenApi as Document;
-use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
 use wafleet_fleet::db;
 
 use crate::config::{Config, BODY_LIMIT_BYTES};
-use crate::openapi::ApiDoc;
+use crate::openapi;
 use crate::problem::{ApiError, Kind};
-use crate::routes;
 use crate::state::{AppState, RateLimit};
 
 /// How long background operations may run on after the server stopped.
 const OPERATIONS_DRAIN: Duration = Duration::from_secs(20);
 
-fn authenticated() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(routes::tenants::router())
-        .merge(routes::bridges::router())
-        .merge(routes::dlq::router())
-        .merge(routes::fleet::router())
-}
-
-/// The authenticated `/v1` router, the unauthenticated one, and the document of both.
-pub fn routes() -> (Router<AppState>, Router<AppState>, Document) {
-    let (v1, v1_doc) = OpenApiRouter::<AppState>::new().merge(authenticated()).split_for_parts();
-    let (open, open_doc) = routes::meta::router().split_for_parts();
-    let mut doc = ApiDoc::openapi();
-    doc.merge(v1_doc);
-    doc.merge(open_doc);
-    (v1, open, doc)
-}
-
 fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(crate::openapi::document_json)
+    DOC.get_or_init(openapi::document_json)
 }
 
 /// The whole HTTP surface over `state`.
 pub fn router(state: AppState) -> Router {
-    let (v1, open, _) = routes();
+    let (v1, open, _) = openapi::routes();
     let v1 = v1.layer(middleware::from_fn_with_state(state.clone(), crate::auth::authorize));
     Router::new()
         .merge(v1)

@@ -2,9 +2,11 @@
 //! of [`wafleet_fleet::ops`].
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
 
+use wafleet_fleet::audit::Entry;
 use wafleet_fleet::db::{self, RoleSetup};
 use wafleet_fleet::error::{InvalidInput, Result};
 use wafleet_fleet::ops;
@@ -190,7 +192,7 @@ async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
 /// Runs one CLI command. Output goes to stdout, warnings to stderr. Mutating commands are
 /// audited (issue #5): the core ones here, the others by `crate::fleet_commands` itself.
 pub async fn run(cli: Cli) -> Result<()> {
-    let entry = crate::fleet_commands::core_audit_entry(&cli.command);
+    let entry = core_audit_entry(&cli.command);
     let settings = cli.settings.clone();
     let result = run_command(cli).await;
     if let Some(entry) = entry {
@@ -199,6 +201,44 @@ pub async fn run(cli: Cli) -> Result<()> {
     result
 }
 
+/// The audit entry of a core command, if it changes anything.
+pub fn core_audit_entry(command: &Command) -> Option<Entry> {
+    match command {
+        Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
+        Command::Tenants(TenantsCommand::Add(a)) => Some(Entry::new(
+            "tenants add",
+            Some(&a.customer_ref),
+            json!({"bridge": a.bridge, "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
+                   "bot_origin": a.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin)}),
+        )),
+        // The secret is generated, never an argument; the URL is kept as its origin only.
+        Command::Tenants(TenantsCommand::SetBot(s)) => Some(Entry::new(
+            "tenants set-bot",
+            Some(&s.customer_ref),
+            json!({"bot": s.bot, "bot_origin": s.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin),
+                   "rotate_secret": s.rotate_secret, "allow_other_chats": s.allow_other_chats}),
+        )),
+        Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
+            Some(Entry::new("tenants disable", Some(customer_ref), json!({})))
+        }
+        Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
+            Some(Entry::new("tenants enable", Some(customer_ref), json!({})))
+        }
+        Command::Rules(RulesCommand::Add { customer_ref, keyword, .. }) => {
+            Some(Entry::new("rules add", Some(customer_ref), json!({"keyword": keyword})))
+        }
+        Command::Dlq(DlqCommand::Replay { customer_ref, all, id, dry_run }) if !dry_run => {
+            Some(Entry::new("dlq replay", Some(customer_ref), json!({"all": all, "ids": id})))
+        }
+        Command::Dlq(DlqCommand::Purge { customer_ref, yes: true }) => {
+            Some(Entry::new("dlq purge", Some(customer_ref), json!({})))
+        }
+        _ => None,
+    }
+}
+
+// layout: the dispatch table of the core commands, one match arm per subcommand (a service
+// call and its printing); split, it would scatter one table over several functions.
 async fn run_command(cli: Cli) -> Result<()> {
     let settings = &cli.settings;
     let endpoints = settings.endpoints();

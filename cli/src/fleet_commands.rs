@@ -200,44 +200,9 @@ pub async fn audit_result<T>(settings: &Settings, entry: &Entry, result: &Result
     written
 }
 
-/// The audit entry of a core command of [`crate::cli`], if it changes anything.
-pub fn core_audit_entry(command: &crate::commands::Command) -> Option<Entry> {
-    use crate::commands::{Command, DlqCommand, RulesCommand, TenantsCommand};
-    match command {
-        Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
-        Command::Tenants(TenantsCommand::Add(a)) => Some(Entry::new(
-            "tenants add",
-            Some(&a.customer_ref),
-            json!({"bridge": a.bridge, "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
-                   "bot_origin": a.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin)}),
-        )),
-        // The secret is generated, never an argument; the URL is kept as its origin only.
-        Command::Tenants(TenantsCommand::SetBot(s)) => Some(Entry::new(
-            "tenants set-bot",
-            Some(&s.customer_ref),
-            json!({"bot": s.bot, "bot_origin": s.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin),
-                   "rotate_secret": s.rotate_secret, "allow_other_chats": s.allow_other_chats}),
-        )),
-        Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
-            Some(Entry::new("tenants disable", Some(customer_ref), json!({})))
-        }
-        Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
-            Some(Entry::new("tenants enable", Some(customer_ref), json!({})))
-        }
-        Command::Rules(RulesCommand::Add { customer_ref, keyword, .. }) => {
-            Some(Entry::new("rules add", Some(customer_ref), json!({"keyword": keyword})))
-        }
-        Command::Dlq(DlqCommand::Replay { customer_ref, all, id, dry_run }) if !dry_run => {
-            Some(Entry::new("dlq replay", Some(customer_ref), json!({"all": all, "ids": id})))
-        }
-        Command::Dlq(DlqCommand::Purge { customer_ref, yes: true }) => {
-            Some(Entry::new("dlq purge", Some(customer_ref), json!({})))
-        }
-        _ => None,
-    }
-}
-
 /// Runs a top-level issue #5 command.
+// layout: the dispatch table of the issue #5 commands, one match arm per subcommand (a
+// service call, its audit entry and its printing); split, it would scatter one table.
 pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()> {
     let pool = app_pool(settings).await?;
     match command {

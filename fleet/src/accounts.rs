@@ -18,29 +18,12 @@ use crate::bridge_client::BridgeClient;
 use crate::budget::{BucketSettings, BudgetConfig};
 use crate::error::{Conflict, Error, InvalidInput, Result, SetupError};
 
+mod id;
+
+pub use id::AccountId;
+
 /// Name of the account created by the migration, whose key is `WA_API_KEY`.
 pub const DEFAULT_ACCOUNT: &str = "default";
-
-/// An account's database id. Plain id: safe to copy around.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(i64);
-
-impl AccountId {
-    /// Wraps an id read from the database.
-    pub fn from_db(id: i64) -> Self {
-        Self(id)
-    }
-    /// The raw id.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// Where an account's API key is found. The key itself is never stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +132,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Account>> {
     rows.into_iter()
         .map(|row| {
             Ok(Account {
-                id: AccountId(row.try_get("account_id")?),
+                id: AccountId::from_db(row.try_get("account_id")?),
                 name: row.try_get("name")?,
                 key_ref: row.try_get("key_ref")?,
                 base_url: row.try_get("base_url")?,
@@ -182,7 +165,7 @@ pub async fn add(pool: &PgPool, new: &NewAccount) -> Result<(AccountId, bool)> {
             .fetch_one(pool)
             .await;
     match result {
-        Ok((id, created)) => Ok((AccountId(id), created)),
+        Ok((id, created)) => Ok((AccountId::from_db(id), created)),
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("P0001") => Err(Conflict::Refused(db).into()),
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23514") => {
             Err(InvalidInput::Account(db.constraint().unwrap_or("check failed").to_owned()).into())

@@ -10,8 +10,9 @@ use url::Url;
 use wafleet_shared::CustomerRef;
 
 use crate::db;
+use crate::endpoints::Endpoints;
 use crate::error::{BadBotUrl, Conflict, Error, InvalidInput, Result};
-use crate::ops::{self, Endpoints};
+use crate::ops;
 use crate::tenant::{self, BotKind, NewTenant};
 
 /// Prefix of generated bot secrets, so a leaked one is recognisable.

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::tenant::TenantBridge;
 
+mod error;
+
+pub use error::ApiError;
+
 /// Everything but the RFC 3986 unreserved characters is encoded, so a bridge key is always
 /// exactly one path segment (a `/` or `..` in a key cannot change the route).
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -164,28 +168,6 @@ pub struct Instance {
     /// Instance state (`running`; other values undocumented).
     #[serde(default)]
     pub state: Option<String>,
-}
-
-/// Why a management or status call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 429: the account's limit for this bucket is used up.
-    #[error("WA Bridges rate limit (429, retry after {retry_after:?} s)")]
-    RateLimited {
-        /// `Retry-After` in seconds, when sent.
-        retry_after: Option<u64>,
-    },
-    /// Another non-2xx answer.
-    #[error("WA Bridges answered {status}: {message}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// The `error` field of the answer (never a key).
-        message: String,
-    },
-    /// No answer.
-    #[error("WA Bridges request failed")]
-    Transport(#[source] reqwest::Error),
 }
 
 fn retry_after_of(response: &reqwest::Response) -> Option<u64> {

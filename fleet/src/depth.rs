@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use wafleet_shared::topology as names;
 use wafleet_shared::CustomerRef;
 
+use crate::endpoints::Endpoints;
 use crate::error::Result;
-use crate::ops::Endpoints;
 use crate::tenant::{self, TenantStatus};
 
 /// Depth of one tenant.

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod db;
 pub mod depth;
 pub mod dlq;
+pub mod endpoints;
 pub mod error;
 pub mod labels;
 pub mod lifecycle;

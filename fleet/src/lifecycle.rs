@@ -24,8 +24,8 @@ use crate::bridge_client::{ApiError, Instance};
 use crate::budget::{self, Bucket};
 use crate::clock::Clock;
 use crate::db;
+use crate::endpoints::Endpoints;
 use crate::error::{Conflict, Error, InvalidInput, Result};
-use crate::ops::Endpoints;
 use crate::tenant::{self, TenantId, TenantStatus};
 
 /// What the lifecycle commands need.
@@ -101,7 +101,7 @@ pub async fn provision(
     if tenant.status() == TenantStatus::Offboarded {
         return Err(Conflict::Offboarded(customer_ref.clone()).into());
     }
-    let (url, _) = crate::ops::webhook_url(&fleet.pool, signing_key, customer_ref, base).await?;
+    let (url, _) = crate::service::webhook_url(&fleet.pool, signing_key, customer_ref, base).await?;
     let account = fleet.accounts.get(tenant.account_id()).await?;
     // ISOLATION: provisioned with the tenant's own account key, for its own bridge key.
     let instance =
@@ -307,11 +307,9 @@ pub async fn rotate_url(
             None => Err(Error::UnknownTenant(customer_ref.to_string())),
         };
     }
-    let (url, _) = crate::ops::webhook_url(pool, signing_key, customer_ref, base).await?;
+    let (url, _) = crate::service::webhook_url(pool, signing_key, customer_ref, base).await?;
     Ok(url)
 }
-
-pub use crate::offboard::{offboard, OffboardStep, StepState};
 
 /// Whether a lapin error is the broker's NOT_FOUND (the queue does not exist).
 pub(crate) fn is_not_found(e: &lapin::Error) -> bool {

@@ -121,8 +121,20 @@ pub async fn offboard(
     report(5, "delete the bridge at WA Bridges".into(), state, detail);
 
     // 6. The tombstone: the ref stays taken, and `tenants add` refuses it.
+    let (state, detail) = tombstone(fleet, customer_ref, dry_run, was_offboarded).await?;
+    report(6, "tombstone".into(), state, detail);
+    Ok(steps)
+}
+
+/// Step 6: checks that the ref is tombstoned (it stays taken, and `tenants add` refuses it).
+async fn tombstone(
+    fleet: &Fleet,
+    customer_ref: &CustomerRef,
+    dry_run: bool,
+    was_offboarded: bool,
+) -> Result<(StepState, String)> {
     let now = tenant::lookup(&fleet.pool, customer_ref).await?.map(|m| m.status);
-    let (state, detail) = match (dry_run, now) {
+    Ok(match (dry_run, now) {
         (_, Some(TenantStatus::Offboarded)) => {
             let state = if dry_run || was_offboarded { StepState::AlreadyDone } else { StepState::Done };
             (state, format!("{customer_ref} can never be used again"))
@@ -135,9 +147,7 @@ pub async fn offboard(
             }
             .into())
         }
-    };
-    report(6, "tombstone".into(), state, detail);
-    Ok(steps)
+    })
 }
 
 /// Finds the tenant's bridge in its account's listing by its own bridge key (never trusting a

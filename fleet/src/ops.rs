@@ -1,32 +1,13 @@
 //! The service layer behind the operator CLI (and, later, the admin API): tenant and
 //! operations commands with one implementation, so their semantics cannot drift.
 
-use secrecy::SecretString;
 use sqlx::PgPool;
-use wafleet_shared::{CustomerRef, Keyring};
+use wafleet_shared::CustomerRef;
 
 use crate::db::{self, RoleSetup};
-use crate::error::{Error, InvalidInput, ManagementError, Result, SetupError};
+use crate::error::{Error, InvalidInput, ManagementError, Result};
 use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
-use crate::topology::{self, Management};
-
-/// Where the CLI finds its services.
-#[derive(Clone, Debug)]
-pub struct Endpoints {
-    /// `DATABASE_URL` (application role).
-    pub database_url: String,
-    /// `AMQP_URL`.
-    pub amqp_url: String,
-    /// `RABBITMQ_API_URL`.
-    pub rabbitmq_api_url: String,
-}
-
-impl Endpoints {
-    /// Management API client for the vhost of `AMQP_URL`.
-    pub fn management(&self) -> Result<Management> {
-        Management::new(&self.rabbitmq_api_url, &wafleet_shared::amqp::vhost_of(&self.amqp_url))
-    }
-}
+use crate::topology;
 
 /// `wafleet migrate`: schema and grants as the owner, then the fleet-wide broker topology and
 /// its policies.
@@ -69,10 +50,12 @@ pub async fn add_tenant_in_account(
 // re-exports them so the CLI and the admin API share one service layer.
 pub use crate::accounts::{add as add_account, list as list_accounts};
 pub use crate::audit::{list as list_audit, record as record_audit};
+pub use crate::endpoints::Endpoints;
 pub use crate::lifecycle::{bridge_status, provision, reconcile_bridges, rotate_url, Fleet};
 pub use crate::offboard::offboard;
 pub use crate::outbox::summary as outbox_summary;
 pub use crate::retention::{erase_contact, export as export_tenant, run_once as run_retention};
+pub use crate::service::webhook_url;
 
 /// `wafleet tenants limits`: fair-share weight and optional per-tenant send caps (per budget
 /// window and per 1440 windows); `None` = no cap.
@@ -104,22 +87,6 @@ pub async fn list_tenants(pool: &PgPool) -> Result<Vec<TenantSummary>> {
 /// `wafleet tenants enable|disable`. Disabling never deletes the queue.
 pub async fn set_status(pool: &PgPool, customer_ref: &CustomerRef, status: TenantStatus) -> Result<()> {
     tenant::set_status(pool, customer_ref, status).await.map(|_| ())
-}
-
-/// The signed webhook URL of a tenant, and its status (the caller warns if not active).
-pub async fn webhook_url(
-    pool: &PgPool,
-    signing_key: &SecretString,
-    customer_ref: &CustomerRef,
-    base: &str,
-) -> Result<(String, TenantStatus)> {
-    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
-    let meta =
-        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
-    crate::service::check_base_url(base)?;
-    let base = base.trim_end_matches('/');
-    let token = keyring.sign(customer_ref, meta.generation);
-    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
 }
 
 /// `wafleet rules add`: a keyword rule for the `rules` bot.

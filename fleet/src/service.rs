@@ -3,14 +3,15 @@
 //! of the fleet, one tenant's depth, the DLQ commands with a tenant check first, and a tenant's
 //! unknown and failed outbox rows. The rules themselves stay in the modules these call.
 
+use secrecy::SecretString;
 use sqlx::PgPool;
-use wafleet_shared::CustomerRef;
+use wafleet_shared::{CustomerRef, Keyring};
 
 use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
 use crate::dlq::{self, DeadLetter, DlqSummary};
-use crate::error::{Conflict, Error, InvalidInput, Result};
-use crate::ops::Endpoints;
+use crate::endpoints::Endpoints;
+use crate::error::{Conflict, Error, InvalidInput, Result, SetupError};
 use crate::outbox;
 use crate::tenant::{self, TenantMeta, TenantStatus, TenantSummary};
 
@@ -31,6 +32,22 @@ pub fn check_base_url(base: &str) -> Result<()> {
     } else {
         Err(InvalidInput::BaseUrl(None).into())
     }
+}
+
+/// The signed webhook URL of a tenant, and its status (the caller warns if not active).
+pub async fn webhook_url(
+    pool: &PgPool,
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    base: &str,
+) -> Result<(String, TenantStatus)> {
+    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    check_base_url(base)?;
+    let base = base.trim_end_matches('/');
+    let token = keyring.sign(customer_ref, meta.generation);
+    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
 }
 
 /// The tenant's metadata, or [`Error::UnknownTenant`].

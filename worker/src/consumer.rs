@@ -14,7 +14,6 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions,
 };
-use lapin::types::AMQPValue;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
@@ -23,10 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
 use wafleet_shared::publish::{publish_confirmed_shared, Target};
-use wafleet_shared::topology::{
-    self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, HISTORY_HEADER, LAST_ERROR_HEADER, QUARANTINE_QUEUE,
-    REASON_HEADER,
-};
+use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_QUEUE};
 use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
@@ -34,6 +30,10 @@ use wafleet_fleet::error::{Error, Result, SetupError};
 use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 use wafleet_fleet::topology::RetryTier;
+
+mod headers;
+
+use headers::{failure_headers, header_u32, quarantine_headers};
 
 /// Settings of consumption.
 #[derive(Clone, Debug)]
@@ -309,30 +309,47 @@ impl TenantConsumer {
         } else {
             self.processor.handle(&self.customer_ref, &delivery.data).instrument(span).await
         };
+        if let Err(e) = self.settle(&delivery, disposition, attempt, label.clone()).await {
+            warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
+        }
+        metrics::histogram!(crate::metric::WORKER_PROCESSING_SECONDS, "tenant" => label)
+            .record(started.elapsed().as_secs_f64());
+        in_flight.decrement(1.0);
+    }
+
+    /// Does what the processor's disposition asks: ack, republish to a retry tier, quarantine,
+    /// dead-letter, park, or hand back while the database is down.
+    async fn settle(
+        &self,
+        delivery: &lapin::message::Delivery,
+        disposition: Disposition,
+        attempt: u32,
+        label: String,
+    ) -> Result<(), lapin::Error> {
         let acker = &delivery.acker;
         let came_back = attempt > 0;
-        let result = match disposition {
+        match disposition {
             Disposition::Ack => {
                 if came_back {
-                    self.forget_retry(&delivery).await;
+                    self.forget_retry(delivery).await;
                 }
                 acker.ack(BasicAckOptions::default()).await
             }
             Disposition::Quarantine => {
                 let published =
-                    self.publish(&delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
-                self.settle_after_publish(&delivery, published, "quarantine").await
+                    self.publish(delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
+                self.settle_after_publish(delivery, published, "quarantine").await
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
                 Some(tier) => {
                     metrics::counter!(crate::metric::WORKER_RETRIED_TOTAL, "tenant" => label.clone(), "reason" => failure.reason())
                         .increment(1);
-                    let headers = failure_headers(&delivery, &failure, attempt + 1);
+                    let headers = failure_headers(delivery, &failure, attempt + 1);
                     let expiration = tier.delay.as_millis().to_string();
                     // ISOLATION: published with the tenant's own ref as routing key; the tier's
                     // dead-lettering keeps it, so the message can only come back to this queue.
                     let published = self
-                        .publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                        .publish(delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                         .await;
                     if published.is_ok() {
                         if let Err(e) =
@@ -341,14 +358,14 @@ impl TenantConsumer {
                             debug!(tenant = %self.customer_ref, error = %e, "could not record the retry for `wafleet depth`");
                         }
                     }
-                    self.settle_after_publish(&delivery, published, "retry").await
+                    self.settle_after_publish(delivery, published, "retry").await
                 }
                 None => {
                     let exhausted = Failure::RetriesExhausted(Box::new(failure));
-                    self.dead_letter(&delivery, &exhausted, attempt).await
+                    self.dead_letter(delivery, &exhausted, attempt).await
                 }
             },
-            Disposition::DeadLetter(failure) => self.dead_letter(&delivery, &failure, attempt).await,
+            Disposition::DeadLetter(failure) => self.dead_letter(delivery, &failure, attempt).await,
             Disposition::LeaveForNewerWorker => {
                 // Park it in the longest retry tier without counting an attempt: it comes back to
                 // this queue later, when a newer worker may be running. Requeueing in place would
@@ -357,25 +374,19 @@ impl TenantConsumer {
                 let published = match self.retry_tiers.last() {
                     Some(tier) => {
                         let expiration = tier.delay.as_millis().to_string();
-                        self.publish(&delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
+                        self.publish(delivery, &tier.name(), self.customer_ref.as_str(), headers, Some(expiration))
                             .await
                     }
                     None => Err(SetupError::NoRetryTiers.into()),
                 };
-                self.settle_after_publish(&delivery, published, "park").await
+                self.settle_after_publish(delivery, published, "park").await
             }
             Disposition::HoldDatabaseDown => {
                 let r = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
                 self.database_down.notify_one();
                 r
             }
-        };
-        if let Err(e) = result {
-            warn!(tenant = %self.customer_ref, error = %e, "could not settle delivery; it will be redelivered");
         }
-        metrics::histogram!(crate::metric::WORKER_PROCESSING_SECONDS, "tenant" => label)
-            .record(started.elapsed().as_secs_f64());
-        in_flight.decrement(1.0);
     }
 
     /// Publishes to `wa.dlx` with the failure in the headers; if that fails, `basic.reject`
@@ -445,38 +456,4 @@ impl TenantConsumer {
             publish_confirmed_shared(&self.publisher, target, &delivery.data, properties, self.publish_timeout).await;
         Ok(published?)
     }
-}
-
-fn header_u32(delivery: &lapin::message::Delivery, name: &str) -> u32 {
-    let value = delivery.properties.headers().as_ref().and_then(|h| h.inner().get(name).cloned());
-    match value {
-        Some(AMQPValue::LongUInt(n)) => n,
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
-        Some(AMQPValue::ShortUInt(n)) => u32::from(n),
-        _ => 0,
-    }
-}
-
-/// The delivery's headers plus the attempt count, the failure, and an appended history line.
-fn failure_headers(delivery: &lapin::message::Delivery, failure: &Failure, attempt: u32) -> FieldTable {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let history = match headers.inner().get(HISTORY_HEADER) {
-        Some(AMQPValue::LongString(h)) => h.to_string(),
-        _ => String::new(),
-    };
-    let error = failure.to_string();
-    let line = format!("{} {} {error}", chrono::Utc::now().to_rfc3339(), failure.reason());
-    let history = if history.is_empty() { line } else { format!("{history}\n{line}") };
-    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(failure.reason().into()));
-    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(error.into()));
-    headers.insert(HISTORY_HEADER.into(), AMQPValue::LongString(history.into()));
-    headers
-}
-
-fn quarantine_headers(queue_tenant: &CustomerRef) -> FieldTable {
-    let mut headers = FieldTable::default();
-    headers.insert("x-wafleet-queue-tenant".into(), lapin::types::AMQPValue::LongString(queue_tenant.as_str().into()));
-    headers
 }

@@ -43,6 +43,8 @@ pub fn lifted_env() -> Vec<(String, String)> {
 }
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     if !present(&ctx.repo) {
         return Ok(Section::not_run("budget", TITLE, "not run: send budget not present in worker/src"));

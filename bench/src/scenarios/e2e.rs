@@ -188,6 +188,8 @@ async fn sustained_rate(
 }
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let started = Instant::now();
     let mut section = Section::new("e2e", "2. End to end: webhook → reply recorded at the simulator (unlimited)");

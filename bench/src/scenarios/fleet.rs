@@ -83,6 +83,8 @@ pub async fn quorum_capacity(ctx: &Ctx) -> anyhow::Result<(usize, u64)> {
     Ok(((allowed.max(0) / 2) as usize, fd_total))
 }
 
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 async fn measure_in(
     ctx: &Ctx,
     env: &BenchEnv,
@@ -178,6 +180,8 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let started = Instant::now();
     let mut section = Section::new("fleet", "4. Fleet size (10% of tenants active)");

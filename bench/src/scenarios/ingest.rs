@@ -22,6 +22,8 @@ use crate::stats::Summary;
 const TENANTS: usize = 16;
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let started = Instant::now();
     let mut section = Section::new("ingest", "1. Ingest durable accept (200 after publisher confirm, quorum queues)");

@@ -15,6 +15,8 @@ use crate::report::{Row, Section, Verdict};
 use crate::stack::{start_ingest, IngestOptions};
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let started = Instant::now();
     let mut section = Section::new("memory", "5. Memory (VmRSS / VmHWM of the release binaries)");

@@ -79,6 +79,8 @@ fn histogram_mean(text: &str, name: &str) -> Option<f64> {
 }
 
 /// Runs the scenario.
+// layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
+// share the measured locals and timings; splitting it would pass them all around.
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     if !present(&ctx.repo) {
         return Ok(Section::not_run("spool", TITLE, "not run: spool not present"));
