@@ -38,7 +38,7 @@ log "$("$VENV/bin/schemathesis" --version)"
 
 scripts/ensure-services.sh
 log "building wafleet, wafleet-admin and wafleet-sim"
-cargo build --locked --quiet -p wafleet-worker -p wafleet-admin -p wafleet-sim --bins
+cargo build --locked --quiet -p wafleet-cli -p wafleet-admin -p wafleet-sim --bins
 BIN=target/debug
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
