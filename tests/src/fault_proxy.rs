@@ -23,6 +23,7 @@ pub struct FaultProxy {
     connections: Arc<AtomicU64>,
     live: Arc<Mutex<CancellationToken>>,
     stalled: Arc<Mutex<CancellationToken>>,
+    upstream: Arc<Mutex<SocketAddr>>,
     stop: CancellationToken,
 }
 
@@ -36,6 +37,7 @@ impl FaultProxy {
             connections: Arc::new(AtomicU64::new(0)),
             live: Arc::new(Mutex::new(CancellationToken::new())),
             stalled: Arc::new(Mutex::new(CancellationToken::new())),
+            upstream: Arc::new(Mutex::new(upstream)),
             stop: CancellationToken::new(),
         };
         let p = proxy.clone();
@@ -58,6 +60,7 @@ impl FaultProxy {
                         });
                     }
                     _ => {
+                        let upstream = p.upstream.lock().map(|u| *u).unwrap_or(upstream);
                         tokio::spawn(forward(client, upstream, live, stalled));
                     }
                 }
@@ -92,6 +95,15 @@ impl FaultProxy {
     /// Drops every open connection; new ones are accepted but nothing is forwarded.
     pub fn blackhole(&self) {
         self.mode.store(BLACKHOLE, Ordering::Relaxed);
+        self.kill_live();
+    }
+
+    /// Points the proxy at `upstream` and drops every open connection: the read-write Service
+    /// moving to a promoted standby.
+    pub fn switch_to(&self, upstream: SocketAddr) {
+        if let Ok(mut u) = self.upstream.lock() {
+            *u = upstream;
+        }
         self.kill_live();
     }
 

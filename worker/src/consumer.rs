@@ -304,6 +304,11 @@ impl TenantConsumer {
         let in_flight = metrics::gauge!(crate::metric::WORKER_IN_FLIGHT);
         in_flight.increment(1.0);
         let attempt = header_u32(&delivery, ATTEMPT_HEADER);
+        match header_u32(&delivery, "x-delivery-count") {
+            0 => {}
+            1 => metrics::counter!(crate::metric::WORKER_REDELIVERIES_TOTAL, "delivery_count" => "1").increment(1),
+            _ => metrics::counter!(crate::metric::WORKER_REDELIVERIES_TOTAL, "delivery_count" => "2+").increment(1),
+        }
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
         // anything read from the message; the processor checks the envelope against it.
         // The consume span continues the trace ingest started (traceparent in the AMQP headers).
