@@ -60,7 +60,18 @@ async fn posts_survive(mode: &'static str) -> f64 {
     let pair = tokio::task::spawn_blocking(Pair::up).await.unwrap();
     let switch = FaultProxy::start(loopback(PRIMARY_PORT)).await.unwrap();
     let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", switch.addr().port());
-    let env = TestEnv::with(EnvOptions { pg_admin_url: Some(admin), ..EnvOptions::default() }).await.unwrap();
+    // The shared broker's management API can be slow to create a vhost under the parallel suites.
+    let mut tries = 0;
+    let env = loop {
+        match TestEnv::with(EnvOptions { pg_admin_url: Some(admin.clone()), ..EnvOptions::default() }).await {
+            Ok(env) => break env,
+            Err(e) if tries < 2 => {
+                tries += 1;
+                eprintln!("test environment not ready ({e:#}); trying again");
+            }
+            Err(e) => panic!("no test environment: {e:#}"),
+        }
+    };
     let mut urls = Vec::new();
     for t in 0..TENANTS {
         urls.push(env.add_tenant(&format!("fo_{t}"), &format!("fo_{t}")).await.unwrap());
