@@ -52,17 +52,11 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Posts 1,000 events while the primary is stopped in `mode` (`fast`: a switchover, `immediate`:
-/// a failover), the standby promoted and the switch flipped; asserts nothing is lost or doubled.
-/// Returns the env's redeliveries that quorum queues counted more than once.
-async fn posts_survive(mode: &'static str) -> f64 {
-    let _serial = crate::SERIAL.lock().await;
-    let pair = tokio::task::spawn_blocking(Pair::up).await.unwrap();
-    let switch = FaultProxy::start(loopback(PRIMARY_PORT)).await.unwrap();
-    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", switch.addr().port());
+/// A test environment whose database lives behind `admin` (the switch).
+async fn env_on(admin: String) -> TestEnv {
     // The shared broker's management API can be slow to create a vhost under the parallel suites.
     let mut tries = 0;
-    let env = loop {
+    loop {
         match TestEnv::with(EnvOptions { pg_admin_url: Some(admin.clone()), ..EnvOptions::default() }).await {
             Ok(env) => break env,
             Err(e) if tries < 2 => {
@@ -71,7 +65,18 @@ async fn posts_survive(mode: &'static str) -> f64 {
             }
             Err(e) => panic!("no test environment: {e:#}"),
         }
-    };
+    }
+}
+
+/// Posts 1,000 events while the primary is stopped in `mode` (`fast`: a switchover, `immediate`:
+/// a failover), the standby promoted and the switch flipped; asserts nothing is lost or doubled.
+/// Returns the env's redeliveries that quorum queues counted more than once.
+async fn posts_survive(mode: &'static str) -> f64 {
+    let _serial = crate::SERIAL.lock().await;
+    let pair = tokio::task::spawn_blocking(Pair::up).await.unwrap();
+    let switch = FaultProxy::start(loopback(PRIMARY_PORT)).await.unwrap();
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", switch.addr().port());
+    let env = env_on(admin).await;
     let mut urls = Vec::new();
     for t in 0..TENANTS {
         urls.push(env.add_tenant(&format!("fo_{t}"), &format!("fo_{t}")).await.unwrap());
