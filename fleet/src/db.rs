@@ -193,6 +193,21 @@ fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// The database health probe: whether a fresh connection (not the pool, which may only be busy)
+/// answers within `timeout` on a primary that accepts writes. A standby (read-only during a
+/// failover) counts as away.
+pub async fn probe_writable(pool: &PgPool, timeout: Duration) -> bool {
+    use sqlx::Connection as _;
+    let options = pool.connect_options();
+    let probe = async {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let writable: bool = sqlx::query_scalar("select not pg_is_in_recovery()").fetch_one(&mut conn).await?;
+        let _ = conn.close().await;
+        Ok::<_, sqlx::Error>(writable)
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(true)))
+}
+
 /// Tries to become the leader for `key`: a session advisory lock on its own direct connection
 /// (not a pooled one, and not through a transaction pooler, which would drop the lock). The lock
 /// lives as long as the returned connection, so a dead leader's lock is released with it.

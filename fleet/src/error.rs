@@ -384,20 +384,30 @@ impl Error {
         }
     }
 
+    /// True when no pooled connection was free in time: back-pressure, not an outage, unless a
+    /// health probe ([`crate::db::probe_writable`]) fails too.
+    pub fn is_pool_timeout(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::PoolTimedOut))
+    }
+
     /// True for serialization failures and deadlocks, which succeed when tried again later.
     pub fn is_serialization_failure(&self) -> bool {
         matches!(self, Error::Database(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("40001") | Some("40P01")))
     }
 }
 
-/// Whether a sqlx error means "Postgres is not reachable right now".
+/// Whether a sqlx error means "Postgres is not reachable right now", or not writable here (a
+/// failover in progress). A pool timeout is not one: the pool may only be busy (see
+/// [`Error::is_pool_timeout`]).
 pub fn is_connection_error(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
-            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection exceptions.
-            db.code().map(|c| c.starts_with("08") || c.starts_with("57P")).unwrap_or(false)
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx
+            // connection exceptions, 25006 read_only_sql_transaction (a standby not yet promoted,
+            // or a demoted primary behind the read-write Service during a switchover).
+            db.code().map(|c| c.starts_with("08") || c.starts_with("57P") || c == "25006").unwrap_or(false)
         }
         _ => false,
     }
@@ -452,5 +462,14 @@ mod tests {
         let error = Error::from(InvalidInput::CustomerRef { raw: String::new(), source });
         assert_eq!(error.to_string(), "customer_ref \"\" is invalid");
         assert!(error.source().is_some_and(|s| s.to_string() == "customer_ref is empty"));
+    }
+
+    #[test]
+    fn a_pool_timeout_is_back_pressure_not_an_outage() {
+        let busy = Error::from(sqlx::Error::PoolTimedOut);
+        assert!(busy.is_pool_timeout());
+        assert!(!busy.is_database_unavailable(), "a busy pool must not tear the consumers down");
+        let reset = Error::from(sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(reset.is_database_unavailable() && !reset.is_pool_timeout());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`insert`]: replies written with their inbound event, inside the message path's transaction.
 //! - [`pick`] and [`claim`]: the fair scheduler's choice, and the claim of that row in its tenant's
 //!   scope within the same transaction.
+//! - [`lease`]: the claimer's session-bound token, so a crashed claimer's rows are found at once.
 //! - [`settle`]: send outcomes, and the bridge's `from_me` echo settling `unknown` replies.
 //! - [`upkeep`]: work that spends no budget: expiry, crash leftovers, retention, erasure, offboarding.
 //! - [`summary`] and [`queries`]: the backlog summary and metrics, operator and canary reads.
@@ -15,6 +16,7 @@
 
 pub mod claim;
 pub mod insert;
+pub mod lease;
 pub mod pick;
 pub mod queries;
 pub mod settle;
@@ -23,6 +25,7 @@ pub mod upkeep;
 
 pub use claim::{claim, ClaimedRow};
 pub use insert::{insert_with_event, InboundRecord, Replies};
+pub use lease::{ClaimLease, CLAIM_LOCK_CLASS};
 pub use pick::{pick, Pick};
 pub use queries::{attention_rows, nonce_counts, nonce_rows, NonceRow, OutboxRow};
 pub use settle::{echo_already_seen, finish, mark_retry, mark_sent, reconcile_from_me};

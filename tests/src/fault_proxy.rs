@@ -1,5 +1,7 @@
 //! A TCP fault proxy for outage tests on loopback: it forwards to an upstream service and can
-//! refuse (drop every connection, old and new), blackhole (accept but never forward) or restore.
+//! refuse (drop every connection, old and new), blackhole (accept but never forward), stall (keep
+//! every connection open but forward nothing, old and new: a network that drops packets while
+//! both ends live on) or restore.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -11,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 const PASS: u8 = 0;
 const REFUSE: u8 = 1;
 const BLACKHOLE: u8 = 2;
+const STALL: u8 = 3;
 
 /// A running proxy. Dropping it does not stop it; call [`FaultProxy::stop`].
 #[derive(Clone)]
@@ -19,6 +22,8 @@ pub struct FaultProxy {
     mode: Arc<AtomicU8>,
     connections: Arc<AtomicU64>,
     live: Arc<Mutex<CancellationToken>>,
+    stalled: Arc<Mutex<CancellationToken>>,
+    upstream: Arc<Mutex<SocketAddr>>,
     stop: CancellationToken,
 }
 
@@ -31,6 +36,8 @@ impl FaultProxy {
             mode: Arc::new(AtomicU8::new(PASS)),
             connections: Arc::new(AtomicU64::new(0)),
             live: Arc::new(Mutex::new(CancellationToken::new())),
+            stalled: Arc::new(Mutex::new(CancellationToken::new())),
+            upstream: Arc::new(Mutex::new(upstream)),
             stop: CancellationToken::new(),
         };
         let p = proxy.clone();
@@ -43,16 +50,18 @@ impl FaultProxy {
                 let Ok((client, _)) = accepted else { continue };
                 p.connections.fetch_add(1, Ordering::Relaxed);
                 let live = p.live.lock().map(|t| t.clone()).unwrap_or_default();
+                let stalled = p.stalled.lock().map(|t| t.clone()).unwrap_or_default();
                 match p.mode.load(Ordering::Relaxed) {
                     REFUSE => drop(client),
-                    BLACKHOLE => {
+                    BLACKHOLE | STALL => {
                         tokio::spawn(async move {
                             live.cancelled().await;
                             drop(client);
                         });
                     }
                     _ => {
-                        tokio::spawn(forward(client, upstream, live));
+                        let upstream = p.upstream.lock().map(|u| *u).unwrap_or(upstream);
+                        tokio::spawn(forward(client, upstream, live, stalled));
                     }
                 }
             }
@@ -89,7 +98,26 @@ impl FaultProxy {
         self.kill_live();
     }
 
-    /// Forwards again.
+    /// Points the proxy at `upstream` and drops every open connection: the read-write Service
+    /// moving to a promoted standby.
+    pub fn switch_to(&self, upstream: SocketAddr) {
+        if let Ok(mut u) = self.upstream.lock() {
+            *u = upstream;
+        }
+        self.kill_live();
+    }
+
+    /// Stops forwarding on every connection, old and new, but keeps them open: neither end sees
+    /// a reset, only silence (a black-holed network).
+    pub fn stall(&self) {
+        self.mode.store(STALL, Ordering::Relaxed);
+        if let Ok(mut stalled) = self.stalled.lock() {
+            stalled.cancel();
+            *stalled = CancellationToken::new();
+        }
+    }
+
+    /// Forwards again (stalled connections are dropped, as after a long partition).
     pub fn restore(&self) {
         self.kill_live();
         self.mode.store(PASS, Ordering::Relaxed);
@@ -102,10 +130,14 @@ impl FaultProxy {
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, live: CancellationToken) {
+async fn forward(mut client: TcpStream, upstream: SocketAddr, live: CancellationToken, stalled: CancellationToken) {
     let Ok(mut server) = TcpStream::connect(upstream).await else { return };
     tokio::select! {
         _ = live.cancelled() => {}
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = stalled.cancelled() => {
+            // Both sockets stay open and unread until the proxy drops its connections.
+            live.cancelled().await;
+        }
     }
 }

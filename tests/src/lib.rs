@@ -143,6 +143,9 @@ pub struct EnvOptions {
     pub worker_db_via: Option<std::net::SocketAddr>,
     /// Route the worker's AMQP connections through this proxy (outage tests).
     pub worker_amqp_via: Option<std::net::SocketAddr>,
+    /// Create the database on this Postgres (an admin URL, e.g. through a switch in front of a
+    /// primary and its standby) instead of the shared one.
+    pub pg_admin_url: Option<String>,
     /// Ingest body deadline instead of the default 5 s (slowloris tests).
     pub ingest_body_timeout: Option<Duration>,
     /// Route ingest's AMQP connection through this proxy (broker outage tests).
@@ -166,12 +169,13 @@ impl TestEnv {
         // The tail of a UUIDv7 is random; its head is a timestamp shared by parallel tests.
         let id = uuid::Uuid::now_v7().simple().to_string();
         let name = format!("wf_t_{}", &id[id.len() - 14..]);
-        let admin = PgPoolOptions::new().max_connections(1).connect(&pg_admin_url()).await.context(
+        let admin_url = options.pg_admin_url.clone().unwrap_or_else(pg_admin_url);
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.context(
             "cannot reach Postgres: start it or set WAFLEET_TEST_PG_ADMIN_URL (see README, Running the tests)",
         )?;
         sqlx::query(&format!("create database {name}")).execute(&admin).await?;
         admin.close().await;
-        let owner_url = with_database(&pg_admin_url(), &name);
+        let owner_url = with_database(&admin_url, &name);
         let mut app_url = url::Url::parse(&owner_url)?;
         app_url.set_username("wafleet_app").map_err(|_| anyhow::anyhow!("url"))?;
         app_url.set_password(None).map_err(|_| anyhow::anyhow!("url"))?;

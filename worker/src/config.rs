@@ -132,6 +132,11 @@ pub struct WorkerArgs {
     /// Seconds after which a row still `sending` was cut by a crash and becomes `unknown`.
     #[arg(long, env = "WAFLEET_STALE_SENDING_SECS", default_value_t = 120)]
     pub stale_sending_secs: u64,
+    /// Seconds a silent (black-holed) worker keeps its send claims and open transactions before
+    /// Postgres ends its sessions; a crashed worker's claims are released at once.
+    #[arg(long, env = "WAFLEET_CLAIM_LEASE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    pub claim_lease_secs: u64,
     /// Sends in flight per account and worker.
     #[arg(long, env = "WAFLEET_SENDER_CONCURRENCY", default_value_t = 4, value_parser = positive)]
     pub sender_concurrency: usize,
@@ -245,6 +250,7 @@ impl WorkerArgs {
                 stale_sending_after: Duration::from_secs(self.stale_sending_secs),
                 concurrency: self.sender_concurrency,
                 db_pool_size: self.sender_db_pool_size,
+                claim_lease: Duration::from_secs(self.claim_lease_secs),
                 budget,
                 ..SenderConfig::default()
             },

@@ -128,7 +128,9 @@ impl ConsumerSupervisor {
     async fn wait_for_database(&self, shutdown: &CancellationToken) {
         let mut delay = Duration::from_millis(250);
         loop {
-            if sqlx::query("select 1").execute(&self.pool).await.is_ok() {
+            // Writable, not merely reachable: during a failover the standby answers before its
+            // promotion, and resuming there would only hold (and requeue) everything again.
+            if wafleet_fleet::db::probe_writable(&self.pool, Duration::from_secs(5)).await {
                 info!("database reachable again; resuming consumers");
                 return;
             }
@@ -160,7 +162,16 @@ impl ConsumerSupervisor {
                 if e.is_database_unavailable() {
                     break Ok(SessionEnd::DatabaseDown);
                 }
-                break Err(e);
+                // A busy pool delays the refresh, nothing more; a failed probe is an outage.
+                if e.is_pool_timeout() {
+                    if wafleet_fleet::db::probe_writable(&self.pool, Duration::from_secs(5)).await {
+                        warn!("database pool busy; tenant refresh postponed");
+                    } else {
+                        break Ok(SessionEnd::DatabaseDown);
+                    }
+                } else {
+                    break Err(e);
+                }
             }
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
             tokio::select! {
@@ -293,6 +304,11 @@ impl TenantConsumer {
         let in_flight = metrics::gauge!(crate::metric::WORKER_IN_FLIGHT);
         in_flight.increment(1.0);
         let attempt = header_u32(&delivery, ATTEMPT_HEADER);
+        match header_u32(&delivery, "x-delivery-count") {
+            0 => {}
+            1 => metrics::counter!(crate::metric::WORKER_REDELIVERIES_TOTAL, "delivery_count" => "1").increment(1),
+            _ => metrics::counter!(crate::metric::WORKER_REDELIVERIES_TOTAL, "delivery_count" => "2+").increment(1),
+        }
         // ISOLATION: the tenant is the one this consumer was started for (its queue), not
         // anything read from the message; the processor checks the envelope against it.
         // The consume span continues the trace ingest started (traceparent in the AMQP headers).

@@ -26,6 +26,10 @@ pub const WORKER_DEAD_LETTERED_TOTAL: &str = "wafleet_worker_dead_lettered_total
 /// Counter: messages whose envelope named another tenant than their queue, sent to `wa.quarantine`.
 /// Any increase is an isolation alert.
 pub const WORKER_QUARANTINED_TOTAL: &str = "wafleet_worker_quarantined_total";
+/// Counter, label `delivery_count` (`1`, `2+`): deliveries a quorum queue marks as redelivered
+/// (`x-delivery-count`, attempts the delivery limit counts). `2+` means a message was returned
+/// more than once; a database switchover should burn at most one.
+pub const WORKER_REDELIVERIES_TOTAL: &str = "wafleet_worker_redeliveries_total";
 /// Counter: redeliveries of events already processed (deduplicated).
 pub const WORKER_DUPLICATES_TOTAL: &str = "wafleet_worker_duplicates_total";
 /// Counter: events too old to answer (`WAFLEET_STALE_AFTER_SECS`), recorded without a bot run.

@@ -99,6 +99,13 @@ impl TenantIds {
     }
 }
 
+/// Pool timeouts one message rides out (each up to the pool's acquire timeout) before the
+/// worker holds its consumers anyway.
+const POOL_TIMEOUT_RETRIES: u32 = 6;
+
+/// Bound of the health probe that tells a busy pool from a database that is away.
+const POOL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
 /// few guarantees, and unknown fields are ignored.
 #[derive(Debug, Default)]
@@ -164,10 +171,11 @@ impl Processor {
         }
         let envelope = envelope.into_v1();
         let label = self.labels.label(queue_tenant);
-        match self.process(envelope, &label).await {
+        match self.process_under_back_pressure(envelope, &label).await {
             Ok(None) => Disposition::Ack,
             Ok(Some(failure)) => Disposition::Retry(failure),
-            Err(e) if e.is_database_unavailable() => Disposition::HoldDatabaseDown,
+            // A pool timeout gets here only when the probe failed too (or it lasted too long).
+            Err(e) if e.is_database_unavailable() || e.is_pool_timeout() => Disposition::HoldDatabaseDown,
             Err(e) if e.is_serialization_failure() => {
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "serialization").increment(1);
                 Disposition::Retry(Failure::Serialization)
@@ -177,6 +185,26 @@ impl Processor {
                 warn!(tenant = %queue_tenant, error = %e, "processing failed; dead-lettering");
                 metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "processing_error").increment(1);
                 Disposition::DeadLetter(Failure::Processing(Arc::new(e)))
+            }
+        }
+    }
+
+    /// [`Processor::process`], tried again while the pool is only busy: a pool timeout is
+    /// back-pressure, not an outage. Only when the health probe (a fresh connection, not the
+    /// pool) fails too is the error returned, and the caller holds the consumers.
+    async fn process_under_back_pressure(&self, envelope: EnvelopeV1, label: &str) -> Result<Option<Failure>> {
+        let mut tries = 0;
+        loop {
+            match self.process(envelope.clone(), label).await {
+                Err(e) if e.is_pool_timeout() && tries < POOL_TIMEOUT_RETRIES => {
+                    if !db::probe_writable(&self.pool, POOL_PROBE_TIMEOUT).await {
+                        return Err(e);
+                    }
+                    tries += 1;
+                    metrics::counter!(crate::metric::WORKER_FAILED_TOTAL, "reason" => "pool_busy").increment(1);
+                    debug!(tries, "database pool busy but the database answers; processing again");
+                }
+                other => return other,
             }
         }
     }

@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::ConnectOptions as _;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{error, warn};
 
@@ -28,7 +31,7 @@ use wafleet_fleet::clock::{Clock, DatabaseClock};
 use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
 use wafleet_fleet::labels::TenantLabels;
-use wafleet_fleet::outbox::{self, ClaimedRow, Pick};
+use wafleet_fleet::outbox::{self, ClaimLease, ClaimedRow, Pick};
 use wafleet_fleet::tenant::{Tenant, TenantStatus};
 
 mod loops;
@@ -57,6 +60,9 @@ pub struct SenderConfig {
     /// `WAFLEET_SENDER_DB_POOL_SIZE`: the sender's own connections (default 3), apart from the
     /// message path's pool, so a burst of inbound work cannot starve the replies.
     pub db_pool_size: u32,
+    /// `WAFLEET_CLAIM_LEASE_SECS`: how long a silent (black-holed) worker keeps its claims and
+    /// its open transactions before the server ends its sessions (see `outbox::lease`).
+    pub claim_lease: Duration,
 }
 
 impl Default for SenderConfig {
@@ -71,6 +77,7 @@ impl Default for SenderConfig {
             housekeeping_interval: Duration::from_secs(1),
             concurrency: 4,
             db_pool_size: 3,
+            claim_lease: Duration::from_secs(10),
         }
     }
 }
@@ -118,6 +125,11 @@ pub struct Sender {
     waited: std::sync::Mutex<HashMap<AccountId, Duration>>,
     /// Bounded `tenant` metric labels (shared with the consumers in the worker).
     labels: Arc<TenantLabels>,
+    /// The claim token bound to this sender's session; `None` (tests driving [`Sender::step`])
+    /// leaves cut claims to the age backstop.
+    lease: Option<Arc<ClaimLease>>,
+    /// Stops the lease holder when the sender closes.
+    lease_stop: CancellationToken,
 }
 
 struct Claimed {
@@ -139,7 +151,17 @@ impl Sender {
     /// replies are queued. Uses the database's clock.
     pub fn new(pool: PgPool, accounts: Arc<AccountDirectory>, config: SenderConfig, wake: Arc<Notify>) -> Self {
         let labels = Arc::new(TenantLabels::default());
-        Self { pool, accounts, config, wake, clock: Arc::new(DatabaseClock), waited: Default::default(), labels }
+        Self {
+            pool,
+            accounts,
+            config,
+            wake,
+            clock: Arc::new(DatabaseClock),
+            waited: Default::default(),
+            labels,
+            lease: None,
+            lease_stop: CancellationToken::new(),
+        }
     }
 
     /// Shares the worker's bounded tenant labels, so sends and processing agree on the top N.
@@ -150,20 +172,34 @@ impl Sender {
 
     /// The worker's sender, on its own pool of `config.db_pool_size` connections to
     /// `database_url`, reaching accounts through `settings` (startup maps `env:WA_API_KEY` to
-    /// the worker's validated `WA_API_KEY`).
+    /// the worker's validated `WA_API_KEY`). Its claims are bound to a lease held on one more
+    /// connection, and every connection runs with the lease's liveness timeouts, so a worker
+    /// that dies or goes silent frees its claims and its bucket row locks within
+    /// `config.claim_lease`.
     pub fn for_worker(
         database_url: &str,
         settings: DirectorySettings,
         config: SenderConfig,
         wake: Arc<Notify>,
     ) -> Result<Self> {
-        let pool = db::app_pool(database_url, config.db_pool_size.max(1))?;
+        let options: PgConnectOptions = database_url.parse()?;
+        let options = outbox::lease::liveness_options(
+            options.application_name("wafleet").log_statements(tracing::log::LevelFilter::Debug),
+            config.claim_lease,
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
         let accounts = Arc::new(AccountDirectory::new(pool.clone(), settings));
-        Ok(Self::new(pool, accounts, config, wake))
+        let lease_stop = CancellationToken::new();
+        let lease = ClaimLease::start(database_url, config.claim_lease, lease_stop.clone())?;
+        Ok(Self { lease: Some(lease), lease_stop, ..Self::new(pool, accounts, config, wake) })
     }
 
-    /// Closes the sender's pool (after its loops have stopped).
+    /// Closes the sender's pool and releases its lease (after its loops have stopped).
     pub async fn close(&self) {
+        self.lease_stop.cancel();
         self.pool.close().await;
     }
 
@@ -201,6 +237,15 @@ impl Sender {
 
     /// Picks, claims and sends the next reply of `account`, if its budget allows.
     pub async fn send_next(&self, account: &AccountRuntime) -> Result<Step> {
+        let claimed_by = match &self.lease {
+            // Without a live lease a claim could be taken for a crashed one and its tenant's
+            // next reply sent alongside it: wait for the lease (the database is likely away).
+            Some(lease) => match lease.token() {
+                Some(token) => Some(token),
+                None => return Ok(Step::Idle(Some(Duration::from_millis(200)))),
+            },
+            None => None,
+        };
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         // An idle or waiting pick changed nothing but the bucket's refill, which the next pick
@@ -222,7 +267,7 @@ impl Sender {
             Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, tenant_id),
         };
         let Some(ClaimedRow { chat, body, attempts, traceparent, tenant }) =
-            outbox::claim(&mut tx, tenant_id, outbox_id, now).await?
+            outbox::claim(&mut tx, tenant_id, outbox_id, now, claimed_by).await?
         else {
             // Another replica claimed it, or it expired meanwhile: the rollback returns the token.
             tx.rollback().await?;

@@ -25,13 +25,15 @@ pub struct ClaimedRow {
 }
 
 /// Claims `outbox_id` of `tenant` (as granted by [`super::pick`]) inside `tx`: still `pending` and
-/// not expired at `now` (the database clock when `None`). `None` when another replica claimed it
-/// or it expired meanwhile; the caller rolls back, which returns the token.
+/// not expired at `now` (the database clock when `None`), stamped with the claimer's lease token
+/// `claimed_by` (see [`super::lease`]; `None` leaves only the age backstop). `None` when another
+/// replica claimed it or it expired meanwhile; the caller rolls back, which returns the token.
 pub async fn claim(
     tx: &mut Transaction<'static, Postgres>,
     tenant_id: TenantId,
     outbox_id: i64,
     now: Option<DateTime<Utc>>,
+    claimed_by: Option<i32>,
 ) -> Result<Option<ClaimedRow>> {
     // ISOLATION: from here the transaction is scoped to the picked tenant, and the row is
     // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
@@ -39,12 +41,13 @@ pub async fn claim(
     db::scope_to_tenant(tx, tenant_id).await?;
     let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(
         "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
-         updated_at = now() where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
+         updated_at = now(), claimed_by = $4 where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
          and expires_at > coalesce($3, now()) returning chat, body, attempts, traceparent",
     )
     .bind(outbox_id)
     .bind(tenant_id.get())
     .bind(now)
+    .bind(claimed_by)
     .fetch_optional(&mut **tx)
     .await?;
     let Some((chat, body, attempts, traceparent)) = row else { return Ok(None) };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wafleet_tests::{wait_until, EnvOptions, TestEnv, TEST_API_KEY};
 
-fn binary(name: &str) -> std::path::PathBuf {
+pub(crate) fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|p| p.parent()).unwrap().join(name);
     assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
@@ -13,7 +13,13 @@ fn binary(name: &str) -> std::path::PathBuf {
 }
 
 fn spawn_worker(env: &TestEnv) -> Child {
-    Command::new(binary("wafleet-worker"))
+    worker_command(env).spawn().unwrap()
+}
+
+/// The worker binary configured for `env` (later `.env` calls override these).
+pub(crate) fn worker_command(env: &TestEnv) -> Command {
+    let mut command = Command::new(binary("wafleet-worker"));
+    command
         .env("DATABASE_URL", &env.endpoints.database_url)
         .env("AMQP_URL", &env.amqp_url)
         .env("RABBITMQ_API_URL", &env.endpoints.rabbitmq_api_url)
@@ -28,9 +34,8 @@ fn spawn_worker(env: &TestEnv) -> Child {
         .env("WAFLEET_STALE_SENDING_SECS", "1")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    command
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

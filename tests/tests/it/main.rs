@@ -7,6 +7,7 @@ mod broker_outage;
 mod broker_users;
 mod budget;
 mod canary;
+mod claims;
 mod cli;
 mod crash;
 mod db_guard;
