@@ -154,20 +154,38 @@ pub enum TenantLifecycle {
         #[arg(long)]
         contact: String,
     },
-    /// Set the tenant's fair-share weight and optional send caps.
+    /// Set the tenant's fair-share weight and optional send caps, and/or its queue bound.
     Limits {
         /// The tenant's customer_ref.
         customer_ref: String,
-        /// Consecutive sends per round-robin turn (1-100).
-        #[arg(long, default_value_t = 1)]
-        weight: i32,
+        /// Consecutive sends per round-robin turn (1-100) [default: 1].
+        #[arg(long)]
+        weight: Option<i32>,
         /// At most this many sends per minute (budget window); omit for no cap.
         #[arg(long)]
         max_per_min: Option<i32>,
         /// At most this many sends per day; omit for no cap.
         #[arg(long)]
         max_per_day: Option<i32>,
+        /// Bound of the tenant's queue in bytes, or `default` for the fleet-wide bound. Given
+        /// alone, the send limits stay as they were.
+        #[arg(long, value_parser = parse_queue_bound)]
+        queue_max_bytes: Option<QueueBound>,
     },
+}
+
+/// `--queue-max-bytes`: a positive byte count, or `default` (the fleet-wide bound).
+#[derive(Clone, Copy, Debug)]
+pub struct QueueBound(Option<u64>);
+
+fn parse_queue_bound(raw: &str) -> std::result::Result<QueueBound, String> {
+    if raw == "default" {
+        return Ok(QueueBound(None));
+    }
+    match raw.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(QueueBound(Some(n))),
+        _ => Err("expected a positive number of bytes or `default`".into()),
+    }
 }
 
 fn parse_ref(raw: &str) -> Result<CustomerRef> {
@@ -386,19 +404,39 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
                 r.message_log, r.outbox, r.processed_events
             );
         }
-        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day } => {
+        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day, queue_max_bytes } => {
+            // Without --queue-max-bytes this is the send-limits command it always was; with it
+            // alone, only the queue bound changes.
+            let send_limits = queue_max_bytes.is_none() || weight.is_some() || max_per_min.is_some() || max_per_day.is_some();
             let entry = Entry::new(
                 "tenants limits",
                 Some(&customer_ref),
-                json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day}),
+                json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day,
+                       "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
             );
             let result = async {
-                ops::set_tenant_limits(&pool, &parse_ref(&customer_ref)?, weight, max_per_min, max_per_day).await
+                let customer_ref = parse_ref(&customer_ref)?;
+                if send_limits {
+                    ops::set_tenant_limits(&pool, &customer_ref, weight.unwrap_or(1), max_per_min, max_per_day).await?;
+                }
+                if let Some(QueueBound(bytes)) = queue_max_bytes {
+                    ops::set_tenant_queue_bound(&pool, &settings.endpoints(), &customer_ref, bytes).await?;
+                }
+                Ok(())
             }
             .await;
             audit_result(settings, &entry, &result, false).await?;
             result?;
-            println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+            if send_limits {
+                let weight = weight.unwrap_or(1);
+                println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+            }
+            if let Some(QueueBound(bytes)) = queue_max_bytes {
+                match bytes {
+                    Some(bytes) => println!("queue bound of {customer_ref}: {bytes} bytes"),
+                    None => println!("queue bound of {customer_ref}: the fleet-wide default"),
+                }
+            }
         }
     }
     Ok(())
