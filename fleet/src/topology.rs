@@ -23,7 +23,7 @@ pub const RETRY_POLICY: &str = "wafleet-retry-tiers";
 /// Default bound of every tenant queue (`WAFLEET_TENANT_QUEUE_MAX_BYTES`): 256 MiB of message
 /// bodies, about a day of a busy tenant's events, far below a node's disk alarm for a few tenants
 /// flooding at once. Past it the queue refuses publishes (ingest spools within the tenant's share).
-pub const DEFAULT_TENANT_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_TENANT_QUEUE_MAX_BYTES: u64 = 268_435_456;
 /// Priority of a per-tenant override policy: above [`TENANT_POLICY`] (0), which it replaces for
 /// that one queue (RabbitMQ applies only the highest-priority matching policy).
 pub const TENANT_OVERRIDE_PRIORITY: u8 = 10;
