@@ -174,6 +174,57 @@ pub enum TenantLifecycle {
     },
 }
 
+/// The send limits of `tenants limits` (`None`: not given).
+struct SendLimits {
+    weight: Option<i32>,
+    max_per_min: Option<i32>,
+    max_per_day: Option<i32>,
+}
+
+/// `tenants limits`: the send limits and/or the queue bound, audited as one command.
+async fn set_limits(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    customer_ref: &str,
+    send: SendLimits,
+    queue_max_bytes: Option<QueueBound>,
+) -> Result<()> {
+    let SendLimits { weight, max_per_min, max_per_day } = send;
+    // Without --queue-max-bytes this is the send-limits command it always was; with it
+    // alone, only the queue bound changes.
+    let send_limits = queue_max_bytes.is_none() || weight.is_some() || max_per_min.is_some() || max_per_day.is_some();
+    let entry = Entry::new(
+        "tenants limits",
+        Some(customer_ref),
+        json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day,
+               "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
+    );
+    let result = async {
+        let customer_ref = parse_ref(customer_ref)?;
+        if send_limits {
+            ops::set_tenant_limits(pool, &customer_ref, weight.unwrap_or(1), max_per_min, max_per_day).await?;
+        }
+        if let Some(QueueBound(bytes)) = queue_max_bytes {
+            ops::set_tenant_queue_bound(pool, &settings.endpoints(), &customer_ref, bytes).await?;
+        }
+        Ok(())
+    }
+    .await;
+    audit_result(settings, &entry, &result, false).await?;
+    result?;
+    if send_limits {
+        let weight = weight.unwrap_or(1);
+        println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+    }
+    if let Some(QueueBound(bytes)) = queue_max_bytes {
+        match bytes {
+            Some(bytes) => println!("queue bound of {customer_ref}: {bytes} bytes"),
+            None => println!("queue bound of {customer_ref}: the fleet-wide default"),
+        }
+    }
+    Ok(())
+}
+
 /// `--queue-max-bytes`: a positive byte count, or `default` (the fleet-wide bound).
 #[derive(Clone, Copy, Debug)]
 pub struct QueueBound(Option<u64>);
@@ -405,38 +456,8 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
             );
         }
         TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day, queue_max_bytes } => {
-            // Without --queue-max-bytes this is the send-limits command it always was; with it
-            // alone, only the queue bound changes.
-            let send_limits = queue_max_bytes.is_none() || weight.is_some() || max_per_min.is_some() || max_per_day.is_some();
-            let entry = Entry::new(
-                "tenants limits",
-                Some(&customer_ref),
-                json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day,
-                       "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
-            );
-            let result = async {
-                let customer_ref = parse_ref(&customer_ref)?;
-                if send_limits {
-                    ops::set_tenant_limits(&pool, &customer_ref, weight.unwrap_or(1), max_per_min, max_per_day).await?;
-                }
-                if let Some(QueueBound(bytes)) = queue_max_bytes {
-                    ops::set_tenant_queue_bound(&pool, &settings.endpoints(), &customer_ref, bytes).await?;
-                }
-                Ok(())
-            }
-            .await;
-            audit_result(settings, &entry, &result, false).await?;
-            result?;
-            if send_limits {
-                let weight = weight.unwrap_or(1);
-                println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
-            }
-            if let Some(QueueBound(bytes)) = queue_max_bytes {
-                match bytes {
-                    Some(bytes) => println!("queue bound of {customer_ref}: {bytes} bytes"),
-                    None => println!("queue bound of {customer_ref}: the fleet-wide default"),
-                }
-            }
+            let send = SendLimits { weight, max_per_min, max_per_day };
+            set_limits(settings, &pool, &customer_ref, send, queue_max_bytes).await?;
         }
     }
     Ok(())

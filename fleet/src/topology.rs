@@ -246,7 +246,9 @@ impl Management {
     pub async fn set_tenant_queue_bound(&self, customer_ref: &CustomerRef, max_bytes: Option<u64>) -> Result<()> {
         let name = tenant_override_name(customer_ref);
         match max_bytes {
-            Some(bytes) => self.put(&["policies", &self.vhost, &name], tenant_override_policy(customer_ref, bytes)).await,
+            Some(bytes) => {
+                self.put(&["policies", &self.vhost, &name], tenant_override_policy(customer_ref, bytes)).await
+            }
             None => self.delete(&["policies", &self.vhost, &name]).await,
         }
     }
@@ -257,8 +259,13 @@ impl Management {
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());
         }
-        Err(ManagementError::Status { method: "DELETE", path: segments.join("/"), status: response.status(), body: None }
-            .into())
+        Err(ManagementError::Status {
+            method: "DELETE",
+            path: segments.join("/"),
+            status: response.status(),
+            body: None,
+        }
+        .into())
     }
 
     /// Whether the tenant-queue policy exists in the vhost.

@@ -74,11 +74,10 @@ async fn a_flooding_tenant_ends_in_503_alone_while_another_keeps_200_and_every_a
     assert!(definition["delivery-limit"].is_number(), "{definition}");
     let calm_policy = effective_policy(&management, &env.name, "wa.tenant.calm_b").await.unwrap();
     assert_eq!(calm_policy.0, TENANT_POLICY, "the other tenant keeps the fleet-wide policy");
-    let stored: Option<i64> =
-        sqlx::query_scalar("select queue_max_bytes from tenants where customer_ref = 'flood_a'")
-            .fetch_one(&env.owner_pool)
-            .await
-            .unwrap();
+    let stored: Option<i64> = sqlx::query_scalar("select queue_max_bytes from tenants where customer_ref = 'flood_a'")
+        .fetch_one(&env.owner_pool)
+        .await
+        .unwrap();
     assert_eq!(stored, Some(QUEUE_BOUND as i64));
 
     let refused_before = counter_value("wafleet_ingest_spool_refused_total", &[("reason", "tenant_share")]);
