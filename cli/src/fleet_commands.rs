@@ -462,3 +462,19 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn queue_max_bytes_takes_a_positive_count_or_default_and_nothing_else() {
+        assert_eq!(parse_queue_bound("4096").unwrap().0, Some(4096));
+        assert_eq!(parse_queue_bound("default").unwrap().0, None);
+        for bad in ["0", "-1", "", "1k", "Default"] {
+            assert!(parse_queue_bound(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
