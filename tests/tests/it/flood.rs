@@ -124,3 +124,39 @@ async fn a_flooding_tenant_ends_in_503_alone_while_another_keeps_200_and_every_a
     assert_eq!(alarmed_nodes(&management).await, Vec::<String>::new(), "no broker alarm");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_queue_with_its_own_bound_still_dead_letters_a_rejected_message_to_its_own_dlq() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..Default::default() }).await.unwrap();
+    env.add_tenant("bound_a", "bound_a").await.unwrap();
+    let bounded = CustomerRef::parse("bound_a").unwrap();
+    ops::set_tenant_queue_bound(&env.app_pool, &env.endpoints, &bounded, Some(QUEUE_BOUND)).await.unwrap();
+    let management = env.endpoints.management().unwrap();
+    let override_name = tenant_override_name(&bounded);
+    wait_until(Duration::from_secs(20), || async {
+        effective_policy(&management, &env.name, "wa.tenant.bound_a").await.is_some_and(|(n, _)| n == override_name)
+    })
+    .await
+    .expect("the override policy applies");
+
+    let envelope = test_envelope("bound_a", "poison", "P1", chrono::Utc::now());
+    env.publish_raw("wa.inbound", "bound_a", &envelope.to_bytes()).await;
+    let conn = wafleet_shared::amqp::connect(&env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        if let Some(message) = channel.basic_get("wa.tenant.bound_a", Default::default()).await.unwrap() {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the message never reached wa.tenant.bound_a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A reject without requeue is how the worker dead-letters; the override must keep the DLX.
+    let reject = lapin::options::BasicRejectOptions { requeue: false };
+    message.delivery.acker.reject(reject).await.unwrap();
+    let _ = conn.close(200, "done").await;
+    wait_until(Duration::from_secs(20), || async { env.queue_depth("wa.dlq.bound_a").await == 1 })
+        .await
+        .expect("the rejected message reached wa.dlq.bound_a through the override's dead-letter exchange");
+    env.cleanup().await;
+}
