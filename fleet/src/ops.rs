@@ -29,11 +29,25 @@ pub async fn migrate_with(
     topology::declare_base(&channel).await?;
     topology::declare_retry_tiers(&channel, retry_tiers).await?;
     let _ = connection.close(200, "done").await;
-    endpoints
-        .management()?
-        .apply_policies_with(tenant_queue_max_bytes)
-        .await
-        .map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    let management = endpoints.management()?;
+    management.apply_policies_with(tenant_queue_max_bytes).await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    // The per-tenant overrides are rebuilt too, so a release that changes a key of the
+    // tenant-queue policy (delivery limit, DLX) changes it on overridden queues as well.
+    let owner = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(owner_url).await?;
+    let overrides: Vec<(String, i64)> = sqlx::query_as(
+        "select customer_ref, queue_max_bytes from tenants where queue_max_bytes is not null and status <> 'offboarded'",
+    )
+    .fetch_all(&owner)
+    .await?;
+    owner.close().await;
+    for (raw, bytes) in overrides {
+        let customer_ref = CustomerRef::parse(&raw).map_err(|source| InvalidInput::CustomerRef { raw, source })?;
+        let bytes = u64::try_from(bytes).map_err(|_| InvalidInput::QueueBound)?;
+        management
+            .set_tenant_queue_bound(&customer_ref, Some(bytes))
+            .await
+            .map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    }
     Ok(setup)
 }
 

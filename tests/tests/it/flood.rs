@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wafleet_fleet::ops;
-use wafleet_fleet::topology::{tenant_override_name, Management, TENANT_POLICY};
+use wafleet_fleet::topology::{tenant_override_name, Management, RetryTier, DEFAULT_RETRY_TIERS, TENANT_POLICY};
 use wafleet_shared::CustomerRef;
 use wafleet_tests::*;
 
@@ -138,6 +138,22 @@ async fn a_queue_with_its_own_bound_still_dead_letters_a_rejected_message_to_its
     })
     .await
     .expect("the override policy applies");
+
+    // An override left by an older release (no dead-letter keys) is rebuilt by `wafleet migrate`.
+    let stale = serde_json::json!({"pattern": r"^wa\.tenant\.bound_a$", "apply-to": "queues", "priority": 10,
+                                   "definition": {"max-length-bytes": QUEUE_BOUND}});
+    let mut policy_url = url::Url::parse(&rabbit_api()).unwrap();
+    let (user, password) = (policy_url.username().to_owned(), policy_url.password().map(str::to_owned));
+    policy_url.set_username("").unwrap();
+    policy_url.set_password(None).unwrap();
+    policy_url.path_segments_mut().unwrap().pop_if_empty().extend(["api", "policies", &env.name, &override_name]);
+    let put = reqwest::Client::new().put(policy_url).basic_auth(user, password).json(&stale).send().await.unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let tiers = RetryTier::parse_tiers(DEFAULT_RETRY_TIERS).unwrap();
+    ops::migrate(&env.owner_url, &env.endpoints, &tiers).await.unwrap();
+    let rebuilt = management.get_json(&["policies", &env.name, &override_name]).await.unwrap().unwrap();
+    assert_eq!(rebuilt["definition"]["dead-letter-exchange"], "wa.dlx", "{rebuilt}");
+    assert_eq!(rebuilt["definition"]["max-length-bytes"], QUEUE_BOUND, "the tenant keeps its own bound");
 
     let envelope = test_envelope("bound_a", "poison", "P1", chrono::Utc::now());
     env.publish_raw("wa.inbound", "bound_a", &envelope.to_bytes()).await;
