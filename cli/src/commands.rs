@@ -245,7 +245,8 @@ async fn run_command(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Migrate => {
             let tiers = settings.retry_tiers()?;
-            match ops::migrate(&settings.migrate_database_url, &endpoints, &tiers).await? {
+            let bound = settings.tenant_queue_max_bytes;
+            match ops::migrate_with(&settings.migrate_database_url, &endpoints, &tiers, bound).await? {
                 RoleSetup::Granted => {
                     println!("migrations applied; application role granted; topology and policies in place")
                 }

@@ -154,20 +154,89 @@ pub enum TenantLifecycle {
         #[arg(long)]
         contact: String,
     },
-    /// Set the tenant's fair-share weight and optional send caps.
+    /// Set the tenant's fair-share weight and optional send caps, and/or its queue bound.
     Limits {
         /// The tenant's customer_ref.
         customer_ref: String,
-        /// Consecutive sends per round-robin turn (1-100).
-        #[arg(long, default_value_t = 1)]
-        weight: i32,
+        /// Consecutive sends per round-robin turn (1-100) [default: 1].
+        #[arg(long)]
+        weight: Option<i32>,
         /// At most this many sends per minute (budget window); omit for no cap.
         #[arg(long)]
         max_per_min: Option<i32>,
         /// At most this many sends per day; omit for no cap.
         #[arg(long)]
         max_per_day: Option<i32>,
+        /// Bound of the tenant's queue in bytes, or `default` for the fleet-wide bound. Given
+        /// alone, the send limits stay as they were.
+        #[arg(long, value_parser = parse_queue_bound)]
+        queue_max_bytes: Option<QueueBound>,
     },
+}
+
+/// The send limits of `tenants limits` (`None`: not given).
+struct SendLimits {
+    weight: Option<i32>,
+    max_per_min: Option<i32>,
+    max_per_day: Option<i32>,
+}
+
+/// `tenants limits`: the send limits and/or the queue bound, audited as one command.
+async fn set_limits(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    customer_ref: &str,
+    send: SendLimits,
+    queue_max_bytes: Option<QueueBound>,
+) -> Result<()> {
+    let SendLimits { weight, max_per_min, max_per_day } = send;
+    // Without --queue-max-bytes this is the send-limits command it always was; with it
+    // alone, only the queue bound changes.
+    let send_limits = queue_max_bytes.is_none() || weight.is_some() || max_per_min.is_some() || max_per_day.is_some();
+    let entry = Entry::new(
+        "tenants limits",
+        Some(customer_ref),
+        json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day,
+               "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
+    );
+    let result = async {
+        let customer_ref = parse_ref(customer_ref)?;
+        if send_limits {
+            ops::set_tenant_limits(pool, &customer_ref, weight.unwrap_or(1), max_per_min, max_per_day).await?;
+        }
+        if let Some(QueueBound(bytes)) = queue_max_bytes {
+            ops::set_tenant_queue_bound(pool, &settings.endpoints(), &customer_ref, bytes).await?;
+        }
+        Ok(())
+    }
+    .await;
+    audit_result(settings, &entry, &result, false).await?;
+    result?;
+    if send_limits {
+        let weight = weight.unwrap_or(1);
+        println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+    }
+    if let Some(QueueBound(bytes)) = queue_max_bytes {
+        match bytes {
+            Some(bytes) => println!("queue bound of {customer_ref}: {bytes} bytes"),
+            None => println!("queue bound of {customer_ref}: the fleet-wide default"),
+        }
+    }
+    Ok(())
+}
+
+/// `--queue-max-bytes`: a positive byte count, or `default` (the fleet-wide bound).
+#[derive(Clone, Copy, Debug)]
+pub struct QueueBound(Option<u64>);
+
+fn parse_queue_bound(raw: &str) -> std::result::Result<QueueBound, String> {
+    if raw == "default" {
+        return Ok(QueueBound(None));
+    }
+    match raw.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(QueueBound(Some(n))),
+        _ => Err("expected a positive number of bytes or `default`".into()),
+    }
 }
 
 fn parse_ref(raw: &str) -> Result<CustomerRef> {
@@ -386,20 +455,26 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
                 r.message_log, r.outbox, r.processed_events
             );
         }
-        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day } => {
-            let entry = Entry::new(
-                "tenants limits",
-                Some(&customer_ref),
-                json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day}),
-            );
-            let result = async {
-                ops::set_tenant_limits(&pool, &parse_ref(&customer_ref)?, weight, max_per_min, max_per_day).await
-            }
-            .await;
-            audit_result(settings, &entry, &result, false).await?;
-            result?;
-            println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
+        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day, queue_max_bytes } => {
+            let send = SendLimits { weight, max_per_min, max_per_day };
+            set_limits(settings, &pool, &customer_ref, send, queue_max_bytes).await?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn queue_max_bytes_takes_a_positive_count_or_default_and_nothing_else() {
+        assert_eq!(parse_queue_bound("4096").unwrap().0, Some(4096));
+        assert_eq!(parse_queue_bound("default").unwrap().0, None);
+        for bad in ["0", "-1", "", "1k", "Default"] {
+            assert!(parse_queue_bound(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 }

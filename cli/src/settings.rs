@@ -13,7 +13,7 @@ use wafleet_fleet::audit::Actor;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::ops::Endpoints;
-use wafleet_fleet::topology::RetryTier;
+use wafleet_fleet::topology::{RetryTier, DEFAULT_TENANT_QUEUE_MAX_BYTES};
 use wafleet_shared::config::DEFAULT_MIGRATE_DATABASE_URL;
 use wafleet_shared::settings::{
     BrokerSettings, BudgetSettings, DatabaseSettings, RetentionSettings, RetrySettings, SigningSettings,
@@ -51,6 +51,10 @@ pub struct Settings {
     #[arg(long, env = "MIGRATE_DATABASE_URL", default_value = DEFAULT_MIGRATE_DATABASE_URL,
           hide_env_values = true, global = true)]
     pub migrate_database_url: String,
+    /// `migrate`: bound of every tenant queue without an override (`tenants limits --queue-max-bytes`); a full queue refuses publishes.
+    #[arg(long, env = "WAFLEET_TENANT_QUEUE_MAX_BYTES", default_value_t = DEFAULT_TENANT_QUEUE_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub tenant_queue_max_bytes: u64,
     /// Who the audit log records for commands [default: the OS user].
     #[arg(long, env = "WAFLEET_OPERATOR", global = true)]
     pub operator: Option<String>,

@@ -61,7 +61,7 @@ ADMIN_EGRESS = {("UDP", 53), ("TCP", 53), ("TCP", 4317), ("TCP", 4318), ("TCP", 
 REQUIRED_ALERTS = {
     "WafleetDLQGrowing", "WafleetTenantQueueBacklogOld", "WafleetQuarantineNotEmpty", "WafleetIngestSpoolNotEmpty",
     "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
-    "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing",
+    "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing", "WafleetIngestTenantSpoolShareFull",
 }
 RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/README.md#runbook-"
 DASHBOARD_METRICS = [
@@ -677,13 +677,17 @@ def balanced(text: str, start: int) -> str:
 
 
 def topology_policies(repo: Path) -> dict[str, dict]:
-    """The policies `wafleet migrate` PUTs: parsed from Management::apply_policies() in
-    fleet/src/topology.rs (inline json! bodies or the functions it calls)."""
+    """The policies `wafleet migrate` PUTs with its default settings: parsed from
+    Management::apply_policies_with() in fleet/src/topology.rs (inline json! bodies or the
+    functions it calls, following calls with their arguments; the runtime bound takes the value
+    apply_policies() passes, the default)."""
     topo = re.sub(r"//[^\n]*", "", (repo / "fleet/src/topology.rs").read_text())
     consts = rust_constants(topo, (repo / "shared/src/topology.rs").read_text())
 
-    def value(v: str):
+    def value(v: str, env: dict):
         v = v.strip()
+        if v in env:
+            return env[v]
         if v.startswith(("r\"", "\"")):
             return v[v.index('"') + 1:-1]
         if re.fullmatch(r"[\d_]+", v):
@@ -693,28 +697,43 @@ def topology_policies(repo: Path) -> dict[str, dict]:
             raise KeyError(f"constant {v} not found")
         return int(c) if c.isdigit() else c
 
-    def parse_body(body: str) -> dict:
+    def function(name: str) -> tuple[list[str], str]:
+        m = re.search(rf"fn {name}\(([^)]*)\)", topo)
+        params = [p.split(":")[0].strip() for p in m.group(1).split(",") if ":" in p]
+        return params, balanced(topo, topo.index("{", m.end()))
+
+    def parse_body(body: str, env: dict) -> dict:
         pattern = re.search(r'"pattern":\s*(r?"[^"]*"|\w+)', body)
         apply_to = re.search(r'"apply-to":\s*"([^"]*)"', body)
-        priority = re.search(r'"priority":\s*(\d+)', body)
+        priority = re.search(r'"priority":\s*(\w+)', body)
         d = body.index('"definition"')
         definition_text = balanced(body, body.index("{", d))
-        definition = {k: value(v) for k, v in re.findall(r'"([a-z-]+)":\s*(r?"[^"]*"|[A-Z_]+|[\d_]+)', definition_text)}
-        return {"pattern": value(pattern.group(1)), "applyTo": apply_to.group(1), "priority": int(priority.group(1)),
-                "definition": definition}
+        definition = {k: value(v, env)
+                      for k, v in re.findall(r'"([a-z-]+)":\s*(r?"[^"]*"|[A-Za-z_]+|[\d_]+)', definition_text)}
+        return {"pattern": value(pattern.group(1), env), "applyTo": apply_to.group(1),
+                "priority": int(value(priority.group(1), env)), "definition": definition}
 
-    fn = topo.index("fn apply_policies")
-    body = balanced(topo, topo.index("{", fn))
+    def call(name: str, args: str, env: dict) -> dict:
+        params, body = function(name)
+        inner = dict(zip(params, [value(a, env) for a in args.split(",") if a.strip()]))
+        if "json!(" in body:
+            return parse_body(body, inner)
+        m = re.search(r"(\w+)\(([^()]*)\)", body)
+        return call(m.group(1), m.group(2), inner)
+
+    _, defaults = function("apply_policies")
+    default_args = re.search(r"apply_policies_with\(([^()]*)\)", defaults).group(1)
+    params, body = function("apply_policies_with")
+    env = dict(zip(params, [value(a, {}) for a in default_args.split(",") if a.strip()]))
     out = {}
     for m in re.finditer(r'\["policies",\s*&self\.vhost,\s*(\w+)\],\s*', body):
-        name = value(m.group(1))
+        name = value(m.group(1), env)
         rest = body[m.end():]
         if rest.startswith("json!("):
-            out[name] = parse_body(balanced(rest, rest.index("{")))
+            out[name] = parse_body(balanced(rest, rest.index("{")), env)
         else:
-            f = re.match(r"(\w+)\(\)", rest).group(1)
-            fstart = topo.index(f"fn {f}()")
-            out[name] = parse_body(balanced(topo, topo.index("{", fstart)))
+            f = re.match(r"(\w+)\(([^()]*)\)", rest)
+            out[name] = call(f.group(1), f.group(2), env)
     return out
 
 

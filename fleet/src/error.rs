@@ -117,6 +117,9 @@ pub enum InvalidInput {
     /// `tenants limits` values out of range.
     #[error("--weight must be 1-100 and caps at least 1")]
     TenantLimits,
+    /// `--queue-max-bytes` out of range.
+    #[error("--queue-max-bytes must be a positive number of bytes")]
+    QueueBound,
     /// A rule keyword that is empty or too long.
     #[error("keyword must be 1-200 characters")]
     RuleKeyword,

@@ -10,15 +10,44 @@ use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
 use crate::topology;
 
 /// `wafleet migrate`: schema and grants as the owner, then the fleet-wide broker topology and
-/// its policies.
+/// its policies, with the default tenant-queue bound.
 pub async fn migrate(owner_url: &str, endpoints: &Endpoints, retry_tiers: &[topology::RetryTier]) -> Result<RoleSetup> {
+    migrate_with(owner_url, endpoints, retry_tiers, topology::DEFAULT_TENANT_QUEUE_MAX_BYTES).await
+}
+
+/// Like [`migrate`], with `tenant_queue_max_bytes` (`WAFLEET_TENANT_QUEUE_MAX_BYTES`) as the
+/// bound of every tenant queue without an override of its own.
+pub async fn migrate_with(
+    owner_url: &str,
+    endpoints: &Endpoints,
+    retry_tiers: &[topology::RetryTier],
+    tenant_queue_max_bytes: u64,
+) -> Result<RoleSetup> {
     let setup = db::migrate(owner_url, &endpoints.database_url).await?;
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;
     topology::declare_retry_tiers(&channel, retry_tiers).await?;
     let _ = connection.close(200, "done").await;
-    endpoints.management()?.apply_policies().await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    let management = endpoints.management()?;
+    management.apply_policies_with(tenant_queue_max_bytes).await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    // The per-tenant overrides are rebuilt too, so a release that changes a key of the
+    // tenant-queue policy (delivery limit, DLX) changes it on overridden queues as well.
+    let owner = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(owner_url).await?;
+    let overrides: Vec<(String, i64)> = sqlx::query_as(
+        "select customer_ref, queue_max_bytes from tenants where queue_max_bytes is not null and status <> 'offboarded'",
+    )
+    .fetch_all(&owner)
+    .await?;
+    owner.close().await;
+    for (raw, bytes) in overrides {
+        let customer_ref = CustomerRef::parse(&raw).map_err(|source| InvalidInput::CustomerRef { raw, source })?;
+        let bytes = u64::try_from(bytes).map_err(|_| InvalidInput::QueueBound)?;
+        management
+            .set_tenant_queue_bound(&customer_ref, Some(bytes))
+            .await
+            .map_err(|e| ManagementError::Policies(Box::new(e)))?;
+    }
     Ok(setup)
 }
 
@@ -74,6 +103,34 @@ pub async fn set_tenant_limits(
         .bind(weight)
         .bind(max_per_min)
         .bind(max_per_day)
+        .fetch_one(pool)
+        .await?;
+    id.map(|_| ()).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+/// `wafleet tenants limits --queue-max-bytes`: the bound of the tenant's queue (`None`: back to
+/// the fleet-wide default). The broker's policy is set first, so the row never claims a bound
+/// the broker does not apply; a failure in between is repaired by running the command again.
+pub async fn set_tenant_queue_bound(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    customer_ref: &CustomerRef,
+    max_bytes: Option<u64>,
+) -> Result<()> {
+    let stored = max_bytes.map(i64::try_from).transpose().map_err(|_| InvalidInput::QueueBound)?;
+    if stored.is_some_and(|n| n < 1) {
+        return Err(InvalidInput::QueueBound.into());
+    }
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    if meta.status == TenantStatus::Offboarded {
+        return Err(Error::UnknownTenant(customer_ref.to_string()));
+    }
+    // ISOLATION: the override's pattern is exactly this tenant's queue, anchored and escaped.
+    endpoints.management()?.set_tenant_queue_bound(customer_ref, max_bytes).await?;
+    let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_queue_bound($1, $2)")
+        .bind(customer_ref.as_str())
+        .bind(stored)
         .fetch_one(pool)
         .await?;
     id.map(|_| ()).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))

@@ -20,6 +20,13 @@ pub const TENANT_POLICY: &str = "wafleet-tenant-queues";
 pub const DLQ_POLICY: &str = "wafleet-dlq";
 /// Name of the policy on every retry tier queue.
 pub const RETRY_POLICY: &str = "wafleet-retry-tiers";
+/// Default bound of every tenant queue (`WAFLEET_TENANT_QUEUE_MAX_BYTES`): 256 MiB of message
+/// bodies, about a day of a busy tenant's events, far below a node's disk alarm for a few tenants
+/// flooding at once. Past it the queue refuses publishes (ingest spools within the tenant's share).
+pub const DEFAULT_TENANT_QUEUE_MAX_BYTES: u64 = 268_435_456;
+/// Priority of a per-tenant override policy: above [`TENANT_POLICY`] (0), which it replaces for
+/// that one queue (RabbitMQ applies only the highest-priority matching policy).
+pub const TENANT_OVERRIDE_PRIORITY: u8 = 10;
 /// Delivery limit: only a crash-loop backstop (the worker's own retry tiers come first).
 pub const DELIVERY_LIMIT: u32 = 20;
 /// Delivery limit of dead-letter queues: browsing (`dlq list/show`) returns messages, and
@@ -210,9 +217,16 @@ impl Management {
         Ok(Some(response.json().await?))
     }
 
-    /// Applies the tenant-queue and DLQ policies. Anchored patterns; `.` escaped.
+    /// Applies the tenant-queue and DLQ policies with the default tenant-queue bound. Anchored
+    /// patterns; `.` escaped.
     pub async fn apply_policies(&self) -> Result<()> {
-        self.put(&["policies", &self.vhost, TENANT_POLICY], tenant_policy()).await?;
+        self.apply_policies_with(DEFAULT_TENANT_QUEUE_MAX_BYTES).await
+    }
+
+    /// Like [`Management::apply_policies`], with `tenant_queue_max_bytes` as every tenant queue's
+    /// bound (per-tenant overrides are separate policies, see [`tenant_override_policy`]).
+    pub async fn apply_policies_with(&self, tenant_queue_max_bytes: u64) -> Result<()> {
+        self.put(&["policies", &self.vhost, TENANT_POLICY], tenant_policy(tenant_queue_max_bytes)).await?;
         self.put(
             &["policies", &self.vhost, DLQ_POLICY],
             json!({
@@ -225,6 +239,33 @@ impl Management {
         )
         .await?;
         self.put(&["policies", &self.vhost, RETRY_POLICY], retry_policy()).await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the bound of one tenant's queue: a policy of its own,
+    /// with every other key of the tenant-queue policy (see [`tenant_override_policy`]).
+    pub async fn set_tenant_queue_bound(&self, customer_ref: &CustomerRef, max_bytes: Option<u64>) -> Result<()> {
+        let name = tenant_override_name(customer_ref);
+        match max_bytes {
+            Some(bytes) => {
+                self.put(&["policies", &self.vhost, &name], tenant_override_policy(customer_ref, bytes)).await
+            }
+            None => self.delete(&["policies", &self.vhost, &name]).await,
+        }
+    }
+
+    /// DELETE; a 404 (already gone) is success.
+    async fn delete(&self, segments: &[&str]) -> Result<()> {
+        let response = self.auth(self.http.delete(self.url(segments)?)).send().await?;
+        if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(ManagementError::Status {
+            method: "DELETE",
+            path: segments.join("/"),
+            status: response.status(),
+            body: None,
+        }
+        .into())
     }
 
     /// Whether the tenant-queue policy exists in the vhost.
@@ -273,18 +314,75 @@ pub fn retry_policy() -> serde_json::Value {
     })
 }
 
-/// The policy on every tenant queue.
-pub fn tenant_policy() -> serde_json::Value {
+/// The policy on every tenant queue, bounded at `max_bytes`.
+pub fn tenant_policy(max_bytes: u64) -> serde_json::Value {
+    tenant_queue_policy(TENANT_QUEUES_PATTERN, 0, max_bytes)
+}
+
+/// The policy name of `customer_ref`'s queue bound override.
+pub fn tenant_override_name(customer_ref: &CustomerRef) -> String {
+    format!("{TENANT_POLICY}.{customer_ref}")
+}
+
+/// The override policy of one tenant's queue: exactly `wa.tenant.<ref>`, at a higher priority.
+/// RabbitMQ applies only one policy per queue, so it is built by the same function as the
+/// fleet-wide policy and carries every other key (dead-lettering, delivery limit, overflow).
+pub fn tenant_override_policy(customer_ref: &CustomerRef, max_bytes: u64) -> serde_json::Value {
+    let pattern = format!("^{}$", escape_pattern(&names::tenant_queue(customer_ref)));
+    tenant_queue_policy(&pattern, TENANT_OVERRIDE_PRIORITY, max_bytes)
+}
+
+/// Escapes every character of `literal` that is not a letter, digit or `_`, so a policy pattern
+/// matches it literally (refs may hold `.`, `:` and `-`).
+fn escape_pattern(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len() * 2);
+    for c in literal.chars() {
+        if !(c.is_ascii_alphanumeric() || c == '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The one definition of a tenant-queue policy (fleet-wide and per-tenant override alike).
+fn tenant_queue_policy(pattern: &str, priority: u8, max_bytes: u64) -> serde_json::Value {
     json!({
-        "pattern": TENANT_QUEUES_PATTERN,
+        "pattern": pattern,
         "apply-to": "queues",
-        "priority": 0,
+        "priority": priority,
         "definition": {
             "dead-letter-exchange": DLX_EXCHANGE,
             "delivery-limit": DELIVERY_LIMIT,
             // A full tenant queue refuses new publishes (ingest spools) instead of dropping the head.
             "overflow": "reject-publish",
-            "dead-letter-strategy": "at-least-once"
+            "dead-letter-strategy": "at-least-once",
+            // ISOLATION: one tenant's backlog is bounded, so a flood cannot fill the broker's disk
+            // or memory (an alarm blocks publishing for every tenant).
+            "max-length-bytes": max_bytes
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_override_carries_every_key_of_the_tenant_policy_and_only_changes_the_bound() {
+        let customer_ref = CustomerRef::parse("shop.eu:7-a").unwrap();
+        let fleet = tenant_policy(DEFAULT_TENANT_QUEUE_MAX_BYTES);
+        let single = tenant_override_policy(&customer_ref, 4096);
+        let mut expected = fleet["definition"].clone();
+        expected["max-length-bytes"] = json!(4096);
+        assert_eq!(single["definition"], expected);
+        for key in ["dead-letter-exchange", "delivery-limit", "overflow", "dead-letter-strategy"] {
+            assert!(single["definition"].get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(single["pattern"], json!(r"^wa\.tenant\.shop\.eu\:7\-a$"));
+        assert!(single["priority"].as_u64() > fleet["priority"].as_u64());
+        assert_eq!(tenant_override_name(&customer_ref), "wafleet-tenant-queues.shop.eu:7-a");
+    }
 }

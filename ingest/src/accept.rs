@@ -57,12 +57,24 @@ pub async fn accept(
     let (Some(spool), Some(body)) = (spool, spare) else { return Err(Error::BrokerUnavailable(err)) };
     // After a deadline the broker may still confirm the first copy; the spooled copy then
     // arrives as a duplicate, which the worker drops by ingest id. Losing it would be worse.
-    match spool.append(&routing_key, body).await {
+    // A nack is the tenant's own queue refusing (its length bound, `overflow: reject-publish`):
+    // that tenant may take only its share of the spool, so the rest stays for the others.
+    let appended = if matches!(err, PublishError::Nack) {
+        spool.append_within_share(&routing_key, body).await
+    } else {
+        spool.append(&routing_key, body).await
+    };
+    match appended {
         Ok(()) => {
             metrics::counter!(metric::SPOOLED_TOTAL).increment(1);
             // Per event, so debug: the publisher logs the outage itself, and the rate is a metric.
             tracing::debug!(reason = err.reason(), "broker did not confirm; event spooled");
             Ok(ingest_id)
+        }
+        Err(SpoolError::TenantShareFull) => {
+            metrics::counter!(metric::SPOOL_REFUSED_TOTAL, "reason" => "tenant_share").increment(1);
+            tracing::warn!(tenant = %routing_key, "tenant queue full and its spool share used up; answering 503");
+            Err(Error::TenantShareFull)
         }
         Err(SpoolError::Full) => {
             metrics::counter!(metric::SPOOL_REFUSED_TOTAL, "reason" => "full").increment(1);

@@ -98,6 +98,9 @@ pub struct IngestArgs {
     /// Segment size; a segment is deleted once the broker confirmed all its records.
     #[arg(long, env = "WAFLEET_SPOOL_SEGMENT_BYTES", default_value = "8388608")]
     pub spool_segment_bytes: String,
+    /// One tenant's share of the spool while its own queue is full; past it, 503 for that tenant only [default: a tenth of WAFLEET_SPOOL_MAX_BYTES].
+    #[arg(long, env = "WAFLEET_SPOOL_TENANT_MAX_BYTES")]
+    pub spool_tenant_max_bytes: Option<String>,
     /// On shutdown, how long (seconds) to keep draining the spool; the rest stays on disk.
     #[arg(long, env = "WAFLEET_SHUTDOWN_DRAIN_SECS", default_value = "10")]
     pub shutdown_drain_secs: String,
@@ -129,6 +132,7 @@ impl IngestArgs {
             "WAFLEET_SPOOL_DIR" => return self.spool_dir.clone(),
             "WAFLEET_SPOOL_MAX_BYTES" => &self.spool_max_bytes,
             "WAFLEET_SPOOL_SEGMENT_BYTES" => &self.spool_segment_bytes,
+            "WAFLEET_SPOOL_TENANT_MAX_BYTES" => return self.spool_tenant_max_bytes.clone(),
             "WAFLEET_SHUTDOWN_DRAIN_SECS" => &self.shutdown_drain_secs,
             _ => return None,
         };
@@ -177,6 +181,9 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// `WAFLEET_SPOOL_SEGMENT_BYTES` (default 8 MiB): size at which a new segment file is started.
     pub spool_segment_bytes: u64,
+    /// `WAFLEET_SPOOL_TENANT_MAX_BYTES` (default: a tenth of the spool): how much of the spool one
+    /// tenant may hold while its own queue refuses its events (full); past it, 503 for that tenant.
+    pub spool_tenant_max_bytes: Option<u64>,
     /// `WAFLEET_SHUTDOWN_DRAIN_SECS` (default 10; 0 skips): on shutdown, how long to keep
     /// draining the spool to the broker. What remains stays on disk for the next start.
     pub shutdown_drain: Duration,
@@ -201,6 +208,7 @@ impl Config {
             spool_dir: default_spool_dir(),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             spool_segment_bytes: DEFAULT_SPOOL_SEGMENT_BYTES,
+            spool_tenant_max_bytes: None,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
@@ -211,6 +219,8 @@ impl Config {
             dir: self.spool_dir.clone(),
             max_bytes: self.spool_max_bytes,
             segment_bytes: self.spool_segment_bytes,
+            // A tenth: a few tenants can flood at once and most of the spool stays for outages.
+            tenant_max_bytes: self.spool_tenant_max_bytes.unwrap_or(self.spool_max_bytes / 10),
         }
     }
 
@@ -272,6 +282,15 @@ impl Config {
         }
         if let Some(bytes) = parse_positive(&lookup, "WAFLEET_SPOOL_SEGMENT_BYTES")? {
             config.spool_segment_bytes = bytes;
+        }
+        if let Some(bytes) = parse_positive(&lookup, "WAFLEET_SPOOL_TENANT_MAX_BYTES")? {
+            if bytes > config.spool_max_bytes {
+                return Err(Error::Config {
+                    var: "WAFLEET_SPOOL_TENANT_MAX_BYTES",
+                    reason: "must be at most WAFLEET_SPOOL_MAX_BYTES",
+                });
+            }
+            config.spool_tenant_max_bytes = Some(bytes);
         }
         // Deleting a segment is the only way space comes back, so at least two must fit.
         if config.spool_segment_bytes.saturating_mul(2) > config.spool_max_bytes {

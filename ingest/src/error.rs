@@ -79,6 +79,10 @@ pub enum Error {
     /// The broker did not confirm the event and the spool has no room for it.
     #[error("broker unavailable and spool full")]
     SpoolFull,
+    /// The tenant's own queue is full (the broker nacked) and the tenant holds its whole share of
+    /// the spool: 503 for this tenant only.
+    #[error("tenant queue full and its spool share used up")]
+    TenantShareFull,
     /// The broker did not confirm the event and the spool could not make it durable.
     #[error("broker unavailable and spool failed")]
     SpoolFailed(#[source] SpoolError),
@@ -97,7 +101,9 @@ impl Error {
             }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BrokerUnavailable(_) | Error::SpoolFull | Error::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BrokerUnavailable(_) | Error::SpoolFull | Error::TenantShareFull | Error::SpoolFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Config { .. } | Error::Keyring(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +128,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BrokerUnavailable(_) => "broker_unavailable",
             Error::SpoolFull => "spool_full",
+            Error::TenantShareFull => "tenant_share_full",
             Error::SpoolFailed(_) => "spool_failed",
         }
     }
@@ -145,6 +152,7 @@ impl Error {
             Error::MethodNotAllowed => "method not allowed",
             Error::BrokerUnavailable(_) => "broker unavailable",
             Error::SpoolFull => "broker unavailable and spool full",
+            Error::TenantShareFull => "tenant queue full; retry later",
             Error::SpoolFailed(_) => "broker unavailable and spool failed",
             Error::Config { .. } | Error::Keyring(_) => "internal error",
         }

@@ -102,7 +102,8 @@ fn prime() {
     for reason in ["not_ready", "deadline", "nack", "returned", "unconfirmed", "amqp"] {
         metrics::counter!(PUBLISH_FAILED_TOTAL, "reason" => reason).increment(0);
     }
-    for reason in ["full", "failed"] {
+    // `tenant_share`: one tenant's queue is full and its share of the spool is used up.
+    for reason in ["full", "tenant_share", "failed"] {
         metrics::counter!(SPOOL_REFUSED_TOTAL, "reason" => reason).increment(0);
     }
     for name in [
@@ -133,6 +134,7 @@ mod tests {
         for line in [
             format!("{PUBLISH_FAILED_TOTAL}{{reason=\"deadline\"}} 0"),
             format!("{SPOOL_REFUSED_TOTAL}{{reason=\"full\"}} 0"),
+            format!("{SPOOL_REFUSED_TOTAL}{{reason=\"tenant_share\"}} 0"),
             format!("{SPOOLED_TOTAL} 0"),
             format!("{SPOOL_DRAINED_TOTAL} 0"),
         ] {

@@ -150,6 +150,8 @@ pub struct EnvOptions {
     pub ingest_body_timeout: Option<Duration>,
     /// Route ingest's AMQP connection through this proxy (broker outage tests).
     pub ingest_amqp_via: Option<std::net::SocketAddr>,
+    /// Ingest's per-tenant share of the spool instead of the default (flood tests).
+    pub ingest_spool_tenant_max_bytes: Option<u64>,
     /// The `http` bot's client settings instead of the production defaults (tests with a local
     /// bot set `allow_private` and their bot's port; the SSRF tests leave `allow_private` off).
     pub http_bot: Option<wafleet_worker::bots::HttpBotConfig>,
@@ -216,6 +218,7 @@ impl TestEnv {
         if let Some(timeout) = options.ingest_body_timeout {
             ingest_config.body_timeout = timeout;
         }
+        ingest_config.spool_tenant_max_bytes = options.ingest_spool_tenant_max_bytes;
         let ingest = wafleet_ingest::startup::Application::build(ingest_config).await?;
         let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
         let stop = shutdown.clone();

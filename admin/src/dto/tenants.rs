@@ -53,6 +53,22 @@ pub struct CreatedTenant {
     pub bot_secret: Option<String>,
 }
 
+/// `PATCH .../limits`: the arguments of `wafleet tenants limits`. An omitted field stays as it was.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLimits {
+    /// Bound of the tenant's queue in bytes (`max-length-bytes`; past it the queue refuses
+    /// publishes). `null`: back to the fleet-wide default; omitted: unchanged.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, nullable, minimum = 1, example = 67108864)]
+    pub queue_max_bytes: Option<Option<u64>>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an omitted field (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(deserializer).map(Some)
+}
+
 /// `POST .../bot`: the arguments of `wafleet tenants set-bot`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,5 +1,5 @@
 //! `/v1/tenants`: list, create (idempotent), show, disable, enable, offboard (asynchronous),
-//! export and erase. Each calls the service function behind the matching `wafleet tenants`
+//! export, erase and limits. Each calls the service function behind the matching `wafleet tenants`
 //! command and writes the same audit record, with the token as actor.
 
 use axum::extract::State;
@@ -22,7 +22,8 @@ use wafleet_shared::AuthMode;
 use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{
-    BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, Tenant, TenantPage,
+    BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
+    TenantPage,
 };
 use crate::idempotency::{self, Begin};
 use crate::operations;
@@ -40,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_tenant))
         .routes(routes!(erase_contact))
         .routes(routes!(set_bot))
+        .routes(routes!(set_limits))
 }
 
 /// Query of `GET /v1/tenants`.
@@ -379,4 +381,29 @@ async fn set_bot(
         bot: kind.as_str().to_owned(),
         bot_secret: secret.map(|s| s.expose_secret().to_owned()),
     }))
+}
+
+/// Change a tenant's limits (`wafleet tenants limits`); fields left out stay as they were. The
+/// queue bound is applied as a broker policy on exactly this tenant's queue.
+#[utoipa::path(patch, path = "/v1/tenants/{customer_ref}/limits", tag = "tenants", params(RefPath),
+    request_body = SetLimits,
+    responses((status = 204, description = "The limits were set"), WriteErrors))]
+async fn set_limits(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(path): Path<RefPath>,
+    Body(request): Body<SetLimits>,
+) -> Result<StatusCode, ApiError> {
+    let entry =
+        Entry::new("tenants limits", Some(&path.customer_ref), json!({"queue_max_bytes": request.queue_max_bytes}));
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let result = async {
+        if let Some(bytes) = request.queue_max_bytes {
+            ops::set_tenant_queue_bound(&state.pool, &state.endpoints, &customer_ref, bytes).await?;
+        }
+        Ok(())
+    }
+    .await;
+    audited(&state, &caller, entry, false, result).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -322,3 +322,59 @@ async fn lifecycle_endpoints_answer_like_the_cli_and_write_its_audit_records_wit
     assert_eq!(cli_args["bot"], audit[0].2["bot"]);
     admin.env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_set_and_clear_a_tenants_queue_bound_and_an_omitted_field_stays() {
+    let admin = Admin::new().await;
+    assert_eq!(admin.create_tenant("lim_a").await.status, StatusCode::CREATED);
+    let management = admin.env.endpoints.management().unwrap();
+    let vhost = admin.env.name.clone();
+    let policy = |m: wafleet_fleet::topology::Management| {
+        let vhost = vhost.clone();
+        async move { m.get_json(&["policies", &vhost, "wafleet-tenant-queues.lim_a"]).await.unwrap() }
+    };
+    let stored = || async {
+        sqlx::query_scalar::<_, Option<i64>>("select queue_max_bytes from tenants where customer_ref = 'lim_a'")
+            .fetch_one(&admin.env.owner_pool)
+            .await
+            .unwrap()
+    };
+
+    let set = admin
+        .call(Method::PATCH, "/v1/tenants/lim_a/limits", Some(&admin.full), Some(json!({"queue_max_bytes": 8192})), &[])
+        .await;
+    assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
+    let applied = policy(management.clone()).await.expect("the override policy exists");
+    assert_eq!(applied["pattern"], r"^wa\.tenant\.lim_a$");
+    assert_eq!(applied["definition"]["max-length-bytes"], 8192);
+    assert_eq!(applied["definition"]["dead-letter-exchange"], "wa.dlx", "the override still dead-letters");
+    assert_eq!(stored().await, Some(8192));
+
+    let unchanged =
+        admin.call(Method::PATCH, "/v1/tenants/lim_a/limits", Some(&admin.full), Some(json!({})), &[]).await;
+    assert_eq!(unchanged.status, StatusCode::NO_CONTENT);
+    assert_eq!(stored().await, Some(8192), "an omitted field stays as it was");
+
+    let read_only = admin
+        .call(
+            Method::PATCH,
+            "/v1/tenants/lim_a/limits",
+            Some(&admin.read_only),
+            Some(json!({"queue_max_bytes": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(read_only.status, StatusCode::FORBIDDEN);
+    let zero = admin
+        .call(Method::PATCH, "/v1/tenants/lim_a/limits", Some(&admin.full), Some(json!({"queue_max_bytes": 0})), &[])
+        .await;
+    assert_eq!(zero.status, StatusCode::BAD_REQUEST, "{}", zero.text);
+
+    let cleared = admin
+        .call(Method::PATCH, "/v1/tenants/lim_a/limits", Some(&admin.full), Some(json!({"queue_max_bytes": null})), &[])
+        .await;
+    assert_eq!(cleared.status, StatusCode::NO_CONTENT);
+    assert!(policy(management).await.is_none(), "back to the fleet-wide policy");
+    assert_eq!(stored().await, None);
+    assert_eq!(admin.audit_of("lim_a").await.iter().filter(|a| a.1 == "tenants limits").count(), 4);
+}

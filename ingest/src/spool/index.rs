@@ -42,6 +42,8 @@ struct Segment {
 #[derive(Debug, Default)]
 struct TenantQueue {
     entries: VecDeque<Entry>,
+    /// Encoded bytes of `entries`: what this tenant holds of the spool (its share is bounded).
+    bytes: u64,
     /// The first `in_flight` entries are being published; nothing else of this tenant is.
     in_flight: usize,
     retry_at: Option<Instant>,
@@ -109,7 +111,9 @@ impl Index {
             segment.pending += 1;
             self.pending += 1;
             // ISOLATION: a record only ever joins the queue of the ref it was written with.
-            self.tenants.entry(customer_ref).or_default().entries.push_back(entry);
+            let queue = self.tenants.entry(customer_ref).or_default();
+            queue.bytes += u64::from(entry.len);
+            queue.entries.push_back(entry);
         }
     }
 
@@ -181,7 +185,10 @@ impl Index {
         for outcome in &outcomes[..taken] {
             let Some(entry) = queue.entries.pop_front() else { break };
             match outcome {
-                Outcome::Acked | Outcome::Lost => done.push(entry),
+                Outcome::Acked | Outcome::Lost => {
+                    queue.bytes = queue.bytes.saturating_sub(u64::from(entry.len));
+                    done.push(entry);
+                }
                 Outcome::TenantFailed | Outcome::BrokerFailed => retry.push(entry),
             }
         }
@@ -222,6 +229,11 @@ impl Index {
     /// Pending records per tenant (for tests and logs; refs only, never content).
     pub fn pending_of(&self, customer_ref: &CustomerRef) -> usize {
         self.tenants.get(customer_ref).map_or(0, |q| q.entries.len())
+    }
+
+    /// Encoded bytes of the records of `customer_ref` not yet confirmed: its use of its share.
+    pub fn tenant_bytes(&self, customer_ref: &CustomerRef) -> u64 {
+        self.tenants.get(customer_ref).map_or(0, |q| q.bytes)
     }
 
     /// True while appends are refused for lack of room.
@@ -303,6 +315,23 @@ mod tests {
         assert!(index.is_drained(1));
         assert_eq!(index.seal(1), Some(PathBuf::from("s1")));
         assert_eq!(index.totals(), Totals::default());
+    }
+
+    #[test]
+    fn a_tenants_bytes_grow_with_its_records_and_shrink_as_they_are_confirmed() {
+        let mut index = Index::default();
+        index.add_segment(1, "s1".into(), 100, true);
+        index.push(cref("a"), entry(1, 0));
+        index.push(cref("a"), entry(1, 10));
+        index.push(cref("b"), entry(1, 20));
+        assert_eq!(index.tenant_bytes(&cref("a")), 20);
+        assert_eq!(index.tenant_bytes(&cref("b")), 10);
+        let now = Instant::now();
+        let batches = index.take_batches(now, 8, 8);
+        assert_eq!(batches[0].0, cref("a"));
+        index.finish_batch(&cref("a"), &[Outcome::Acked, Outcome::TenantFailed], now);
+        assert_eq!(index.tenant_bytes(&cref("a")), 10, "only the confirmed record leaves the share");
+        assert_eq!(index.tenant_bytes(&cref("b")), 10, "another tenant's use is its own");
     }
 
     #[test]

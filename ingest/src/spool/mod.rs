@@ -57,6 +57,9 @@ pub struct SpoolSettings {
     pub max_bytes: u64,
     /// A segment is closed and a new one started once it would grow past this size.
     pub segment_bytes: u64,
+    /// Bound on one tenant's pending bytes when its own queue refuses its events (see
+    /// [`Spool::append_within_share`]).
+    pub tenant_max_bytes: u64,
 }
 
 /// Why the spool could not take or open something.
@@ -65,6 +68,9 @@ pub enum SpoolError {
     /// The spool holds `max_bytes` already.
     #[error("spool full")]
     Full,
+    /// The tenant's queue refused the event and the tenant holds its whole share already.
+    #[error("tenant's share of the spool is full")]
+    TenantShareFull,
     /// One record larger than the format allows.
     #[error("record too large for the spool")]
     TooLarge,
@@ -107,6 +113,7 @@ pub struct Spool {
 pub(crate) struct Shared {
     dir: PathBuf,
     max_bytes: u64,
+    tenant_max_bytes: u64,
     index: Mutex<Index>,
     /// Wakes the drain when records arrive.
     wake: Notify,
@@ -173,6 +180,7 @@ impl Spool {
         let shared = Arc::new(Shared {
             dir: settings.dir.clone(),
             max_bytes: settings.max_bytes,
+            tenant_max_bytes: settings.tenant_max_bytes,
             index: Mutex::new(recovered.index),
             wake: Notify::new(),
             pending: watch::Sender::new(recovered.records),
@@ -192,10 +200,31 @@ impl Spool {
     /// Appends `envelope` for `customer_ref` and returns once it is on disk and fsynced, together
     /// with the other appends of its batch. An error means the record is not durable.
     pub async fn append(&self, customer_ref: &CustomerRef, envelope: Vec<u8>) -> Result<(), SpoolError> {
+        self.send_append(customer_ref, envelope, None).await
+    }
+
+    /// Like [`Spool::append`], for an event the tenant's own queue refused (it is full): the
+    /// tenant's pending records may not pass `tenant_max_bytes`, so one flooding tenant cannot
+    /// take the spool from the others. Past it, [`SpoolError::TenantShareFull`].
+    pub async fn append_within_share(&self, customer_ref: &CustomerRef, envelope: Vec<u8>) -> Result<(), SpoolError> {
+        self.send_append(customer_ref, envelope, Some(self.shared.tenant_max_bytes)).await
+    }
+
+    async fn send_append(
+        &self,
+        customer_ref: &CustomerRef,
+        envelope: Vec<u8>,
+        share: Option<u64>,
+    ) -> Result<(), SpoolError> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Append(writer::Append { customer_ref: customer_ref.clone(), envelope, reply });
-        self.commands.send(command).await.map_err(|_| SpoolError::Closed)?;
+        let append = writer::Append { customer_ref: customer_ref.clone(), envelope, share, reply };
+        self.commands.send(Command::Append(append)).await.map_err(|_| SpoolError::Closed)?;
         answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Bytes of `customer_ref`'s records not yet confirmed (its use of its share).
+    pub fn tenant_bytes(&self, customer_ref: &CustomerRef) -> u64 {
+        self.shared.index().tenant_bytes(customer_ref)
     }
 
     /// Starts the drain: it publishes spooled records through `publisher` while the broker is

@@ -35,7 +35,7 @@ fn envelope(customer_ref: &str, n: u64) -> Vec<u8> {
 }
 
 fn settings(dir: &Path) -> SpoolSettings {
-    SpoolSettings { dir: dir.to_path_buf(), max_bytes: 1 << 20, segment_bytes: 64 * 1024 }
+    SpoolSettings { dir: dir.to_path_buf(), max_bytes: 1 << 20, segment_bytes: 64 * 1024, tenant_max_bytes: 1 << 18 }
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -158,7 +158,12 @@ async fn a_full_spool_refuses_until_the_drain_frees_a_segment() {
     let dir = tempfile::tempdir().unwrap();
     let record = record::encoded_len(&cref("cust_a"), &envelope("cust_a", 0)).unwrap() as u64;
     // One record per segment, room for three.
-    let bounds = SpoolSettings { dir: dir.path().to_path_buf(), max_bytes: 3 * record + 10, segment_bytes: record };
+    let bounds = SpoolSettings {
+        dir: dir.path().to_path_buf(),
+        max_bytes: 3 * record + 10,
+        segment_bytes: record,
+        tenant_max_bytes: record,
+    };
     let spool = Spool::open(&bounds).unwrap();
     for n in 0..3 {
         spool.append(&cref("cust_a"), envelope("cust_a", n)).await.unwrap();
@@ -177,6 +182,41 @@ async fn a_full_spool_refuses_until_the_drain_frees_a_segment() {
     assert_eq!(spool.status().bytes, 0);
     assert_eq!(publisher.published().len(), 3);
     spool.append(&cref("cust_a"), envelope("cust_a", 4)).await.unwrap();
+    stop.cancel();
+    drain.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_share_is_refused_while_others_and_the_spool_keep_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = record::encoded_len(&cref("cust_a"), &envelope("cust_a", 0)).unwrap() as u64;
+    // Room for many records in all, two of them for one tenant whose queue refuses it.
+    let bounds = SpoolSettings {
+        dir: dir.path().to_path_buf(),
+        max_bytes: 64 * record,
+        segment_bytes: 8 * record,
+        tenant_max_bytes: 2 * record,
+    };
+    let spool = Spool::open(&bounds).unwrap();
+    // Concurrently, so the share also holds within one group commit.
+    let a = cref("cust_a");
+    let tries: Vec<_> = (0..4).map(|n| spool.append_within_share(&a, envelope("cust_a", n))).collect();
+    let results = futures::future::join_all(tries).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(SpoolError::TenantShareFull))).count();
+    assert_eq!((results.len() - refused, refused), (2, 2), "{results:?}");
+    assert_eq!(spool.tenant_bytes(&cref("cust_a")), 2 * record);
+
+    spool.append_within_share(&cref("cust_b"), envelope("cust_b", 0)).await.unwrap();
+    // An outage spool (not a refusing queue) is bounded by the whole spool only.
+    spool.append(&cref("cust_a"), envelope("cust_a", 9)).await.unwrap();
+    assert!(!spool.is_full(), "a tenant's full share is not a full spool");
+
+    let publisher = Arc::new(FakePublisher::new());
+    let stop = CancellationToken::new();
+    let drain = spool.start_drain(publisher.clone(), Duration::from_secs(1), stop.clone());
+    assert!(spool.wait_until_empty(OVERALL).await);
+    assert_eq!(spool.tenant_bytes(&cref("cust_a")), 0);
+    spool.append_within_share(&cref("cust_a"), envelope("cust_a", 10)).await.unwrap();
     stop.cancel();
     drain.await.unwrap();
 }

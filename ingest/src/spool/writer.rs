@@ -6,6 +6,7 @@
 //! segment file was created. A failed write or sync fails every waiter of that batch and retires
 //! the segment. It runs on its own OS thread because fsync blocks; it must not publish.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -69,6 +70,9 @@ impl SegmentIo for OsIo {}
 pub(crate) struct Append {
     pub customer_ref: CustomerRef,
     pub envelope: Vec<u8>,
+    /// Bound on this tenant's pending bytes in the spool, when the append is for a queue that
+    /// refused it (see `Spool::append_within_share`); `None`: only the whole spool's bound.
+    pub share: Option<u64>,
     pub reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -165,7 +169,9 @@ impl Writer {
         let spooled_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut buffer = Vec::new();
         let mut waiters = Vec::with_capacity(appends.len());
-        for Append { customer_ref, envelope, reply } in appends {
+        // Bytes each tenant adds in this batch, so its share holds within one group commit too.
+        let mut batch_share: HashMap<CustomerRef, u64> = HashMap::new();
+        for Append { customer_ref, envelope, share, reply } in appends {
             let Some(len) = record::encoded_len(&customer_ref, &envelope) else {
                 let _ = reply.send(Err(SpoolError::TooLarge));
                 continue;
@@ -175,6 +181,19 @@ impl Writer {
             if !fits {
                 let _ = reply.send(Err(SpoolError::Full));
                 continue;
+            }
+            if let Some(share) = share {
+                // ISOLATION: a tenant whose own queue is full may fill only its own share, so the
+                // rest of the spool stays free for the other tenants (and /readyz stays ready).
+                let in_batch = batch_share.get(&customer_ref).copied().unwrap_or(0);
+                let used = self.shared.index().tenant_bytes(&customer_ref) + in_batch;
+                if used.saturating_add(len as u64) > share {
+                    let _ = reply.send(Err(SpoolError::TenantShareFull));
+                    continue;
+                }
+            }
+            if share.is_some() {
+                *batch_share.entry(customer_ref.clone()).or_default() += len as u64;
             }
             let offset = buffer.len() as u64;
             record::encode(&customer_ref, spooled_at_ms, &envelope, &mut buffer);

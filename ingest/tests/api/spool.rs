@@ -157,6 +157,8 @@ async fn a_full_spool_answers_503_and_readyz_reports_spool_full() {
     let app = SpoolRouter::start(Arc::new(FakePublisher::new()), |c| {
         c.spool_max_bytes = 1024;
         c.spool_segment_bytes = 512;
+        // About the whole spool: one tenant may use all of it.
+        c.spool_tenant_max_bytes = Some(1024);
     });
     app.publisher.set_mode(FakeMode::Fail);
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
@@ -253,6 +255,41 @@ async fn a_tenant_whose_queue_rejects_does_not_hold_back_the_other_tenants() {
     for (key, body) in bodies {
         assert_eq!(Envelope::decode(&body).unwrap().customer_ref(), &key, "each record goes home");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_whose_full_queue_used_its_spool_share_gets_503_while_others_get_200_and_readyz_stays_ready() {
+    let publisher = Arc::new(SelectivePublisher::default());
+    publisher.ready.store(true, Ordering::SeqCst);
+    // cust_a's queue is at its length bound (reject-publish): every publish is nacked.
+    publisher.refuse(Some(&["cust_a"]));
+    let app = SpoolRouter::start(publisher.clone(), |c| c.spool_tenant_max_bytes = Some(2048));
+    let mut accepted = 0;
+    let refused = loop {
+        let answer = app.post_event("cust_a", accepted).await;
+        if answer.status != StatusCode::OK {
+            break answer;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "cust_a's share never filled");
+    };
+    assert!(accepted >= 2, "{accepted} events fit in the share");
+    assert_eq!(
+        (refused.status, refused.error().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "tenant queue full; retry later")
+    );
+    assert!(app.spool.tenant_bytes(&cref("cust_a")) <= 2048);
+    for n in 0..5 {
+        assert_eq!(app.post_event("cust_b", n).await.status, StatusCode::OK, "another tenant is unaffected");
+    }
+    assert_eq!(publisher.published_for("cust_b"), 5);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "a tenant's full share is not a full spool: {}", ready.text);
+
+    publisher.refuse(Some(&[]));
+    eventually("cust_a's spooled events to drain", || publisher.published_for("cust_a") == accepted as usize).await;
+    assert_eq!(app.post_event("cust_a", 1000).await.status, StatusCode::OK, "room again once drained");
     app.stop().await;
 }
 

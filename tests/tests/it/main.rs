@@ -13,6 +13,7 @@ mod crash;
 mod db_guard;
 mod docs;
 mod failures;
+mod flood;
 mod http_bot;
 mod isolation;
 mod lifecycle;
