@@ -39,7 +39,7 @@ impl Users {
     }
 
     fn name(&self, service: &str) -> String {
-        format!("wafleet_{service}{}", self.suffix)
+        format!("wafleet-{service}{}", self.suffix)
     }
 
     fn password(&self, service: &str) -> &str {
@@ -283,7 +283,7 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let got = channel.basic_get(&format!("wa.tenant.{TENANT}"), BasicGetOptions::default()).await.unwrap();
     let delivery = got.expect("a message to read").delivery;
     delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-    // The wa.unrouted sweep requeues through the default exchange: amq.default is in its rights.
+    // The wa.unrouted sweep requeues through the wa.unrouted exchange: no amq.default right needed.
     let channel = confirm_channel(&connection).await;
     let (retention, publish_timeout) = (Duration::from_secs(3600), Duration::from_secs(5));
     let report =
