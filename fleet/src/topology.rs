@@ -7,8 +7,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 use serde_json::json;
 use wafleet_shared::topology::{
-    self as names, QueueType, DLQ_PATTERN, DLX_EXCHANGE, INBOUND_EXCHANGE, QUARANTINE_EXCHANGE, QUARANTINE_QUEUE, TENANT_QUEUES_PATTERN,
-    UNROUTED_EXCHANGE, UNROUTED_QUEUE,
+    self as names, QueueType, DLQ_PATTERN, DLX_EXCHANGE, INBOUND_EXCHANGE, QUARANTINE_EXCHANGE, QUARANTINE_QUEUE,
+    TENANT_QUEUES_PATTERN, UNROUTED_EXCHANGE, UNROUTED_QUEUE,
 };
 use wafleet_shared::CustomerRef;
 

@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
-use wafleet_shared::publish::Target;
 use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_EXCHANGE};
 use wafleet_shared::CustomerRef;
 
@@ -62,6 +61,10 @@ pub struct ConsumerSupervisor {
 struct Running {
     tag: String,
     stop: CancellationToken,
+    /// Set when a check found the broker no longer delivers to this consumer.
+    lost: bool,
+    /// What the checks watch: deliveries and free slots.
+    watch: liveness::Watch,
     /// Finished when the consumer stream ended: by `stop`, or by the broker (`basic.cancel`).
     task: tokio::task::JoinHandle<()>,
 }
@@ -139,6 +142,7 @@ impl ConsumerSupervisor {
         let session_stop = CancellationToken::new();
         let consumer_ended = Arc::new(tokio::sync::Notify::new());
         let mut gauge = ConsumingGauge::default();
+        let mut checks = liveness::ConsumerChecks::new(&consume_conn, self.config.consumer_check_interval);
         let result = loop {
             let refreshed = self.refresh(&channel, &publisher, &mut running, &session_stop, &consumer_ended).await;
             if let Err(e) = refreshed.map(|tenants| gauge.set(&self.processor, &tenants, &running)) {
@@ -148,14 +152,28 @@ impl ConsumerSupervisor {
                 break Err(e);
             }
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
-            tokio::select! {
-                _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                _ = broken.cancelled() => break Err(Error::ConnectionLost),
-                _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
-                _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
-                // A short pause: a queue deleted again at once must not become a hot loop.
-                _ = consumer_ended.notified() => tokio::time::sleep(RESUBSCRIBE_DELAY).await,
-                _ = tokio::time::sleep(self.config.refresh_interval) => {}
+            let next_refresh = tokio::time::Instant::now() + self.config.refresh_interval;
+            let end = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Some(Ok(SessionEnd::Shutdown)),
+                    _ = broken.cancelled() => break Some(Err(Error::ConnectionLost)),
+                    _ = self.database_down.notified() => break Some(Ok(SessionEnd::DatabaseDown)),
+                    _ = tenants_changed.notified() => {
+                        debug!("tenant change notified; refreshing consumers");
+                        break None;
+                    }
+                    // A short pause: a queue deleted again at once must not become a hot loop.
+                    _ = consumer_ended.notified() => {
+                        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+                        break None;
+                    }
+                    // Between refreshes, only a lost consumer triggers one.
+                    lost = checks.run(&mut running, &self.processor) => if lost { break None },
+                    _ = tokio::time::sleep_until(next_refresh) => break None,
+                }
+            };
+            if let Some(end) = end {
+                break end;
             }
         };
         // Cancel consumers first so no new deliveries arrive, then let in-flight work finish:
@@ -199,14 +217,18 @@ impl ConsumerSupervisor {
                 continue;
             }
             match running.get(&customer_ref) {
-                Some(r) if !r.task.is_finished() => continue,
+                Some(r) if !r.lost && !r.task.is_finished() => continue,
                 Some(_) => {
-                    // The broker ended the consumer (basic.cancel); the stop token was not used.
-                    warn!(tenant = %customer_ref, "tenant consumer was cancelled by the broker; subscribing again");
+                    // The broker ended the consumer (basic.cancel), or a check found it gone.
+                    warn!(tenant = %customer_ref, "tenant consumer was ended by the broker; subscribing again");
                     let label = self.processor.tenant_label_peek(&customer_ref);
                     metrics::counter!(crate::metric::WORKER_CONSUMER_RESUBSCRIBED_TOTAL, "tenant" => label)
                         .increment(1);
-                    running.remove(&customer_ref);
+                    if let Some(r) = running.remove(&customer_ref) {
+                        // Frees lapin's record of a consumer the broker dropped silently; the
+                        // broker ignores a cancel of a tag it no longer knows.
+                        let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
+                    }
                 }
                 None => {}
             }
@@ -214,15 +236,21 @@ impl ConsumerSupervisor {
             // with the same arguments is a no-op.
             topology::declare_tenant(channel, &customer_ref, summary.queue_type).await?;
             let queue = names::tenant_queue(&customer_ref);
-            let tag = format!("wafleet-{}-{}", std::process::id(), queue);
+            // A fresh tag per subscription: a consumer the broker dropped silently may still hold
+            // the old one on this channel, and a duplicate tag would close the connection.
+            let n = SUBSCRIPTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tag = format!("wafleet-{}-{}-{n}", std::process::id(), queue);
             let consumer =
                 channel.basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
             let stop = session_stop.child_token();
+            let tenant_slots = Arc::new(Semaphore::new(self.config.tenant_in_flight));
+            let watch = liveness::Watch::new(tenant_slots.clone(), self.config.tenant_in_flight);
             let worker = TenantConsumer {
+                deliveries: watch.deliveries(),
                 customer_ref: customer_ref.clone(),
                 processor: self.processor.clone(),
                 publisher: publisher.clone(),
-                tenant_slots: Arc::new(Semaphore::new(self.config.tenant_in_flight)),
+                tenant_slots,
                 global: self.global.clone(),
                 database_down: self.database_down.clone(),
                 retry_tiers: self.config.retry_tiers.clone(),
@@ -230,12 +258,15 @@ impl ConsumerSupervisor {
                 classic: summary.queue_type == QueueType::Classic,
             };
             let task = tokio::spawn(worker.run(consumer, stop.clone(), consumer_ended.clone()));
-            running.insert(customer_ref, Running { tag, stop, task });
+            running.insert(customer_ref, Running { tag, stop, lost: false, watch, task });
         }
         self.active_consumers.store(running.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(tenants)
     }
 }
+
+/// Numbers consumer tags, so each subscription has its own.
+static SUBSCRIPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Pause between a consumer ended by the broker and the refresh that subscribes it again.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
@@ -257,6 +288,8 @@ struct TenantConsumer {
     processor: Processor,
     publisher: Arc<SharedPublisher>,
     tenant_slots: Arc<Semaphore>,
+    /// Counts deliveries, for the checks that find a consumer the broker stopped feeding.
+    deliveries: Arc<std::sync::atomic::AtomicU64>,
     global: Arc<Semaphore>,
     database_down: Arc<tokio::sync::Notify>,
     retry_tiers: Vec<RetryTier>,
@@ -286,6 +319,7 @@ impl TenantConsumer {
                     }
                 },
             };
+            this.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (Ok(tenant_slot), Ok(global_slot)) =
                 (this.tenant_slots.clone().acquire_owned().await, this.global.clone().acquire_owned().await)
             else {
@@ -439,40 +473,5 @@ impl TenantConsumer {
         if let Err(e) = self.processor.clear_retry(&self.customer_ref, &delivery.data).await {
             debug!(tenant = %self.customer_ref, error = %e, "could not clear the retry record");
         }
-    }
-
-    /// Acks after a confirmed publish; otherwise puts the message back so nothing is lost.
-    async fn settle_after_publish(
-        &self,
-        delivery: &lapin::message::Delivery,
-        published: Result<()>,
-        what: &str,
-    ) -> Result<(), lapin::Error> {
-        match published {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                warn!(tenant = %self.customer_ref, error = %e, what, "publish failed; requeueing");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
-            }
-        }
-    }
-
-    /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
-    /// one deadline (a publish can hang while the broker is blocked). A return or nack is a failure.
-    async fn publish(
-        &self,
-        delivery: &lapin::message::Delivery,
-        exchange: &str,
-        routing_key: &str,
-        headers: FieldTable,
-        expiration: Option<String>,
-    ) -> Result<()> {
-        let mut properties = delivery.properties.clone().with_delivery_mode(2).with_headers(headers);
-        if let Some(expiration) = expiration {
-            properties = properties.with_expiration(expiration.into());
-        }
-        let target = Target { exchange, routing_key };
-        Ok(self.publisher.publish(target, &delivery.data, properties, self.publish_timeout).await?)
     }
 }

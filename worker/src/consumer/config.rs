@@ -16,6 +16,10 @@ pub struct ConsumerConfig {
     pub max_in_flight: usize,
     /// How often the tenant list is re-read even without a notification.
     pub refresh_interval: Duration,
+    /// How often each consumed queue is checked for a consumer the broker dropped without a
+    /// `basic.cancel` (a quorum queue deleted on RabbitMQ 3.10 sends none): one passive declare
+    /// per queue (`WAFLEET_CONSUMER_CHECK_SECS`).
+    pub consumer_check_interval: Duration,
     /// Retry tiers for consume-side failures, in order (`WAFLEET_RETRY_TIERS`).
     pub retry_tiers: Vec<RetryTier>,
     /// Bound of one publish plus its confirm (retry, dead-letter, quarantine).
@@ -29,6 +33,7 @@ impl Default for ConsumerConfig {
             tenant_in_flight: 4,
             max_in_flight: 64,
             refresh_interval: Duration::from_secs(30),
+            consumer_check_interval: Duration::from_secs(5),
             retry_tiers: RetryTier::parse_list(topology::DEFAULT_RETRY_TIERS).unwrap_or_default(),
             publish_timeout: Duration::from_secs(5),
         }

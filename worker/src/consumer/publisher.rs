@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 use tracing::warn;
+use wafleet_fleet::error::Result;
 use wafleet_shared::publish::{publish_confirmed_shared, PublishError, Target};
 
 /// One connection's shared confirm-mode channel, reopened when the broker closes it.
@@ -37,7 +39,7 @@ impl SharedPublisher {
         body: &[u8],
         properties: BasicProperties,
         timeout: Duration,
-    ) -> Result<(), PublishError> {
+    ) -> std::result::Result<(), PublishError> {
         let started = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, self.reopen_if_closed()).await {
             Err(_) => return Err(PublishError::TimedOut { after: timeout }),
@@ -69,4 +71,41 @@ async fn confirm_channel(connection: &Connection) -> lapin::Result<Channel> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(channel)
+}
+
+impl super::TenantConsumer {
+    /// Acks after a confirmed publish; otherwise puts the message back so nothing is lost.
+    pub(super) async fn settle_after_publish(
+        &self,
+        delivery: &lapin::message::Delivery,
+        published: Result<()>,
+        what: &str,
+    ) -> std::result::Result<(), lapin::Error> {
+        match published {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                warn!(tenant = %self.customer_ref, error = %e, what, "publish failed; requeueing");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            }
+        }
+    }
+
+    /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
+    /// one deadline (a publish can hang while the broker is blocked). A return or nack is a failure.
+    pub(super) async fn publish(
+        &self,
+        delivery: &lapin::message::Delivery,
+        exchange: &str,
+        routing_key: &str,
+        headers: FieldTable,
+        expiration: Option<String>,
+    ) -> Result<()> {
+        let mut properties = delivery.properties.clone().with_delivery_mode(2).with_headers(headers);
+        if let Some(expiration) = expiration {
+            properties = properties.with_expiration(expiration.into());
+        }
+        let target = Target { exchange, routing_key };
+        Ok(self.publisher.publish(target, &delivery.data, properties, self.publish_timeout).await?)
+    }
 }
