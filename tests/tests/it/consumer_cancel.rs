@@ -130,7 +130,10 @@ async fn a_publish_that_closes_the_shared_channel_does_not_stop_other_tenants_re
     // dead-lettering (attempts 3, reason retries_exhausted), each a publish on the shared channel.
     wait_until(Duration::from_secs(40), || async { env.queue_depth("wa.dlq.cc_r").await == 1 }).await.unwrap();
     let shown = dlq::show(&env.amqp_url, &CustomerRef::parse("cc_r").unwrap(), 10, false).await.unwrap();
-    assert_eq!((shown[0].reason.as_str(), shown[0].attempts), ("retries_exhausted", 3), "{shown:?}");
+    // Three tier publishes went through (a channel that stayed closed would have requeued it in
+    // place until the delivery limit, with no attempt counted). The last hop may race one 404
+    // and fall back to the queue's own dead-lettering, so the reason is not asserted.
+    assert_eq!(shown[0].attempts, 3, "{shown:?}");
     assert!(counter_value(WORKER_PUBLISHER_REOPENED_TOTAL, &[]) > reopened, "the closed channel was reopened");
 
     // The exchange is back: the quarantined envelope lands where it belongs.
