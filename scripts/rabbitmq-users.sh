@@ -1,31 +1,28 @@
 #!/usr/bin/env bash
 # Least-privilege RabbitMQ users, one per service, through the management HTTP API.
 #
-#   user             configure        write                      read     tags
-#   wafleet_ingest   ^$               ^wa\.inbound$              ^$       (none)
-#   wafleet_worker   ^wa\.            ^(wa\..*|amq\.default)$    ^wa\.    (none)
-#   wafleet_cli      ^wa\.            ^(wa\..*|amq\.default)$    ^wa\.    policymaker
+# The users, their tags and their vhost permissions are read from the Kubernetes manifest
+# deploy/k8s/examples/rabbitmq-topology.yaml (its User and Permission objects), so local runs,
+# the tests and production use the same rights; there is no second copy here. Today that gives:
 #
-# * ingest only publishes to wa.inbound. Its start-up check of wa.inbound is a passive declare,
-#   which needs no permission; it cannot read, declare, bind or reach a queue directly (the
-#   default exchange is amq.default, which it may not write).
-# * the worker and the CLI own the wa.* topology. They also write to the default exchange
-#   (amq.default): the quarantine, the wa.unrouted requeue and DLQ replay publish by queue name.
-# * only the CLI has a management tag: `wafleet migrate` applies policies, which needs
-#   policymaker (it includes management). The worker's start-up policy check then only warns.
+#   user             configure    write            read       tags
+#   wafleet-ingest   (none)       ^wa\.inbound$    (none)     (none)
+#   wafleet-worker   ^wa\.        ^wa\.            ^wa\.      (none)
+#   wafleet-cli      ^wa\.        ^wa\.            ^wa\.      policymaker
+#   wafleet-keda     (no permissions on the vhost)            monitoring   (only if its password is set)
 #
 # Environment:
 #   RABBITMQ_API_URL              admin URL, default http://guest:guest@127.0.0.1:15672
 #   WAFLEET_RABBITMQ_VHOST        vhost, default: the path of AMQP_URL, else /
-#   WAFLEET_INGEST_AMQP_PASSWORD  \
-#   WAFLEET_WORKER_AMQP_PASSWORD   } required to create; never printed
-#   WAFLEET_CLI_AMQP_PASSWORD     /
+#   WAFLEET_<SERVICE>_AMQP_PASSWORD  the password of wafleet-<service> (INGEST, WORKER, CLI
+#                                 required; KEDA optional); never printed
 #   WAFLEET_RABBITMQ_USER_SUFFIX  appended to each user name (tests use the vhost name)
+#   WAFLEET_RABBITMQ_MANIFEST     the manifest to read, default the one above
 #
 #   scripts/rabbitmq-users.sh            create or update the users and their permissions
 #   scripts/rabbitmq-users.sh --delete   delete the users
 #
-# Tested by tests/tests/it/broker_users.rs. Needs curl and python3.
+# Tested by tests/tests/it/broker_users.rs. Needs curl, python3 and PyYAML.
 set -euo pipefail
 
 mode="${1:-create}"
@@ -83,12 +80,40 @@ user() {
   NAME_PASSWORD="${!password_var}" TAGS="$tags" python3 -c 'import json, os
 print(json.dumps({"password": os.environ["NAME_PASSWORD"], "tags": os.environ["TAGS"]}))' |
     call PUT "users/$(enc "$name")"
+  if [ "$configure" = "-" ]; then
+    echo "created $name (tags: ${tags:-none}; no vhost permissions)"
+    return 0
+  fi
   CONFIGURE="$configure" WRITE="$write" READ="$read" python3 -c 'import json, os
 print(json.dumps({"configure": os.environ["CONFIGURE"], "write": os.environ["WRITE"], "read": os.environ["READ"]}))' |
     call PUT "permissions/$(enc "$vhost")/$(enc "$name")"
   echo "created $name on vhost $vhost (tags: ${tags:-none})"
 }
 
-user wafleet_ingest WAFLEET_INGEST_AMQP_PASSWORD "" '^$' '^wa\.inbound$' '^$'
-user wafleet_worker WAFLEET_WORKER_AMQP_PASSWORD "" '^wa\.' '^(wa\..*|amq\.default)$' '^wa\.'
-user wafleet_cli WAFLEET_CLI_AMQP_PASSWORD policymaker '^wa\.' '^(wa\..*|amq\.default)$' '^wa\.'
+manifest="${WAFLEET_RABBITMQ_MANIFEST:-$(dirname "$0")/../deploy/k8s/examples/rabbitmq-topology.yaml}"
+# One line per user: name, password variable, tags, configure, write, read (tab-separated).
+users="$(python3 - "$manifest" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+perms = {d["spec"]["userReference"]["name"]: d["spec"]["permissions"] for d in docs if d.get("kind") == "Permission"}
+for d in docs:
+    if d.get("kind") != "User":
+        continue
+    name = d["metadata"]["name"]
+    var = "WAFLEET_" + name.removeprefix("wafleet-").upper().replace("-", "_") + "_AMQP_PASSWORD"
+    p = perms.get(name)
+    row = [name, var, ",".join(d["spec"].get("tags") or [])]
+    row += ["-"] * 3 if p is None else [p.get("configure", ""), p.get("write", ""), p.get("read", "")]
+    print("\t".join(x if x != "" else "''" for x in row))
+PY
+)"
+[ -n "$users" ] || { echo "no User objects in $manifest" >&2; exit 1; }
+
+while IFS=$'\t' read -r name var tags configure write read; do
+  unq() { [ "$1" = "''" ] && echo "" || echo "$1"; }
+  tags="$(unq "$tags")"
+  if [ "$configure" = "-" ] && [ "$mode" != --delete ] && [ -z "${!var:-}" ]; then
+    continue # a user without vhost permissions (monitoring) is optional
+  fi
+  user "$name" "$var" "$tags" "$(unq "$configure")" "$(unq "$write")" "$(unq "$read")"
+done <<<"$users"

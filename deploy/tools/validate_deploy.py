@@ -782,7 +782,7 @@ def check_rules(promtool: str, rule_obj: dict, tests: Path, tmp: Path) -> None:
     for a in alerts:
         if "wafleet_canary_success" in a["expr"]:
             C.ok("wafleet_canary_leader" in a["expr"], f"alert {a['alert']}: must ignore replicas not leading the canary (wafleet_canary_leader)")
-    for needle in ('wa\\\\.dlq\\\\.', 'queue="wa.quarantine"', "wafleet_ingest_spool_records", "rabbitmq_detailed_queue_consumers",
+    for needle in ('wa\\\\.dlq\\\\.', 'queue="wa.quarantine"', "wafleet_ingest_spool_records", "wafleet_worker_tenant_consuming",
                    'queue="wa.unrouted"', "wafleet_sender_429_total", "wafleet_canary_success", 'status=~"5..', 'status=~"4..',
                    "rabbitmq_detailed_queue_head_message_timestamp"):
         C.ok(needle in exprs, f"PrometheusRule: no alert uses {needle}")

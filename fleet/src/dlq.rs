@@ -238,8 +238,11 @@ pub async fn replay(
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(0));
         // The broker strips a tier's per-message expiration when it dead-letters, so none is carried here.
         let properties = message.delivery.properties.clone().with_headers(headers);
-        let queue = names::tenant_queue(customer_ref);
-        let target = Target { exchange: "", routing_key: &queue };
+        // ISOLATION: through the direct exchange `wa.inbound` with the tenant's own ref, the
+        // key only `wa.tenant.<ref>` is bound by. Not the default exchange by queue name: the
+        // message keeps the ref as routing key, so if it fails again `wa.dlx` routes it back to
+        // `wa.dlq.<ref>`, and the CLI needs no write right on `amq.default`.
+        let target = Target { exchange: names::INBOUND_EXCHANGE, routing_key: customer_ref.as_str() };
         match publish_confirmed(&channel, target, &message.delivery.data, properties, REPLAY_PUBLISH_TIMEOUT).await {
             Ok(()) => {
                 message.delivery.acker.ack(BasicAckOptions::default()).await?;

@@ -53,6 +53,22 @@ impl TenantLabels {
         OTHER.to_owned()
     }
 
+    /// The label for `customer_ref` without counting activity, for state gauges set on a timer
+    /// (they must not rank every tenant as busy). Like [`Self::label`], a tenant gets its own
+    /// label while the set has room.
+    pub fn peek(&self, customer_ref: &CustomerRef) -> String {
+        let Ok(mut state) = self.state.lock() else { return OTHER.to_owned() };
+        let key = customer_ref.as_str();
+        if state.labelled.contains(key) {
+            return key.to_owned();
+        }
+        if state.labelled.len() < self.capacity {
+            state.labelled.insert(key.to_owned());
+            return key.to_owned();
+        }
+        OTHER.to_owned()
+    }
+
     /// Re-ranks now (normally done on the interval).
     pub fn refresh(&self) {
         if let Ok(mut state) = self.state.lock() {
@@ -92,6 +108,17 @@ mod tests {
         assert_eq!(labels.label(&r("b")), "b");
         assert_eq!(labels.label(&r("c")), OTHER);
         assert_eq!(labels.label(&r("a")), "a", "labels are stable between refreshes");
+    }
+
+    #[test]
+    fn peeking_a_label_does_not_rank_the_tenant() {
+        let labels = TenantLabels::new(1, Duration::from_secs(3600));
+        assert_eq!(labels.label(&r("busy")), "busy");
+        for _ in 0..5 {
+            assert_eq!(labels.peek(&r("idle")), OTHER);
+        }
+        labels.refresh();
+        assert_eq!(labels.peek(&r("busy")), "busy", "peeks never outrank real activity");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 use serde_json::json;
 use wafleet_shared::topology::{
-    self as names, QueueType, DLQ_PATTERN, DLX_EXCHANGE, INBOUND_EXCHANGE, QUARANTINE_QUEUE, TENANT_QUEUES_PATTERN,
-    UNROUTED_EXCHANGE, UNROUTED_QUEUE,
+    self as names, QueueType, DLQ_PATTERN, DLX_EXCHANGE, INBOUND_EXCHANGE, QUARANTINE_EXCHANGE, QUARANTINE_QUEUE,
+    TENANT_QUEUES_PATTERN, UNROUTED_EXCHANGE, UNROUTED_QUEUE,
 };
 use wafleet_shared::CustomerRef;
 
@@ -116,7 +116,21 @@ pub async fn declare_base(channel: &Channel) -> Result<()> {
         .await?;
     channel.exchange_declare(INBOUND_EXCHANGE, ExchangeKind::Direct, durable_exchange, inbound_exchange_args()).await?;
     channel.exchange_declare(DLX_EXCHANGE, ExchangeKind::Direct, durable_exchange, FieldTable::default()).await?;
+    declare_quarantine(channel).await
+}
+
+/// Declares `wa.quarantine` (queue) and the fanout exchange of the same name bound to it.
+/// Idempotent; the worker declares it too, so a fleet migrated before the exchange existed
+/// still quarantines.
+pub async fn declare_quarantine(channel: &Channel) -> Result<()> {
+    let durable_exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     channel.queue_declare(QUARANTINE_QUEUE, durable(), FieldTable::default()).await?;
+    channel
+        .exchange_declare(QUARANTINE_EXCHANGE, ExchangeKind::Fanout, durable_exchange, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(QUARANTINE_QUEUE, QUARANTINE_EXCHANGE, "", QueueBindOptions::default(), FieldTable::default())
+        .await?;
     Ok(())
 }
 

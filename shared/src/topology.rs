@@ -11,8 +11,11 @@ pub const UNROUTED_EXCHANGE: &str = "wa.unrouted";
 pub const UNROUTED_QUEUE: &str = "wa.unrouted";
 /// Dead-letter exchange of tenant queues (direct, routing key = `customer_ref`).
 pub const DLX_EXCHANGE: &str = "wa.dlx";
-/// Exchange and queue for envelopes whose ref differs from their queue's tenant. Never replayed.
+/// Queue for envelopes whose ref differs from their queue's tenant. Never replayed.
 pub const QUARANTINE_QUEUE: &str = "wa.quarantine";
+/// Fanout exchange bound only to [`QUARANTINE_QUEUE`]. The worker quarantines through it, not
+/// the default exchange, so its rights stay `^wa\.` (the manifests grant no `amq.default`).
+pub const QUARANTINE_EXCHANGE: &str = "wa.quarantine";
 /// Prefix of every tenant queue.
 pub const TENANT_QUEUE_PREFIX: &str = "wa.tenant.";
 /// Prefix of every per-tenant dead-letter queue.

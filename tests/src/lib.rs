@@ -252,6 +252,7 @@ impl TestEnv {
             metrics_top_tenants: 50,
             consumer: ConsumerConfig {
                 refresh_interval: Duration::from_secs(2),
+                consumer_check_interval: Duration::from_secs(1),
                 // Short tiers keep retry tests fast; production defaults are 5s,30s,2m,10m.
                 retry_tiers: RetryTier::parse_list("100ms,200ms,300ms")?,
                 ..ConsumerConfig::default()

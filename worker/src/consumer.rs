@@ -1,5 +1,9 @@
 //! Consumption of every tenant queue. One AMQP connection for consumers and a separate one for
-//! publishing (quarantine, unrouted republish), so a blocked publisher cannot stall acks.
+//! publishing (retries, dead letters, quarantine), so a blocked publisher cannot stall acks.
+//!
+//! A consumer the broker ends (`basic.cancel`: its queue deleted, its node lost) is noticed at
+//! once and subscribed again on the next refresh, which follows within a second; the
+//! per-tenant `wafleet_worker_tenant_consuming` gauge says whether each active tenant is consumed.
 //!
 //! Per-queue prefetch bounds what one tenant can hold unacked; a per-tenant semaphore caps its
 //! concurrent work and a global semaphore caps the worker's, so a slow or noisy tenant holds
@@ -12,17 +16,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
-use wafleet_shared::publish::{publish_confirmed_shared, Target};
-use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_QUEUE};
+use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_EXCHANGE};
 use wafleet_shared::CustomerRef;
 
 use crate::process::{Disposition, Failure, Processor};
@@ -31,40 +33,15 @@ use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 use wafleet_fleet::topology::RetryTier;
 
+mod config;
 mod headers;
+mod liveness;
+mod publisher;
 
+pub use config::ConsumerConfig;
 use headers::{failure_headers, header_u32, quarantine_headers};
-
-/// Settings of consumption.
-#[derive(Clone, Debug)]
-pub struct ConsumerConfig {
-    /// Unacked messages per tenant queue. Small, so one tenant's backlog stays in its own
-    /// queue (visible as depth, and taken by other replicas) instead of in this process.
-    pub prefetch: u16,
-    /// Concurrent messages per tenant.
-    pub tenant_in_flight: usize,
-    /// Concurrent messages in the whole worker.
-    pub max_in_flight: usize,
-    /// How often the tenant list is re-read even without a notification.
-    pub refresh_interval: Duration,
-    /// Retry tiers for consume-side failures, in order (`WAFLEET_RETRY_TIERS`).
-    pub retry_tiers: Vec<RetryTier>,
-    /// Bound of one publish plus its confirm (retry, dead-letter, quarantine).
-    pub publish_timeout: Duration,
-}
-
-impl Default for ConsumerConfig {
-    fn default() -> Self {
-        Self {
-            prefetch: 8,
-            tenant_in_flight: 4,
-            max_in_flight: 64,
-            refresh_interval: Duration::from_secs(30),
-            retry_tiers: RetryTier::parse_list(topology::DEFAULT_RETRY_TIERS).unwrap_or_default(),
-            publish_timeout: Duration::from_secs(5),
-        }
-    }
-}
+use liveness::ConsumingGauge;
+use publisher::SharedPublisher;
 
 /// Consumes tenant queues until shutdown, reconnecting and holding through outages.
 pub struct ConsumerSupervisor {
@@ -84,6 +61,12 @@ pub struct ConsumerSupervisor {
 struct Running {
     tag: String,
     stop: CancellationToken,
+    /// Set when a check found the broker no longer delivers to this consumer.
+    lost: bool,
+    /// What the checks watch: deliveries and free slots.
+    watch: liveness::Watch,
+    /// Finished when the consumer stream ended: by `stop`, or by the broker (`basic.cancel`).
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ConsumerSupervisor {
@@ -148,17 +131,23 @@ impl ConsumerSupervisor {
         let channel = consume_conn.create_channel().await?;
         // global=false: the prefetch applies to each consumer (= each tenant queue) separately.
         channel.basic_qos(self.config.prefetch, BasicQosOptions { global: false }).await?;
-        let publisher = publish_conn.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        topology::declare_retry_tiers(&publisher, &self.config.retry_tiers).await?;
-        let publisher = Arc::new(Mutex::new(publisher));
         let broken = CancellationToken::new();
         watch_connection(&consume_conn, broken.clone());
         watch_connection(&publish_conn, broken.clone());
+        let publisher = Arc::new(SharedPublisher::open(publish_conn).await?);
+        let declaring = publisher.channel().await;
+        topology::declare_retry_tiers(&declaring, &self.config.retry_tiers).await?;
+        // The exchange quarantine publishes go through; declared here too, so a fleet migrated
+        // before it existed still quarantines instead of closing the shared channel with 404.
+        topology::declare_quarantine(&declaring).await?;
         let mut running: HashMap<CustomerRef, Running> = HashMap::new();
         let session_stop = CancellationToken::new();
+        let consumer_ended = Arc::new(tokio::sync::Notify::new());
+        let mut gauge = ConsumingGauge::default();
+        let mut checks = liveness::ConsumerChecks::new(&consume_conn, self.config.consumer_check_interval);
         let result = loop {
-            if let Err(e) = self.refresh(&channel, &publisher, &mut running, &session_stop).await {
+            let refreshed = self.refresh(&channel, &publisher, &mut running, &session_stop, &consumer_ended).await;
+            if let Err(e) = refreshed.map(|tenants| gauge.set(&self.processor, &tenants, &running)) {
                 if e.is_database_unavailable() {
                     break Ok(SessionEnd::DatabaseDown);
                 }
@@ -174,12 +163,28 @@ impl ConsumerSupervisor {
                 }
             }
             self.session_up.store(true, std::sync::atomic::Ordering::Relaxed);
-            tokio::select! {
-                _ = shutdown.cancelled() => break Ok(SessionEnd::Shutdown),
-                _ = broken.cancelled() => break Err(Error::ConnectionLost),
-                _ = self.database_down.notified() => break Ok(SessionEnd::DatabaseDown),
-                _ = tenants_changed.notified() => debug!("tenant change notified; refreshing consumers"),
-                _ = tokio::time::sleep(self.config.refresh_interval) => {}
+            let next_refresh = tokio::time::Instant::now() + self.config.refresh_interval;
+            let end = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Some(Ok(SessionEnd::Shutdown)),
+                    _ = broken.cancelled() => break Some(Err(Error::ConnectionLost)),
+                    _ = self.database_down.notified() => break Some(Ok(SessionEnd::DatabaseDown)),
+                    _ = tenants_changed.notified() => {
+                        debug!("tenant change notified; refreshing consumers");
+                        break None;
+                    }
+                    // A short pause: a queue deleted again at once must not become a hot loop.
+                    _ = consumer_ended.notified() => {
+                        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+                        break None;
+                    }
+                    // Between refreshes, only a lost consumer triggers one.
+                    lost = checks.run(&mut running, &self.processor) => if lost { break None },
+                    _ = tokio::time::sleep_until(next_refresh) => break None,
+                }
+            };
+            if let Some(end) = end {
+                break end;
             }
         };
         // Cancel consumers first so no new deliveries arrive, then let in-flight work finish:
@@ -194,23 +199,27 @@ impl ConsumerSupervisor {
                 .await;
         self.active_consumers.store(0, std::sync::atomic::Ordering::Relaxed);
         self.session_up.store(false, std::sync::atomic::Ordering::Relaxed);
+        gauge.none_consumed();
         let _ = consume_conn.close(200, "worker stopping").await;
-        let _ = publish_conn.close(200, "worker stopping").await;
+        publisher.close().await;
         result
     }
 
-    /// Starts consumers for tenants that have none. Disabled tenants keep being consumed so
-    /// their messages are dropped visibly; offboarded ones are not consumed.
+    /// Starts consumers for tenants that have none, including those whose consumer the broker
+    /// ended. Disabled tenants keep being consumed so their messages are dropped visibly;
+    /// offboarded ones are not consumed. Returns the tenant list it worked from.
+    // layout: one pass over the tenant list; each arm (offboarded, running, ended, new) is short.
     async fn refresh(
         &self,
         channel: &Channel,
-        publisher: &Arc<Mutex<Channel>>,
+        publisher: &Arc<SharedPublisher>,
         running: &mut HashMap<CustomerRef, Running>,
         session_stop: &CancellationToken,
-    ) -> Result<()> {
+        consumer_ended: &Arc<tokio::sync::Notify>,
+    ) -> Result<Vec<tenant::TenantSummary>> {
         let tenants = tenant::list(&self.pool).await?;
-        for summary in tenants {
-            let customer_ref = summary.customer_ref;
+        for summary in &tenants {
+            let customer_ref = summary.customer_ref.clone();
             if summary.status == TenantStatus::Offboarded {
                 if let Some(r) = running.remove(&customer_ref) {
                     let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
@@ -218,35 +227,60 @@ impl ConsumerSupervisor {
                 }
                 continue;
             }
-            if running.contains_key(&customer_ref) {
-                continue;
+            match running.get(&customer_ref) {
+                Some(r) if !r.lost && !r.task.is_finished() => continue,
+                Some(_) => {
+                    // The broker ended the consumer (basic.cancel), or a check found it gone.
+                    warn!(tenant = %customer_ref, "tenant consumer was ended by the broker; subscribing again");
+                    let label = self.processor.tenant_label_peek(&customer_ref);
+                    metrics::counter!(crate::metric::WORKER_CONSUMER_RESUBSCRIBED_TOTAL, "tenant" => label)
+                        .increment(1);
+                    if let Some(r) = running.remove(&customer_ref) {
+                        // Frees lapin's record of a consumer the broker dropped silently; the
+                        // broker ignores a cancel of a tag it no longer knows.
+                        let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
+                    }
+                }
+                None => {}
             }
             // Repairs a queue that is missing (for example after a broker reset). Declaring
             // with the same arguments is a no-op.
             topology::declare_tenant(channel, &customer_ref, summary.queue_type).await?;
             let queue = names::tenant_queue(&customer_ref);
-            let tag = format!("wafleet-{}-{}", std::process::id(), queue);
+            // A fresh tag per subscription: a consumer the broker dropped silently may still hold
+            // the old one on this channel, and a duplicate tag would close the connection.
+            let n = SUBSCRIPTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tag = format!("wafleet-{}-{}-{n}", std::process::id(), queue);
             let consumer =
                 channel.basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
             let stop = session_stop.child_token();
+            let tenant_slots = Arc::new(Semaphore::new(self.config.tenant_in_flight));
+            let watch = liveness::Watch::new(tenant_slots.clone(), self.config.tenant_in_flight);
             let worker = TenantConsumer {
+                deliveries: watch.deliveries(),
                 customer_ref: customer_ref.clone(),
                 processor: self.processor.clone(),
                 publisher: publisher.clone(),
-                tenant_slots: Arc::new(Semaphore::new(self.config.tenant_in_flight)),
+                tenant_slots,
                 global: self.global.clone(),
                 database_down: self.database_down.clone(),
                 retry_tiers: self.config.retry_tiers.clone(),
                 publish_timeout: self.config.publish_timeout,
                 classic: summary.queue_type == QueueType::Classic,
             };
-            tokio::spawn(worker.run(consumer, stop.clone()));
-            running.insert(customer_ref, Running { tag, stop });
+            let task = tokio::spawn(worker.run(consumer, stop.clone(), consumer_ended.clone()));
+            running.insert(customer_ref, Running { tag, stop, lost: false, watch, task });
         }
         self.active_consumers.store(running.len(), std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(tenants)
     }
 }
+
+/// Numbers consumer tags, so each subscription has its own.
+static SUBSCRIPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Pause between a consumer ended by the broker and the refresh that subscribes it again.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
 
 enum SessionEnd {
     Shutdown,
@@ -263,8 +297,10 @@ fn watch_connection(connection: &Connection, broken: CancellationToken) {
 struct TenantConsumer {
     customer_ref: CustomerRef,
     processor: Processor,
-    publisher: Arc<Mutex<Channel>>,
+    publisher: Arc<SharedPublisher>,
     tenant_slots: Arc<Semaphore>,
+    /// Counts deliveries, for the checks that find a consumer the broker stopped feeding.
+    deliveries: Arc<std::sync::atomic::AtomicU64>,
     global: Arc<Semaphore>,
     database_down: Arc<tokio::sync::Notify>,
     retry_tiers: Vec<RetryTier>,
@@ -274,17 +310,27 @@ struct TenantConsumer {
 }
 
 impl TenantConsumer {
-    async fn run(self, mut consumer: lapin::Consumer, stop: CancellationToken) {
+    /// Takes deliveries until `stop`, or until the broker ends the consumer; then `ended` wakes
+    /// the supervisor to subscribe again.
+    async fn run(self, mut consumer: lapin::Consumer, stop: CancellationToken, ended: Arc<tokio::sync::Notify>) {
         let this = Arc::new(self);
         loop {
             let delivery = tokio::select! {
                 _ = stop.cancelled() => return,
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
-                    Some(Err(e)) => { warn!(tenant = %this.customer_ref, error = %e, "consumer error"); return; }
-                    None => return,
+                    Some(Err(e)) => {
+                        warn!(tenant = %this.customer_ref, error = %e, "consumer error");
+                        this.ended(&ended);
+                        return;
+                    }
+                    None => {
+                        this.ended(&ended);
+                        return;
+                    }
                 },
             };
+            this.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (Ok(tenant_slot), Ok(global_slot)) =
                 (this.tenant_slots.clone().acquire_owned().await, this.global.clone().acquire_owned().await)
             else {
@@ -296,6 +342,15 @@ impl TenantConsumer {
                 this.handle(delivery).await;
             });
         }
+    }
+
+    /// The consumer stream ended without `stop`: the tenant is not consumed until the supervisor
+    /// subscribes again.
+    fn ended(&self, ended: &tokio::sync::Notify) {
+        warn!(tenant = %self.customer_ref, "tenant consumer ended by the broker");
+        let label = self.processor.tenant_label_peek(&self.customer_ref);
+        metrics::gauge!(crate::metric::WORKER_TENANT_CONSUMING, "tenant" => label).set(0.0);
+        ended.notify_one();
     }
 
     async fn handle(&self, delivery: lapin::message::Delivery) {
@@ -352,8 +407,8 @@ impl TenantConsumer {
                 acker.ack(BasicAckOptions::default()).await
             }
             Disposition::Quarantine => {
-                let published =
-                    self.publish(delivery, "", QUARANTINE_QUEUE, quarantine_headers(&self.customer_ref), None).await;
+                let headers = quarantine_headers(&self.customer_ref);
+                let published = self.publish(delivery, QUARANTINE_EXCHANGE, "", headers, None).await;
                 self.settle_after_publish(delivery, published, "quarantine").await
             }
             Disposition::Retry(failure) => match self.retry_tiers.get(attempt as usize) {
@@ -434,42 +489,5 @@ impl TenantConsumer {
         if let Err(e) = self.processor.clear_retry(&self.customer_ref, &delivery.data).await {
             debug!(tenant = %self.customer_ref, error = %e, "could not clear the retry record");
         }
-    }
-
-    /// Acks after a confirmed publish; otherwise puts the message back so nothing is lost.
-    async fn settle_after_publish(
-        &self,
-        delivery: &lapin::message::Delivery,
-        published: Result<()>,
-        what: &str,
-    ) -> Result<(), lapin::Error> {
-        match published {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                warn!(tenant = %self.customer_ref, error = %e, what, "publish failed; requeueing");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
-            }
-        }
-    }
-
-    /// Publishes a copy of the delivery with new headers and waits for the confirm, all under
-    /// one deadline (a publish can hang while the broker is blocked). A return or nack is a failure.
-    async fn publish(
-        &self,
-        delivery: &lapin::message::Delivery,
-        exchange: &str,
-        routing_key: &str,
-        headers: FieldTable,
-        expiration: Option<String>,
-    ) -> Result<()> {
-        let mut properties = delivery.properties.clone().with_delivery_mode(2).with_headers(headers);
-        if let Some(expiration) = expiration {
-            properties = properties.with_expiration(expiration.into());
-        }
-        let target = Target { exchange, routing_key };
-        let published =
-            publish_confirmed_shared(&self.publisher, target, &delivery.data, properties, self.publish_timeout).await;
-        Ok(published?)
     }
 }

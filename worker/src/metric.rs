@@ -34,6 +34,16 @@ pub const WORKER_REDELIVERIES_TOTAL: &str = "wafleet_worker_redeliveries_total";
 pub const WORKER_DUPLICATES_TOTAL: &str = "wafleet_worker_duplicates_total";
 /// Counter: events too old to answer (`WAFLEET_STALE_AFTER_SECS`), recorded without a bot run.
 pub const WORKER_STALE_TOTAL: &str = "wafleet_worker_stale_total";
+/// Gauge (0 or 1), label `tenant`: whether this worker consumes the queue of each active tenant.
+/// The `other` label (tenants past the labelled top N) is 1 only if every one of them is consumed.
+/// `WafleetTenantQueueNoConsumer` fires when no worker reports 1 for a tenant.
+pub const WORKER_TENANT_CONSUMING: &str = "wafleet_worker_tenant_consuming";
+/// Counter, label `tenant`: consumers the broker ended (`basic.cancel`: queue deleted, node lost)
+/// and the worker subscribed again.
+pub const WORKER_CONSUMER_RESUBSCRIBED_TOTAL: &str = "wafleet_worker_consumer_resubscribed_total";
+/// Counter: times the shared publisher channel was found closed by the broker (a refused or
+/// failed publish) and reopened.
+pub const WORKER_PUBLISHER_REOPENED_TOTAL: &str = "wafleet_worker_publisher_reopened_total";
 /// Histogram (seconds), label `tenant`: from delivery to settlement of one message.
 pub const WORKER_PROCESSING_SECONDS: &str = "wafleet_worker_processing_seconds";
 /// Histogram (seconds): one bot run.

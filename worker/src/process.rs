@@ -148,6 +148,11 @@ impl Processor {
         self.labels.label(customer_ref)
     }
 
+    /// The tenant's metric label without counting activity (for gauges set on a timer).
+    pub fn tenant_label_peek(&self, customer_ref: &CustomerRef) -> String {
+        self.labels.peek(customer_ref)
+    }
+
     /// Handles one message taken from the queue of `queue_tenant`.
     pub async fn handle(&self, queue_tenant: &CustomerRef, body: &[u8]) -> Disposition {
         let envelope = match Envelope::decode(body) {

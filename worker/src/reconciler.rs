@@ -6,7 +6,7 @@
 //! of the sweep so a sweep always ends. A message whose ref now names a tenant with a queue is
 //! republished to `wa.inbound` (its own queue). Otherwise it is counted as `unknown_tenant` the
 //! first time it is seen, dropped once older than the retention, and else moved to the tail
-//! (publish, confirm, then ack), so nothing is lost and nothing lands in another tenant's queue.
+//! through the `wa.unrouted` exchange (publish, confirm, then ack), so nothing is lost and nothing lands in another tenant's queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wafleet_shared::publish::{publish_confirmed, Target};
-use wafleet_shared::topology::{QueueType, INBOUND_EXCHANGE, UNROUTED_QUEUE};
+use wafleet_shared::topology::{QueueType, INBOUND_EXCHANGE, UNROUTED_EXCHANGE, UNROUTED_QUEUE};
 use wafleet_shared::Envelope;
 
 use wafleet_fleet::error::Result;
@@ -177,7 +177,9 @@ pub async fn sweep_unrouted(
                 let mut headers = headers;
                 headers.insert(SEEN_HEADER.into(), AMQPValue::Boolean(true));
                 let properties = delivery.properties.clone().with_headers(headers);
-                let target = Target { exchange: "", routing_key: UNROUTED_QUEUE };
+                // Through the fanout exchange bound only to wa.unrouted, not the default exchange:
+                // the worker's rights are `^wa\.` and name no `amq.default`.
+                let target = Target { exchange: UNROUTED_EXCHANGE, routing_key: "" };
                 publish_confirmed(channel, target, &delivery.data, properties, publish_timeout).await?;
                 report.requeued += 1;
             }

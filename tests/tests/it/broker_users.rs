@@ -24,43 +24,51 @@ use wafleet_tests::{message_event, post_json, rabbit_api, wait_until, EnvOptions
 const TENANT: &str = "bu_a";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rabbitmq-users.sh");
 
-/// The three users of one test, suffixed with its vhost so parallel runs never collide.
-struct Users {
+/// The users of one test (made by the script from the manifest), suffixed with its vhost so parallel runs never collide.
+pub(crate) struct Users {
     suffix: String,
     ingest: String,
     worker: String,
     cli: String,
+    keda: String,
 }
 
 impl Users {
-    fn new(env: &TestEnv) -> Self {
+    pub(crate) fn new(env: &TestEnv) -> Self {
         let password = || uuid::Uuid::now_v7().simple().to_string();
-        Self { suffix: format!("_{}", env.name), ingest: password(), worker: password(), cli: password() }
+        Self {
+            suffix: format!("_{}", env.name),
+            ingest: password(),
+            worker: password(),
+            cli: password(),
+            keda: password(),
+        }
     }
 
-    fn name(&self, service: &str) -> String {
-        format!("wafleet_{service}{}", self.suffix)
+    pub(crate) fn name(&self, service: &str) -> String {
+        format!("wafleet-{service}{}", self.suffix)
     }
 
-    fn password(&self, service: &str) -> &str {
+    pub(crate) fn password(&self, service: &str) -> &str {
         match service {
             "ingest" => &self.ingest,
             "worker" => &self.worker,
+            "keda" => &self.keda,
             _ => &self.cli,
         }
     }
 
     /// The environment's AMQP URL with this service's credentials.
-    fn amqp_url(&self, env: &TestEnv, service: &str) -> String {
+    pub(crate) fn amqp_url(&self, env: &TestEnv, service: &str) -> String {
         with_credentials(&env.amqp_url, &self.name(service), self.password(service))
     }
 
     /// The management API URL with this service's credentials.
-    fn api_url(&self, service: &str) -> String {
+    pub(crate) fn api_url(&self, service: &str) -> String {
         with_credentials(&rabbit_api(), &self.name(service), self.password(service))
     }
 
-    async fn script(&self, env: &TestEnv, args: &[&str]) -> std::process::Output {
+    pub(crate) async fn script(&self, env: &TestEnv, args: &[&str]) -> std::process::Output {
         tokio::process::Command::new("bash")
             .arg(SCRIPT)
             .args(args)
@@ -70,6 +78,7 @@ impl Users {
             .env("WAFLEET_INGEST_AMQP_PASSWORD", &self.ingest)
             .env("WAFLEET_WORKER_AMQP_PASSWORD", &self.worker)
             .env("WAFLEET_CLI_AMQP_PASSWORD", &self.cli)
+            .env("WAFLEET_KEDA_AMQP_PASSWORD", &self.keda)
             .output()
             .await
             .unwrap()
@@ -150,9 +159,10 @@ async fn each_service_user_can_do_its_job_and_nothing_more() {
     let created = users.script(&env, &[]).await;
     assert!(created.status.success(), "rabbitmq-users.sh failed: {}", String::from_utf8_lossy(&created.stderr));
     let printed = String::from_utf8_lossy(&created.stdout).into_owned() + &String::from_utf8_lossy(&created.stderr);
-    for service in ["ingest", "worker", "cli"] {
+    for service in ["ingest", "worker", "cli", "keda"] {
         assert!(!printed.contains(users.password(service)), "the script printed a password");
     }
+    broker_users_equal_the_manifest(&env, &users).await;
 
     // Every check runs before the users are deleted, even when one fails.
     let outcome = std::panic::AssertUnwindSafe(async {
@@ -165,7 +175,7 @@ async fn each_service_user_can_do_its_job_and_nothing_more() {
 
     let deleted = users.script(&env, &["--delete"]).await;
     let http = reqwest::Client::new();
-    for service in ["ingest", "worker", "cli"] {
+    for service in ["ingest", "worker", "cli", "keda"] {
         let url = format!("{}/api/users/{}", rabbit_api_base(), users.name(service));
         assert_eq!(
             http_status(http.get(url).basic_auth("guest", Some("guest"))).await,
@@ -178,6 +188,65 @@ async fn each_service_user_can_do_its_job_and_nothing_more() {
         std::panic::resume_unwind(panic);
     }
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+}
+
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/k8s/examples/rabbitmq-topology.yaml");
+
+/// The `User` and `Permission` objects of the deploy manifest, as `{name: {tags, permissions}}`
+/// (`permissions` null for a user with none on the vhost).
+fn manifest_users() -> serde_json::Map<String, serde_json::Value> {
+    const READ: &str = r#"import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+perms = {d["spec"]["userReference"]["name"]: d["spec"]["permissions"] for d in docs if d["kind"] == "Permission"}
+print(json.dumps({d["metadata"]["name"]: {"tags": sorted(d["spec"].get("tags") or []), "permissions": perms.get(d["metadata"]["name"])} for d in docs if d["kind"] == "User"}))"#;
+    let out = std::process::Command::new("python3").args(["-c", READ, MANIFEST]).output().unwrap();
+    assert!(out.status.success(), "reading the manifest: {}", String::from_utf8_lossy(&out.stderr));
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Object(users) => users,
+        other => panic!("manifest users: {other}"),
+    }
+}
+
+/// What the script made on the broker is exactly the manifest: the same users (the four services
+/// of this test), tags and vhost permissions, so local runs and production cannot drift.
+async fn broker_users_equal_the_manifest(env: &TestEnv, users: &Users) {
+    let manifest = manifest_users();
+    let names: Vec<&str> = manifest.keys().map(String::as_str).collect();
+    assert_eq!(names, ["wafleet-cli", "wafleet-ingest", "wafleet-keda", "wafleet-worker"], "the users of the manifest");
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let request = http.get(format!("{}/api/{path}", rabbit_api_base())).basic_auth("guest", Some("guest"));
+        async move {
+            let response = request.send().await.unwrap();
+            if response.status() == 404 {
+                return serde_json::Value::Null;
+            }
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    for (name, want) in &manifest {
+        let service = name.trim_start_matches("wafleet-");
+        let user = get(format!("users/{}", users.name(service))).await;
+        let mut tags: Vec<String> = match &user["tags"] {
+            serde_json::Value::Array(tags) => tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+            serde_json::Value::String(tags) => tags.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            other => panic!("{name}: no such user on the broker ({other})"),
+        };
+        tags.sort();
+        assert_eq!(serde_json::json!(tags), want["tags"], "{name}: tags on the broker and in the manifest");
+        let permissions = get(format!("permissions/{}/{}", env.name, users.name(service))).await;
+        if want["permissions"].is_null() {
+            assert!(permissions.is_null(), "{name} has vhost permissions the manifest does not grant: {permissions}");
+            continue;
+        }
+        for right in ["configure", "write", "read"] {
+            assert_eq!(
+                permissions[right].as_str().unwrap_or("<missing>"),
+                want["permissions"][right].as_str().unwrap_or(""),
+                "{name}: {right} on the broker and in the manifest"
+            );
+        }
+    }
 }
 
 fn rabbit_api_base() -> String {
@@ -283,7 +352,7 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let got = channel.basic_get(&format!("wa.tenant.{TENANT}"), BasicGetOptions::default()).await.unwrap();
     let delivery = got.expect("a message to read").delivery;
     delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-    // The wa.unrouted sweep requeues through the default exchange: amq.default is in its rights.
+    // The wa.unrouted sweep requeues through the wa.unrouted exchange: no amq.default right needed.
     let channel = confirm_channel(&connection).await;
     let (retention, publish_timeout) = (Duration::from_secs(3600), Duration::from_secs(5));
     let report =
