@@ -8,7 +8,7 @@
 pub mod fault_proxy;
 mod fleet_helpers;
 
-pub use fleet_helpers::{key_file, wafleet_cli_path};
+pub use fleet_helpers::{key_file, test_account_policy, wafleet_cli_path};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
