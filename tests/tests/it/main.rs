@@ -16,6 +16,7 @@ mod http_bot;
 mod isolation;
 mod lifecycle;
 mod parsers;
+mod pg_tls;
 mod property;
 mod rls;
 mod routing;
