@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
-use wafleet_fleet::accounts::{self, AccountPolicy, DirectorySettings};
+use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::audit::Actor;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
@@ -51,13 +51,6 @@ pub struct Settings {
     #[arg(long, env = "MIGRATE_DATABASE_URL", default_value = DEFAULT_MIGRATE_DATABASE_URL,
           hide_env_values = true, global = true)]
     pub migrate_database_url: String,
-    /// The one folder `accounts add --key-ref file:` may point into.
-    #[arg(long, env = "WAFLEET_SECRETS_DIR", default_value = accounts::DEFAULT_SECRETS_DIR, global = true)]
-    pub secrets_dir: std::path::PathBuf,
-    /// Hosts (comma-separated) an account's https `--base-url` may name.
-    #[arg(long, env = "WAFLEET_WA_API_HOSTS", default_value = accounts::DEFAULT_API_HOSTS, value_delimiter = ',',
-          global = true)]
-    pub wa_api_hosts: Vec<String>,
     /// Who the audit log records for commands [default: the OS user].
     #[arg(long, env = "WAFLEET_OPERATOR", global = true)]
     pub operator: Option<String>,
@@ -113,7 +106,7 @@ impl Settings {
 
     /// What `accounts add` may name: `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`.
     pub fn account_policy(&self) -> AccountPolicy {
-        AccountPolicy::new(self.secrets_dir.clone(), self.wa_api_hosts.clone())
+        AccountPolicy::from_settings(&self.wa_api)
     }
 
     /// How the CLI reaches WA Bridges accounts: `WA_API_BASE_URL`, `WAFLEET_SEND_TIMEOUT_MS`,
@@ -128,6 +121,7 @@ impl Settings {
             key_overrides,
             timeout: Duration::from_millis(self.wa_api.send_timeout_ms),
             budget: self.budget()?,
+            policy: self.account_policy(),
         })
     }
 }

@@ -226,6 +226,10 @@ pub struct DirectorySettings {
     pub timeout: Duration,
     /// Budget defaults and window.
     pub budget: BudgetConfig,
+    /// The allow-lists every account is checked against before its key is read, so a row
+    /// written past `accounts add` still cannot send a secret outside the secrets folder or to
+    /// another host.
+    pub policy: AccountPolicy,
 }
 
 /// Builds and caches one [`AccountRuntime`] per account; a refresh rebuilds only accounts whose
@@ -274,7 +278,9 @@ impl AccountDirectory {
     }
 
     fn runtime_for(&self, account: &Account) -> Result<Arc<AccountRuntime>> {
-        let key = KeyRef::parse(&account.key_ref)?.resolve(&self.settings.key_overrides)?;
+        let key_ref = KeyRef::parse(&account.key_ref)?;
+        self.settings.policy.check(&key_ref, account.base_url.as_deref(), account.test_account)?;
+        let key = key_ref.resolve(&self.settings.key_overrides)?;
         let base_url = account.base_url.clone().unwrap_or_else(|| self.settings.default_base_url.clone());
         let fingerprint =
             format!("{}|{}|{:?}|{:?}|{}", account.key_ref, base_url, account.rate_per_min, account.burst, account.name);

@@ -124,6 +124,7 @@ impl TestEnv {
             key_overrides,
             timeout: Duration::from_secs(3),
             budget,
+            policy: test_account_policy(),
         }
     }
 

@@ -81,6 +81,7 @@ impl Application {
             key_overrides,
             timeout: config.send_timeout,
             budget: config.sender.budget.clone(),
+            policy: config.account_policy.clone(),
         };
         let sender = Sender::for_worker(&config.database_url, directory, config.sender.clone(), outbox_ready)?;
         let sender = Arc::new(sender.with_labels(labels));

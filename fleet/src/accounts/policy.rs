@@ -14,9 +14,9 @@ use super::KeyRef;
 use crate::error::{InvalidInput, Result};
 
 /// Default of `WAFLEET_SECRETS_DIR`.
-pub const DEFAULT_SECRETS_DIR: &str = "/run/secrets/wafleet";
+pub const DEFAULT_SECRETS_DIR: &str = wafleet_shared::config::DEFAULT_SECRETS_DIR;
 /// Default of `WAFLEET_WA_API_HOSTS`: the documented WA Bridges host.
-pub const DEFAULT_API_HOSTS: &str = "wabridges.com";
+pub const DEFAULT_API_HOSTS: &str = wafleet_shared::config::DEFAULT_WA_API_HOSTS;
 
 /// The allow-lists accounts are checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,11 @@ impl AccountPolicy {
         let api_hosts =
             api_hosts.into_iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
         Self { secrets_dir: secrets_dir.into(), api_hosts }
+    }
+
+    /// The allow-lists of `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`.
+    pub fn from_settings(settings: &wafleet_shared::settings::WaApiSettings) -> Self {
+        Self::new(settings.secrets_dir.clone(), settings.wa_api_hosts.clone())
     }
 
     /// Refuses a key reference or base URL outside the allow-lists.

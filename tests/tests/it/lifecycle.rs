@@ -80,6 +80,20 @@ async fn accounts_naming_a_secret_or_host_outside_the_allow_lists_are_refused_wi
     assert!(test_flag);
     let names: i64 = sqlx::query_scalar("select count(*) from accounts").fetch_one(&env.owner_pool).await.unwrap();
     assert_eq!(names, 3, "only the default account and the two allowed ones exist");
+
+    // A row written past the CLI (as the owner here) is refused where keys are read.
+    sqlx::query("insert into accounts (name, key_ref) values ('sneaky', 'file:/etc/hostname')")
+        .execute(&env.owner_pool)
+        .await
+        .unwrap();
+    let directory = wafleet_fleet::accounts::AccountDirectory::new(
+        env.app_pool.clone(),
+        env.directory_settings(BudgetConfig::default()),
+    );
+    let (ready, failed) = directory.refresh().await.unwrap();
+    assert!(ready.iter().all(|a| a.name != "sneaky"));
+    let refused: Vec<String> = failed.iter().filter(|(n, _)| n == "sneaky").map(|(_, e)| e.to_string()).collect();
+    assert!(refused.len() == 1 && refused[0].contains("outside the secrets folder"), "{refused:?}");
     env.cleanup().await;
 }
 
