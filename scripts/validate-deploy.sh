@@ -63,6 +63,8 @@ fi
 "$PROMTOOL" --version >/dev/null 2>&1 || die "$PROMTOOL does not run"
 
 say "tools: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')| promtool $("$PROMTOOL" --version 2>&1 | head -n1 | awk '{print $3}') | $("$HADOLINT" --version)"
+say "connection arithmetic self-test (deploy/tools/db_connections_test.py)"
+python3 deploy/tools/db_connections_test.py 2>&1 | tail -n 1
 say "validating deploy/"
 status=0
 "$VENV/bin/python" deploy/tools/validate_deploy.py --repo . \

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
-use wafleet_fleet::accounts::DirectorySettings;
+use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::ops::Endpoints;
 use wafleet_shared::settings::{
@@ -106,6 +106,7 @@ impl AdminArgs {
         }
         let budget = BudgetConfig::from(&self.budget);
         budget.validate()?;
+        let policy = AccountPolicy::from_settings(&self.wa_api);
         let mut key_overrides = HashMap::new();
         // Without it here, `env:WA_API_KEY` is still resolved when an account is used, and its
         // error names the reference.
@@ -126,6 +127,7 @@ impl AdminArgs {
             rate_burst: self.rate_burst,
             max_budget_wait: Duration::from_secs(self.budget_wait_secs),
             directory: DirectorySettings {
+                policy,
                 default_base_url: self.wa_api.wa_api_base_url,
                 key_overrides,
                 timeout: Duration::from_millis(self.wa_api.send_timeout_ms),

@@ -80,6 +80,9 @@ pub enum AccountsCommand {
         /// Bucket capacity for this account (default: WAFLEET_SEND_BURST).
         #[arg(long)]
         burst: Option<i32>,
+        /// A test account (the simulator): its --base-url may be loopback http(s).
+        #[arg(long)]
+        test_account: bool,
     },
     /// List accounts (key references only).
     List {
@@ -275,15 +278,16 @@ pub async fn audit_result<T>(settings: &Settings, entry: &Entry, result: &Result
 pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()> {
     let pool = app_pool(settings).await?;
     match command {
-        FleetCommand::Accounts(AccountsCommand::Add { name, key_ref, base_url, rate_per_min, burst }) => {
+        FleetCommand::Accounts(AccountsCommand::Add { name, key_ref, base_url, rate_per_min, burst, test_account }) => {
             let entry = Entry::new(
                 "accounts add",
                 Some(&name),
-                json!({"key_ref": key_ref, "base_url": base_url, "rate_per_min": rate_per_min, "burst": burst}),
+                json!({"key_ref": key_ref, "base_url": base_url, "rate_per_min": rate_per_min, "burst": burst,
+                       "test_account": test_account}),
             );
             let result = async {
-                let new =
-                    NewAccount { name: name.clone(), key_ref: KeyRef::parse(&key_ref)?, base_url, rate_per_min, burst };
+                let key_ref = KeyRef::parse(&key_ref)?;
+                let new = NewAccount { name: name.clone(), key_ref, base_url, rate_per_min, burst, test_account };
                 let budget = settings.budget()?;
                 for w in budget.account_warnings(&name, &budget.proxy(rate_per_min, burst)) {
                     eprintln!("warning: {w}");
@@ -291,7 +295,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
                 if let Err(e) = new.key_ref.resolve(&Default::default()) {
                     eprintln!("warning: {e} here; the worker must be able to read it");
                 }
-                ops::add_account(&pool, &new).await
+                ops::add_account(&pool, &new, &settings.account_policy()).await
             }
             .await;
             audit_result(settings, &entry, &result, false).await?;

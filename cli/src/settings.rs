@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
-use wafleet_fleet::accounts::DirectorySettings;
+use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::audit::Actor;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
@@ -108,6 +108,11 @@ impl Settings {
         RetryTier::parse_tiers(&self.retry.retry_tiers)
     }
 
+    /// What `accounts add` may name: `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`.
+    pub fn account_policy(&self) -> AccountPolicy {
+        AccountPolicy::from_settings(&self.wa_api)
+    }
+
     /// How the CLI reaches WA Bridges accounts: `WA_API_BASE_URL`, `WAFLEET_SEND_TIMEOUT_MS`,
     /// `WA_API_KEY` (the default account's key, when set) and the default account's budget.
     pub fn directory_settings(&self) -> Result<DirectorySettings> {
@@ -120,6 +125,7 @@ impl Settings {
             key_overrides,
             timeout: Duration::from_millis(self.wa_api.send_timeout_ms),
             budget: self.budget()?,
+            policy: self.account_policy(),
         })
     }
 }

@@ -30,6 +30,12 @@ import jsonschema
 import yaml
 from referencing import Registry, Resource
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import db_connections  # noqa: E402  (beside this file; its self-test is db_connections_test.py)
+
+# Connection demand of each rendered overlay, checked against the CNPG example's role limits.
+DB_DEMAND: dict[str, db_connections.Demand] = {}
+
 # ---------------------------------------------------------------------------------------------
 # Facts the manifests must agree with (from the code and docs/ARCHITECTURE).
 
@@ -591,6 +597,12 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                                      for t in r["to"]) for r in https),
              f"{where}: admin 443 egress must be public addresses only (0.0.0.0/0 minus the private/link-local ranges)")
 
+    if worker is not None and admin is not None and wso is not None:
+        DB_DEMAND[name] = db_connections.demand(
+            container_env(pod_spec(worker)["containers"][0]), int(wso["spec"].get("maxReplicaCount", 100)),
+            container_env(pod_spec(admin)["containers"][0]), int(admin["spec"].get("replicas", 1)),
+            db_connections.leader_duties(repo))
+
     prom_ingress = [n for n in nps.values() for r in n["spec"].get("ingress", [])
                     if any("namespaceSelector" in f for f in r.get("from", []))
                     and {8080, 8081} <= {p.get("port") for p in r.get("ports", [])}]
@@ -655,7 +667,10 @@ def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Pat
             s = r.get("passwordSecret", {}).get("name")
             C.ok(s in secret_keys and {"username", "password"} <= secret_keys[s], f"{where}: role {r['name']} secret {s} missing")
         mc = int(spec.get("postgresql", {}).get("parameters", {}).get("max_connections", "100"))
-        C.ok(mc >= 12 * 11 + 20, f"{where}: max_connections {mc} below workers × (pool + 1) + reserve")
+        C.ok(bool(DB_DEMAND), f"{where}: no overlay's connection demand to check the Cluster against")
+        for overlay, demand in DB_DEMAND.items():
+            for problem in db_connections.problems(demand, roles, mc):
+                C.ok(False, f"{where}: with overlay {overlay}: {problem}")
 
 
 def rust_constants(*sources: str) -> dict[str, str]:

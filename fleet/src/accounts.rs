@@ -19,11 +19,18 @@ use crate::budget::{BucketSettings, BudgetConfig};
 use crate::error::{Conflict, Error, InvalidInput, Result, SetupError};
 
 mod id;
+mod policy;
 
 pub use id::AccountId;
+pub use policy::{AccountPolicy, DEFAULT_API_HOSTS, DEFAULT_SECRETS_DIR};
 
 /// Name of the account created by the migration, whose key is `WA_API_KEY`.
 pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// The environment variable of the default account's key; every `env:` reference must be it or
+/// start with it and `_` (issue #15), so no account can name another secret of the process
+/// (`env:WAFLEET_SIGNING_KEY`).
+pub const KEY_ENV_PREFIX: &str = "WA_API_KEY";
 
 /// Where an account's API key is found. The key itself is never stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,14 +43,16 @@ pub enum KeyRef {
 }
 
 impl KeyRef {
-    /// Parses `env:NAME` or `file:/absolute/path`.
+    /// Parses `env:WA_API_KEY`, `env:WA_API_KEY_<SUFFIX>` or `file:/absolute/path` (where the
+    /// file may lie is [`AccountPolicy`]'s to check).
     pub fn parse(raw: &str) -> Result<Self> {
         let bad = || Error::from(InvalidInput::KeyRef(raw.to_owned()));
         if let Some(name) = raw.strip_prefix("env:") {
             let valid = !name.is_empty()
                 && name.len() <= 128
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit());
+                && (name == KEY_ENV_PREFIX
+                    || name.strip_prefix(KEY_ENV_PREFIX).is_some_and(|s| s.len() > 1 && s.starts_with('_')));
             return if valid { Ok(Self::Env(name.to_owned())) } else { Err(bad()) };
         }
         if let Some(path) = raw.strip_prefix("file:") {
@@ -99,6 +108,8 @@ pub struct Account {
     pub burst: Option<i32>,
     /// Tenants in the account (offboarded ones included).
     pub tenants: i64,
+    /// A test account (the simulator): its base URL may be loopback.
+    pub test_account: bool,
 }
 
 fn serialize_id<S: serde::Serializer>(id: &AccountId, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -118,12 +129,14 @@ pub struct NewAccount {
     pub rate_per_min: Option<i32>,
     /// Bucket capacity; `None` = the worker's default.
     pub burst: Option<i32>,
+    /// A test account (the simulator): its base URL may be loopback.
+    pub test_account: bool,
 }
 
 /// Lists accounts (no key is read).
 pub async fn list(pool: &PgPool) -> Result<Vec<Account>> {
     let rows = sqlx::query(
-        "select a.account_id, a.name, a.key_ref, a.base_url, a.rate_per_min, a.burst, \
+        "select a.account_id, a.name, a.key_ref, a.base_url, a.rate_per_min, a.burst, a.test_account, \
          (select count(*) from wafleet_fleet_bridges() f where f.account_id = a.account_id) as tenants \
          from accounts a order by a.name",
     )
@@ -139,29 +152,32 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Account>> {
                 rate_per_min: row.try_get("rate_per_min")?,
                 burst: row.try_get("burst")?,
                 tenants: row.try_get("tenants")?,
+                test_account: row.try_get("test_account")?,
             })
         })
         .collect()
 }
 
 /// Adds an account through the definer function; idempotent for identical settings. Returns the
-/// id and whether it is new.
-pub async fn add(pool: &PgPool, new: &NewAccount) -> Result<(AccountId, bool)> {
+/// id and whether it is new. Its key reference and base URL must pass `policy`.
+pub async fn add(pool: &PgPool, new: &NewAccount, policy: &AccountPolicy) -> Result<(AccountId, bool)> {
     if let Some(url) = &new.base_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(InvalidInput::AccountBaseUrl.into());
         }
     }
+    policy.check(&new.key_ref, new.base_url.as_deref(), new.test_account)?;
     if new.rate_per_min.is_some_and(|r| r < 1) || new.burst.is_some_and(|b| b < 1) {
         return Err(InvalidInput::AccountRates.into());
     }
     let result =
-        sqlx::query_as::<_, (i64, bool)>("select account_id, created from wafleet_add_account($1, $2, $3, $4, $5)")
+        sqlx::query_as::<_, (i64, bool)>("select account_id, created from wafleet_add_account($1, $2, $3, $4, $5, $6)")
             .bind(&new.name)
             .bind(new.key_ref.to_string())
             .bind(new.base_url.as_deref().map(|u| u.trim_end_matches('/')))
             .bind(new.rate_per_min)
             .bind(new.burst)
+            .bind(new.test_account)
             .fetch_one(pool)
             .await;
     match result {
@@ -210,6 +226,10 @@ pub struct DirectorySettings {
     pub timeout: Duration,
     /// Budget defaults and window.
     pub budget: BudgetConfig,
+    /// The allow-lists every account is checked against before its key is read, so a row
+    /// written past `accounts add` still cannot send a secret outside the secrets folder or to
+    /// another host.
+    pub policy: AccountPolicy,
 }
 
 /// Builds and caches one [`AccountRuntime`] per account; a refresh rebuilds only accounts whose
@@ -258,7 +278,9 @@ impl AccountDirectory {
     }
 
     fn runtime_for(&self, account: &Account) -> Result<Arc<AccountRuntime>> {
-        let key = KeyRef::parse(&account.key_ref)?.resolve(&self.settings.key_overrides)?;
+        let key_ref = KeyRef::parse(&account.key_ref)?;
+        self.settings.policy.check(&key_ref, account.base_url.as_deref(), account.test_account)?;
+        let key = key_ref.resolve(&self.settings.key_overrides)?;
         let base_url = account.base_url.clone().unwrap_or_else(|| self.settings.default_base_url.clone());
         let fingerprint =
             format!("{}|{}|{:?}|{:?}|{}", account.key_ref, base_url, account.rate_per_min, account.burst, account.name);
@@ -292,13 +314,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_references_are_env_variables_or_absolute_files_only() {
+    fn key_references_are_wa_api_key_variables_or_absolute_files_only() {
         assert_eq!(KeyRef::parse("env:WA_API_KEY").ok(), Some(KeyRef::Env("WA_API_KEY".into())));
         assert_eq!(KeyRef::parse("file:/run/secrets/wa").ok(), Some(KeyRef::File("/run/secrets/wa".into())));
-        for bad in ["WA_API_KEY", "env:", "env:1X", "env:A-B", "file:relative", "sk_live_123", "vault:x"] {
+        let bad = ["WA_API_KEY", "env:", "env:1X", "env:A-B", "file:relative", "sk_live_123", "vault:x"];
+        // Issue #15: only the WA_API_KEY family, never another secret of the process.
+        let outside = ["env:WAFLEET_SIGNING_KEY", "env:DATABASE_URL", "env:WA_API_KEYX", "env:WA_API_KEY_", "env:X_1"];
+        for bad in bad.iter().chain(&outside) {
             assert!(KeyRef::parse(bad).is_err(), "{bad} should be refused");
         }
-        assert_eq!(KeyRef::parse("env:X_1").map(|k| k.to_string()).ok().as_deref(), Some("env:X_1"));
+        let eu2 = KeyRef::parse("env:WA_API_KEY_EU2").map(|k| k.to_string());
+        assert_eq!(eu2.ok().as_deref(), Some("env:WA_API_KEY_EU2"));
     }
 
     #[test]

@@ -12,6 +12,10 @@ use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 use crate::error::{Result, UnsafeRole};
 use crate::tenant::TenantId;
 
+mod tls;
+
+pub use tls::connect_options;
+
 /// Migrations embedded at compile time from the workspace's `migrations/` folder.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -21,7 +25,7 @@ pub const DEFAULT_APP_ROLE: &str = "wafleet_app";
 /// Opens a pool for the application role. Connections are made lazily, so a worker can start
 /// while Postgres is down and hold until it returns.
 pub fn app_pool(database_url: &str, max_connections: u32) -> Result<PgPool> {
-    let options: PgConnectOptions = database_url.parse()?;
+    let options = connect_options(database_url)?;
     let options = options.application_name("wafleet").log_statements(tracing::log::LevelFilter::Debug);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
@@ -112,7 +116,7 @@ pub enum RoleSetup {
 
 /// Runs the migrations as the owner, then creates and grants the application role.
 pub async fn migrate(owner_url: &str, app_url: &str) -> Result<RoleSetup> {
-    let owner = PgPoolOptions::new().max_connections(2).connect(owner_url).await?;
+    let owner = PgPoolOptions::new().max_connections(2).connect_with(connect_options(owner_url)?).await?;
     // Parallel test runs migrate different databases; the advisory lock inside sqlx's migrator
     // serialises runs against the same database.
     MIGRATOR.run(&owner).await?;
@@ -212,8 +216,7 @@ pub async fn probe_writable(pool: &PgPool, timeout: Duration) -> bool {
 /// (not a pooled one, and not through a transaction pooler, which would drop the lock). The lock
 /// lives as long as the returned connection, so a dead leader's lock is released with it.
 pub async fn try_lead(database_url: &str, key: i64) -> Result<Option<sqlx::PgConnection>> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(database_url).await?;
+    let mut conn = connect_options(database_url)?.connect().await?;
     let won: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
     Ok(won.then_some(conn))
 }

@@ -171,9 +171,25 @@ pub enum InvalidInput {
     /// The export could not be written.
     #[error("cannot write the export")]
     ExportWrite(#[source] std::io::Error),
-    /// A key reference other than `env:NAME` or `file:/absolute/path`.
-    #[error("key reference {0:?}: use env:VARIABLE or file:/absolute/path")]
+    /// A key reference other than `env:WA_API_KEY[_SUFFIX]` or `file:/absolute/path`.
+    #[error("key reference {0:?}: use env:WA_API_KEY, env:WA_API_KEY_<SUFFIX> or file:/absolute/path")]
     KeyRef(String),
+    /// A `file:` key reference outside `WAFLEET_SECRETS_DIR` (after `..` and symlinks).
+    #[error("key file {path:?} is outside the secrets folder {dir:?} (WAFLEET_SECRETS_DIR)")]
+    KeyFileOutsideSecretsDir {
+        /// The file named.
+        path: std::path::PathBuf,
+        /// The configured secrets folder.
+        dir: std::path::PathBuf,
+    },
+    /// An account `base_url` outside the allow-list.
+    #[error("base URL {url:?} refused: {why}")]
+    AccountBaseUrlRefused {
+        /// The URL given.
+        url: String,
+        /// Why (not https, host not allowed, loopback without --test-account).
+        why: String,
+    },
     /// `accounts add --base-url` is not http(s).
     #[error("--base-url must be an http(s) URL")]
     AccountBaseUrl,

@@ -20,6 +20,7 @@ pub mod endpoints;
 pub mod error;
 pub mod labels;
 pub mod lifecycle;
+pub mod locks;
 pub mod metric;
 pub mod offboard;
 pub mod ops;

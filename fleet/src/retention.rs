@@ -14,11 +14,9 @@ use wafleet_shared::CustomerRef;
 
 use crate::db;
 use crate::error::{Error, InvalidInput, Result};
+use crate::locks;
 use crate::outbox;
 use crate::tenant;
-
-/// Advisory lock key: one retention run at a time across replicas and the CLI.
-const RETENTION_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
 
 /// Settings of retention.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +62,7 @@ pub struct RetentionReport {
 /// One retention run, guarded by an advisory lock held on a direct connection to
 /// `database_url` (the lock dies with the connection if this process does).
 pub async fn run_once(pool: &PgPool, database_url: &str, days: u32) -> Result<RetentionReport> {
-    let Some(lock) = db::try_lead(database_url, RETENTION_LOCK_KEY).await? else {
+    let Some(lock) = db::try_lead(database_url, locks::RETENTION.key).await? else {
         return Ok(RetentionReport { skipped: true, ..RetentionReport::default() });
     };
     let result = prune_all(pool, days).await;

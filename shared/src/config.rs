@@ -34,6 +34,10 @@ impl ConfigError {
 pub const DEFAULT_DATABASE_URL: &str = "postgres://wafleet_app@127.0.0.1:5432/wafleet";
 /// Default `MIGRATE_DATABASE_URL` (the owner).
 pub const DEFAULT_MIGRATE_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wafleet";
+/// Default of `WAFLEET_SECRETS_DIR`: the one folder `file:` account key references may name.
+pub const DEFAULT_SECRETS_DIR: &str = "/run/secrets/wafleet";
+/// Default of `WAFLEET_WA_API_HOSTS`: the documented WA Bridges host.
+pub const DEFAULT_WA_API_HOSTS: &str = "wabridges.com";
 /// Default `AMQP_URL`.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default `RABBITMQ_API_URL`.

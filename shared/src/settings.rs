@@ -15,7 +15,10 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{ArgAction, Args, CommandFactory, Parser};
 use secrecy::SecretString;
 
-use crate::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL, DEFAULT_WA_API_BASE_URL};
+use crate::config::{
+    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL, DEFAULT_SECRETS_DIR, DEFAULT_WA_API_BASE_URL,
+    DEFAULT_WA_API_HOSTS,
+};
 
 /// Parses the process arguments and environment into `T`, or prints the error (naming the
 /// variable whose value is bad) or the help and exits.
@@ -116,6 +119,13 @@ pub struct WaApiSettings {
     /// WA Bridges API key of the default account (its key reference is `env:WA_API_KEY`).
     #[arg(long, env = "WA_API_KEY", hide_env_values = true, value_parser = secret, global = true)]
     pub wa_api_key: Option<SecretString>,
+    /// The one folder an account's `file:` key reference may point into (issue #15).
+    #[arg(long, env = "WAFLEET_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR, global = true)]
+    pub secrets_dir: std::path::PathBuf,
+    /// Hosts (comma-separated) an account's https base URL may name (issue #15).
+    #[arg(long, env = "WAFLEET_WA_API_HOSTS", default_value = DEFAULT_WA_API_HOSTS, value_delimiter = ',',
+          global = true)]
+    pub wa_api_hosts: Vec<String>,
 }
 
 /// The send budget of accounts without their own, and the window of every bucket.

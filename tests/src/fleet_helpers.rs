@@ -21,6 +21,12 @@ pub fn wafleet_cli_path() -> std::path::PathBuf {
     dir.join("wafleet")
 }
 
+/// The account allow-lists of the tests: key files from [`key_file`] (the temp folder) and no
+/// https host; the simulator is reached through `WA_API_BASE_URL`, which accounts inherit.
+pub fn test_account_policy() -> wafleet_fleet::accounts::AccountPolicy {
+    wafleet_fleet::accounts::AccountPolicy::new(std::env::temp_dir(), Vec::new())
+}
+
 /// Writes `key` to a fresh file and returns its path, for `file:` key references.
 pub fn key_file(key: &str) -> std::path::PathBuf {
     let id = uuid::Uuid::now_v7().simple().to_string();
@@ -44,6 +50,9 @@ impl TestEnv {
             .env("WA_API_KEY", TEST_API_KEY)
             .env("WA_API_BASE_URL", self.sim.base_url())
             .env("WAFLEET_OPERATOR", "test-operator")
+            // Key files of the tests are written by `key_file` into the temp folder.
+            .env("WAFLEET_SECRETS_DIR", std::env::temp_dir())
+            .env_remove("WAFLEET_WA_API_HOSTS")
             .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
             .output()
             .expect("run wafleet")
@@ -115,6 +124,7 @@ impl TestEnv {
             key_overrides,
             timeout: Duration::from_secs(3),
             budget,
+            policy: test_account_policy(),
         }
     }
 

@@ -8,7 +8,7 @@
 pub mod fault_proxy;
 mod fleet_helpers;
 
-pub use fleet_helpers::{key_file, wafleet_cli_path};
+pub use fleet_helpers::{key_file, test_account_policy, wafleet_cli_path};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -245,6 +245,7 @@ impl TestEnv {
             rabbitmq_api_url: rabbit_api(),
             wa_api_key: SecretString::from(TEST_API_KEY),
             wa_api_base_url: sim.base_url(),
+            account_policy: fleet_helpers::test_account_policy(),
             addr: "127.0.0.1:0".parse()?,
             pool_size: 5,
             allow_unsafe_db_role: false,

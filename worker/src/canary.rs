@@ -32,8 +32,6 @@ use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::outbox::{self, reply_chat, NonceRow};
 use wafleet_fleet::tenant::{self, BotKind, TenantId, TenantStatus};
 
-/// Key of the advisory lock that elects the replica running the canary.
-const CANARY_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
 /// Sender name of canary events, so they are recognisable in logs and exports.
 pub const CANARY_SENDER: &str = "wafleet canary";
 /// Prefix of the canary's message text and of its message ids.
@@ -365,7 +363,7 @@ pub async fn run(database_url: String, pool: PgPool, config: CanaryConfig, shutd
     };
     let retry = canary.config.interval.min(Duration::from_secs(60));
     loop {
-        let leader = wafleet_fleet::db::try_lead(&database_url, CANARY_LOCK_KEY);
+        let leader = wafleet_fleet::db::try_lead(&database_url, wafleet_fleet::locks::CANARY.key);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
+use wafleet_fleet::accounts::AccountPolicy;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::retention::RetentionConfig;
@@ -62,6 +63,8 @@ pub struct WorkerConfig {
     pub http_bot: HttpBotConfig,
     /// The isolation canary, when `WAFLEET_CANARY_TENANTS` is set (see [`crate::canary`]).
     pub canary: Option<CanaryConfig>,
+    /// `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`: what an account may name (issue #15).
+    pub account_policy: AccountPolicy,
 }
 
 /// `wafleet-worker`: consumes every tenant queue, runs bots, sends replies. Every setting is a
@@ -230,6 +233,7 @@ impl WorkerArgs {
             amqp_url: self.broker.amqp.amqp_url,
             rabbitmq_api_url: self.broker.rabbitmq_api_url,
             wa_api_key,
+            account_policy: AccountPolicy::from_settings(&self.wa_api),
             wa_api_base_url: self.wa_api.wa_api_base_url,
             addr: self.addr,
             pool_size: self.db_pool_size,

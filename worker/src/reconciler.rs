@@ -27,8 +27,6 @@ use wafleet_fleet::error::Result;
 use wafleet_fleet::tenant::{self, TenantStatus};
 use wafleet_fleet::topology;
 
-/// Key of the advisory lock that elects the reconciler leader.
-const LEADER_LOCK_KEY: i64 = 0x7761_666c_6565_7401;
 /// Header marking a message the sweep has already counted.
 const SEEN_HEADER: &str = "x-wafleet-unrouted-seen";
 
@@ -74,7 +72,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let leader = wafleet_fleet::db::try_lead(&database_url, LEADER_LOCK_KEY);
+        let leader = wafleet_fleet::db::try_lead(&database_url, wafleet_fleet::locks::RECONCILER.key);
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leader => r,

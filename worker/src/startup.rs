@@ -81,6 +81,7 @@ impl Application {
             key_overrides,
             timeout: config.send_timeout,
             budget: config.sender.budget.clone(),
+            policy: config.account_policy.clone(),
         };
         let sender = Sender::for_worker(&config.database_url, directory, config.sender.clone(), outbox_ready)?;
         let sender = Arc::new(sender.with_labels(labels));
@@ -193,9 +194,15 @@ async fn render_metrics(State(state): State<HealthState>) -> String {
 async fn listen_for_tenant_changes(database_url: String, changed: Vec<Arc<Notify>>, shutdown: CancellationToken) {
     let notify_all = || changed.iter().for_each(|n| n.notify_one());
     let mut delay = std::time::Duration::from_millis(500);
+    // A one-connection pool of its own, made like every other (db::connect_options: the URL's
+    // sslmode and sslrootcert, TLS required off loopback); PgListener::connect would bypass that.
+    let pool = match db::app_pool(&database_url, 1) {
+        Ok(pool) => pool,
+        Err(e) => return warn!(error = %e, "tenant change listener: bad DATABASE_URL"),
+    };
     while !shutdown.is_cancelled() {
         let listener = async {
-            let mut listener = PgListener::connect(&database_url).await?;
+            let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen("wafleet_tenants").await?;
             notify_all();
             loop {

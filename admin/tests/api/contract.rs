@@ -73,6 +73,7 @@ async fn the_admin_api_refuses_to_start_as_a_role_that_can_bypass_row_level_secu
             key_overrides: Default::default(),
             timeout: std::time::Duration::from_secs(3),
             budget: Default::default(),
+            policy: wafleet_tests::test_account_policy(),
         },
     };
     let refused = wafleet_admin::Application::build(config).await.err().map(|e| format!("{e:#}")).unwrap_or_default();

@@ -14,7 +14,7 @@ use wafleet_fleet::budget::{self, Bucket, BudgetConfig};
 use wafleet_fleet::clock::ManualClock;
 use wafleet_fleet::ops;
 use wafleet_sim::{Fault, SimConfig};
-use wafleet_tests::{counter_value, key_file, wait_until, EnvOptions, TestEnv, TEST_API_KEY};
+use wafleet_tests::{counter_value, key_file, test_account_policy, wait_until, EnvOptions, TestEnv, TEST_API_KEY};
 use wafleet_worker::sender::{Sender, SenderConfig, Step};
 
 /// `n` distinct reply bodies with a prefix.
@@ -77,8 +77,9 @@ async fn tenant_a_reply_goes_out_only_with_account_a_key_and_never_with_account_
         base_url: None,
         rate_per_min: None,
         burst: None,
+        test_account: false,
     };
-    ops::add_account(&env.app_pool, &account_b).await.unwrap();
+    ops::add_account(&env.app_pool, &account_b, &test_account_policy()).await.unwrap();
     env.add_tenant_in("iso_a", "iso_a", "default").await.unwrap();
     env.add_tenant_in("iso_b", "iso_b", "acct_b").await.unwrap();
     let (url_a, url_b) = (env.webhook_url("iso_a").await.unwrap(), env.webhook_url("iso_b").await.unwrap());
@@ -366,8 +367,9 @@ async fn budget_backlog_lag_and_bridge_state_are_exported_as_metrics() {
         base_url: None,
         rate_per_min: Some(60),
         burst: Some(2),
+        test_account: false,
     };
-    ops::add_account(&env.app_pool, &account).await.unwrap();
+    ops::add_account(&env.app_pool, &account, &test_account_policy()).await.unwrap();
     env.add_tenant_in("obs_t", "obs_t", "metrics_acct").await.unwrap();
     env.sim.add_bridge("obs_t", None, None);
     let clock = Arc::new(ManualClock::starting_now());

@@ -47,6 +47,57 @@ async fn queue_exists(env: &TestEnv, queue: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_naming_a_secret_or_host_outside_the_allow_lists_are_refused_with_a_clear_error() {
+    // Issue #15: whoever adds an account picks the secret sent as a bearer token and its host.
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let refused = |args: &[&str], expected: &str| {
+        let out = env.wafleet(&[&["accounts", "add"], args].concat());
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(text(&out.stderr).contains(expected), "{args:?}: {}", text(&out.stderr));
+    };
+    refused(&["sig", "--key-ref", "env:WAFLEET_SIGNING_KEY"], "use env:WA_API_KEY, env:WA_API_KEY_<SUFFIX> or file:");
+    refused(&["outside", "--key-ref", "file:/etc/hostname"], "outside the secrets folder");
+    let dotted = format!("file:{}/../etc/hostname", std::env::temp_dir().display());
+    refused(&["dotted", "--key-ref", &dotted], "outside the secrets folder");
+    refused(
+        &["evil", "--key-ref", "env:WA_API_KEY", "--base-url", "https://evil.example"],
+        "not in WAFLEET_WA_API_HOSTS",
+    );
+    refused(&["plain", "--key-ref", "env:WA_API_KEY", "--base-url", "http://wabridges.com"], "must be https");
+    let sim = env.sim.base_url();
+    refused(&["loop", "--key-ref", "env:WA_API_KEY", "--base-url", &sim], "loopback only for a test account");
+
+    let ok = |args: &[&str]| {
+        let out = env.wafleet(&[&["accounts", "add"], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    ok(&["wab", "--key-ref", "env:WA_API_KEY_EU2", "--base-url", "https://wabridges.com"]);
+    ok(&["simacct", "--key-ref", "env:WA_API_KEY", "--base-url", &sim, "--test-account"]);
+    let test_flag: bool = sqlx::query_scalar("select test_account from accounts where name = 'simacct'")
+        .fetch_one(&env.owner_pool)
+        .await
+        .unwrap();
+    assert!(test_flag);
+    let names: i64 = sqlx::query_scalar("select count(*) from accounts").fetch_one(&env.owner_pool).await.unwrap();
+    assert_eq!(names, 3, "only the default account and the two allowed ones exist");
+
+    // A row written past the CLI (as the owner here) is refused where keys are read.
+    sqlx::query("insert into accounts (name, key_ref) values ('sneaky', 'file:/etc/hostname')")
+        .execute(&env.owner_pool)
+        .await
+        .unwrap();
+    let directory = wafleet_fleet::accounts::AccountDirectory::new(
+        env.app_pool.clone(),
+        env.directory_settings(BudgetConfig::default()),
+    );
+    let (ready, failed) = directory.refresh().await.unwrap();
+    assert!(ready.iter().all(|a| a.name != "sneaky"));
+    let refused: Vec<String> = failed.iter().filter(|(n, _)| n == "sneaky").map(|(_, e)| e.to_string()).collect();
+    assert!(refused.len() == 1 && refused[0].contains("outside the secrets folder"), "{refused:?}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_are_added_from_the_cli_with_key_references_only_and_tenants_join_them() {
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
     let key = key_file("sk_live_never_stored");
@@ -60,8 +111,13 @@ async fn accounts_are_added_from_the_cli_with_key_references_only_and_tenants_jo
     assert!(text(&again.stdout).contains("unchanged"), "identical add is idempotent");
     let literal = env.wafleet(&["accounts", "add", "acct_y", "--key-ref", "sk_live_never_stored"]);
     assert!(!literal.status.success(), "a key in clear is refused");
-    assert!(text(&literal.stderr).contains("env:VARIABLE or file:"), "{}", text(&literal.stderr));
-    let greedy = env.wafleet(&["accounts", "add", "acct_z", "--key-ref", "env:OTHER_KEY", "--rate-per-min", "200"]);
+    assert!(
+        text(&literal.stderr).contains("env:WA_API_KEY, env:WA_API_KEY_<SUFFIX> or file:"),
+        "{}",
+        text(&literal.stderr)
+    );
+    let greedy =
+        env.wafleet(&["accounts", "add", "acct_z", "--key-ref", "env:WA_API_KEY_OTHER", "--rate-per-min", "200"]);
     assert!(greedy.status.success());
     assert!(text(&greedy.stderr).contains("exceeds the documented 120"), "{}", text(&greedy.stderr));
 

@@ -20,6 +20,7 @@ mod isolation;
 mod lifecycle;
 mod manifest_permissions;
 mod parsers;
+mod pg_tls;
 mod property;
 mod rls;
 mod routing;

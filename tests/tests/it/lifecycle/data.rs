@@ -4,14 +4,11 @@
 use std::time::Duration;
 
 use sqlx::Connection;
-use wafleet_fleet::{db, ops, outbox, tenant};
+use wafleet_fleet::{db, locks, ops, outbox, tenant};
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{EnvOptions, TestEnv, TEST_API_KEY};
 
 use super::{r, text};
-
-/// The advisory lock key of retention (fleet/src/retention.rs).
-const RETENTION_LOCK_KEY: i64 = 0x7761_666c_6565_7402;
 
 /// One processed event, one log row and one outbox row for `chat` in `tenant`, `age_days` old.
 async fn seed(env: &TestEnv, tenant: i64, chat: &str, body: &str, status: &str, age_days: i32) {
@@ -63,10 +60,10 @@ async fn retention_deletes_only_rows_older_than_the_retention_for_every_tenant_o
         seed(&env, id, "15550000400", "old but pending", "pending", 40).await;
     }
     let mut holder = sqlx::PgConnection::connect(&env.owner_url).await.unwrap();
-    sqlx::query("select pg_advisory_lock($1)").bind(RETENTION_LOCK_KEY).execute(&mut holder).await.unwrap();
+    sqlx::query("select pg_advisory_lock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
     let blocked = ops::run_retention(&env.app_pool, &env.endpoints.database_url, 30).await.unwrap();
     assert!(blocked.skipped, "another run holds the lock");
-    sqlx::query("select pg_advisory_unlock($1)").bind(RETENTION_LOCK_KEY).execute(&mut holder).await.unwrap();
+    sqlx::query("select pg_advisory_unlock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
 
     let out = env.wafleet(&["retention", "run", "--days", "30"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -81,6 +78,24 @@ async fn retention_deletes_only_rows_older_than_the_retention_for_every_tenant_o
         .unwrap();
     assert_eq!(left, vec!["new", "old but pending", "new", "old but pending"], "pending replies are not retention's");
     holder.close().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_while_the_canary_leader_holds_its_lock() {
+    // Issue #15: the two once shared a key, and the canary leader holds its lock for its lifetime.
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant_in("ret_canary", "ret_canary", "default").await.unwrap();
+    let id = env.tenant_id("ret_canary").await;
+    seed(&env, id, "15550000401", "old", "sent", 40).await;
+    // Leading exactly as the canary does (worker/src/canary.rs).
+    let leader = db::try_lead(&env.endpoints.database_url, locks::CANARY.key).await.unwrap();
+    let leader = leader.expect("nobody else leads the canary in this fresh database");
+    let report = ops::run_retention(&env.app_pool, &env.endpoints.database_url, 30).await.unwrap();
+    assert!(!report.skipped, "retention must not wait for the canary's lock");
+    assert_eq!((report.processed_events, report.message_log, report.outbox), (1, 1, 1));
+    assert_eq!(env.count("select count(*) from message_log").await, 0);
+    leader.close().await.unwrap();
     env.cleanup().await;
 }
 
@@ -216,7 +231,7 @@ async fn every_mutating_cli_command_is_audited_with_its_operator_and_without_sec
     run(&["tenants", "disable", "au_t"]);
     run(&["tenants", "enable", "au_t"]);
     run(&["rules", "add", "au_t", "hours", "9-17"]);
-    run(&["accounts", "add", "au_acct", "--key-ref", "env:AU_KEY"]);
+    run(&["accounts", "add", "au_acct", "--key-ref", "env:WA_API_KEY_AU"]);
     run(&["retention", "run"]);
     run(&["tenants", "erase", "au_t", "--contact", "15550000451"]);
     let failed = env.wafleet(&["tenants", "disable", "nobody"]);
