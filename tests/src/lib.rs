@@ -68,6 +68,11 @@ fn amqp_via(proxy: std::net::SocketAddr, vhost: &str) -> anyhow::Result<String> 
     Ok(format!("{}/{vhost}", u.as_str().trim_end_matches('/')))
 }
 
+/// A comma-separated `AMQP_URL` of `nodes`, each with `vhost`.
+pub fn amqp_list(nodes: &[std::net::SocketAddr], vhost: &str) -> anyhow::Result<String> {
+    Ok(nodes.iter().map(|node| amqp_via(*node, vhost)).collect::<anyhow::Result<Vec<_>>>()?.join(","))
+}
+
 fn with_database(url: &str, db: &str) -> String {
     let mut u = url::Url::parse(url).expect("postgres url");
     u.set_path(&format!("/{db}"));
@@ -143,6 +148,10 @@ pub struct EnvOptions {
     pub worker_db_via: Option<std::net::SocketAddr>,
     /// Route the worker's AMQP connections through this proxy (outage tests).
     pub worker_amqp_via: Option<std::net::SocketAddr>,
+    /// Ingest's `AMQP_URL` as a list of these nodes (cluster and endpoint-list tests).
+    pub ingest_amqp_nodes: Option<Vec<std::net::SocketAddr>>,
+    /// The worker's `AMQP_URL` as a list of these nodes (cluster and endpoint-list tests).
+    pub worker_amqp_nodes: Option<Vec<std::net::SocketAddr>>,
     /// Ingest body deadline instead of the default 5 s (slowloris tests).
     pub ingest_body_timeout: Option<Duration>,
     /// Route ingest's AMQP connection through this proxy (broker outage tests).
@@ -198,9 +207,10 @@ impl TestEnv {
 
         let keyring = Keyring::parse(&SecretString::from(TEST_SIGNING_KEY))?;
         let mut ingest_config = wafleet_ingest::config::Config::new(keyring);
-        ingest_config.amqp_url = SecretString::from(match options.ingest_amqp_via {
-            Some(proxy) => amqp_via(proxy, &name)?,
-            None => amqp_url.clone(),
+        ingest_config.amqp_url = SecretString::from(match (options.ingest_amqp_via, &options.ingest_amqp_nodes) {
+            (Some(proxy), _) => amqp_via(proxy, &name)?,
+            (None, Some(nodes)) => amqp_list(nodes, &name)?,
+            (None, None) => amqp_url.clone(),
         });
         ingest_config.addr = "127.0.0.1:0".parse()?;
         ingest_config.open_webhook = options.open_webhook;
@@ -228,9 +238,10 @@ impl TestEnv {
             }
             None => endpoints.database_url.clone(),
         };
-        let worker_amqp_url = match options.worker_amqp_via {
-            Some(proxy) => amqp_via(proxy, &name)?,
-            None => amqp_url.clone(),
+        let worker_amqp_url = match (options.worker_amqp_via, &options.worker_amqp_nodes) {
+            (Some(proxy), _) => amqp_via(proxy, &name)?,
+            (None, Some(nodes)) => amqp_list(nodes, &name)?,
+            (None, None) => amqp_url.clone(),
         };
         let worker_config = WorkerConfig {
             database_url: worker_database_url,

@@ -156,7 +156,7 @@ impl ConsumerSupervisor {
         let mut running: HashMap<CustomerRef, Running> = HashMap::new();
         let session_stop = CancellationToken::new();
         let result = loop {
-            if let Err(e) = self.refresh(&channel, &publisher, &mut running, &session_stop).await {
+            if let Err(e) = self.refresh(&consume_conn, &channel, &publisher, &mut running, &session_stop).await {
                 if e.is_database_unavailable() {
                     break Ok(SessionEnd::DatabaseDown);
                 }
@@ -192,6 +192,7 @@ impl ConsumerSupervisor {
     /// their messages are dropped visibly; offboarded ones are not consumed.
     async fn refresh(
         &self,
+        connection: &Connection,
         channel: &Channel,
         publisher: &Arc<Mutex<Channel>>,
         running: &mut HashMap<CustomerRef, Running>,
@@ -210,9 +211,9 @@ impl ConsumerSupervisor {
             if running.contains_key(&customer_ref) {
                 continue;
             }
-            // Repairs a queue that is missing (for example after a broker reset). Declaring
-            // with the same arguments is a no-op.
-            topology::declare_tenant(channel, &customer_ref, summary.queue_type).await?;
+            // Repairs a queue that is missing (for example after a broker reset); an existing
+            // one is left as it is.
+            topology::declare_tenant(connection, channel, &customer_ref, summary.queue_type).await?;
             let queue = names::tenant_queue(&customer_ref);
             let tag = format!("wafleet-{}-{}", std::process::id(), queue);
             let consumer =

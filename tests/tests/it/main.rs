@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod db_guard;
 mod docs;
+mod endpoints;
 mod failures;
 mod http_bot;
 mod isolation;
