@@ -213,8 +213,11 @@ async fn losing_the_node_that_leads_the_busiest_queue_and_holds_ingest_loses_and
 
     let mut statuses = HashMap::new();
     post_phase(&urls, 0.0, 0.3, Duration::ZERO, &mut statuses).await;
-    run_script(&["kill", &node]).unwrap();
+    // Killed while the second third is being posted, so publishes and confirms are in flight.
+    let victim = node.clone();
+    let kill = tokio::task::spawn_blocking(move || run_script(&["kill", &victim]));
     post_phase(&urls, 0.3, 0.6, Duration::ZERO, &mut statuses).await;
+    kill.await.unwrap().unwrap();
     let restart = tokio::task::spawn_blocking(move || run_script(&["start", &node]));
     post_phase(&urls, 0.6, 1.0, Duration::from_millis(20), &mut statuses).await;
     restart.await.unwrap().unwrap();
