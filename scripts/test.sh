@@ -24,6 +24,11 @@ if [ "$local_services" = 1 ]; then
   curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts 2>/dev/null |
     python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin) if v["name"].startswith(("wf_t_","wafleet-ingest-test-"))]' 2>/dev/null |
     while read -r vhost; do curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true; done
+  # Extra cluster nodes left by a killed cluster test.
+  if [ -d /var/lib/rabbitmq/wafleet-cluster ]; then scripts/rabbitmq-cluster.sh down || true; fi
 fi
 
+# The serial test binary (tests/tests/serial) runs after the parallel suites, one test at a time;
+# its cluster tests start the three-node cluster with scripts/rabbitmq-cluster.sh when it is not
+# up and take it down again, so the parallel suites always run against the single node.
 cargo test --workspace --locked "$@"

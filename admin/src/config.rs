@@ -106,6 +106,8 @@ impl AdminArgs {
         }
         let budget = BudgetConfig::from(&self.budget);
         budget.validate()?;
+        // A list must name one cluster's vhost; the error never quotes a URL.
+        wafleet_shared::amqp::AmqpEndpoints::parse(&self.broker.amqp.amqp_url)?;
         let policy = AccountPolicy::from_settings(&self.wa_api);
         let mut key_overrides = HashMap::new();
         // Without it here, `env:WA_API_KEY` is still resolved when an account is used, and its

@@ -217,9 +217,15 @@ impl From<WorkerError> for ApiError {
                 }
             }
             WorkerError::Database(_) | WorkerError::Migration(_) => Self::unavailable("the database", e),
-            WorkerError::Broker(_) | WorkerError::Publish(_) | WorkerError::ConnectionLost => {
-                Self::unavailable("the broker", e)
+            WorkerError::BrokerConnect(ref connect)
+                if matches!(**connect, wafleet_shared::amqp::ConnectError::Endpoints(_)) =>
+            {
+                Self::new(Kind::NotConfigured, connect.to_string())
             }
+            WorkerError::Broker(_)
+            | WorkerError::BrokerConnect(_)
+            | WorkerError::Publish(_)
+            | WorkerError::ConnectionLost => Self::unavailable("the broker", e),
             WorkerError::Management(_) => Self::unavailable("the RabbitMQ management API", e),
             WorkerError::Http(_) => Self::unavailable("an HTTP dependency", e),
             WorkerError::BridgeApi(ref api) => match api {

@@ -301,7 +301,7 @@ impl BenchEnv {
             async move {
                 let channel = connection.create_channel().await?;
                 for r in part {
-                    wafleet_fleet::topology::declare_tenant(&channel, r, queue_type).await?;
+                    wafleet_fleet::topology::declare_tenant(connection, &channel, r, queue_type).await?;
                 }
                 let _ = channel.close(200, "done").await;
                 anyhow::Ok(())

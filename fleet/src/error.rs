@@ -21,6 +21,10 @@ pub enum Error {
     /// The broker failed or is unreachable.
     #[error("broker error")]
     Broker(#[from] lapin::Error),
+    /// No AMQP endpoint could be connected to, or `AMQP_URL` cannot be used.
+    /// (Boxed: it holds the last endpoint's broker error, and every `Result` carries it.)
+    #[error(transparent)]
+    BrokerConnect(Box<wafleet_shared::amqp::ConnectError>),
     /// A confirmed publish failed: broker error, timeout, nack or returned message.
     #[error("broker publish failed")]
     Publish(#[from] wafleet_shared::publish::PublishError),
@@ -429,6 +433,12 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
             db.code().map(|c| c.starts_with("08") || c.starts_with("57P") || c == "25006").unwrap_or(false)
         }
         _ => false,
+    }
+}
+
+impl From<wafleet_shared::amqp::ConnectError> for Error {
+    fn from(e: wafleet_shared::amqp::ConnectError) -> Self {
+        Self::BrokerConnect(Box::new(e))
     }
 }
 

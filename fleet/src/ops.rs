@@ -69,7 +69,7 @@ pub async fn add_tenant_in_account(
     let (_, created) = tenant::insert_in_account(&mut tx, new, account).await?;
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
-    topology::declare_tenant(&channel, &new.customer_ref, new.queue_type).await?;
+    topology::declare_tenant(&connection, &channel, &new.customer_ref, new.queue_type).await?;
     let _ = connection.close(200, "done").await;
     tx.commit().await?;
     Ok(created)

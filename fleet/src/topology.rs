@@ -2,9 +2,13 @@
 //! ingest): exchanges, per-tenant queues, and the policies that carry dead-lettering, delivery
 //! limit and overflow, so they can change without redeclaring queues.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::json;
 use wafleet_shared::topology::{
     self as names, QueueType, DLQ_PATTERN, DLX_EXCHANGE, INBOUND_EXCHANGE, QUARANTINE_EXCHANGE, QUARANTINE_QUEUE,
@@ -134,19 +138,64 @@ pub async fn declare_quarantine(channel: &Channel) -> Result<()> {
     Ok(())
 }
 
-/// Declares `wa.tenant.<ref>` and `wa.dlq.<ref>` and binds them by the exact ref.
+/// Initial replica count of each tenant's quorum queues (`x-quorum-initial-group-size`). Three
+/// is the production shape (three nodes: one may be lost, or restarted in a rolling upgrade,
+/// with the majority intact). RabbitMQ caps it at the cluster's node count when the queue is
+/// declared, so a single node gets one member; a queue declared while the cluster was smaller
+/// is grown with `rabbitmq-queues grow`. A queue type's argument, not a policy: 3.10 has no
+/// policy key for it.
+pub const QUORUM_INITIAL_GROUP_SIZE: i64 = 3;
+
+/// The declare arguments of a tenant's queue and DLQ.
+fn tenant_queue_args(queue_type: QueueType) -> FieldTable {
+    let mut args = queue_type_args(queue_type);
+    if queue_type == QueueType::Quorum {
+        args.insert(
+            ShortString::from("x-quorum-initial-group-size"),
+            AMQPValue::LongLongInt(QUORUM_INITIAL_GROUP_SIZE),
+        );
+    }
+    args
+}
+
+/// Whether `queue` exists, asked on a throwaway channel: a missing queue closes the channel
+/// it was asked on (404), which must not be the caller's.
+async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool> {
+    let probe = connection.create_channel().await?;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    match probe.queue_declare(queue, passive, FieldTable::default()).await {
+        Ok(_) => {
+            let _ = probe.close(200, "probe done").await;
+            Ok(true)
+        }
+        Err(lapin::Error::ProtocolError(p)) if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Declares `wa.tenant.<ref>` and `wa.dlq.<ref>` when missing and binds them by the exact ref.
+/// An existing queue is left as it is: queues declared before the group size was explicit
+/// have no `x-quorum-initial-group-size`, and redeclaring them with it would fail and close
+/// `channel` (arguments must be equal), so only a missing queue is declared, with it.
 /// ISOLATION: the binding key is the tenant's own ref, so only its messages can land here.
-pub async fn declare_tenant(channel: &Channel, customer_ref: &CustomerRef, queue_type: QueueType) -> Result<()> {
-    let queue = names::tenant_queue(customer_ref);
-    channel.queue_declare(&queue, durable(), queue_type_args(queue_type)).await?;
-    channel
-        .queue_bind(&queue, INBOUND_EXCHANGE, customer_ref.as_str(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
-    let dlq = names::dlq_queue(customer_ref);
-    channel.queue_declare(&dlq, durable(), queue_type_args(queue_type)).await?;
-    channel
-        .queue_bind(&dlq, DLX_EXCHANGE, customer_ref.as_str(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+pub async fn declare_tenant(
+    connection: &Connection,
+    channel: &Channel,
+    customer_ref: &CustomerRef,
+    queue_type: QueueType,
+) -> Result<()> {
+    let queues =
+        [(names::tenant_queue(customer_ref), INBOUND_EXCHANGE), (names::dlq_queue(customer_ref), DLX_EXCHANGE)];
+    for (queue, exchange) in queues {
+        if !queue_exists(connection, &queue).await? {
+            channel.queue_declare(&queue, durable(), tenant_queue_args(queue_type)).await?;
+        }
+        channel
+            .queue_bind(&queue, exchange, customer_ref.as_str(), QueueBindOptions::default(), FieldTable::default())
+            .await?;
+    }
     Ok(())
 }
 
@@ -163,27 +212,46 @@ pub async fn declare_retry_tiers(channel: &Channel, tiers: &[RetryTier]) -> Resu
 }
 
 /// Client for the RabbitMQ management HTTP API (policies, vhosts, queue stats).
+///
+/// `RABBITMQ_API_URL` may list several nodes' management URLs (comma-separated); every node
+/// serves the whole cluster's API. The client starts on a random one and moves to the next
+/// when a node cannot be connected to, remembering the one that answered.
 #[derive(Clone)]
 pub struct Management {
     http: reqwest::Client,
-    base: url::Url,
+    bases: Arc<[url::Url]>,
+    /// Index into `bases` of the node tried first.
+    current: Arc<AtomicUsize>,
     vhost: String,
 }
 
 impl Management {
-    /// `api_url` like `http://user:pass@127.0.0.1:15672`; `vhost` from `AMQP_URL`.
+    /// `api_url` like `http://user:pass@127.0.0.1:15672`, or a comma-separated list of such URLs
+    /// of one cluster; `vhost` from `AMQP_URL`.
     pub fn new(api_url: &str, vhost: &str) -> Result<Self> {
-        let base = url::Url::parse(api_url).map_err(|e| Error::from(SetupError::ManagementUrl(e)))?;
+        let bases = api_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| url::Url::parse(u).map_err(|e| Error::from(SetupError::ManagementUrl(e))))
+            .collect::<Result<Vec<_>>>()?;
+        if bases.is_empty() {
+            return Err(SetupError::ManagementUrlBase.into());
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
+            // A stopped node refuses at once; one that drops packets must not use the whole
+            // request bound before the next node is tried.
+            .connect_timeout(std::time::Duration::from_secs(3))
             .no_proxy()
             .build()
             .map_err(Error::Http)?;
-        Ok(Self { http, base, vhost: vhost.to_owned() })
+        let start = rand::random_range(0..bases.len());
+        Ok(Self { http, bases: bases.into(), current: Arc::new(AtomicUsize::new(start)), vhost: vhost.to_owned() })
     }
 
-    fn url(&self, segments: &[&str]) -> Result<url::Url> {
-        let mut url = self.base.clone();
+    fn url(base: &url::Url, segments: &[&str]) -> Result<url::Url> {
+        let mut url = base.clone();
         url.set_username("").map_err(|()| SetupError::ManagementUrlBase)?;
         url.set_password(None).map_err(|()| SetupError::ManagementUrlBase)?;
         url.path_segments_mut()
@@ -194,15 +262,48 @@ impl Management {
         Ok(url)
     }
 
-    fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let user = percent_encoding::percent_decode_str(self.base.username()).decode_utf8_lossy().into_owned();
+    fn auth(base: &url::Url, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let user = percent_encoding::percent_decode_str(base.username()).decode_utf8_lossy().into_owned();
         let password =
-            self.base.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+            base.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
         request.basic_auth(user, password)
     }
 
+    /// Sends one request to the current node, and to each next one while a node cannot be
+    /// connected to (nothing was sent to it, so any method may be tried again).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for step in 0..self.bases.len() {
+            let index = (start + step) % self.bases.len();
+            let base = &self.bases[index];
+            let mut request = Self::auth(base, self.http.request(method.clone(), Self::url(base, segments)?));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(e) if e.is_connect() && step + 1 < self.bases.len() => {
+                    // The URL without its credentials (Self::url drops them), never the password.
+                    tracing::warn!(node = %Self::url(base, &[])?, "management API node unreachable; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map(Error::from).unwrap_or_else(|| SetupError::ManagementUrlBase.into()))
+    }
+
     async fn put(&self, segments: &[&str], body: serde_json::Value) -> Result<()> {
-        let response = self.auth(self.http.put(self.url(segments)?)).json(&body).send().await?;
+        let response = self.send(reqwest::Method::PUT, segments, Some(&body)).await?;
         if !response.status().is_success() {
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
@@ -215,7 +316,7 @@ impl Management {
 
     /// GET a JSON document; `Ok(None)` on 404.
     pub async fn get_json(&self, segments: &[&str]) -> Result<Option<serde_json::Value>> {
-        let response = self.auth(self.http.get(self.url(segments)?)).send().await?;
+        let response = self.send(reqwest::Method::GET, segments, None).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -269,7 +370,7 @@ impl Management {
 
     /// DELETE; a 404 (already gone) is success.
     async fn delete(&self, segments: &[&str]) -> Result<()> {
-        let response = self.auth(self.http.delete(self.url(segments)?)).send().await?;
+        let response = self.send(reqwest::Method::DELETE, segments, None).await?;
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());
         }
@@ -296,7 +397,7 @@ impl Management {
 
     /// Deletes the vhost (tests and the demo).
     pub async fn delete_vhost(&self) -> Result<()> {
-        let response = self.auth(self.http.delete(self.url(&["vhosts", &self.vhost])?)).send().await?;
+        let response = self.send(reqwest::Method::DELETE, &["vhosts", &self.vhost], None).await?;
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {
@@ -379,9 +480,8 @@ fn tenant_queue_policy(pattern: &str, priority: u8, max_bytes: u64) -> serde_jso
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
     #[test]
@@ -398,5 +498,27 @@ mod tests {
         assert_eq!(single["pattern"], json!(r"^wa\.tenant\.shop\.eu\:7\-a$"));
         assert!(single["priority"].as_u64() > fleet["priority"].as_u64());
         assert_eq!(tenant_override_name(&customer_ref), "wafleet-tenant-queues.shop.eu:7-a");
+    }
+
+    #[tokio::test]
+    async fn management_moves_to_the_next_node_when_one_refuses_connections() {
+        let node = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::path("/api/overview"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({"node": "up"})))
+            .mount(&node)
+            .await;
+        // Port 1 on loopback refuses at once: a stopped node. Each client starts at a random
+        // node, so both orders are taken over the rounds.
+        let list = format!("http://g:g@127.0.0.1:1, http://g:g@{}", node.address());
+        for _ in 0..8 {
+            let management = Management::new(&list, "/").unwrap();
+            let answer = management.get_json(&["overview"]).await.unwrap();
+            assert_eq!(answer, Some(json!({"node": "up"})));
+            // It stays on the node that answered.
+            assert_eq!(management.current.load(Ordering::Relaxed), 1);
+        }
+        let down = Management::new("http://g:g@127.0.0.1:1,http://g:g@127.0.0.1:2", "/").unwrap();
+        assert!(matches!(down.get_json(&["overview"]).await, Err(Error::Http(e)) if e.is_connect()));
+        assert!(Management::new(" , ", "/").is_err());
     }
 }

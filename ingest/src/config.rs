@@ -144,7 +144,8 @@ impl IngestArgs {
 /// (see [`Config::new`]).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `AMQP_URL`: the broker, including credentials and vhost. Secret because it holds a password.
+    /// `AMQP_URL`: the broker, including credentials and vhost; one URL or a comma-separated list
+    /// of one cluster's node URLs. Secret because it holds a password.
     pub amqp_url: SecretString,
     /// `WAFLEET_INGEST_ADDR`: where the HTTP server listens. Port 0 picks a free port.
     pub addr: SocketAddr,
@@ -237,9 +238,9 @@ impl Config {
         let keyring = Keyring::parse(&SecretString::from(signing_key))?;
         let mut config = Self::new(keyring);
         if let Some(url) = lookup("AMQP_URL") {
-            // Validated here because the URL parser's own error quotes the URL, password included.
-            url.parse::<lapin::uri::AMQPUri>()
-                .map_err(|_| Error::Config { var: "AMQP_URL", reason: "is not a valid amqp:// or amqps:// URL" })?;
+            // Validated here because the URL parser's own error quotes the URL, password included;
+            // a list must name one vhost (the endpoints of one cluster).
+            wafleet_shared::amqp::AmqpEndpoints::parse(&url).map_err(Error::AmqpUrl)?;
             config.amqp_url = SecretString::from(url);
         }
         let addr = lookup("WAFLEET_INGEST_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
@@ -455,7 +456,6 @@ mod tests {
             ("WAFLEET_PUBLISH_TIMEOUT_MS", "2s"),
             ("WAFLEET_OPEN_WEBHOOK", "maybe"),
             ("WAFLEET_INGEST_ADDR", "localhost"),
-            ("AMQP_URL", "http://u:hunter2@h"),
             ("WAFLEET_SPOOL_ENABLED", "sometimes"),
             ("WAFLEET_SPOOL_DIR", " "),
             ("WAFLEET_SPOOL_MAX_BYTES", "1GiB"),
@@ -464,6 +464,25 @@ mod tests {
         ] {
             let result = from(&[("WAFLEET_SIGNING_KEY", KEY), (var, value)]);
             assert!(matches!(result, Err(Error::Config { var: v, .. }) if v == var), "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn amqp_url_takes_a_list_of_one_cluster_and_refuses_mixed_vhosts() {
+        let list = "amqp://u:p@a:5672/v, amqp://u:p@b:5673/v";
+        let Ok(config) = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", list)]) else { panic!("a list refused") };
+        assert_eq!(config.amqp_url.expose_secret(), list);
+        for (value, refusal) in [
+            ("http://u:hunter2@h", "is not a valid amqp"),
+            ("amqp://u:hunter2@a/v,amqp://u:hunter2@b/w", "different vhosts"),
+        ] {
+            let Err(error) = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", value)]) else {
+                panic!("{value} accepted")
+            };
+            assert!(matches!(error, Error::AmqpUrl(_)), "{error:?}");
+            let chain =
+                format!("{error}: {}", std::error::Error::source(&error).map(|s| s.to_string()).unwrap_or_default());
+            assert!(chain.contains(refusal) && !chain.contains("hunter2"), "{chain}");
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `AMQP_URL` is not one URL or a list of one cluster's URLs (the error never quotes a URL).
+    #[error("AMQP_URL cannot be used")]
+    AmqpUrl(#[source] wafleet_shared::amqp::EndpointsError),
     /// `WAFLEET_SIGNING_KEY` could not be parsed (the error never echoes secret material).
     #[error(transparent)]
     Keyring(#[from] KeyringError),
@@ -104,14 +107,14 @@ impl Error {
             Error::BrokerUnavailable(_) | Error::SpoolFull | Error::TenantShareFull | Error::SpoolFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Config { .. } | Error::Keyring(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The `reason` label for metrics: a fixed, low-cardinality name.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Config { .. } | Error::Keyring(_) => "config",
+            Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => "config",
             Error::UrlRef(_) => "bad_ref",
             Error::Token(_) => "bad_token",
             Error::RefMismatch => "ref_mismatch",
@@ -154,7 +157,7 @@ impl Error {
             Error::SpoolFull => "broker unavailable and spool full",
             Error::TenantShareFull => "tenant queue full; retry later",
             Error::SpoolFailed(_) => "broker unavailable and spool failed",
-            Error::Config { .. } | Error::Keyring(_) => "internal error",
+            Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => "internal error",
         }
     }
 }

@@ -68,6 +68,11 @@ fn amqp_via(proxy: std::net::SocketAddr, vhost: &str) -> anyhow::Result<String> 
     Ok(format!("{}/{vhost}", u.as_str().trim_end_matches('/')))
 }
 
+/// A comma-separated `AMQP_URL` of `nodes`, each with `vhost`.
+pub fn amqp_list(nodes: &[std::net::SocketAddr], vhost: &str) -> anyhow::Result<String> {
+    Ok(nodes.iter().map(|node| amqp_via(*node, vhost)).collect::<anyhow::Result<Vec<_>>>()?.join(","))
+}
+
 fn with_database(url: &str, db: &str) -> String {
     let mut u = url::Url::parse(url).expect("postgres url");
     u.set_path(&format!("/{db}"));
@@ -146,6 +151,10 @@ pub struct EnvOptions {
     /// Create the database on this Postgres (an admin URL, e.g. through a switch in front of a
     /// primary and its standby) instead of the shared one.
     pub pg_admin_url: Option<String>,
+    /// Ingest's `AMQP_URL` as a list of these nodes (cluster and endpoint-list tests).
+    pub ingest_amqp_nodes: Option<Vec<std::net::SocketAddr>>,
+    /// The worker's `AMQP_URL` as a list of these nodes (cluster and endpoint-list tests).
+    pub worker_amqp_nodes: Option<Vec<std::net::SocketAddr>>,
     /// Ingest body deadline instead of the default 5 s (slowloris tests).
     pub ingest_body_timeout: Option<Duration>,
     /// Route ingest's AMQP connection through this proxy (broker outage tests).
@@ -204,9 +213,10 @@ impl TestEnv {
 
         let keyring = Keyring::parse(&SecretString::from(TEST_SIGNING_KEY))?;
         let mut ingest_config = wafleet_ingest::config::Config::new(keyring);
-        ingest_config.amqp_url = SecretString::from(match options.ingest_amqp_via {
-            Some(proxy) => amqp_via(proxy, &name)?,
-            None => amqp_url.clone(),
+        ingest_config.amqp_url = SecretString::from(match (options.ingest_amqp_via, &options.ingest_amqp_nodes) {
+            (Some(proxy), _) => amqp_via(proxy, &name)?,
+            (None, Some(nodes)) => amqp_list(nodes, &name)?,
+            (None, None) => amqp_url.clone(),
         });
         ingest_config.addr = "127.0.0.1:0".parse()?;
         ingest_config.open_webhook = options.open_webhook;
@@ -235,9 +245,10 @@ impl TestEnv {
             }
             None => endpoints.database_url.clone(),
         };
-        let worker_amqp_url = match options.worker_amqp_via {
-            Some(proxy) => amqp_via(proxy, &name)?,
-            None => amqp_url.clone(),
+        let worker_amqp_url = match (options.worker_amqp_via, &options.worker_amqp_nodes) {
+            (Some(proxy), _) => amqp_via(proxy, &name)?,
+            (None, Some(nodes)) => amqp_list(nodes, &name)?,
+            (None, None) => amqp_url.clone(),
         };
         let worker_config = WorkerConfig {
             database_url: worker_database_url,

@@ -30,9 +30,11 @@ use crate::sender::SenderConfig;
 pub struct WorkerConfig {
     /// `DATABASE_URL`: the application role (never a superuser or table owner).
     pub database_url: String,
-    /// `AMQP_URL`: broker URL; its path is the vhost.
+    /// `AMQP_URL`: broker URL, or a comma-separated list of one cluster's node URLs; the path is
+    /// the vhost.
     pub amqp_url: String,
-    /// `RABBITMQ_API_URL`: management API, used to check that policies exist.
+    /// `RABBITMQ_API_URL`: management API (one URL or a comma-separated list), used to check that
+    /// policies exist.
     pub rabbitmq_api_url: String,
     /// `WA_API_KEY`: the WA Bridges account key.
     pub wa_api_key: SecretString,
@@ -228,6 +230,9 @@ impl WorkerArgs {
         };
         retention.validate()?;
         let canary = self.canary()?;
+        // A list must name one cluster's vhost; refused here rather than at the first connect.
+        wafleet_shared::amqp::AmqpEndpoints::parse(&self.broker.amqp.amqp_url)
+            .map_err(|e| Error::Config(e.to_string()))?;
         Ok(WorkerConfig {
             database_url: self.database.database_url,
             amqp_url: self.broker.amqp.amqp_url,

@@ -146,7 +146,8 @@ impl ConsumerSupervisor {
         let mut gauge = ConsumingGauge::default();
         let mut checks = liveness::ConsumerChecks::new(&consume_conn, self.config.consumer_check_interval);
         let result = loop {
-            let refreshed = self.refresh(&channel, &publisher, &mut running, &session_stop, &consumer_ended).await;
+            let refreshed =
+                self.refresh(&consume_conn, &channel, &publisher, &mut running, &session_stop, &consumer_ended).await;
             if let Err(e) = refreshed.map(|tenants| gauge.set(&self.processor, &tenants, &running)) {
                 if e.is_database_unavailable() {
                     break Ok(SessionEnd::DatabaseDown);
@@ -211,6 +212,7 @@ impl ConsumerSupervisor {
     // layout: one pass over the tenant list; each arm (offboarded, running, ended, new) is short.
     async fn refresh(
         &self,
+        connection: &Connection,
         channel: &Channel,
         publisher: &Arc<SharedPublisher>,
         running: &mut HashMap<CustomerRef, Running>,
@@ -243,9 +245,9 @@ impl ConsumerSupervisor {
                 }
                 None => {}
             }
-            // Repairs a queue that is missing (for example after a broker reset). Declaring
-            // with the same arguments is a no-op.
-            topology::declare_tenant(channel, &customer_ref, summary.queue_type).await?;
+            // Repairs a queue that is missing (for example after a broker reset); an existing
+            // one is left as it is.
+            topology::declare_tenant(connection, channel, &customer_ref, summary.queue_type).await?;
             let queue = names::tenant_queue(&customer_ref);
             // A fresh tag per subscription: a consumer the broker dropped silently may still hold
             // the old one on this channel, and a duplicate tag would close the connection.

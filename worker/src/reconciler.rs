@@ -107,7 +107,7 @@ async fn lead(
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     topology::declare_base(&channel).await?;
     loop {
-        let report = sweep_unrouted(pool, &channel, config.retention, config.publish_timeout).await?;
+        let report = sweep_unrouted(pool, &connection, &channel, config.retention, config.publish_timeout).await?;
         if report != SweepReport::default() {
             info!(routed = report.routed, requeued = report.requeued, expired = report.expired, "swept wa.unrouted");
         }
@@ -126,6 +126,7 @@ async fn lead(
 /// the broker puts it back.
 pub async fn sweep_unrouted(
     pool: &PgPool,
+    connection: &lapin::Connection,
     channel: &Channel,
     retention: Duration,
     publish_timeout: Duration,
@@ -147,7 +148,7 @@ pub async fn sweep_unrouted(
         let seen = headers.inner().contains_key(SEEN_HEADER);
         let envelope = Envelope::decode(&delivery.data).ok();
         let target = match &envelope {
-            Some(e) => routable(pool, channel, e).await?,
+            Some(e) => routable(pool, connection, channel, e).await?,
             None => false,
         };
         if target {
@@ -188,7 +189,12 @@ pub async fn sweep_unrouted(
 }
 
 /// Whether the envelope's ref names a tenant that is not offboarded; its queue is (re)declared.
-async fn routable(pool: &PgPool, channel: &Channel, envelope: &Envelope) -> Result<bool> {
+async fn routable(
+    pool: &PgPool,
+    connection: &lapin::Connection,
+    channel: &Channel,
+    envelope: &Envelope,
+) -> Result<bool> {
     let Some(meta) = tenant::lookup(pool, envelope.customer_ref()).await? else { return Ok(false) };
     if meta.status == TenantStatus::Offboarded {
         return Ok(false);
@@ -198,6 +204,6 @@ async fn routable(pool: &PgPool, channel: &Channel, envelope: &Envelope) -> Resu
         .into_iter()
         .find(|t| t.tenant_id == meta.id)
         .map_or(QueueType::Quorum, |t| t.queue_type);
-    topology::declare_tenant(channel, envelope.customer_ref(), queue_type).await?;
+    topology::declare_tenant(connection, channel, envelope.customer_ref(), queue_type).await?;
     Ok(true)
 }

@@ -196,16 +196,15 @@ fn ingest_id_of(body: &[u8]) -> Option<IngestId> {
 async fn supervise(inner: Arc<Inner>, settings: Settings, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
     while !shutdown.is_cancelled() {
-        let connecting = tokio::time::timeout(
-            BROKER_CALL_TIMEOUT,
-            wafleet_shared::amqp::connect(settings.amqp_url.expose_secret(), "wafleet-ingest"),
-        );
+        // Each endpoint of the list is bounded on its own (ENDPOINT_CONNECT_TIMEOUT), and the
+        // list starts at a shuffled node, so after its node went away ingest lands on another.
+        let connecting = wafleet_shared::amqp::connect(settings.amqp_url.expose_secret(), "wafleet-ingest");
         let attempt = tokio::select! {
             () = shutdown.cancelled() => break,
             attempt = connecting => attempt,
         };
         match attempt {
-            Ok(Ok(connection)) => {
+            Ok(connection) => {
                 tracing::info!("connected to the broker");
                 let waker = Arc::clone(&inner);
                 connection.on_error(move |_| waker.wake.notify_one());
@@ -224,10 +223,9 @@ async fn supervise(inner: Arc<Inner>, settings: Settings, shutdown: Cancellation
                 }
                 tracing::warn!("broker connection lost; reconnecting");
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "cannot connect to the broker")
             }
-            Err(_) => tracing::warn!(retry_in_ms = backoff.as_millis(), "connecting to the broker timed out"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,

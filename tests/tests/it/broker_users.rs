@@ -345,9 +345,14 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let connection = wafleet_shared::amqp::connect(&users.amqp_url(env, "worker"), "worker-permissions").await.unwrap();
     // It may declare and bind a tenant's queues (the reconciler does).
     let channel = connection.create_channel().await.unwrap();
-    wafleet_fleet::topology::declare_tenant(&channel, &CustomerRef::parse("bu_b").unwrap(), QueueType::Quorum)
-        .await
-        .unwrap();
+    wafleet_fleet::topology::declare_tenant(
+        &connection,
+        &channel,
+        &CustomerRef::parse("bu_b").unwrap(),
+        QueueType::Quorum,
+    )
+    .await
+    .unwrap();
     // It consumes tenant queues.
     let got = channel.basic_get(&format!("wa.tenant.{TENANT}"), BasicGetOptions::default()).await.unwrap();
     let delivery = got.expect("a message to read").delivery;
@@ -356,7 +361,9 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let channel = confirm_channel(&connection).await;
     let (retention, publish_timeout) = (Duration::from_secs(3600), Duration::from_secs(5));
     let report =
-        wafleet_worker::reconciler::sweep_unrouted(&env.app_pool, &channel, retention, publish_timeout).await.unwrap();
+        wafleet_worker::reconciler::sweep_unrouted(&env.app_pool, &connection, &channel, retention, publish_timeout)
+            .await
+            .unwrap();
     assert_eq!(report.requeued, 1, "the unknown ref's event waits again in wa.unrouted: {report:?}");
     assert_eq!(depth(env, "wa.unrouted").await, 1);
     // Nothing outside wa.*.

@@ -30,7 +30,7 @@ async fn delete_queue(env: &TestEnv, tenant: &str, queue_type: QueueType, declar
     channel.queue_delete(&format!("wa.tenant.{tenant}"), QueueDeleteOptions::default()).await.unwrap();
     if declare_again {
         let tenant = CustomerRef::parse(tenant).unwrap();
-        wafleet_fleet::topology::declare_tenant(&channel, &tenant, queue_type).await.unwrap();
+        wafleet_fleet::topology::declare_tenant(&connection, &channel, &tenant, queue_type).await.unwrap();
     }
     let _ = connection.close(200, "done").await;
 }

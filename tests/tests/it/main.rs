@@ -13,6 +13,7 @@ mod consumer_cancel;
 mod crash;
 mod db_guard;
 mod docs;
+mod endpoints;
 mod failures;
 mod flood;
 mod http_bot;
