@@ -119,7 +119,7 @@ pub struct WorkerArgs {
     /// Seconds between checks that every consumed tenant queue still has this worker's consumer
     /// (one passive declare per queue); a lost consumer is subscribed again.
     #[arg(long, env = "WAFLEET_CONSUMER_CHECK_SECS", default_value_t = 5, value_parser = positive)]
-    pub consumer_check_secs: u64,
+    pub consumer_check_secs: usize,
     /// Bound of one bot run (milliseconds); a timeout goes to the next retry tier.
     #[arg(long, env = "WAFLEET_BOT_TIMEOUT_MS", default_value_t = 10_000)]
     pub bot_timeout_ms: u64,
@@ -250,7 +250,7 @@ impl WorkerArgs {
                 tenant_in_flight: self.tenant_in_flight,
                 max_in_flight: self.max_in_flight,
                 refresh_interval: Duration::from_secs(self.tenant_refresh_secs),
-                consumer_check_interval: Duration::from_secs(self.consumer_check_secs),
+                consumer_check_interval: Duration::from_secs(self.consumer_check_secs as u64),
                 retry_tiers,
                 publish_timeout: Duration::from_millis(self.publish_timeout_ms),
             },
