@@ -24,15 +24,25 @@ const BURST: f64 = 5.0;
 /// Tenants; tenant 0 holds ten times the backlog of the others.
 const TENANTS: usize = 10;
 
-/// Whether the send budget has landed in the worker.
+/// Whether the send budget has landed in the worker: its settings are read by the worker's
+/// config (the shared settings groups) and used by the fleet's budget.
 pub fn present(repo: &Path) -> bool {
-    let mut found = (false, false);
-    if let Ok(entries) = std::fs::read_dir(repo.join("worker/src")) {
+    fn scan(dir: &Path, found: &mut (bool, bool)) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            found.0 |= text.contains("WAFLEET_SEND_RATE_PER_MIN");
-            found.1 |= text.contains("WAFLEET_BUDGET_WINDOW_SECS");
+            let path = e.path();
+            if path.is_dir() {
+                scan(&path, found);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                found.0 |= text.contains("WAFLEET_SEND_RATE_PER_MIN");
+                found.1 |= text.contains("WAFLEET_BUDGET_WINDOW_SECS");
+            }
         }
+    }
+    let mut found = (false, false);
+    for dir in ["shared/src", "fleet/src", "worker/src"] {
+        scan(&repo.join(dir), &mut found);
     }
     found.0 && found.1
 }
