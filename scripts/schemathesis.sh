@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Contract test of the admin API (issue #9): property-based requests generated from the served
+# Contract test of the admin API: property-based requests generated from the served
 # OpenAPI document by Schemathesis, checking that no answer is a server error and that every answer
 # conforms to its documented schema.
 #

@@ -1,4 +1,4 @@
-//! `wafleet-admin`: the internal admin HTTP API of wafleet (issue #9). It exposes the operator
+//! `wafleet-admin`: the internal admin HTTP API of wafleet. It exposes the operator
 //! CLI's commands over HTTP with the same semantics and audit records, by calling the same
 //! service functions (`wafleet_fleet::ops` and `wafleet_fleet::service`); it implements no
 //! business rule of its own.

@@ -1,4 +1,4 @@
-//! `wafleet-bench`: the benchmark harness of issue #6. A Rust load generator that runs the real
+//! `wafleet-bench`: the benchmark harness. A Rust load generator that runs the real
 //! release binaries (`wafleet-ingest`, `wafleet-worker`, `wafleet-sim`) as child processes
 //! against a fixed vhost and database `wafleet_bench`, measures every figure beside a ceiling
 //! or baseline taken in the same run, prints a table and writes BENCHMARKS.md.

@@ -55,10 +55,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Accounts, provisioning, bridges, outbox backlog, retention and audit (issue #5).
+    /// Accounts, provisioning, bridges, outbox backlog, retention and audit.
     #[command(flatten)]
     Fleet(crate::fleet_commands::FleetCommand),
-    /// Bearer tokens of the admin API (wafleet-admin), issue #9.
+    /// Bearer tokens of the admin API (wafleet-admin).
     #[command(subcommand)]
     AdminTokens(crate::admin_tokens::AdminTokensCommand),
 }
@@ -130,7 +130,7 @@ pub enum TenantsCommand {
         /// The tenant's customer_ref.
         customer_ref: String,
     },
-    /// rotate-url, offboard, export, erase, limits (issue #5).
+    /// rotate-url, offboard, export, erase, limits.
     #[command(flatten)]
     Lifecycle(crate::fleet_commands::TenantLifecycle),
     /// Change a tenant's bot; for `--bot http`, its URL and signing secret (shown once).
@@ -190,7 +190,7 @@ async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
 }
 
 /// Runs one CLI command. Output goes to stdout, warnings to stderr. Mutating commands are
-/// audited (issue #5): the core ones here, the others by `crate::fleet_commands` itself.
+/// audited: the core ones here, the others by `crate::fleet_commands` itself.
 pub async fn run(cli: Cli) -> Result<()> {
     let entry = core_audit_entry(&cli.command);
     let settings = cli.settings.clone();

@@ -1,4 +1,4 @@
-//! CLI commands of issue #5 (accounts, budget, bridge and tenant lifecycle, data lifecycle,
+//! CLI commands (accounts, budget, bridge and tenant lifecycle, data lifecycle,
 //! audit): argument parsing and output only. Each command calls one function of the service
 //! layer ([`wafleet_fleet::ops`]) and, when it changes anything, writes an audit record.
 
@@ -20,7 +20,7 @@ use crate::settings::Settings;
 mod print;
 use print::{print_outbox, print_reconcile};
 
-/// Top-level commands added by issue #5 (flattened into `wafleet`).
+/// Accounts, provisioning, bridges, outbox, retention and audit commands (flattened into `wafleet`).
 #[derive(Subcommand, Debug)]
 pub enum FleetCommand {
     /// Manage WA Bridges accounts (one API key and one budget each).
@@ -272,8 +272,8 @@ pub async fn audit_result<T>(settings: &Settings, entry: &Entry, result: &Result
     written
 }
 
-/// Runs a top-level issue #5 command.
-// layout: the dispatch table of the issue #5 commands, one match arm per subcommand (a
+/// Runs a top-level command.
+// layout: the dispatch table of these commands, one match arm per subcommand (a
 // service call, its audit entry and its printing); split, it would scatter one table.
 pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()> {
     let pool = app_pool(settings).await?;

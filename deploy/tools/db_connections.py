@@ -1,4 +1,4 @@
-"""Postgres connection arithmetic of a wafleet deployment (issue #15), checked by validate_deploy.py.
+"""Postgres connection arithmetic of a wafleet deployment, checked by validate_deploy.py.
 
 What each process opens, read from the code:
 

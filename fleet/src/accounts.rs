@@ -28,7 +28,7 @@ pub use policy::{AccountPolicy, DEFAULT_API_HOSTS, DEFAULT_SECRETS_DIR};
 pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// The environment variable of the default account's key; every `env:` reference must be it or
-/// start with it and `_` (issue #15), so no account can name another secret of the process
+/// start with it and `_`, so no account can name another secret of the process
 /// (`env:WAFLEET_SIGNING_KEY`).
 pub const KEY_ENV_PREFIX: &str = "WA_API_KEY";
 

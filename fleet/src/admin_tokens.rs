@@ -1,4 +1,4 @@
-//! Admin API bearer tokens (issue #9): created, listed and revoked by `wafleet admin-tokens`,
+//! Admin API bearer tokens: created, listed and revoked by `wafleet admin-tokens`,
 //! checked by `wafleet-admin` on every request. A token is 256 random bits, shown once at
 //! creation; only its SHA-256 is stored, so a leaked database does not leak a usable token.
 //! Each token has a name (the audit actor is `admin-token:<name>`) and an optional read-only

@@ -1,4 +1,4 @@
-//! Bot settings on a tenant row (issue #7): `wafleet tenants add … --bot http --bot-url …` and
+//! Bot settings on a tenant row: `wafleet tenants add … --bot http --bot-url …` and
 //! `wafleet tenants set-bot`. The `http` bot's signing secret is generated here, stored on the
 //! tenant row through the definer function `wafleet_set_tenant_bot`, and handed back once so the
 //! CLI can show it. It is never logged or audited.

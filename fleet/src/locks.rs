@@ -1,4 +1,4 @@
-//! The one registry of Postgres advisory-lock keys (issue #15). Every leader election and
+//! The one registry of Postgres advisory-lock keys. Every leader election and
 //! "one at a time" guard takes its key from here, so two duties can never share a key by
 //! accident: retention and the canary once did, and a leading canary (which holds its lock for
 //! its lifetime) silently stopped retention from ever pruning personal data.

@@ -1,4 +1,4 @@
-//! Thin service functions the admin API needs and [`crate::ops`] lacks (issue #9), written so the
+//! Thin service functions the admin API needs and [`crate::ops`] lacks, written so the
 //! CLI can call them too: audit records with an explicit actor, one tenant by ref, a keyset page
 //! of the fleet, one tenant's depth, the DLQ commands with a tenant check first, and a tenant's
 //! unknown and failed outbox rows. The rules themselves stay in the modules these call.

@@ -119,10 +119,10 @@ pub struct WaApiSettings {
     /// WA Bridges API key of the default account (its key reference is `env:WA_API_KEY`).
     #[arg(long, env = "WA_API_KEY", hide_env_values = true, value_parser = secret, global = true)]
     pub wa_api_key: Option<SecretString>,
-    /// The one folder an account's `file:` key reference may point into (issue #15).
+    /// The one folder an account's `file:` key reference may point into.
     #[arg(long, env = "WAFLEET_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR, global = true)]
     pub secrets_dir: std::path::PathBuf,
-    /// Hosts (comma-separated) an account's https base URL may name (issue #15).
+    /// Hosts (comma-separated) an account's https base URL may name.
     #[arg(long, env = "WAFLEET_WA_API_HOSTS", default_value = DEFAULT_WA_API_HOSTS, value_delimiter = ',',
           global = true)]
     pub wa_api_hosts: Vec<String>,

@@ -65,7 +65,7 @@ pub struct WorkerConfig {
     pub http_bot: HttpBotConfig,
     /// The isolation canary, when `WAFLEET_CANARY_TENANTS` is set (see [`crate::canary`]).
     pub canary: Option<CanaryConfig>,
-    /// `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`: what an account may name (issue #15).
+    /// `WAFLEET_SECRETS_DIR` and `WAFLEET_WA_API_HOSTS`: what an account may name.
     pub account_policy: AccountPolicy,
 }
 

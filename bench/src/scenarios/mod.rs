@@ -1,4 +1,4 @@
-//! The scenarios of issue #6. Each one recreates the bench database and vhost, starts the real
+//! The scenarios. Each one recreates the bench database and vhost, starts the real
 //! binaries it needs, measures the product beside its ceiling or baseline, and tears down.
 
 pub mod budget;

@@ -1,4 +1,4 @@
-//! What an account may name (issue #15): whoever can add an account decides which secret the
+//! What an account may name: whoever can add an account decides which secret the
 //! worker sends as a bearer token and to which host, so both come from allow-lists.
 //!
 //! * `key_ref`: `env:WA_API_KEY` or `env:WA_API_KEY_<SUFFIX>` (enforced by [`super::KeyRef::parse`],

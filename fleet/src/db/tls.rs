@@ -1,4 +1,4 @@
-//! Connection options from a database URL, with the TLS default of issue #15 applied in the one
+//! Connection options from a database URL, with the TLS default applied in the one
 //! place every pool and leader connection is made.
 //!
 //! sqlx parses `sslmode` (`disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`),

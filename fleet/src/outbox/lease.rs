@@ -1,4 +1,4 @@
-//! Claims bound to the claiming worker's live database session (issue #15 item 5).
+//! Claims bound to the claiming worker's live database session.
 //!
 //! Each sender holds one session-level advisory lock, `(CLAIM_LOCK_CLASS, token)`, on a dedicated
 //! direct connection for as long as it runs, and stamps every row it claims with that token

@@ -1,4 +1,4 @@
-//! Adversarial HTTP suite (issue #7): hostile requests against the running ingest, worker and
+//! Adversarial HTTP suite: hostile requests against the running ingest, worker and
 //! simulator, with a real broker and database. Every case checks that no reply reaches another
 //! tenant, that nothing crashed (ingest `/healthz` answers and the worker still processes a
 //! control message), that error bodies and logs carry neither the token nor the payload, and

@@ -1,4 +1,4 @@
-//! Least-privilege broker credentials (issue #7): the users made by `scripts/rabbitmq-users.sh`
+//! Least-privilege broker credentials: the users made by `scripts/rabbitmq-users.sh`
 //! can each do their service's job and nothing more. Ingest may publish to `wa.inbound` (and pass
 //! its readiness check) but cannot read a tenant queue, declare anything, or reach a queue
 //! through the default exchange; the worker has no management API access; only the CLI may

@@ -1,4 +1,4 @@
-//! The isolation canary (issue #7): synthetic events through ingest for two canary tenants, each
+//! The isolation canary: synthetic events through ingest for two canary tenants, each
 //! reply checked to come back on its own tenant only, and a sabotaged routing caught.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Consumers come back (issue #14): a tenant consumer the broker ends (`basic.cancel`) is
+//! Consumers come back: a tenant consumer the broker ends (`basic.cancel`) is
 //! subscribed again within seconds, and a publish that makes the broker close the worker's shared
 //! publisher channel does not stop other tenants' retries.
 

@@ -1,4 +1,4 @@
-//! Database guard (issue #7): `scripts/db-guard.sql` must find nothing wrong with the migrated
+//! Database guard: `scripts/db-guard.sql` must find nothing wrong with the migrated
 //! schema, and must report every kind of hole it looks for when one is made on purpose. The same
 //! query runs against any database through `scripts/db-guard.sh`.
 

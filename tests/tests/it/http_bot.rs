@@ -1,4 +1,4 @@
-//! The `http` bot (issue #7): signed requests to the tenant's own bot URL, retries after a
+//! The `http` bot: signed requests to the tenant's own bot URL, retries after a
 //! timeout, replies only to the message's chat, and the SSRF guard (no redirects, no private
 //! targets without the development opt-in). The bots are wiremock servers on 127.0.0.1.
 

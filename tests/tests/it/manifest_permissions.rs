@@ -1,4 +1,4 @@
-//! The whole fleet with exactly the broker rights of the deploy manifest (issue #14): users made
+//! The whole fleet with exactly the broker rights of the deploy manifest: users made
 //! by `scripts/rabbitmq-users.sh` from `deploy/k8s/examples/rabbitmq-topology.yaml`, which grant
 //! the worker and the CLI `^wa\.` and no write on `amq.default`. The side paths (unrouted sweep,
 //! DLQ replay, quarantine) must all work with those rights, and a replayed message that fails
