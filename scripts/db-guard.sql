@@ -1,7 +1,9 @@
 -- Database guard (issue #7): one query that lists every way the schema could let one tenant read
--- or write another tenant's rows. It returns one row per violation (violation, object, detail) and
--- no row when the schema is sound. The application role to check is read from the setting
--- wafleet.guard_role (scripts/db-guard.sh and tests/tests/it/db_guard.rs set it).
+-- or write another tenant's rows, or a duty's role do more than its duty. It returns one row per
+-- violation (violation, object, detail) and no row when the schema is sound. The roles to check
+-- are the one named by the setting wafleet.guard_role when it is set (scripts/db-guard.sh and
+-- tests/tests/it/db_guard.rs set it), else every role `wafleet migrate` recorded in
+-- wafleet_duty_roles (the worker's and the administration role).
 --
 -- Tenant-owned tables are discovered from the catalog: every table with a tenant_id column, in
 -- every schema but the system ones. Nothing here names a wafleet table, so a new table is checked
@@ -14,10 +16,17 @@ app_schema as (
       and n.nspname not like 'pg\_toast%'
       and n.nspname not like 'pg\_temp\_%'
 ),
+guard_setting as (
+    select nullif(current_setting('wafleet.guard_role', true), '') as role_name
+),
 app_role as (
     select r.oid, r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole
     from pg_roles r
-    where r.rolname = current_setting('wafleet.guard_role')
+    where r.rolname = (select role_name from guard_setting)
+       or ((select role_name from guard_setting) is null and r.rolname in (select role_name from wafleet_duty_roles))
+),
+duty_role as (
+    select d.duty, r.oid, r.rolname from wafleet_duty_roles d join pg_roles r on r.rolname = d.role_name
 ),
 tenant_table as (
     select c.oid, c.relname, s.nspname, format('%I.%I', s.nspname, c.relname) as name,
@@ -40,8 +49,8 @@ content_name(name) as (
     values ('body'), ('payload'), ('chat'), ('chat_id'), ('text'), ('reply'), ('raw'), ('bot_config')
 )
 -- Role ------------------------------------------------------------------------------------------
-select 'app_role_missing' as violation, current_setting('wafleet.guard_role') as object,
-       'the application role does not exist, so nothing below could be checked for it' as detail
+select 'app_role_missing' as violation, coalesce((select role_name from guard_setting), 'wafleet_duty_roles') as object,
+       'the application role does not exist (or no duty role is recorded), so nothing below could be checked for it' as detail
 where not exists (select 1 from app_role)
 union all
 select 'app_role_superuser', r.rolname, 'a superuser bypasses row-level security' from app_role r where r.rolsuper
@@ -148,6 +157,29 @@ select 'definer_executable_by_public', d.name, 'EXECUTE is granted to PUBLIC (re
 from definer d
 where d.proacl is null
    or exists (select 1 from aclexplode(d.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+union all
+select 'definer_without_duty_row', d.name,
+       'no row in wafleet_function_grants says which duty may execute it (add one in the migration that adds the function)'
+from definer d
+where not exists (select 1 from wafleet_function_grants g where to_regprocedure(g.signature) = d.oid)
+union all
+-- EXECUTE held by a role that is not the role of a duty the function's row names (the worker on
+-- an administration function, a leftover single application role, a hand-made grant).
+select 'definer_executable_outside_its_duties', d.name, format('%I may execute it', pg_get_userbyid(a.grantee))
+from definer d
+cross join aclexplode(d.proacl) a
+where a.privilege_type = 'EXECUTE' and a.grantee not in (0, d.proowner)
+  and not exists (
+      select 1 from wafleet_function_grants g join duty_role dr on dr.duty = any (g.duties)
+      where to_regprocedure(g.signature) = d.oid and dr.oid = a.grantee)
+union all
+select 'duty_grant_of_missing_function', g.signature, 'wafleet_function_grants names a function that does not exist'
+from wafleet_function_grants g
+where to_regprocedure(g.signature) is null
+union all
+select 'worker_role_can_administer', w.rolname, format('member of the administration role %I', a.rolname)
+from duty_role w join duty_role a on a.duty = 'admin'
+where w.duty = 'worker' and pg_has_role(w.oid, a.oid, 'USAGE')
 union all
 select 'definer_returns_content', d.name, format('returns column %I', o.name)
 from definer d

@@ -58,7 +58,8 @@ if [ ! -s "$STATE/signing.key" ]; then
   chmod 600 "$STATE/signing.key"
 fi
 export WAFLEET_SIGNING_KEY; WAFLEET_SIGNING_KEY=$(cat "$STATE/signing.key")
-export DATABASE_URL=postgres://wafleet_app@127.0.0.1:5432/$DEMO
+export DATABASE_URL=postgres://wafleet_worker@127.0.0.1:5432/$DEMO
+export ADMIN_DATABASE_URL=postgres://wafleet_admin@127.0.0.1:5432/$DEMO
 export MIGRATE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DEMO
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$DEMO
 export RABBITMQ_API_URL=http://guest:guest@127.0.0.1:15672

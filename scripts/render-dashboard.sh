@@ -133,7 +133,8 @@ curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
   -d '{"configure":".*","write":".*","read":".*"}' "http://127.0.0.1:15672/api/permissions/$NAME/guest" >/dev/null
 
 export WAFLEET_SIGNING_KEY; WAFLEET_SIGNING_KEY="dash:$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')"
-export DATABASE_URL=postgres://wafleet_app@127.0.0.1:5432/$NAME
+export DATABASE_URL=postgres://wafleet_worker@127.0.0.1:5432/$NAME
+export ADMIN_DATABASE_URL=postgres://wafleet_admin@127.0.0.1:5432/$NAME
 export MIGRATE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$NAME
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$NAME
 export RABBITMQ_API_URL=http://guest:guest@127.0.0.1:15672

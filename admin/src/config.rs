@@ -16,7 +16,7 @@ use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::ops::Endpoints;
 use wafleet_shared::settings::{
-    BrokerSettings, BudgetSettings, DatabaseSettings, SigningSettings, TelemetrySettings, WaApiSettings,
+    AdminDatabaseSettings, BrokerSettings, BudgetSettings, SigningSettings, TelemetrySettings, WaApiSettings,
 };
 use wafleet_shared::Keyring;
 
@@ -62,9 +62,9 @@ pub struct AdminArgs {
     /// Print the OpenAPI 3.1 document and exit.
     #[arg(long)]
     pub print_openapi: bool,
-    /// The application role's database.
+    /// The administration role's database.
     #[command(flatten)]
-    pub database: DatabaseSettings,
+    pub database: AdminDatabaseSettings,
     /// The broker.
     #[command(flatten)]
     pub broker: BrokerSettings,
@@ -118,7 +118,7 @@ impl AdminArgs {
         Ok(Config {
             addr: self.addr,
             endpoints: Endpoints {
-                database_url: self.database.database_url,
+                database_url: self.database.admin_database_url,
                 amqp_url: self.broker.amqp.amqp_url,
                 rabbitmq_api_url: self.broker.rabbitmq_api_url,
             },

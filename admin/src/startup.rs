@@ -73,13 +73,13 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the application-role pool (refusing an unsafe role, like the CLI), builds the fleet
+    /// Opens the administration role's pool (refusing an unsafe role, like the CLI), builds the fleet
     /// context and binds `config.addr`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = db::app_pool(&config.endpoints.database_url, config.pool_size)?;
-        db::check_role_is_safe(&pool, config.allow_unsafe_db_role)
+        db::check_role(&pool, db::Duty::Admin, config.allow_unsafe_db_role)
             .await
-            .context("the database role check failed (DATABASE_URL must be the application role)")?;
+            .context("the database role check failed (ADMIN_DATABASE_URL must be the administration role)")?;
         let budget = config.directory.budget.clone();
         let mut fleet = wafleet_fleet::lifecycle::Fleet::new(pool.clone(), config.endpoints.clone(), config.directory);
         fleet.max_budget_wait = config.max_budget_wait;

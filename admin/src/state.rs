@@ -23,7 +23,7 @@ pub struct AppState {
 
 /// The parts of [`AppState`].
 pub struct Inner {
-    /// Application-role pool (checked by `db::check_role_is_safe` at start).
+    /// The administration role's pool (checked by `db::check_role` at start).
     pub pool: PgPool,
     /// Broker and management endpoints.
     pub endpoints: Endpoints,

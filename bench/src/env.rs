@@ -238,8 +238,10 @@ pub struct BenchEnv {
     pub services: Services,
     /// Owner URL of the bench database.
     pub owner_url: String,
-    /// Application-role URL of the bench database.
-    pub app_url: String,
+    /// The worker's role on the bench database.
+    pub worker_url: String,
+    /// The administration role on the bench database (tenant setup).
+    pub admin_url: String,
     /// AMQP URL of the bench vhost.
     pub amqp_url: String,
     /// Management API.
@@ -264,26 +266,35 @@ impl BenchEnv {
         sqlx::query(&format!("create database {BENCH_NAME}")).execute(&admin).await?;
         admin.close().await;
         let owner_url = with_database(&services.pg_admin_url, BENCH_NAME)?;
-        let mut app = url::Url::parse(&owner_url)?;
-        app.set_username("wafleet_app").map_err(|_| anyhow::anyhow!("postgres url"))?;
-        app.set_password(None).map_err(|_| anyhow::anyhow!("postgres url"))?;
+        let as_role = |role: &str| -> anyhow::Result<String> {
+            let mut url = url::Url::parse(&owner_url)?;
+            url.set_username(role).map_err(|_| anyhow::anyhow!("postgres url"))?;
+            url.set_password(None).map_err(|_| anyhow::anyhow!("postgres url"))?;
+            Ok(url.to_string())
+        };
+        let worker_url = as_role(wafleet_fleet::db::Duty::Worker.default_role())?;
+        let admin_url = as_role(wafleet_fleet::db::Duty::Admin.default_role())?;
         let env = Self {
             services: services.clone(),
             owner_url,
-            app_url: app.to_string(),
+            worker_url,
+            admin_url,
             amqp_url: services.amqp_url(),
             mgmt,
             keyring: Keyring::parse(&SecretString::from(SIGNING_KEY))?,
         };
         let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
-        wafleet_fleet::ops::migrate(&env.owner_url, &env.endpoints(), &tiers).await.context("wafleet migrate")?;
+        let roles = wafleet_fleet::db::DutyRoles::from_urls(&env.worker_url, &env.admin_url)?;
+        wafleet_fleet::ops::migrate(&env.owner_url, &roles, &env.endpoints(), &tiers)
+            .await
+            .context("wafleet migrate")?;
         Ok(env)
     }
 
     /// Endpoints for `wafleet_fleet::ops`.
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
-            database_url: self.app_url.clone(),
+            database_url: self.admin_url.clone(),
             amqp_url: self.amqp_url.clone(),
             rabbitmq_api_url: self.services.rabbit_api.clone(),
         }
@@ -311,7 +322,7 @@ impl BenchEnv {
             result.context("declaring tenant queues")?;
         }
         let _ = connection.close(200, "done").await;
-        let pool = wafleet_fleet::db::app_pool(&self.app_url, 2)?;
+        let pool = wafleet_fleet::db::app_pool(&self.admin_url, 2)?;
         for part in refs.chunks(500) {
             let mut tx = pool.begin().await?;
             for r in part {

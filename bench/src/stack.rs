@@ -191,7 +191,7 @@ pub async fn start_worker(
 ) -> anyhow::Result<(Proc, String, Duration)> {
     let port = free_port()?;
     let mut vars = vec![
-        kv("DATABASE_URL", env.app_url.clone()),
+        kv("DATABASE_URL", env.worker_url.clone()),
         kv("AMQP_URL", env.amqp_url.clone()),
         kv("RABBITMQ_API_URL", env.services.rabbit_api.clone()),
         kv("WA_API_KEY", API_KEY),

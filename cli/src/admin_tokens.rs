@@ -38,8 +38,8 @@ pub enum AdminTokensCommand {
 
 /// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
 pub async fn run_cli(settings: &Settings, command: AdminTokensCommand) -> Result<()> {
-    let pool = db::app_pool(&settings.database.database_url, 2)?;
-    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
+    let pool = db::app_pool(&settings.database.admin_database_url, 2)?;
+    db::check_role(&pool, db::Duty::Admin, settings.database.allow_unsafe_db_role).await?;
     match command {
         AdminTokensCommand::Create { name, read_only } => {
             let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));

@@ -184,8 +184,8 @@ fn parse_ref(raw: &str) -> Result<CustomerRef> {
 }
 
 async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
-    let pool = db::app_pool(&settings.database.database_url, 2)?;
-    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
+    let pool = db::app_pool(&settings.database.admin_database_url, 2)?;
+    db::check_role(&pool, db::Duty::Admin, settings.database.allow_unsafe_db_role).await?;
     Ok(pool)
 }
 
@@ -246,12 +246,17 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Migrate => {
             let tiers = settings.retry_tiers()?;
             let bound = settings.tenant_queue_max_bytes;
-            match ops::migrate_with(&settings.migrate_database_url, &endpoints, &tiers, bound).await? {
-                RoleSetup::Granted => {
-                    println!("migrations applied; application role granted; topology and policies in place")
-                }
+            let roles = db::DutyRoles::from_urls(&settings.database_url, &settings.database.admin_database_url)?;
+            match ops::migrate_with(&settings.migrate_database_url, &roles, &endpoints, &tiers, bound).await? {
+                RoleSetup::Granted => println!(
+                    "migrations applied; roles {} (worker) and {} (admin) granted; topology and policies in place",
+                    roles.worker.name, roles.admin.name
+                ),
                 RoleSetup::NeedsAdministrator(statements) => {
-                    eprintln!("migrations applied, but this role may not create roles. An administrator must run:");
+                    eprintln!(
+                        "migrations applied, but this role may not create roles. An administrator must run these, \
+                         then `wafleet migrate` again to grant them:"
+                    );
                     for s in statements {
                         println!("{s};");
                     }

@@ -247,8 +247,8 @@ fn parse_ref(raw: &str) -> Result<CustomerRef> {
 }
 
 async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
-    let pool = db::app_pool(&settings.database.database_url, 3)?;
-    db::check_role_is_safe(&pool, settings.database.allow_unsafe_db_role).await?;
+    let pool = db::app_pool(&settings.database.admin_database_url, 3)?;
+    db::check_role(&pool, db::Duty::Admin, settings.database.allow_unsafe_db_role).await?;
     Ok(pool)
 }
 
@@ -362,7 +362,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
                 None => settings.retention.retention_days,
             };
             let entry = Entry::new("retention run", None, json!({"days": days}));
-            let result = ops::run_retention(&pool, &settings.database.database_url, days).await;
+            let result = ops::run_retention(&pool, &settings.database.admin_database_url, days).await;
             audit_result(settings, &entry, &result, false).await?;
             let r = result?;
             if r.skipped {

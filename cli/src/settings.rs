@@ -14,18 +14,18 @@ use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::ops::Endpoints;
 use wafleet_fleet::topology::{RetryTier, DEFAULT_TENANT_QUEUE_MAX_BYTES};
-use wafleet_shared::config::DEFAULT_MIGRATE_DATABASE_URL;
+use wafleet_shared::config::{DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL};
 use wafleet_shared::settings::{
-    BrokerSettings, BudgetSettings, DatabaseSettings, RetentionSettings, RetrySettings, SigningSettings,
+    AdminDatabaseSettings, BrokerSettings, BudgetSettings, RetentionSettings, RetrySettings, SigningSettings,
     TelemetrySettings, WaApiSettings,
 };
 
 /// Every setting of the CLI (global flags, so they may follow any subcommand).
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
-    /// The application role's database.
+    /// The administration role's database, which every command but `migrate` uses.
     #[command(flatten)]
-    pub database: DatabaseSettings,
+    pub database: AdminDatabaseSettings,
     /// The broker.
     #[command(flatten)]
     pub broker: BrokerSettings,
@@ -47,6 +47,9 @@ pub struct Settings {
     /// Logs.
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
+    /// `migrate` only: the worker's role (the user of this URL), which `migrate` creates and grants.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, global = true)]
+    pub database_url: String,
     /// Postgres as the owner role, for `migrate` only.
     #[arg(long, env = "MIGRATE_DATABASE_URL", default_value = DEFAULT_MIGRATE_DATABASE_URL,
           hide_env_values = true, global = true)]
@@ -61,10 +64,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The services of the application role.
+    /// The services, as the administration role.
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
-            database_url: self.database.database_url.clone(),
+            database_url: self.database.admin_database_url.clone(),
             amqp_url: self.broker.amqp.amqp_url.clone(),
             rabbitmq_api_url: self.broker.rabbitmq_api_url.clone(),
         }

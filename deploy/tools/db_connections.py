@@ -13,11 +13,11 @@ What each process opens, read from the code:
             duty by a replica that does not lead (the lock is tried on a fresh connection);
   admin     WAFLEET_ADMIN_DB_POOL_SIZE (default 5) per admin replica;
   CLI       2 (its pool, cli/src/commands.rs) for one operator session;
-  migrate   2, as the owner role (not the application role).
+  migrate   2, as the owner role (neither duty role).
 
-The application role's `connectionLimit` must cover worker + leaders + admin + CLI; Postgres'
-`max_connections` must also cover migrate, superuser_reserved_connections (3) and CNPG's own
-connections (replication, monitoring; ~10).
+The worker's role (wafleet_worker) must cover worker + leaders, the administration role
+(wafleet_admin) admin + CLI; Postgres' `max_connections` must also cover both limits, migrate,
+superuser_reserved_connections (3) and CNPG's own connections (replication, monitoring; ~10).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def leader_duties(repo: Path) -> int:
 
 @dataclass
 class Demand:
-    """Connections one deployment may open as the application role(s)."""
+    """Connections one deployment may open as the worker's and the administration role."""
     worker_replicas: int
     worker_pool: int
     sender_pool: int
@@ -60,14 +60,11 @@ class Demand:
     def admin(self) -> int:
         return self.admin_replicas * self.admin_pool + CLI
 
-    @property
-    def app_role(self) -> int:
-        return self.worker + self.admin
-
-    def formula(self) -> str:
-        return (f"{self.worker_replicas} workers × ({self.worker_pool} + {self.sender_pool} + {LISTEN_PER_WORKER} + {LEASE_PER_WORKER}) "
-                f"+ 2 × {self.leaders} leader connections + {self.admin_replicas} admin × {self.admin_pool} + CLI {CLI} "
-                f"= {self.app_role}")
+    def formula(self, role: str) -> str:
+        if role == "wafleet_worker":
+            return (f"{self.worker_replicas} workers × ({self.worker_pool} + {self.sender_pool} + {LISTEN_PER_WORKER} "
+                    f"+ {LEASE_PER_WORKER}) + 2 × {self.leaders} leader connections = {self.worker}")
+        return f"{self.admin_replicas} admin × {self.admin_pool} + CLI {CLI} = {self.admin}"
 
 
 def demand(worker_env: dict, worker_replicas: int, admin_env: dict, admin_replicas: int, leaders: int) -> Demand:
@@ -78,18 +75,15 @@ def demand(worker_env: dict, worker_replicas: int, admin_env: dict, admin_replic
 
 
 def problems(d: Demand, roles: dict[str, dict], max_connections: int) -> list[str]:
-    """What is wrong with the CNPG roles' connectionLimit and max_connections for demand `d`.
-
-    With one application role (wafleet_app) it must cover everything; with a role per duty
-    (wafleet_worker, wafleet_admin) each covers its own share."""
+    """What is wrong with the CNPG roles' connectionLimit and max_connections for demand `d`: each
+    duty role covers its own share."""
     out = []
 
     def limit(name: str) -> int | None:
         r = roles.get(name)
         return None if r is None else int(r.get("connectionLimit", -1))
 
-    split = "wafleet_worker" in roles and "wafleet_admin" in roles
-    shares = [("wafleet_worker", d.worker), ("wafleet_admin", d.admin)] if split else [("wafleet_app", d.app_role)]
+    shares = [("wafleet_worker", d.worker), ("wafleet_admin", d.admin)]
     total = 0
     for name, need in shares:
         got = limit(name)
@@ -97,10 +91,10 @@ def problems(d: Demand, roles: dict[str, dict], max_connections: int) -> list[st
             out.append(f"no managed role {name}")
             continue
         if got == -1:
-            out.append(f"role {name} has no connectionLimit (need >= {need}: {d.formula()})")
+            out.append(f"role {name} has no connectionLimit (need >= {need}: {d.formula(name)})")
             continue
         if got < need:
-            out.append(f"role {name} connectionLimit {got} < {need} ({d.formula()})")
+            out.append(f"role {name} connectionLimit {got} < {need} ({d.formula(name)})")
         total += max(got, need)
     floor = total + MIGRATE + RESERVED + CNPG_OWN
     if max_connections < floor:

@@ -18,23 +18,22 @@ class ConnectionArithmetic(unittest.TestCase):
     def test_the_formula_counts_pools_listen_lease_leaders_admin_and_cli(self):
         d = self.shipped()
         self.assertEqual(d.leaders, 3)
-        self.assertEqual(d.app_role, 12 * (10 + 3 + 1 + 1) + 2 * 3 + 2 * 5 + 2)
+        self.assertEqual(d.worker, 12 * (10 + 3 + 1 + 1) + 2 * 3)
+        self.assertEqual(d.admin, 2 * 5 + 2)
 
-    def test_the_old_limit_of_160_is_refused(self):
-        found = dc.problems(self.shipped(), {"wafleet_app": {"connectionLimit": 160}}, 250)
-        self.assertTrue(any("connectionLimit 160 < 198" in p for p in found), found)
-
-    def test_a_limit_covering_the_demand_passes_and_max_connections_must_cover_the_limit(self):
-        self.assertEqual(dc.problems(self.shipped(), {"wafleet_app": {"connectionLimit": 200}}, 250), [])
-        found = dc.problems(self.shipped(), {"wafleet_app": {"connectionLimit": 200}}, 205)
-        self.assertTrue(any(p.startswith("max_connections 205 <") for p in found), found)
-
-    def test_a_role_per_duty_is_checked_share_by_share(self):
+    def test_each_duty_role_covers_its_share_and_max_connections_covers_both(self):
         d = self.shipped()
         ok = {"wafleet_worker": {"connectionLimit": d.worker}, "wafleet_admin": {"connectionLimit": d.admin}}
         self.assertEqual(dc.problems(d, ok, 250), [])
         low = {"wafleet_worker": {"connectionLimit": d.worker - 1}, "wafleet_admin": {"connectionLimit": d.admin}}
-        self.assertTrue(any("wafleet_worker" in p for p in dc.problems(d, low, 250)))
+        self.assertTrue(any("wafleet_worker connectionLimit" in p for p in dc.problems(d, low, 250)))
+        found = dc.problems(d, ok, d.worker + d.admin + 10)
+        self.assertTrue(any(p.startswith("max_connections") for p in found), found)
+
+    def test_a_missing_duty_role_is_reported(self):
+        found = dc.problems(self.shipped(), {"wafleet_app": {"connectionLimit": 500}}, 600)
+        self.assertIn("no managed role wafleet_worker", found)
+        self.assertIn("no managed role wafleet_admin", found)
 
 
 if __name__ == "__main__":

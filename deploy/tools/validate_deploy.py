@@ -44,12 +44,13 @@ IMAGE_REPO = "ghcr.io/wafleet/wafleet"
 RUN_AS = 10001
 # Variables read by the binaries that do not start with WAFLEET_.
 EXTERNAL_ENV = {
-    "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL",
+    "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "ADMIN_DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL",
     "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT",
 }
 # WAFLEET_* settings the manifests set before the code reads them (documented in deploy/README.md).
 PENDING_ENV: set[str] = set()
-SECRET_ENV = {"WAFLEET_SIGNING_KEY", "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY"}
+SECRET_ENV = {"WAFLEET_SIGNING_KEY", "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "ADMIN_DATABASE_URL",
+              "MIGRATE_DATABASE_URL", "WA_API_KEY"}
 OVERLAYS = {  # overlay -> (namespace, ingest kind, worker trigger type)
     "dev": ("wafleet-dev", "Deployment", "rabbitmq"),
     "prod": ("wafleet", "StatefulSet", "rabbitmq"),
@@ -654,10 +655,14 @@ def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Pat
         spec = cl[0]["spec"]
         C.ok(spec["instances"] == 3, f"{where}: CNPG instances must be 3")
         roles = {r["name"]: r for r in spec.get("managed", {}).get("roles", [])}
-        app = roles.get("wafleet_app")
-        if C.ok(app is not None, f"{where}: CNPG must manage role wafleet_app"):
-            C.ok(app.get("login") is True and app.get("superuser") is False and app.get("bypassrls") is False
-                 and not app.get("inRoles"), f"{where}: wafleet_app must login, not superuser, not bypassrls, in no role")
+        # A role per duty (fleet/src/db/roles.rs): the worker's and the administration role.
+        for duty_role in ("wafleet_worker", "wafleet_admin"):
+            app = roles.get(duty_role)
+            if C.ok(app is not None, f"{where}: CNPG must manage role {duty_role}"):
+                C.ok(app.get("login") is True and app.get("superuser") is False and app.get("bypassrls") is False
+                     and app.get("createrole") is False and not app.get("inRoles"),
+                     f"{where}: {duty_role} must login, not superuser, not bypassrls, not createrole, in no role")
+        C.ok("wafleet_app" not in roles, f"{where}: the single application role wafleet_app is gone (a role per duty)")
         owner_name = spec.get("bootstrap", {}).get("initdb", {}).get("owner")
         owner = roles.get(owner_name)
         if C.ok(owner is not None, f"{where}: CNPG must manage the owner role {owner_name}"):
@@ -1034,7 +1039,7 @@ def main() -> int:
             secret_keys[s["metadata"]["name"]] = set(s.get("stringData", {})) | set(s.get("data", {}))
             for v in s.get("stringData", {}).values():
                 C.ok("REPLACE_ME" in v or v in ("wafleet-ingest", "wafleet-worker", "wafleet-cli", "wafleet-keda",
-                                                "wafleet_owner", "wafleet_app"),
+                                                "wafleet_owner", "wafleet_worker", "wafleet_admin"),
                      f"secret.example.yaml: {key(s)} holds a value that is not a placeholder")
         for kf in k8s.rglob("kustomization.yaml"):
             C.ok("secret.example" not in kf.read_text().split("# ")[0] and

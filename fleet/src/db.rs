@@ -1,28 +1,27 @@
-//! Postgres access: pools for the application role, the role-safety guard, migrations with the
-//! application role's grants, and tenant-scoped transactions.
+//! Postgres access: pools, migrations with the grants of each duty's role (`roles`), the
+//! role check every binary runs at start, and tenant-scoped transactions.
 //!
 //! ISOLATION: `begin_tenant` is the only way message-handling code opens a transaction on
 //! tenant data; it sets `app.tenant_id` transaction-locally, which every RLS policy reads.
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 
-use crate::error::{Result, UnsafeRole};
+use crate::error::Result;
 use crate::tenant::TenantId;
 
+mod roles;
 mod tls;
 
+pub use roles::{check as check_role, Duty, DutyRoles, RoleLogin, RoleSetup};
 pub use tls::connect_options;
 
 /// Migrations embedded at compile time from the workspace's `migrations/` folder.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Default application role when `DATABASE_URL` names none.
-pub const DEFAULT_APP_ROLE: &str = "wafleet_app";
-
-/// Opens a pool for the application role. Connections are made lazily, so a worker can start
+/// Opens a pool for a duty's role. Connections are made lazily, so a worker can start
 /// while Postgres is down and hold until it returns.
 pub fn app_pool(database_url: &str, max_connections: u32) -> Result<PgPool> {
     let options = connect_options(database_url)?;
@@ -31,36 +30,6 @@ pub fn app_pool(database_url: &str, max_connections: u32) -> Result<PgPool> {
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))
-}
-
-/// Refuses roles that would make row-level security moot: superusers, BYPASSRLS roles, and
-/// members of a table owner's role. `allow_unsafe` turns the refusal into a warning.
-pub async fn check_role_is_safe(pool: &PgPool, allow_unsafe: bool) -> Result<()> {
-    let (role, superuser, bypass): (String, bool, bool) =
-        sqlx::query_as("select current_user::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user")
-            .fetch_one(pool)
-            .await?;
-    let owns_or_member: Option<String> = sqlx::query_scalar(
-        "select tableowner::text from pg_tables where schemaname = 'public' \
-         and pg_has_role(current_user, tableowner, 'MEMBER') limit 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let problem = if superuser {
-        Some(UnsafeRole::Superuser(role))
-    } else if bypass {
-        Some(UnsafeRole::BypassRls(role))
-    } else {
-        owns_or_member.map(|owner| UnsafeRole::TableOwner { role, owner })
-    };
-    match problem {
-        None => Ok(()),
-        Some(p) if allow_unsafe => {
-            tracing::warn!(problem = %p, "WAFLEET_ALLOW_UNSAFE_DB_ROLE is set: tenant isolation relies on application code alone");
-            Ok(())
-        }
-        Some(p) => Err(p.into()),
-    }
 }
 
 /// Opens a transaction with `app.tenant_id` set for its duration only.
@@ -98,25 +67,9 @@ fn begin_statement(tenant: TenantId, read_only: bool) -> String {
     format!("BEGIN{mode}; SELECT set_config('app.tenant_id', '{id}', true)")
 }
 
-/// The role name in a Postgres URL, or the default application role.
-pub fn role_of_url(database_url: &str) -> Result<String> {
-    let options: PgConnectOptions = database_url.parse()?;
-    let user = options.get_username();
-    Ok(if user.is_empty() { DEFAULT_APP_ROLE.to_owned() } else { user.to_owned() })
-}
-
-/// What `migrate` did about the application role.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RoleSetup {
-    /// The role exists (created now or before) and has its grants.
-    Granted,
-    /// The owner may not create roles; an administrator must run these statements.
-    NeedsAdministrator(Vec<String>),
-}
-
-/// Runs the migrations as the owner, then creates and grants the application role.
-pub async fn migrate(owner_url: &str, app_url: &str) -> Result<RoleSetup> {
-    let owner = PgPoolOptions::new().max_connections(2).connect_with(connect_options(owner_url)?).await?;
+/// Runs the migrations as the owner, then creates and grants the role of each duty.
+pub async fn migrate(owner_url: &str, roles: &DutyRoles) -> Result<RoleSetup> {
+    let owner = roles::owner_pool(owner_url).await?;
     // Parallel test runs migrate different databases; the advisory lock inside sqlx's migrator
     // serialises runs against the same database.
     MIGRATOR.run(&owner).await?;
@@ -130,71 +83,9 @@ pub async fn migrate(owner_url: &str, app_url: &str) -> Result<RoleSetup> {
              (tenant lookup, outbox scheduling) will see no rows. Grant it BYPASSRLS."
         );
     }
-    let role = role_of_url(app_url)?;
-    let password: Option<String> = app_url.parse::<url::Url>().ok().and_then(|u| u.password().map(str::to_owned));
-    let statements = role_statements(&role, password.as_deref());
-    let can_create: bool =
-        sqlx::query_scalar("select rolsuper or rolcreaterole from pg_roles where rolname = current_user")
-            .fetch_one(&owner)
-            .await?;
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_roles where rolname = $1)")
-        .bind(&role)
-        .fetch_one(&owner)
-        .await?;
-    if !exists {
-        if !can_create {
-            return Ok(RoleSetup::NeedsAdministrator(statements));
-        }
-        if let Err(e) = sqlx::query(&statements[0]).execute(&owner).await {
-            // Another migrate created it at the same moment: 42710 duplicate_object, or 23505
-            // when two CREATE ROLEs race on pg_authid's unique index.
-            let racing = matches!(&e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42710") | Some("23505")));
-            if !racing {
-                return Err(e.into());
-            }
-        }
-    }
-    for statement in &statements[1..] {
-        sqlx::query(statement).execute(&owner).await?;
-    }
+    let setup = roles::set_up(&owner, roles).await;
     owner.close().await;
-    Ok(RoleSetup::Granted)
-}
-
-/// The statements that create the application role and grant it exactly what it needs.
-pub fn role_statements(role: &str, password: Option<&str>) -> Vec<String> {
-    let r = quote_ident(role);
-    let create = match password {
-        Some(p) => format!("create role {r} login password '{}'", p.replace('\'', "''")),
-        None => format!("create role {r} login"),
-    };
-    vec![
-        create,
-        format!("grant usage on schema public to {r}"),
-        format!("grant select, insert, update, delete on processed_events, outbox, bot_rules, message_log, delivery_attempts, retrying to {r}"),
-        // Tenants are created and re-statused only through definer functions; the app role may
-        // read its own row (RLS) and record the bridge state.
-        format!("grant select on tenants to {r}"),
-        format!("grant update (bridge_state, bridge_state_at, updated_at) on tenants to {r}"),
-        // Issue #5: `provision` and `bridges reconcile --fix` record the WA Bridges id in the
-        // tenant's own scope. Accounts are added and budgets moved only through definer
-        // functions; the audit log is append-only for the application role.
-        format!("grant update (instance_id) on tenants to {r}"),
-        format!("grant select on accounts to {r}"),
-        format!("grant select, insert on audit_log to {r}"),
-        // Issue #9: admin API tokens (created, listed and revoked by the CLI, checked by the admin
-        // API), its operations and idempotency records. None is tenant-owned.
-        format!("grant select, insert on admin_tokens to {r}"),
-        format!("grant update (revoked_at, last_used_at) on admin_tokens to {r}"),
-        format!("grant select, insert, update on admin_operations to {r}"),
-        format!("grant select, insert, update, delete on admin_idempotency to {r}"),
-        format!("grant usage on all sequences in schema public to {r}"),
-        format!("grant execute on all functions in schema public to {r}"),
-    ]
-}
-
-fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+    setup
 }
 
 /// The database health probe: whether a fresh connection (not the pool, which may only be busy)
@@ -226,7 +117,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_unsafe_role_advice_names_the_default_application_role() {
-        assert!(UnsafeRole::advice().contains(&format!("(default {DEFAULT_APP_ROLE})")));
+    fn the_unsafe_role_advice_names_each_duty_role_and_its_setting() {
+        for duty in Duty::ALL {
+            let named = format!("{} (default {})", duty.url_variable(), duty.default_role());
+            assert!(crate::error::UnsafeRole::advice().contains(&named), "{named}");
+        }
     }
 }

@@ -6,10 +6,10 @@ use wafleet_shared::amqp::{AmqpEndpoints, ConnectError};
 use crate::error::Result;
 use crate::topology::Management;
 
-/// Where the CLI finds its services.
+/// Where the CLI and the admin API find their services.
 #[derive(Clone, Debug)]
 pub struct Endpoints {
-    /// `DATABASE_URL` (application role).
+    /// `ADMIN_DATABASE_URL`: the administration role, which the service layer acts as.
     pub database_url: String,
     /// `AMQP_URL`: one URL, or a comma-separated list of one cluster's node URLs.
     pub amqp_url: String,

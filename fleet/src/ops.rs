@@ -4,26 +4,32 @@
 use sqlx::PgPool;
 use wafleet_shared::CustomerRef;
 
-use crate::db::{self, RoleSetup};
+use crate::db::{self, DutyRoles, RoleSetup};
 use crate::error::{Error, InvalidInput, ManagementError, Result};
 use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
 use crate::topology;
 
-/// `wafleet migrate`: schema and grants as the owner, then the fleet-wide broker topology and
-/// its policies, with the default tenant-queue bound.
-pub async fn migrate(owner_url: &str, endpoints: &Endpoints, retry_tiers: &[topology::RetryTier]) -> Result<RoleSetup> {
-    migrate_with(owner_url, endpoints, retry_tiers, topology::DEFAULT_TENANT_QUEUE_MAX_BYTES).await
+/// `wafleet migrate`: schema and the grants of each duty's role as the owner, then the
+/// fleet-wide broker topology and its policies, with the default tenant-queue bound.
+pub async fn migrate(
+    owner_url: &str,
+    roles: &DutyRoles,
+    endpoints: &Endpoints,
+    retry_tiers: &[topology::RetryTier],
+) -> Result<RoleSetup> {
+    migrate_with(owner_url, roles, endpoints, retry_tiers, topology::DEFAULT_TENANT_QUEUE_MAX_BYTES).await
 }
 
 /// Like [`migrate`], with `tenant_queue_max_bytes` (`WAFLEET_TENANT_QUEUE_MAX_BYTES`) as the
 /// bound of every tenant queue without an override of its own.
 pub async fn migrate_with(
     owner_url: &str,
+    roles: &DutyRoles,
     endpoints: &Endpoints,
     retry_tiers: &[topology::RetryTier],
     tenant_queue_max_bytes: u64,
 ) -> Result<RoleSetup> {
-    let setup = db::migrate(owner_url, &endpoints.database_url).await?;
+    let setup = db::migrate(owner_url, roles).await?;
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;

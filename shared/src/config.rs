@@ -30,8 +30,10 @@ impl ConfigError {
     }
 }
 
-/// Default `DATABASE_URL` (the application role).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://wafleet_app@127.0.0.1:5432/wafleet";
+/// Default `DATABASE_URL` (the worker's role).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://wafleet_worker@127.0.0.1:5432/wafleet";
+/// Default `ADMIN_DATABASE_URL` (the administration role of the CLI and the admin API).
+pub const DEFAULT_ADMIN_DATABASE_URL: &str = "postgres://wafleet_admin@127.0.0.1:5432/wafleet";
 /// Default `MIGRATE_DATABASE_URL` (the owner).
 pub const DEFAULT_MIGRATE_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wafleet";
 /// Default of `WAFLEET_SECRETS_DIR`: the one folder `file:` account key references may name.

@@ -16,8 +16,8 @@ use clap::{ArgAction, Args, CommandFactory, Parser};
 use secrecy::SecretString;
 
 use crate::config::{
-    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL, DEFAULT_SECRETS_DIR, DEFAULT_WA_API_BASE_URL,
-    DEFAULT_WA_API_HOSTS,
+    DEFAULT_ADMIN_DATABASE_URL, DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_RABBITMQ_API_URL, DEFAULT_SECRETS_DIR,
+    DEFAULT_WA_API_BASE_URL, DEFAULT_WA_API_HOSTS,
 };
 
 /// Parses the process arguments and environment into `T`, or prints the error (naming the
@@ -76,13 +76,25 @@ pub fn bool_parser() -> BoolishValueParser {
     BoolishValueParser::new()
 }
 
-/// The database of the application role, and the switch that allows an unsafe role.
+/// The worker's database role, and the switch that allows an unsafe role.
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseSettings {
-    /// Postgres as the application role (no superuser, no BYPASSRLS, owns nothing).
+    /// Postgres as the worker's role (message path and sender only; no superuser, no BYPASSRLS, owns nothing).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, global = true)]
     pub database_url: String,
-    /// Run even if DATABASE_URL can bypass row-level security (local experiments only).
+    /// Run even if DATABASE_URL can bypass row-level security or is not the worker's role (local experiments only).
+    #[arg(long, env = "WAFLEET_ALLOW_UNSAFE_DB_ROLE", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true", value_parser = bool_parser(), global = true)]
+    pub allow_unsafe_db_role: bool,
+}
+
+/// The administration role's database (CLI and admin API), and the switch that allows an unsafe role.
+#[derive(Args, Clone, Debug)]
+pub struct AdminDatabaseSettings {
+    /// Postgres as the administration role (tenants and accounts; no superuser, no BYPASSRLS, owns nothing).
+    #[arg(long, env = "ADMIN_DATABASE_URL", default_value = DEFAULT_ADMIN_DATABASE_URL, hide_env_values = true, global = true)]
+    pub admin_database_url: String,
+    /// Run even if ADMIN_DATABASE_URL can bypass row-level security or is not the administration role (local experiments only).
     #[arg(long, env = "WAFLEET_ALLOW_UNSAFE_DB_ROLE", action = ArgAction::Set, num_args = 0..=1,
           default_value_t = false, default_missing_value = "true", value_parser = bool_parser(), global = true)]
     pub allow_unsafe_db_role: bool,

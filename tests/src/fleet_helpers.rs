@@ -43,7 +43,8 @@ impl TestEnv {
         assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
         std::process::Command::new(path)
             .args(args)
-            .env("DATABASE_URL", &self.endpoints.database_url)
+            .env("ADMIN_DATABASE_URL", &self.endpoints.database_url)
+            .env("DATABASE_URL", &self.worker_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("RABBITMQ_API_URL", &self.endpoints.rabbitmq_api_url)
             .env("WAFLEET_SIGNING_KEY", TEST_SIGNING_KEY)
@@ -76,7 +77,7 @@ impl TestEnv {
             auth_mode: AuthMode::Token,
             queue_type: QueueType::Quorum,
         };
-        ops::add_tenant_in_account(&self.app_pool, &self.endpoints, &new, account).await?;
+        ops::add_tenant_in_account(&self.admin_pool, &self.endpoints, &new, account).await?;
         Ok(())
     }
 
@@ -135,7 +136,7 @@ impl TestEnv {
         config: SenderConfig,
         clock: Option<Arc<dyn wafleet_fleet::clock::Clock>>,
     ) -> Arc<wafleet_worker::sender::Sender> {
-        let pool = wafleet_fleet::db::app_pool(&self.endpoints.database_url, 3).expect("pool");
+        let pool = wafleet_fleet::db::app_pool(&self.worker_url, 3).expect("pool");
         let accounts = Arc::new(wafleet_fleet::accounts::AccountDirectory::new(
             pool.clone(),
             self.directory_settings(config.budget.clone()),
@@ -150,11 +151,11 @@ impl TestEnv {
     /// The lifecycle context for in-process `ops` calls, with `budget`.
     pub fn fleet(&self, budget: wafleet_fleet::budget::BudgetConfig) -> ops::Fleet {
         let accounts = Arc::new(wafleet_fleet::accounts::AccountDirectory::new(
-            self.app_pool.clone(),
+            self.admin_pool.clone(),
             self.directory_settings(budget),
         ));
         ops::Fleet {
-            pool: self.app_pool.clone(),
+            pool: self.admin_pool.clone(),
             accounts,
             endpoints: self.endpoints.clone(),
             clock: Arc::new(wafleet_fleet::clock::DatabaseClock),

@@ -110,8 +110,12 @@ pub fn counter_value(name: &str, labels: &[(&str, &str)]) -> f64 {
 pub struct TestEnv {
     /// Unique name of the database and vhost.
     pub name: String,
-    /// Pool as the application role.
-    pub app_pool: PgPool,
+    /// Pool as the administration role (what the CLI and the admin API act as).
+    pub admin_pool: PgPool,
+    /// Pool as the worker's role.
+    pub worker_pool: PgPool,
+    /// The worker's `DATABASE_URL` (the in-process worker may go through a proxy instead).
+    pub worker_url: String,
     /// Pool as the owner (for assertions only; bypasses RLS).
     pub owner_pool: PgPool,
     /// Endpoints for `ops` calls.
@@ -189,18 +193,19 @@ impl TestEnv {
         sqlx::query(&format!("create database {name}")).execute(&admin).await?;
         admin.close().await;
         let owner_url = with_database(&admin_url, &name);
-        let mut app_url = url::Url::parse(&owner_url)?;
-        app_url.set_username("wafleet_app").map_err(|_| anyhow::anyhow!("url"))?;
-        app_url.set_password(None).map_err(|_| anyhow::anyhow!("url"))?;
+        let worker_url = as_role(&owner_url, wafleet_fleet::db::Duty::Worker.default_role())?;
+        let admin_url = as_role(&owner_url, wafleet_fleet::db::Duty::Admin.default_role())?;
         let amqp_url = format!("{}/{name}", amqp_base());
         let endpoints =
-            Endpoints { database_url: app_url.to_string(), amqp_url: amqp_url.clone(), rabbitmq_api_url: rabbit_api() };
+            Endpoints { database_url: admin_url.clone(), amqp_url: amqp_url.clone(), rabbitmq_api_url: rabbit_api() };
         endpoints.management()?.create_vhost("guest").await.context(
             "cannot create a vhost: is rabbitmq_management enabled? (rabbitmq-plugins enable rabbitmq_management)",
         )?;
         let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
-        ops::migrate(&owner_url, &endpoints, &tiers).await.context("migrate")?;
-        let app_pool = wafleet_fleet::db::app_pool(&endpoints.database_url, 5)?;
+        let roles = wafleet_fleet::db::DutyRoles::from_urls(&worker_url, &admin_url)?;
+        ops::migrate(&owner_url, &roles, &endpoints, &tiers).await.context("migrate")?;
+        let admin_pool = wafleet_fleet::db::app_pool(&admin_url, 5)?;
+        let worker_pool = wafleet_fleet::db::app_pool(&worker_url, 3)?;
         let owner_pool = PgPoolOptions::new().max_connections(2).connect(&owner_url).await?;
 
         let shutdown = CancellationToken::new();
@@ -240,12 +245,12 @@ impl TestEnv {
 
         let worker_database_url = match options.worker_db_via {
             Some(proxy) => {
-                let mut u = url::Url::parse(&endpoints.database_url)?;
+                let mut u = url::Url::parse(&worker_url)?;
                 u.set_ip_host(proxy.ip()).map_err(|_| anyhow::anyhow!("url"))?;
                 u.set_port(Some(proxy.port())).map_err(|_| anyhow::anyhow!("url"))?;
                 u.to_string()
             }
-            None => endpoints.database_url.clone(),
+            None => worker_url.clone(),
         };
         let worker_amqp_url = match (options.worker_amqp_via, &options.worker_amqp_nodes) {
             (Some(proxy), _) => amqp_via(proxy, &name)?,
@@ -293,7 +298,9 @@ impl TestEnv {
         };
         let mut env = Self {
             name,
-            app_pool,
+            admin_pool,
+            worker_pool,
+            worker_url,
             owner_pool,
             endpoints,
             owner_url,
@@ -312,6 +319,12 @@ impl TestEnv {
             env.start_worker().await?;
         }
         Ok(env)
+    }
+
+    /// The duty roles this environment migrated with.
+    pub fn roles(&self) -> wafleet_fleet::db::DutyRoles {
+        wafleet_fleet::db::DutyRoles::from_urls(&self.worker_url, &self.endpoints.database_url)
+            .expect("the roles parsed at start")
     }
 
     async fn wait_ingest_ready(&self) -> anyhow::Result<()> {
@@ -369,7 +382,7 @@ impl TestEnv {
             auth_mode: auth,
             queue_type: QueueType::Quorum,
         };
-        ops::add_tenant(&self.app_pool, &self.endpoints, &new).await?;
+        ops::add_tenant(&self.admin_pool, &self.endpoints, &new).await?;
         let url = self.webhook_url(customer_ref).await?;
         self.sim.add_bridge(bridge, Some(&url), None);
         Ok(url)
@@ -378,7 +391,7 @@ impl TestEnv {
     /// The tenant's current signed webhook URL.
     pub async fn webhook_url(&self, customer_ref: &str) -> anyhow::Result<String> {
         let (url, _) = ops::webhook_url(
-            &self.app_pool,
+            &self.admin_pool,
             &SecretString::from(TEST_SIGNING_KEY),
             &CustomerRef::parse(customer_ref)?,
             &self.ingest_url,
@@ -411,7 +424,8 @@ impl TestEnv {
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        self.app_pool.close().await;
+        self.admin_pool.close().await;
+        self.worker_pool.close().await;
         self.owner_pool.close().await;
         if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(&pg_admin_url()).await {
             let _ = sqlx::query(&format!("drop database if exists {} with (force)", self.name)).execute(&admin).await;
@@ -465,4 +479,12 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `url` with `role` as its user and no password (the local test cluster trusts loopback).
+pub fn as_role(url: &str, role: &str) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(url)?;
+    url.set_username(role).map_err(|_| anyhow::anyhow!("url"))?;
+    url.set_password(None).map_err(|_| anyhow::anyhow!("url"))?;
+    Ok(url.to_string())
 }

@@ -54,7 +54,7 @@ impl Application {
         bots: Arc<dyn BotFactory>,
     ) -> Result<Self> {
         let pool = db::app_pool(&config.database_url, config.pool_size)?;
-        db::check_role_is_safe(&pool, config.allow_unsafe_db_role).await?;
+        db::check_role(&pool, db::Duty::Worker, config.allow_unsafe_db_role).await?;
         // The drop counter starts at 0 for every reason, so the first drop after a start shows
         // in `rate()` (a series that appears at 1 has no earlier sample to differ from).
         for rejection in wafleet_fleet::tenant::Rejection::ALL {

@@ -10,11 +10,11 @@ use crate::Admin;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_malformed_unknown_and_revoked_tokens_all_get_the_same_401_problem() {
     let admin = Admin::new().await;
-    let (_, doomed) = admin_tokens::create(&admin.env.app_pool, "doomed", false, "test").await.unwrap();
+    let (_, doomed) = admin_tokens::create(&admin.env.admin_pool, "doomed", false, "test").await.unwrap();
     let doomed = secrecy::ExposeSecret::expose_secret(&doomed).to_owned();
     assert_eq!(admin.get("/v1/tenants").await.status, StatusCode::OK);
     assert_eq!(admin.call(Method::GET, "/v1/tenants", Some(&doomed), None, &[]).await.status, StatusCode::OK);
-    admin_tokens::revoke(&admin.env.app_pool, "doomed").await.unwrap();
+    admin_tokens::revoke(&admin.env.admin_pool, "doomed").await.unwrap();
 
     let unknown = format!("wfa_{}", "A".repeat(43));
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![

@@ -62,11 +62,11 @@ impl Admin {
     /// Like [`Admin::new`], with `rate` per token.
     pub async fn with_rate(rate: RateLimit) -> Self {
         let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
-        let (_, full) = admin_tokens::create(&env.app_pool, "ops", false, "test").await.unwrap();
-        let (_, read_only) = admin_tokens::create(&env.app_pool, "viewer", true, "test").await.unwrap();
+        let (_, full) = admin_tokens::create(&env.admin_pool, "ops", false, "test").await.unwrap();
+        let (_, read_only) = admin_tokens::create(&env.admin_pool, "viewer", true, "test").await.unwrap();
         let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
         let state = AppState::new(
-            env.app_pool.clone(),
+            env.admin_pool.clone(),
             env.endpoints.clone(),
             env.fleet(budget.clone()),
             Some(SecretString::from(TEST_SIGNING_KEY)),

@@ -361,7 +361,7 @@ async fn worker_user_owns_wa_topology_but_not_the_management_api(env: &TestEnv, 
     let channel = confirm_channel(&connection).await;
     let (retention, publish_timeout) = (Duration::from_secs(3600), Duration::from_secs(5));
     let report =
-        wafleet_worker::reconciler::sweep_unrouted(&env.app_pool, &connection, &channel, retention, publish_timeout)
+        wafleet_worker::reconciler::sweep_unrouted(&env.admin_pool, &connection, &channel, retention, publish_timeout)
             .await
             .unwrap();
     assert_eq!(report.requeued, 1, "the unknown ref's event waits again in wa.unrouted: {report:?}");

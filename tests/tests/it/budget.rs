@@ -79,7 +79,7 @@ async fn tenant_a_reply_goes_out_only_with_account_a_key_and_never_with_account_
         burst: None,
         test_account: false,
     };
-    ops::add_account(&env.app_pool, &account_b, &test_account_policy()).await.unwrap();
+    ops::add_account(&env.admin_pool, &account_b, &test_account_policy()).await.unwrap();
     env.add_tenant_in("iso_a", "iso_a", "default").await.unwrap();
     env.add_tenant_in("iso_b", "iso_b", "acct_b").await.unwrap();
     let (url_a, url_b) = (env.webhook_url("iso_a").await.unwrap(), env.webhook_url("iso_b").await.unwrap());
@@ -213,13 +213,13 @@ async fn a_429_without_retry_after_backs_off_exponentially_with_jitter() {
     let t0 = clock.get();
     let mut previous = t0;
     for (n, (low, high)) in [(500, 1000), (1000, 2000), (2000, 4000)].into_iter().enumerate() {
-        let until = budget::pause(&env.app_pool, account, Bucket::Proxy, None, Some(t0)).await.unwrap();
+        let until = budget::pause(&env.admin_pool, account, Bucket::Proxy, None, Some(t0)).await.unwrap();
         let ms = (until - t0).num_milliseconds();
         assert!(until >= previous, "a pause never shortens");
         assert!(ms >= low && ms <= high, "pause {n}: {ms} ms, expected {low}..={high}");
         previous = until;
     }
-    let take = budget::take(&env.app_pool, account, Bucket::Proxy, Some(t0)).await.unwrap();
+    let take = budget::take(&env.admin_pool, account, Bucket::Proxy, Some(t0)).await.unwrap();
     assert!(matches!(take, budget::Take::Wait(_)), "no token while paused");
     env.cleanup().await;
 }
@@ -263,7 +263,7 @@ async fn per_tenant_caps_hold_replies_back_until_the_cap_frees_or_their_ttl_pass
     env.add_tenant("capped", "capped").await.unwrap();
     env.add_tenant("free", "free").await.unwrap();
     let r = wafleet_shared::CustomerRef::parse("capped").unwrap();
-    ops::set_tenant_limits(&env.app_pool, &r, 1, Some(2), Some(3)).await.unwrap();
+    ops::set_tenant_limits(&env.admin_pool, &r, 1, Some(2), Some(3)).await.unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let sender = manual_sender(&env, &clock);
     let ttl = Duration::from_secs(600);
@@ -274,7 +274,7 @@ async fn per_tenant_caps_hold_replies_back_until_the_cap_frees_or_their_ttl_pass
     assert_eq!(env.sim.sends_for("capped").len(), 2);
     assert_eq!(env.sim.sends_for("free").len(), 5);
     assert_eq!(statuses(&env, "capped").await.iter().filter(|s| *s == "pending").count(), 3, "held, not dropped");
-    let summary = ops::outbox_summary(&env.app_pool, &BudgetConfig::default(), Some(clock.get())).await.unwrap();
+    let summary = ops::outbox_summary(&env.admin_pool, &BudgetConfig::default(), Some(clock.get())).await.unwrap();
     let line = summary.tenants.iter().find(|t| t.customer_ref == "capped").unwrap();
     assert_eq!(line.pending, 3);
     assert!((line.backlog_minutes - 3.0 / 110.0).abs() < 1e-9, "backlog in minutes of budget");
@@ -369,7 +369,7 @@ async fn budget_backlog_lag_and_bridge_state_are_exported_as_metrics() {
         burst: Some(2),
         test_account: false,
     };
-    ops::add_account(&env.app_pool, &account, &test_account_policy()).await.unwrap();
+    ops::add_account(&env.admin_pool, &account, &test_account_policy()).await.unwrap();
     env.add_tenant_in("obs_t", "obs_t", "metrics_acct").await.unwrap();
     env.sim.add_bridge("obs_t", None, None);
     let clock = Arc::new(ManualClock::starting_now());
@@ -388,7 +388,7 @@ async fn budget_backlog_lag_and_bridge_state_are_exported_as_metrics() {
             clock.advance(d);
         }
     }
-    wafleet_fleet::outbox::publish_metrics(&env.app_pool, &BudgetConfig::default()).await.unwrap();
+    wafleet_fleet::outbox::publish_metrics(&env.admin_pool, &BudgetConfig::default()).await.unwrap();
     let tenant = [("tenant", "obs_t")];
     let acct = [("account", "metrics_acct")];
     assert!(counter_value("wafleet_sender_sends_total", &[("tenant", "obs_t"), ("outcome", "sent")]) >= 1.0);

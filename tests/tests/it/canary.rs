@@ -92,7 +92,7 @@ async fn the_canary_fails_when_its_nonce_shows_up_under_another_canary_tenant() 
     let (a, b) = (unique("canary_a"), unique("canary_b"));
     env.add_tenant(&a, &a).await.unwrap();
     env.add_tenant(&b, &b).await.unwrap();
-    let canary = Canary::new(env.app_pool.clone(), canary_config(&env, &[&a, &b], false)).unwrap();
+    let canary = Canary::new(env.admin_pool.clone(), canary_config(&env, &[&a, &b], false)).unwrap();
     let tenant_a = CustomerRef::parse(&a).unwrap();
 
     // An honest round first: both pass.
@@ -133,7 +133,7 @@ async fn a_canary_tenant_that_does_not_run_the_echo_bot_fails_the_canary_without
     env.add_tenant_with(&rules, &rules, wafleet_fleet::tenant::BotKind::Rules, wafleet_shared::AuthMode::Token)
         .await
         .unwrap();
-    let canary = Canary::new(env.app_pool.clone(), canary_config(&env, &[&rules], false)).unwrap();
+    let canary = Canary::new(env.admin_pool.clone(), canary_config(&env, &[&rules], false)).unwrap();
     let round = canary.run_round().await;
     assert!(matches!(&round[0].1, Verdict::Failed { reason: "setup", .. }), "{round:?}");
     assert_eq!(gauge("wafleet_canary_success", &rules), Some(0.0));

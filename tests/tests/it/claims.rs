@@ -77,7 +77,7 @@ async fn kill_9_mid_send_resumes_every_tenants_replies_within_seconds_and_sends_
     }
     // Slow answers keep one send per tenant in flight when the kill lands.
     env.sim.set_fault(Some(Fault::delay_only(60_000)));
-    let mut first = worker(&env, &env.endpoints.database_url, 10);
+    let mut first = worker(&env, &env.worker_url, 10);
     wait_until(Duration::from_secs(60), || async { sending_claims(&env).await.len() == TENANTS }).await.unwrap();
     let cut: Vec<i64> = sending_claims(&env).await.into_iter().map(|(id, _)| id).collect();
     first.kill();
@@ -85,7 +85,7 @@ async fn kill_9_mid_send_resumes_every_tenants_replies_within_seconds_and_sends_
     let before = env.sim.all_sends().len();
 
     let restarted = Instant::now();
-    let _second = worker(&env, &env.endpoints.database_url, 10);
+    let _second = worker(&env, &env.worker_url, 10);
     let resumed = wait_until(Duration::from_secs(10), || async {
         (0..TENANTS).all(|t| !env.sim.sends_for(&format!("claim_{t}")).is_empty())
     })
@@ -139,7 +139,7 @@ async fn a_black_holed_worker_loses_its_claim_within_the_lease_and_nothing_is_se
         assert_eq!(status, 200);
     }
     let proxy = FaultProxy::start(wafleet_tests::pg_addr()).await.unwrap();
-    let mut via = url::Url::parse(&env.endpoints.database_url).unwrap();
+    let mut via = url::Url::parse(&env.worker_url).unwrap();
     via.set_port(Some(proxy.addr().port())).unwrap();
     // The first send hangs at the bridge while the worker's database traffic goes silent.
     env.sim.set_bridge_fault("hole", Some(Fault::delay_only(3_000).with_remaining(1)));
@@ -159,7 +159,7 @@ async fn a_black_holed_worker_loses_its_claim_within_the_lease_and_nothing_is_se
     );
 
     // A healthy worker's sweep finds the claim dead: the reply is `unknown`, the rest go out.
-    let _healthy = worker(&env, &env.endpoints.database_url, LEASE_SECS);
+    let _healthy = worker(&env, &env.worker_url, LEASE_SECS);
     wait_until(Duration::from_secs(30), || async { env.sim.sends_for("hole").len() == MESSAGES }).await.unwrap();
     let state: String = sqlx::query_scalar("select status from outbox where outbox_id = $1")
         .bind(cut)

@@ -16,7 +16,8 @@ fn cli_path() -> std::path::PathBuf {
 fn wafleet(env: &TestEnv, args: &[&str]) -> Output {
     std::process::Command::new(cli_path())
         .args(args)
-        .env("DATABASE_URL", &env.endpoints.database_url)
+        .env("ADMIN_DATABASE_URL", &env.endpoints.database_url)
+        .env("DATABASE_URL", &env.worker_url)
         .env("AMQP_URL", &env.amqp_url)
         .env("RABBITMQ_API_URL", &env.endpoints.rabbitmq_api_url)
         .env("WAFLEET_SIGNING_KEY", TEST_SIGNING_KEY)
@@ -82,12 +83,21 @@ async fn cli_refuses_a_superuser_database_role_and_says_how_to_fix_it() {
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
     let out = std::process::Command::new(cli_path())
         .args(["tenants", "list"])
-        .env("DATABASE_URL", &env.owner_url)
+        .env("ADMIN_DATABASE_URL", &env.owner_url)
         .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("superuser") && stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("superuser") && stderr.contains("ADMIN_DATABASE_URL"), "{stderr}");
+    // The worker's role is no administration role either.
+    let out = std::process::Command::new(cli_path())
+        .args(["tenants", "list"])
+        .env("ADMIN_DATABASE_URL", &env.worker_url)
+        .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("the admin role of this database is wafleet_admin"), "{stderr}");
     env.cleanup().await;
 }

@@ -67,7 +67,7 @@ async fn a_tenant_queue_deleted_or_deleted_and_declared_again_is_consumed_again_
         auth_mode: wafleet_shared::AuthMode::Token,
         queue_type: QueueType::Classic,
     };
-    wafleet_fleet::ops::add_tenant(&env.app_pool, &env.endpoints, &classic).await.unwrap();
+    wafleet_fleet::ops::add_tenant(&env.admin_pool, &env.endpoints, &classic).await.unwrap();
     env.sim.add_bridge("cc_c", Some(&env.webhook_url("cc_c").await.unwrap()), None);
 
     // A classic queue deleted and declared again: the broker sends basic.cancel.

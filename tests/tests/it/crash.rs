@@ -20,7 +20,7 @@ fn spawn_worker(env: &TestEnv) -> Child {
 pub(crate) fn worker_command(env: &TestEnv) -> Command {
     let mut command = Command::new(binary("wafleet-worker"));
     command
-        .env("DATABASE_URL", &env.endpoints.database_url)
+        .env("DATABASE_URL", &env.worker_url)
         .env("AMQP_URL", &env.amqp_url)
         .env("RABBITMQ_API_URL", &env.endpoints.rabbitmq_api_url)
         .env("WA_API_KEY", TEST_API_KEY)
@@ -146,7 +146,7 @@ async fn sigterm_under_load_drains_in_flight_work_and_loses_or_dead_letters_noth
     );
     for t in 0..TENANTS {
         let dlq = wafleet_fleet::dlq::list(
-            &env.app_pool,
+            &env.admin_pool,
             &env.amqp_url,
             Some(&wafleet_shared::CustomerRef::parse(&format!("term_{t}")).unwrap()),
         )

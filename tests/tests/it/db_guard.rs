@@ -16,7 +16,7 @@ struct Violation {
     detail: String,
 }
 
-/// Runs the guard for the application role `app_role`.
+/// Runs the guard for the application role `app_role` ("" for every recorded duty role).
 async fn violations(pool: &PgPool, app_role: &str) -> Vec<Violation> {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("select set_config('wafleet.guard_role', $1, true)").bind(app_role).execute(&mut *tx).await.unwrap();
@@ -32,8 +32,10 @@ fn has(found: &[Violation], violation: &str, object_contains: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migrated_schema_passes_the_database_guard() {
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
-    let found = violations(&env.owner_pool, "wafleet_app").await;
-    assert!(found.is_empty(), "the schema has isolation holes:\n{found:#?}");
+    for role in ["wafleet_worker", "wafleet_admin", ""] {
+        let found = violations(&env.owner_pool, role).await;
+        assert!(found.is_empty(), "the schema has isolation holes for {role:?}:\n{found:#?}");
+    }
     // The guard really looked: it discovers the tenant-owned tables from the catalog.
     let discovered: i64 = sqlx::query_scalar(
         "select count(distinct c.oid) from pg_class c join pg_attribute a on a.attrelid = c.oid \
@@ -83,14 +85,19 @@ async fn the_guard_reports_every_deliberately_broken_table_function_view_and_gra
         "revoke all on function guard_temp_first(), guard_leaks_body(), guard_leaks_row(), guard_json() from public",
         // A view over tenant data (it runs with the owner's rights) readable by the app role.
         "create view guard_view as select * from outbox",
-        "grant select on guard_view to wafleet_app",
+        "grant select on guard_view to wafleet_worker",
         // TRUNCATE ignores RLS.
-        "grant truncate on outbox to wafleet_app",
+        "grant truncate on outbox to wafleet_worker",
+        // The worker may not administer tenants (function ACLs are per database, so this stays
+        // in this test's database although the role is shared).
+        "grant execute on function wafleet_offboard_tenant(text) to wafleet_worker",
+        // A grant row whose function is gone.
+        "insert into wafleet_function_grants values ('public.guard_gone(integer)', '{}', 'test')",
     ];
     for statement in holes {
         sqlx::query(statement).execute(&env.owner_pool).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    let found = violations(&env.owner_pool, "wafleet_app").await;
+    let found = violations(&env.owner_pool, "wafleet_worker").await;
     let expected = [
         ("rls_disabled", "guard_no_rls"),
         ("rls_not_forced", "guard_no_rls"),
@@ -110,6 +117,13 @@ async fn the_guard_reports_every_deliberately_broken_table_function_view_and_gra
         ("definer_returns_json", "guard_json()"),
         ("view_bypasses_rls", "guard_view"),
         ("tenant_table_privilege", "public.outbox"),
+        ("definer_without_duty_row", "guard_no_path()"),
+        ("definer_without_duty_row", "guard_temp_first()"),
+        ("definer_without_duty_row", "guard_leaks_body()"),
+        ("definer_without_duty_row", "guard_leaks_row()"),
+        ("definer_without_duty_row", "guard_json()"),
+        ("definer_executable_outside_its_duties", "wafleet_offboard_tenant("),
+        ("duty_grant_of_missing_function", "guard_gone"),
     ];
     for (violation, object) in expected {
         assert!(has(&found, violation, object), "the guard missed {violation} on {object}; it found:\n{found:#?}");
@@ -124,8 +138,8 @@ async fn the_guard_reports_every_deliberately_broken_table_function_view_and_gra
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_refuses_an_application_role_that_could_bypass_rls_or_act_as_an_owner() {
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
-    // Roles are cluster-wide, so the broken ones get names of their own (never wafleet_app, which
-    // parallel tests use) and are dropped before any assertion can fail.
+    // Roles are cluster-wide, so the broken ones get names of their own (never the duty roles,
+    // which parallel tests use) and are dropped before any assertion can fail.
     let risky = format!("{}_risky", env.name);
     let superuser = format!("{}_super", env.name);
     let owner: String = sqlx::query_scalar("select current_user::text").fetch_one(&env.owner_pool).await.unwrap();
@@ -142,7 +156,21 @@ async fn the_guard_refuses_an_application_role_that_could_bypass_rls_or_act_as_a
     let risky_found = violations(&env.owner_pool, &risky).await;
     let super_found = violations(&env.owner_pool, &superuser).await;
     let missing_found = violations(&env.owner_pool, &format!("{}_missing", env.name)).await;
+    // This database's duty record pointed at a worker role that inherits the administration role.
+    let (worker, admin) = (format!("{}_w", env.name), format!("{}_a", env.name));
     for statement in [
+        format!("create role {worker} login"),
+        format!("create role {admin} login"),
+        format!("grant {admin} to {worker}"),
+        format!("update wafleet_duty_roles set role_name = '{worker}' where duty = 'worker'"),
+        format!("update wafleet_duty_roles set role_name = '{admin}' where duty = 'admin'"),
+    ] {
+        sqlx::query(&statement).execute(&env.owner_pool).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let inheriting_found = violations(&env.owner_pool, "").await;
+    for statement in [
+        format!("drop role {worker}"),
+        format!("drop role {admin}"),
         format!("revoke create on schema public from {risky}"),
         format!("drop role {risky}"),
         format!("drop role {superuser}"),
@@ -165,5 +193,6 @@ async fn the_guard_refuses_an_application_role_that_could_bypass_rls_or_act_as_a
     assert_eq!(missing_found.len(), 1, "{missing_found:#?}");
     assert_eq!(missing_found[0].violation, "app_role_missing");
     assert!(!missing_found[0].detail.is_empty());
+    assert!(has(&inheriting_found, "worker_role_can_administer", &worker), "{inheriting_found:#?}");
     env.cleanup().await;
 }

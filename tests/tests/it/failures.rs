@@ -76,7 +76,7 @@ async fn poison_message_lands_in_its_own_dlq_after_the_retry_tiers_while_other_t
     // First run plus one per retry tier (three in tests), then the DLQ.
     assert_eq!(state.poison_runs.load(Ordering::SeqCst), 4);
     assert_eq!(env.queue_depth("wa.dlq.healthy").await, 0);
-    let listed = dlq::list(&env.app_pool, &env.amqp_url, Some(&a)).await.unwrap();
+    let listed = dlq::list(&env.admin_pool, &env.amqp_url, Some(&a)).await.unwrap();
     assert_eq!(listed[0].count, 1);
     assert_eq!(listed[0].reasons.get("retries_exhausted"), Some(&1));
     let shown = dlq::show(&env.amqp_url, &a, 10, false).await.unwrap();
@@ -87,14 +87,14 @@ async fn poison_message_lands_in_its_own_dlq_after_the_retry_tiers_while_other_t
 
     // The fix ships; replay delivers the message once, and a second replay finds nothing.
     state.fixed.store(true, Ordering::SeqCst);
-    let dry = dlq::replay(&env.app_pool, &env.amqp_url, &a, &Selection::All, true).await.unwrap();
+    let dry = dlq::replay(&env.admin_pool, &env.amqp_url, &a, &Selection::All, true).await.unwrap();
     assert_eq!(dry.moved.len(), 1);
     assert_eq!(env.queue_depth("wa.dlq.poisoned").await, 1, "a dry run moves nothing");
-    let report = dlq::replay(&env.app_pool, &env.amqp_url, &a, &Selection::All, false).await.unwrap();
+    let report = dlq::replay(&env.admin_pool, &env.amqp_url, &a, &Selection::All, false).await.unwrap();
     assert_eq!(report.moved.len(), 1);
     let sends = env.sim.wait_for_sends("poisoned", 1, Duration::from_secs(20)).await;
     assert_eq!(sends[0].body, "poison pill");
-    let again = dlq::replay(&env.app_pool, &env.amqp_url, &a, &Selection::All, false).await.unwrap();
+    let again = dlq::replay(&env.admin_pool, &env.amqp_url, &a, &Selection::All, false).await.unwrap();
     assert!(again.moved.is_empty());
     env.wait_idle(11).await.unwrap();
     assert_eq!(env.sim.sends_for("poisoned").len(), 1);
@@ -110,7 +110,7 @@ async fn dead_letter_naming_another_tenant_is_never_replayed_into_it() {
     env.publish_raw("wa.dlx", "dlq_b", &envelope("dlq_a", "misplaced", chrono::Utc::now()).to_bytes()).await;
     wait_until(Duration::from_secs(10), || async { env.queue_depth("wa.dlq.dlq_b").await == 1 }).await.unwrap();
     let b = CustomerRef::parse("dlq_b").unwrap();
-    let report = dlq::replay(&env.app_pool, &env.amqp_url, &b, &Selection::All, false).await.unwrap();
+    let report = dlq::replay(&env.admin_pool, &env.amqp_url, &b, &Selection::All, false).await.unwrap();
     assert!(report.moved.is_empty());
     assert!(report.skipped[0].1.contains("another tenant"), "{:?}", report.skipped);
     assert_eq!(env.queue_depth("wa.dlq.dlq_b").await, 1, "it stays dead");

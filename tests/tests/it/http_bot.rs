@@ -45,7 +45,7 @@ async fn add_http_tenant(env: &TestEnv, customer_ref: &str, url: &str, allow_oth
     };
     let http = bot_settings::http_settings(BotKind::Http, Some(url), allow_other_chats).unwrap();
     let outcome = bot_settings::add_tenant(
-        &env.app_pool,
+        &env.admin_pool,
         &env.endpoints,
         &new,
         wafleet_fleet::accounts::DEFAULT_ACCOUNT,
@@ -166,7 +166,9 @@ async fn an_http_bot_gets_a_request_signed_with_its_tenants_secret_and_its_reply
     assert!((0..60).contains(&age), "timestamp is the time of the request");
     // The secret is stored for the worker but never exported with the tenant's data.
     let mut export = Vec::new();
-    wafleet_fleet::retention::export(&env.app_pool, &CustomerRef::parse("hb_sig").unwrap(), &mut export).await.unwrap();
+    wafleet_fleet::retention::export(&env.admin_pool, &CustomerRef::parse("hb_sig").unwrap(), &mut export)
+        .await
+        .unwrap();
     assert!(!String::from_utf8(export).unwrap().contains(&printed));
     env.cleanup().await;
 }

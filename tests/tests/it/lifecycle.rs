@@ -87,7 +87,7 @@ async fn accounts_naming_a_secret_or_host_outside_the_allow_lists_are_refused_wi
         .await
         .unwrap();
     let directory = wafleet_fleet::accounts::AccountDirectory::new(
-        env.app_pool.clone(),
+        env.admin_pool.clone(),
         env.directory_settings(BudgetConfig::default()),
     );
     let (ready, failed) = directory.refresh().await.unwrap();

@@ -24,5 +24,6 @@ mod parsers;
 mod pg_tls;
 mod property;
 mod rls;
+mod roles;
 mod routing;
 mod sending;

@@ -70,7 +70,7 @@ async fn add_tenant(env: &TestEnv, cli: &Endpoints, customer_ref: &str) {
         auth_mode: AuthMode::Token,
         queue_type: QueueType::Quorum,
     };
-    wafleet_fleet::ops::add_tenant(&env.app_pool, cli, &new).await.unwrap();
+    wafleet_fleet::ops::add_tenant(&env.admin_pool, cli, &new).await.unwrap();
     let url = env.webhook_url(customer_ref).await.unwrap();
     env.sim.add_bridge(customer_ref, Some(&url), None);
 }
@@ -175,7 +175,7 @@ async fn replay_moves_the_message_and_a_second_failure_puts_it_back(
     let tenant = CustomerRef::parse("mp_dlq").unwrap();
     // Stopped, so the replayed message waits in the tenant queue for the broker-side failure.
     env.stop_worker().await;
-    let report = dlq::replay(&env.app_pool, &cli.amqp_url, &tenant, &Selection::All, false).await.unwrap();
+    let report = dlq::replay(&env.admin_pool, &cli.amqp_url, &tenant, &Selection::All, false).await.unwrap();
     assert_eq!(report.moved.len(), 1, "{report:?}");
     assert_eq!(env.queue_depth("wa.dlq.mp_dlq").await, 0);
     assert_eq!(env.queue_depth("wa.tenant.mp_dlq").await, 1, "replayed into its own queue");
@@ -187,7 +187,7 @@ async fn replay_moves_the_message_and_a_second_failure_puts_it_back(
     // Fixed: replayed once more, it is answered once.
     poison.fixed.store(true, Ordering::SeqCst);
     env.start_worker().await.unwrap();
-    let report = dlq::replay(&env.app_pool, &cli.amqp_url, &tenant, &Selection::All, false).await.unwrap();
+    let report = dlq::replay(&env.admin_pool, &cli.amqp_url, &tenant, &Selection::All, false).await.unwrap();
     assert_eq!(report.moved.len(), 1, "{report:?}");
     let sends = env.sim.wait_for_sends("mp_dlq", 1, Duration::from_secs(20)).await;
     assert_eq!(sends.len(), 1);

@@ -49,7 +49,7 @@ impl Drop for TlsCluster {
 fn cli(database_url: &str) -> Output {
     Command::new(wafleet_cli_path())
         .args(["accounts", "list", "--json"])
-        .env("DATABASE_URL", database_url)
+        .env("ADMIN_DATABASE_URL", database_url)
         .env_remove("PGSSLMODE")
         .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
         .output()
@@ -70,30 +70,32 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_pool_and_the_cli_connect_with_verify_full_and_are_refused_without_tls_or_with_a_wrong_ca() {
     let cluster = TlsCluster::up();
-    let app = cluster.verify_full("wafleet_app", "ca.crt");
-    let setup = db::migrate(&cluster.verify_full("postgres", "ca.crt"), &app).await.unwrap();
+    let app = cluster.verify_full("wafleet_worker", "ca.crt");
+    let admin = cluster.verify_full("wafleet_admin", "ca.crt");
+    let roles = db::DutyRoles::from_urls(&app, &admin).unwrap();
+    let setup = db::migrate(&cluster.verify_full("postgres", "ca.crt"), &roles).await.unwrap();
     assert_eq!(setup, db::RoleSetup::Granted);
 
-    // The pool the worker, the sender and the admin API make, and a leader's direct connection.
+    // The pool the worker and the sender make, and a leader's direct connection.
     let pool = db::app_pool(&app, 2).unwrap();
-    db::check_role_is_safe(&pool, false).await.unwrap();
+    db::check_role(&pool, db::Duty::Worker, false).await.unwrap();
     let ssl: bool =
         sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetch_one(&pool).await.unwrap();
     assert!(ssl, "the pool's connection is encrypted");
     assert!(db::try_lead(&app, locks::RECONCILER.key).await.unwrap().is_some());
-    let out = cli(&app);
+    let out = cli(&admin);
     assert!(out.status.success(), "CLI over verify-full: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"default\""));
 
     // Plaintext: the server has no pg_hba entry without encryption (28000).
-    let plaintext = cluster.url("wafleet_app", "sslmode=disable");
-    let err = db::check_role_is_safe(&db::app_pool(&plaintext, 1).unwrap(), false).await.unwrap_err();
+    let plaintext = cluster.url("wafleet_admin", "sslmode=disable");
+    let err = db::check_role(&db::app_pool(&plaintext, 1).unwrap(), db::Duty::Admin, false).await.unwrap_err();
     let refused_by_server =
         matches!(&err, Error::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("28000"));
     assert!(refused_by_server && chain(&err).contains("no encryption"), "{}", chain(&err));
     // A CA that did not sign the server's certificate: the TLS handshake fails on our side.
-    let wrong_ca = cluster.verify_full("wafleet_app", "wrong-ca.crt");
-    let err = db::check_role_is_safe(&db::app_pool(&wrong_ca, 1).unwrap(), false).await.unwrap_err();
+    let wrong_ca = cluster.verify_full("wafleet_admin", "wrong-ca.crt");
+    let err = db::check_role(&db::app_pool(&wrong_ca, 1).unwrap(), db::Duty::Admin, false).await.unwrap_err();
     // (rustls reports it through the stream, so sqlx surfaces it as an I/O error.)
     let handshake = matches!(&err, Error::Database(sqlx::Error::Io(_) | sqlx::Error::Tls(_)));
     assert!(handshake && chain(&err).contains("invalid peer certificate: UnknownIssuer"), "{}", chain(&err));

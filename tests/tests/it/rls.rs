@@ -27,9 +27,9 @@ async fn query_with_a_forgotten_where_reads_and_writes_only_the_current_tenants_
             .unwrap();
     }
 
-    // The owner connection switches to the application role, as the worker connects.
+    // The owner connection switches to the worker's role, as the worker connects.
     let mut conn = PgConnection::connect(&env.owner_url).await.unwrap();
-    sqlx::query("set role wafleet_app").execute(&mut conn).await.unwrap();
+    sqlx::query("set role wafleet_worker").execute(&mut conn).await.unwrap();
     let is_super: bool = sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
         .fetch_one(&mut conn)
         .await
@@ -77,19 +77,23 @@ async fn query_with_a_forgotten_where_reads_and_writes_only_the_current_tenants_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_role_cannot_bypass_rls_or_own_tables() {
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
-    let (bypass, superuser): (bool, bool) =
-        sqlx::query_as("select rolbypassrls, rolsuper from pg_roles where rolname = 'wafleet_app'")
-            .fetch_one(&env.owner_pool)
-            .await
-            .unwrap();
-    assert!(!bypass && !superuser);
-    let owned: i64 = sqlx::query_scalar(
-        "select count(*) from pg_tables where schemaname = 'public' and pg_has_role('wafleet_app', tableowner, 'MEMBER')",
-    )
-    .fetch_one(&env.owner_pool)
-    .await
-    .unwrap();
-    assert_eq!(owned, 0, "the application role owns no table and is no member of an owner");
+    for role in ["wafleet_worker", "wafleet_admin"] {
+        let (bypass, superuser): (bool, bool) =
+            sqlx::query_as("select rolbypassrls, rolsuper from pg_roles where rolname = $1")
+                .bind(role)
+                .fetch_one(&env.owner_pool)
+                .await
+                .unwrap();
+        assert!(!bypass && !superuser, "{role}");
+        let owned: i64 = sqlx::query_scalar(
+            "select count(*) from pg_tables where schemaname = 'public' and pg_has_role($1, tableowner, 'MEMBER')",
+        )
+        .bind(role)
+        .fetch_one(&env.owner_pool)
+        .await
+        .unwrap();
+        assert_eq!(owned, 0, "{role} owns no table and is no member of an owner");
+    }
     // Every tenant-owned table has FORCE RLS and a policy.
     let unprotected: Vec<String> = sqlx::query_scalar(
         "select c.relname::text from pg_class c join pg_attribute a on a.attrelid = c.oid and a.attname = 'tenant_id' \
@@ -103,7 +107,10 @@ async fn application_role_cannot_bypass_rls_or_own_tables() {
     assert!(unprotected.is_empty(), "tables without FORCE RLS and a policy: {unprotected:?}");
     // The worker refuses an unsafe role: the owner (superuser here) is rejected with the fix in the message.
     let owner_pool = wafleet_fleet::db::app_pool(&env.owner_url, 1).unwrap();
-    let err = wafleet_fleet::db::check_role_is_safe(&owner_pool, false).await.unwrap_err().to_string();
+    let err = wafleet_fleet::db::check_role(&owner_pool, wafleet_fleet::db::Duty::Worker, false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("superuser") && err.contains("wafleet migrate"), "{err}");
     env.cleanup().await;
 }

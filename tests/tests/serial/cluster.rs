@@ -111,7 +111,7 @@ async fn add_tenant_via(env: &TestEnv, endpoints: &Endpoints, customer_ref: &str
         auth_mode: AuthMode::Token,
         queue_type: QueueType::Quorum,
     };
-    ops::add_tenant(&env.app_pool, endpoints, &new).await.unwrap();
+    ops::add_tenant(&env.admin_pool, endpoints, &new).await.unwrap();
     let url = env.webhook_url(customer_ref).await.unwrap();
     env.sim.add_bridge(customer_ref, Some(&url), None);
     url

@@ -161,7 +161,7 @@ async fn a_tenant_of_weight_two_gets_twice_the_share_of_a_tenant_of_weight_one()
     for (r, weight) in [("heavy", 2), ("light", 1)] {
         env.add_tenant(r, r).await.unwrap();
         let customer_ref = wafleet_shared::CustomerRef::parse(r).unwrap();
-        ops::set_tenant_limits(&env.app_pool, &customer_ref, weight, None, None).await.unwrap();
+        ops::set_tenant_limits(&env.admin_pool, &customer_ref, weight, None, None).await.unwrap();
         env.queue_replies(r, "15550000220", &bodies(r, 40), Some(clock.get()), Duration::from_secs(3600)).await;
     }
     let sender = manual_sender(&env, &clock);

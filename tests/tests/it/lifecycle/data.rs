@@ -61,7 +61,7 @@ async fn retention_deletes_only_rows_older_than_the_retention_for_every_tenant_o
     }
     let mut holder = sqlx::PgConnection::connect(&env.owner_url).await.unwrap();
     sqlx::query("select pg_advisory_lock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
-    let blocked = ops::run_retention(&env.app_pool, &env.endpoints.database_url, 30).await.unwrap();
+    let blocked = ops::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
     assert!(blocked.skipped, "another run holds the lock");
     sqlx::query("select pg_advisory_unlock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
 
@@ -83,7 +83,7 @@ async fn retention_deletes_only_rows_older_than_the_retention_for_every_tenant_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_while_the_canary_leader_holds_its_lock() {
-    // Issue #15: the two once shared a key, and the canary leader holds its lock for its lifetime.
+    // The two once shared a key, and the canary leader holds its lock for its lifetime.
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
     env.add_tenant_in("ret_canary", "ret_canary", "default").await.unwrap();
     let id = env.tenant_id("ret_canary").await;
@@ -91,7 +91,7 @@ async fn retention_prunes_while_the_canary_leader_holds_its_lock() {
     // Leading exactly as the canary does (worker/src/canary.rs).
     let leader = db::try_lead(&env.endpoints.database_url, locks::CANARY.key).await.unwrap();
     let leader = leader.expect("nobody else leads the canary in this fresh database");
-    let report = ops::run_retention(&env.app_pool, &env.endpoints.database_url, 30).await.unwrap();
+    let report = ops::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
     assert!(!report.skipped, "retention must not wait for the canary's lock");
     assert_eq!((report.processed_events, report.message_log, report.outbox), (1, 1, 1));
     assert_eq!(env.count("select count(*) from message_log").await, 0);
@@ -106,11 +106,11 @@ async fn export_prints_every_row_of_that_tenant_and_of_no_other_as_json_lines() 
         env.add_tenant_in(t, t, "default").await.unwrap();
         let id = env.tenant_id(t).await;
         seed(&env, id, "15550000410", &format!("body of {t}"), "sent", 1).await;
-        ops::add_rule(&env.app_pool, &r(t), "hours", &format!("rule of {t}")).await.unwrap();
+        ops::add_rule(&env.admin_pool, &r(t), "hours", &format!("rule of {t}")).await.unwrap();
     }
     let a = env.tenant_id("exp_a").await;
     let mut buffer = Vec::new();
-    let counts = ops::export_tenant(&env.app_pool, &r("exp_a"), &mut buffer).await.unwrap();
+    let counts = ops::export_tenant(&env.admin_pool, &r("exp_a"), &mut buffer).await.unwrap();
     let lines: Vec<serde_json::Value> = text(&buffer).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().all(|l| l["row"]["tenant_id"] == a), "only exp_a's rows");
     let tables: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["table"].as_str().unwrap()).collect();
@@ -173,9 +173,9 @@ async fn an_unknown_reply_becomes_sent_when_the_bridges_from_me_echo_matches_it_
         seed(&env, id, "15550000431", "did it arrive", "unknown", 0).await;
     }
     // A `TenantId` comes out of the repository only (never from a bare id).
-    let a = tenant::lookup(&env.app_pool, &r("fm_a")).await.unwrap().expect("fm_a exists").id;
+    let a = tenant::lookup(&env.admin_pool, &r("fm_a")).await.unwrap().expect("fm_a exists").id;
     let echo = |body: &'static str| {
-        let pool = env.app_pool.clone();
+        let pool = env.admin_pool.clone();
         async move {
             let mut tx = db::begin_tenant(&pool, a).await.unwrap();
             let hit =
