@@ -37,7 +37,7 @@ import db_connections  # noqa: E402  (beside this file; its self-test is db_conn
 DB_DEMAND: dict[str, db_connections.Demand] = {}
 
 # ---------------------------------------------------------------------------------------------
-# Facts the manifests must agree with (from the code and docs/ARCHITECTURE).
+# Facts the manifests must agree with (from the code and the architecture document).
 
 BINARIES = {"wafleet-ingest", "wafleet-worker", "wafleet", "wafleet-admin", "wafleet-sim"}
 IMAGE_REPO = "ghcr.io/wafleet/wafleet"
@@ -69,7 +69,7 @@ REQUIRED_ALERTS = {
     "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
     "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing", "WafleetIngestTenantSpoolShareFull",
 }
-RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/README.md#runbook-"
+RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/docs/runbooks.md#runbook-"
 DASHBOARD_METRICS = [
     "wafleet_ingest_requests_total", "wafleet_ingest_accept_seconds", "rabbitmq_detailed_queue_messages_ready",
     "wa\\\\.dlq\\\\.", "wa.quarantine", "wa.unrouted", "wafleet_worker_processed_total", "wafleet_worker_dropped_total",
@@ -1064,6 +1064,9 @@ def main() -> int:
         C.section("PrometheusRule: promtool check rules + test rules")
         if C.ok(rule is not None, "prod overlay renders no PrometheusRule"):
             check_rules(args.promtool, rule, deploy / "tools/prometheusrule.test.yaml", tmp)
+            runbooks = (repo / "docs/runbooks.md").read_text()
+            for a in (r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r):
+                C.ok(f"\n### Runbook {a['alert']}\n" in runbooks, f"docs/runbooks.md has no section \"### Runbook {a['alert']}\"")
 
         C.section("Grafana dashboard")
         dash_path = deploy / "grafana/wafleet-dashboard.json"
