@@ -68,6 +68,9 @@ REQUIRED_ALERTS = {
     "WafleetDLQGrowing", "WafleetTenantQueueBacklogOld", "WafleetQuarantineNotEmpty", "WafleetIngestSpoolNotEmpty",
     "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
     "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing", "WafleetIngestTenantSpoolShareFull",
+    "WafleetIngestAbsent", "WafleetIngestNotReady", "WafleetRepliesFailedOrExpired", "WafleetRepliesUnknown",
+    "WafleetOutboxReplyNearTTL", "WafleetOutboxBacklogBeyondReplyTTL", "WafleetBridgeDisconnected",
+    "WafleetAccountKeyUnusable", "WafleetAutoscalerAtMax",
 }
 RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/docs/runbooks.md#runbook-"
 DASHBOARD_METRICS = [
