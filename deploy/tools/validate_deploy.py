@@ -403,6 +403,18 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         needs |= {f"ConfigMap/{ef['configMapRef']['name']}" for c in containers(job) for ef in c.get("envFrom", []) if "configMapRef" in ef}
         needs |= {key(n) for n in by_kind.get("NetworkPolicy", [])}
         C.ok(needs <= phase, f"{where}: label wafleet.io/phase=migrate missing on {sorted(needs - phase)}")
+        # Argo CD runs the same order: what the Job needs in wave -2, the Job (a Sync hook that
+        # replaces its predecessor) in wave -1, everything else after it.
+        ann = job["metadata"].get("annotations", {})
+        C.ok(ann.get("argocd.argoproj.io/hook") == "Sync" and ann.get("argocd.argoproj.io/sync-wave") == "-1"
+             and ann.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation",
+             f"{where}: the migration Job must be an Argo CD Sync hook in wave -1 with hook-delete-policy BeforeHookCreation")
+        for o in objs:
+            wave = o["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave")
+            if key(o) in phase and o is not job:
+                C.ok(wave == "-2", f"{where}: {key(o)} is needed by the migration Job: Argo CD sync-wave must be -2, not {wave}")
+            elif o is not job:
+                C.ok(wave is None, f"{where}: {key(o)} must sync after the migration Job (no sync-wave below 0), has {wave}")
 
     # --- services, monitors, PDBs
     for s in by_kind.get("Service", []):
