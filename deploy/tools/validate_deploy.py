@@ -11,7 +11,8 @@ Checks, without a cluster, a Docker engine or the network:
     expression of the dashboard and the KEDA triggers with promtool's parser;
   * every wafleet_* metric those expressions (and the rule tests' input series) name is defined in
     ingest/src/metric.rs, worker/src/metric.rs or fleet/src/metric.rs;
-  * the Grafana dashboard JSON, the compose file and the Dockerfile (hadolint + structure).
+  * the Grafana dashboard JSON, the compose file (Compose Specification schema + structure) and
+    the Dockerfile (hadolint + structure).
 
 Exit status 1 and a list of failures if anything is wrong.
 """
@@ -924,6 +925,12 @@ def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
 def check_compose(path: Path, code: str) -> None:
     where = "compose"
     d = yaml.safe_load(path.read_text())
+    # The Compose Specification's own JSON schema (draft 7, vendored from compose-spec/compose-spec
+    # schema/compose-spec.json), so a misspelt key fails here rather than in `docker compose up`.
+    spec = json.loads((path.parent / "schemas/compose-spec.json").read_text())
+    for e in jsonschema.Draft7Validator(spec).iter_errors(d):
+        C.ok(False, f"{where}: compose-spec schema: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
+    C.ok(True, "")
     services = d.get("services", {})
     need = {"rabbitmq", "postgres", "migrate", "ingest", "worker", "admin", "simulator"}
     C.ok(need <= set(services), f"{where}: services {sorted(need - set(services))} missing")
@@ -946,6 +953,7 @@ def check_compose(path: Path, code: str) -> None:
                 C.ok(services[dep].get("restart", "no") == "no", f"{where}: {dep} must be one-shot (restart: \"no\")")
         if name != "migrate":
             C.ok("healthcheck" in s, f"{where}: long-running {name} has no healthcheck")
+            C.ok(s.get("restart") in ("unless-stopped", "always", "on-failure"), f"{where}: long-running {name} needs a restart policy")
         for p in s.get("ports", []):
             C.ok(str(p).startswith("127.0.0.1:"), f"{where}: {name} publishes {p} beyond localhost")
         for v in s.get("volumes", []):
