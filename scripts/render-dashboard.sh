@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Renders docs/dashboard.png, the picture of the Grafana dashboard in the README, from a real run:
+# Renders docs/dashboard.png, the picture of the Grafana dashboard in docs/runbooks.md, from a real run:
 #
 #   1. starts, on 127.0.0.1 only, the WA Bridges simulator (rate limits on, from_me echoes on),
 #      ingest (its broker connection goes through a small TCP proxy so an outage can be

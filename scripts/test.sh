@@ -13,7 +13,7 @@ local_services=1
 if ! scripts/ensure-services.sh; then
   [ -z "${CI:-}" ] || exit 1
   local_services=0
-  echo "[test] no local services: the tests take them from the environment or a Docker engine (README, Running the tests)" >&2
+  echo "[test] no local services: the tests take them from the environment or a Docker engine (docs/testing.md)" >&2
 fi
 
 # Databases and vhosts of tests that were killed before their cleanup ran (local services only;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline validation of deploy/: Kustomize overlays and examples (rendered, schema-checked,
 # cross-checked), PrometheusRule (promtool check + unit tests), Grafana dashboard, compose file
-# and Dockerfile (hadolint). No cluster, no Docker engine, no network once the tools are there.
+# (against the vendored Compose Specification schema) and Dockerfile (hadolint). No cluster, no
+# Docker engine, no network once the tools are there.
 #
 # First run installs the tools (then cached; later runs are offline):
 #   * a Python venv in ${WAFLEET_DEPLOY_TOOLS:-$HOME/.cache/wafleet-deploy-tools}/venv with the

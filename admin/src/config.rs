@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// `wafleet-admin`: the admin HTTP API and fleet console. Every setting is a flag and an
-/// environment variable (see the README, "Admin HTTP API").
+/// environment variable (see docs/admin-api.md).
 #[derive(Parser, Clone, Debug)]
 #[command(name = "wafleet-admin", version, about)]
 pub struct AdminArgs {

@@ -11,7 +11,8 @@ Checks, without a cluster, a Docker engine or the network:
     expression of the dashboard and the KEDA triggers with promtool's parser;
   * every wafleet_* metric those expressions (and the rule tests' input series) name is defined in
     ingest/src/metric.rs, worker/src/metric.rs or fleet/src/metric.rs;
-  * the Grafana dashboard JSON, the compose file and the Dockerfile (hadolint + structure).
+  * the Grafana dashboard JSON, the compose file (Compose Specification schema + structure) and
+    the Dockerfile (hadolint + structure).
 
 Exit status 1 and a list of failures if anything is wrong.
 """
@@ -37,7 +38,7 @@ import db_connections  # noqa: E402  (beside this file; its self-test is db_conn
 DB_DEMAND: dict[str, db_connections.Demand] = {}
 
 # ---------------------------------------------------------------------------------------------
-# Facts the manifests must agree with (from the code and docs/ARCHITECTURE).
+# Facts the manifests must agree with (from the code and the architecture document).
 
 BINARIES = {"wafleet-ingest", "wafleet-worker", "wafleet", "wafleet-admin", "wafleet-sim"}
 IMAGE_REPO = "ghcr.io/wafleet/wafleet"
@@ -69,8 +70,11 @@ REQUIRED_ALERTS = {
     "WafleetDLQGrowing", "WafleetTenantQueueBacklogOld", "WafleetQuarantineNotEmpty", "WafleetIngestSpoolNotEmpty",
     "WafleetTenantQueueNoConsumer", "WafleetUnroutedGrowing", "WafleetSender429Storm", "WafleetIngest5xx",
     "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing", "WafleetIngestTenantSpoolShareFull",
+    "WafleetIngestAbsent", "WafleetIngestNotReady", "WafleetRepliesFailedOrExpired", "WafleetRepliesUnknown",
+    "WafleetOutboxReplyNearTTL", "WafleetOutboxBacklogBeyondReplyTTL", "WafleetBridgeDisconnected",
+    "WafleetAccountKeyUnusable", "WafleetAutoscalerAtMax",
 }
-RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/README.md#runbook-"
+RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/docs/runbooks.md#runbook-"
 DASHBOARD_METRICS = [
     "wafleet_ingest_requests_total", "wafleet_ingest_accept_seconds", "rabbitmq_detailed_queue_messages_ready",
     "wa\\\\.dlq\\\\.", "wa.quarantine", "wa.unrouted", "wafleet_worker_processed_total", "wafleet_worker_dropped_total",
@@ -401,6 +405,18 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         needs |= {f"ConfigMap/{ef['configMapRef']['name']}" for c in containers(job) for ef in c.get("envFrom", []) if "configMapRef" in ef}
         needs |= {key(n) for n in by_kind.get("NetworkPolicy", [])}
         C.ok(needs <= phase, f"{where}: label wafleet.io/phase=migrate missing on {sorted(needs - phase)}")
+        # Argo CD runs the same order: what the Job needs in wave -2, the Job (a Sync hook that
+        # replaces its predecessor) in wave -1, everything else after it.
+        ann = job["metadata"].get("annotations", {})
+        C.ok(ann.get("argocd.argoproj.io/hook") == "Sync" and ann.get("argocd.argoproj.io/sync-wave") == "-1"
+             and ann.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation",
+             f"{where}: the migration Job must be an Argo CD Sync hook in wave -1 with hook-delete-policy BeforeHookCreation")
+        for o in objs:
+            wave = o["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave")
+            if key(o) in phase and o is not job:
+                C.ok(wave == "-2", f"{where}: {key(o)} is needed by the migration Job: Argo CD sync-wave must be -2, not {wave}")
+            elif o is not job:
+                C.ok(wave is None, f"{where}: {key(o)} must sync after the migration Job (no sync-wave below 0), has {wave}")
 
     # --- services, monitors, PDBs
     for s in by_kind.get("Service", []):
@@ -914,6 +930,12 @@ def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
 def check_compose(path: Path, code: str) -> None:
     where = "compose"
     d = yaml.safe_load(path.read_text())
+    # The Compose Specification's own JSON schema (draft 7, vendored from compose-spec/compose-spec
+    # schema/compose-spec.json), so a misspelt key fails here rather than in `docker compose up`.
+    spec = json.loads((path.parent / "schemas/compose-spec.json").read_text())
+    for e in jsonschema.Draft7Validator(spec).iter_errors(d):
+        C.ok(False, f"{where}: compose-spec schema: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
+    C.ok(True, "")
     services = d.get("services", {})
     need = {"rabbitmq", "postgres", "migrate", "ingest", "worker", "admin", "simulator"}
     C.ok(need <= set(services), f"{where}: services {sorted(need - set(services))} missing")
@@ -936,6 +958,7 @@ def check_compose(path: Path, code: str) -> None:
                 C.ok(services[dep].get("restart", "no") == "no", f"{where}: {dep} must be one-shot (restart: \"no\")")
         if name != "migrate":
             C.ok("healthcheck" in s, f"{where}: long-running {name} has no healthcheck")
+            C.ok(s.get("restart") in ("unless-stopped", "always", "on-failure"), f"{where}: long-running {name} needs a restart policy")
         for p in s.get("ports", []):
             C.ok(str(p).startswith("127.0.0.1:"), f"{where}: {name} publishes {p} beyond localhost")
         for v in s.get("volumes", []):
@@ -1069,6 +1092,9 @@ def main() -> int:
         C.section("PrometheusRule: promtool check rules + test rules")
         if C.ok(rule is not None, "prod overlay renders no PrometheusRule"):
             check_rules(args.promtool, rule, deploy / "tools/prometheusrule.test.yaml", tmp)
+            runbooks = (repo / "docs/runbooks.md").read_text()
+            for a in (r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r):
+                C.ok(f"\n### Runbook {a['alert']}\n" in runbooks, f"docs/runbooks.md has no section \"### Runbook {a['alert']}\"")
 
         C.section("Grafana dashboard")
         dash_path = deploy / "grafana/wafleet-dashboard.json"

@@ -197,7 +197,7 @@ fn start<I: Image + 'static>(
     let (started, container) = started.map_err(|why| {
         format!(
             "a Docker engine answers, but {what} did not start in it: {why}. Start the local services or set the \
-             test variables instead (see README.md, \"Running the tests\")."
+             test variables instead (see docs/testing.md, \"Running the tests\")."
         )
     })?;
     CONTAINERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Box::new(container));

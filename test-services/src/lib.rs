@@ -113,7 +113,7 @@ pub fn unavailable(service: Service, local: &str, docker: &str) -> String {
          Start one of them: the local PostgreSQL and RabbitMQ (scripts/ensure-services.sh starts \
          the Debian packages and enables the management plugin), or set {vars} to running \
          services, or start a Docker engine and the tests start both in containers. \
-         See README.md, \"Running the tests\".",
+         See docs/testing.md, \"Running the tests\".",
         what = service.label(),
     )
 }

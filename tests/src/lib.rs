@@ -188,7 +188,7 @@ impl TestEnv {
         let name = format!("wf_t_{}", &id[id.len() - 14..]);
         let admin_url = options.pg_admin_url.clone().unwrap_or_else(pg_admin_url);
         let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.context(
-            "cannot reach Postgres: start it or set WAFLEET_TEST_PG_ADMIN_URL (see README, Running the tests)",
+            "cannot reach Postgres: start it or set WAFLEET_TEST_PG_ADMIN_URL (see docs/testing.md, Running the tests)",
         )?;
         sqlx::query(&format!("create database {name}")).execute(&admin).await?;
         admin.close().await;

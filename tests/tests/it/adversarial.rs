@@ -2,7 +2,7 @@
 //! simulator, with a real broker and database. Every case checks that no reply reaches another
 //! tenant, that nothing crashed (ingest `/healthz` answers and the worker still processes a
 //! control message), that error bodies and logs carry neither the token nor the payload, and
-//! that the status code documented in the README's "Webhook API" table comes back.
+//! that the status code documented in the table of docs/webhook-api.md comes back.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,5 @@
-//! The README documents every setting the code reads, so the operator's guide cannot drift.
+//! The configuration reference (`docs/configuration.md`) documents every setting the code reads,
+//! so the operator's guide cannot drift.
 
 use std::path::Path;
 
@@ -15,10 +16,13 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The page that holds the settings tables, relative to the repository root.
+const CONFIGURATION: &str = "docs/configuration.md";
+
 #[test]
-fn readme_documents_every_environment_variable_the_binaries_read() {
+fn configuration_reference_documents_every_environment_variable_the_binaries_read() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join(CONFIGURATION)).unwrap();
     let mut files = Vec::new();
     for krate in ["shared", "ingest", "worker", "sim", "admin", "cli", "fleet"] {
         rust_files(&root.join(krate).join("src"), &mut files);
@@ -50,15 +54,22 @@ fn readme_documents_every_environment_variable_the_binaries_read() {
         }
     }
     assert!(found > 10, "the scan found too few settings; did the layout change?");
-    assert!(missing.is_empty(), "settings missing from README.md: {missing:?}");
+    assert!(missing.is_empty(), "settings missing from {CONFIGURATION}: {missing:?}");
 }
 
-/// The README's settings tables, as the set of variables each binary is documented to read:
-/// the per-binary tables, the "Used by" column of the shared table, and the simulator's line.
+/// The settings tables of the configuration reference (its "Settings by binary" section), as the
+/// set of variables each binary is documented to read: the per-binary tables, the "Used by"
+/// column of the shared table, and the simulator's line.
 fn documented_settings(readme: &str) -> std::collections::BTreeMap<&'static str, std::collections::BTreeSet<String>> {
     let mut by_binary: std::collections::BTreeMap<&'static str, std::collections::BTreeSet<String>> =
         Default::default();
-    let config = readme.split("\n## Configuration").nth(1).unwrap().split("\n## ").next().unwrap();
+    let config = readme
+        .split("\n## Settings by binary")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{CONFIGURATION} has no \"## Settings by binary\" section"))
+        .split("\n## ")
+        .next()
+        .unwrap();
     for section in config.split("\n### ").skip(1) {
         let (title, body) = section.split_once('\n').unwrap();
         let binary = match title {
@@ -118,9 +129,9 @@ fn variables_in_help(help: &str) -> std::collections::BTreeSet<String> {
 }
 
 #[test]
-fn every_binary_help_lists_exactly_the_settings_the_readme_documents_for_it() {
+fn every_binary_help_lists_exactly_the_settings_the_configuration_reference_documents_for_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join(CONFIGURATION)).unwrap();
     let documented = documented_settings(&readme);
     let dir = wafleet_tests::wafleet_cli_path().parent().unwrap().to_path_buf();
     for binary in ["wafleet-ingest", "wafleet-worker", "wafleet-admin", "wafleet", "wafleet-sim"] {
@@ -135,7 +146,7 @@ fn every_binary_help_lists_exactly_the_settings_the_readme_documents_for_it() {
         let not_read: Vec<_> = expected.difference(&listed).collect();
         assert!(
             undocumented.is_empty() && not_read.is_empty(),
-            "{binary}: read but not in the README {undocumented:?}; in the README but not read {not_read:?}"
+            "{binary}: read but not in {CONFIGURATION} {undocumented:?}; in {CONFIGURATION} but not read {not_read:?}"
         );
     }
 }
