@@ -347,7 +347,7 @@ mod tests {
             "{}",
             e.problem().detail
         );
-        let e = ApiError::from(WorkerError::UnsafeRole(UnsafeRole::Superuser("postgres".into())));
+        let e = ApiError::from(WorkerError::from(UnsafeRole::Superuser("postgres".into())));
         assert!(e.problem().detail.contains("superuser") && e.problem().detail.contains("DATABASE_URL"));
     }
 
@@ -358,7 +358,7 @@ mod tests {
             (WorkerError::UnknownTenant("a".into()), 404, "tenant-not-found"),
             (WorkerError::Conflict(Conflict::QueueBusy("wa.tenant.a".into())), 409, "conflict"),
             (WorkerError::Setup(SetupError::NoSigningKey), 503, "not-configured"),
-            (WorkerError::UnsafeRole(UnsafeRole::BypassRls("app".into())), 503, "not-configured"),
+            (WorkerError::from(UnsafeRole::BypassRls("app".into())), 503, "not-configured"),
             (WorkerError::ConnectionLost, 503, "dependency-unavailable"),
             (WorkerError::Database(sqlx::Error::PoolTimedOut), 503, "dependency-unavailable"),
             (management("GET", None), 503, "dependency-unavailable"),

@@ -39,7 +39,7 @@ pub enum Error {
     Http(#[from] reqwest::Error),
     /// The database role is allowed to bypass row-level security.
     #[error("unsafe database role: {0}. {advice}", advice = UnsafeRole::advice())]
-    UnsafeRole(#[from] UnsafeRole),
+    UnsafeRole(Box<UnsafeRole>),
     /// Bad operator input; the message says what to change.
     #[error(transparent)]
     Invalid(#[from] InvalidInput),
@@ -434,3 +434,10 @@ mod role;
 mod tests;
 
 pub use role::UnsafeRole;
+
+impl From<UnsafeRole> for Error {
+    fn from(role: UnsafeRole) -> Self {
+        // Boxed: the refusal names up to two roles, and every Result of the fleet carries Error.
+        Error::UnsafeRole(Box::new(role))
+    }
+}

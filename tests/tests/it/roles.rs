@@ -89,7 +89,7 @@ async fn each_binary_refuses_a_role_that_is_not_its_duty_or_could_bypass_row_lev
     db::check_role(&env.worker_pool, Duty::Worker, false).await.unwrap();
     db::check_role(&env.admin_pool, Duty::Admin, false).await.unwrap();
     let refused = |r: Result<(), Error>| match r {
-        Err(Error::UnsafeRole(u)) => u,
+        Err(Error::UnsafeRole(u)) => *u,
         other => panic!("expected a refusal, got {other:?}"),
     };
     let u = refused(db::check_role(&env.admin_pool, Duty::Worker, false).await);
