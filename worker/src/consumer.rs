@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use sqlx::PgPool;
@@ -455,9 +453,12 @@ impl TenantConsumer {
                 self.settle_after_publish(delivery, published, "park").await
             }
             Disposition::HoldDatabaseDown => {
-                let r = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                // Left unacked on purpose: the session cancels its consumers and closes the
+                // channel, which returns the message once. A nack with requeue here would hand it
+                // straight back to this still-subscribed consumer, and every round trip until the
+                // consumers stop would burn a quorum delivery attempt.
                 self.database_down.notify_one();
-                r
+                Ok(())
             }
         }
     }

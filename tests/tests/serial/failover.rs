@@ -1,4 +1,4 @@
-//! Issue #15 item 6: a switchover and a failover to a synchronous standby lose nothing. A
+//! A switchover and a failover to a synchronous standby lose nothing. A
 //! primary and its standby run on loopback (`scripts/pg-standby.sh`), the worker reaches them
 //! through a TCP switch standing in for the read-write Service; during 1,000 signed posts across
 //! 10 tenants the primary stops, the standby is promoted and the switch flips. Every accepted
@@ -148,7 +148,6 @@ async fn a_failover_to_the_synchronous_standby_loses_no_event_and_answers_each_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: a clean switchover returns some messages to their queue more than once (docs/accounts-budget-and-lifecycle.md, Failover and switchover)"]
 async fn a_switchover_loses_nothing_and_burns_at_most_one_delivery_attempt_per_message() {
     let burned = posts_survive("fast").await;
     assert_eq!(burned, 0.0, "a message was returned to its queue more than once during the switchover");
