@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use wafleet_shared::topology::{self as names, QueueType, ATTEMPT_HEADER, DLX_EXCHANGE, QUARANTINE_EXCHANGE};
 use wafleet_shared::CustomerRef;
 
@@ -35,11 +35,13 @@ mod config;
 mod headers;
 mod liveness;
 mod publisher;
+mod session;
 
 pub use config::ConsumerConfig;
 use headers::{failure_headers, header_u32, quarantine_headers};
 use liveness::ConsumingGauge;
 use publisher::SharedPublisher;
+use session::SessionSignals;
 
 /// Consumes tenant queues until shutdown, reconnecting and holding through outages.
 pub struct ConsumerSupervisor {
@@ -48,8 +50,6 @@ pub struct ConsumerSupervisor {
     processor: Processor,
     config: ConsumerConfig,
     global: Arc<Semaphore>,
-    /// Set when Postgres is unreachable: consumers are cancelled until it answers again.
-    database_down: Arc<tokio::sync::Notify>,
     /// Number of consumers currently running, for `/readyz` and tests.
     pub active_consumers: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether a consumer session is up (broker connected, tenant list read), for `/readyz`.
@@ -77,7 +77,6 @@ impl ConsumerSupervisor {
             processor,
             config,
             global,
-            database_down: Arc::new(tokio::sync::Notify::new()),
             active_consumers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             session_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
@@ -90,7 +89,7 @@ impl ConsumerSupervisor {
             match self.session(&shutdown, &tenants_changed).await {
                 Ok(SessionEnd::Shutdown) => return,
                 Ok(SessionEnd::DatabaseDown) => {
-                    self.wait_for_database(&shutdown).await;
+                    session::wait_for_database(&self.pool, &shutdown).await;
                     backoff = Duration::from_millis(200);
                 }
                 Err(e) => {
@@ -102,24 +101,6 @@ impl ConsumerSupervisor {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
-        }
-    }
-
-    /// Polls Postgres with backoff (no hot loop) until it answers.
-    async fn wait_for_database(&self, shutdown: &CancellationToken) {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            // Writable, not merely reachable: during a failover the standby answers before its
-            // promotion, and resuming there would only hold (and requeue) everything again.
-            if wafleet_fleet::db::probe_writable(&self.pool, Duration::from_secs(5)).await {
-                info!("database reachable again; resuming consumers");
-                return;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -139,13 +120,11 @@ impl ConsumerSupervisor {
         // before it existed still quarantines instead of closing the shared channel with 404.
         topology::declare_quarantine(&declaring).await?;
         let mut running: HashMap<CustomerRef, Running> = HashMap::new();
-        let session_stop = CancellationToken::new();
-        let consumer_ended = Arc::new(tokio::sync::Notify::new());
+        let signals = SessionSignals::new();
         let mut gauge = ConsumingGauge::default();
         let mut checks = liveness::ConsumerChecks::new(&consume_conn, self.config.consumer_check_interval);
         let result = loop {
-            let refreshed =
-                self.refresh(&consume_conn, &channel, &publisher, &mut running, &session_stop, &consumer_ended).await;
+            let refreshed = self.refresh(&consume_conn, &channel, &publisher, &mut running, &signals).await;
             if let Err(e) = refreshed.map(|tenants| gauge.set(&self.processor, &tenants, &running)) {
                 if e.is_database_unavailable() {
                     break Ok(SessionEnd::DatabaseDown);
@@ -167,13 +146,13 @@ impl ConsumerSupervisor {
                 tokio::select! {
                     _ = shutdown.cancelled() => break Some(Ok(SessionEnd::Shutdown)),
                     _ = broken.cancelled() => break Some(Err(Error::ConnectionLost)),
-                    _ = self.database_down.notified() => break Some(Ok(SessionEnd::DatabaseDown)),
+                    _ = signals.database_down.notified() => break Some(Ok(SessionEnd::DatabaseDown)),
                     _ = tenants_changed.notified() => {
                         debug!("tenant change notified; refreshing consumers");
                         break None;
                     }
                     // A short pause: a queue deleted again at once must not become a hot loop.
-                    _ = consumer_ended.notified() => {
+                    _ = signals.consumer_ended.notified() => {
                         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
                         break None;
                     }
@@ -192,7 +171,7 @@ impl ConsumerSupervisor {
             let _ = channel.basic_cancel(&r.tag, BasicCancelOptions::default()).await;
             r.stop.cancel();
         }
-        session_stop.cancel();
+        signals.stop.cancel();
         let _ =
             tokio::time::timeout(Duration::from_secs(10), self.global.acquire_many(self.config.max_in_flight as u32))
                 .await;
@@ -214,8 +193,7 @@ impl ConsumerSupervisor {
         channel: &Channel,
         publisher: &Arc<SharedPublisher>,
         running: &mut HashMap<CustomerRef, Running>,
-        session_stop: &CancellationToken,
-        consumer_ended: &Arc<tokio::sync::Notify>,
+        signals: &SessionSignals,
     ) -> Result<Vec<tenant::TenantSummary>> {
         let tenants = tenant::list(&self.pool).await?;
         for summary in &tenants {
@@ -253,7 +231,7 @@ impl ConsumerSupervisor {
             let tag = format!("wafleet-{}-{}-{n}", std::process::id(), queue);
             let consumer =
                 channel.basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
-            let stop = session_stop.child_token();
+            let stop = signals.stop.child_token();
             let tenant_slots = Arc::new(Semaphore::new(self.config.tenant_in_flight));
             let watch = liveness::Watch::new(tenant_slots.clone(), self.config.tenant_in_flight);
             let worker = TenantConsumer {
@@ -263,12 +241,12 @@ impl ConsumerSupervisor {
                 publisher: publisher.clone(),
                 tenant_slots,
                 global: self.global.clone(),
-                database_down: self.database_down.clone(),
+                database_down: signals.database_down.clone(),
                 retry_tiers: self.config.retry_tiers.clone(),
                 publish_timeout: self.config.publish_timeout,
                 classic: summary.queue_type == QueueType::Classic,
             };
-            let task = tokio::spawn(worker.run(consumer, stop.clone(), consumer_ended.clone()));
+            let task = tokio::spawn(worker.run(consumer, stop.clone(), signals.consumer_ended.clone()));
             running.insert(customer_ref, Running { tag, stop, lost: false, watch, task });
         }
         self.active_consumers.store(running.len(), std::sync::atomic::Ordering::Relaxed);
