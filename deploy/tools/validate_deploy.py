@@ -397,6 +397,10 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         C.ok(c["command"] == ["wafleet", "migrate"], f"{where}: migration Job must run `wafleet migrate`")
         mig = next((e for e in c.get("env", []) if e["name"] == "MIGRATE_DATABASE_URL"), None)
         C.ok(mig is not None and "secretKeyRef" in mig.get("valueFrom", {}), f"{where}: Job needs MIGRATE_DATABASE_URL from a Secret")
+        # migrate creates and grants both duty roles, so it names both (fleet/src/db/roles.rs).
+        job_env = {e["name"]: e for e in c.get("env", [])}
+        for n in ("DATABASE_URL", "ADMIN_DATABASE_URL"):
+            C.ok("secretKeyRef" in job_env.get(n, {}).get("valueFrom", {}), f"{where}: Job needs {n} from a Secret")
 
     # --- the migrate phase (deploy/README.md "Order"): the Job and all it needs apply first
     phase = {key(o) for o in objs if o["metadata"].get("labels", {}).get("wafleet.io/phase") == "migrate"}
@@ -574,8 +578,9 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         C.ok(addr == f"0.0.0.0:{ADMIN_PORT}" and ADMIN_PORT in ports,
              f"{where}: admin must listen on 0.0.0.0:{ADMIN_PORT} (WAFLEET_ADMIN_ADDR={addr}) and declare that port")
         refs = {e["name"]: (e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])}
-        for n in ("DATABASE_URL", "AMQP_URL", "RABBITMQ_API_URL", "WAFLEET_SIGNING_KEY", "WA_API_KEY"):
+        for n in ("ADMIN_DATABASE_URL", "AMQP_URL", "RABBITMQ_API_URL", "WAFLEET_SIGNING_KEY", "WA_API_KEY"):
             C.ok(refs.get(n) is not None, f"{where}: admin needs {n} from a Secret")
+        C.ok("DATABASE_URL" not in refs, f"{where}: admin must not hold the worker's DATABASE_URL (a role per duty)")
         if worker is not None:
             wconf = container_env(pod_spec(worker)["containers"][0])
             for k in ("WA_API_BASE_URL", "WAFLEET_SEND_RATE_PER_MIN", "WAFLEET_SEND_BURST", "WAFLEET_BUDGET_WINDOW_SECS",

@@ -117,6 +117,46 @@ async fn add_tenant_via(env: &TestEnv, endpoints: &Endpoints, customer_ref: &str
     url
 }
 
+/// Prints where each unanswered event got to: its processed row, its reply's state, and the
+/// messages still sitting in the environment's queues.
+async fn explain_missing(env: &TestEnv, answered: &HashMap<String, usize>) {
+    for t in 0..TENANTS {
+        for i in 0..share(t) {
+            let body = format!("n{t:02}-{i}");
+            if answered.contains_key(&body) {
+                continue;
+            }
+            let processed: Option<String> =
+                sqlx::query_scalar("select outcome from processed_events where provider_message_id = $1")
+                    .bind(format!("NODE-{t}-{i}"))
+                    .fetch_optional(&env.owner_pool)
+                    .await
+                    .unwrap();
+            let reply: Option<(String, i32)> = sqlx::query_as("select status, attempts from outbox where body = $1")
+                .bind(&body)
+                .fetch_optional(&env.owner_pool)
+                .await
+                .unwrap();
+            eprintln!("unanswered {body}: processed {processed:?}, reply {reply:?}");
+        }
+    }
+    let queues = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:15672/api/queues/{}", env.name))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .map(|r| r.text());
+    if let Ok(text) = queues {
+        let text = text.await.unwrap_or_default();
+        let queues: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for q in queues.as_array().into_iter().flatten() {
+            if q["messages"].as_u64().unwrap_or(0) > 0 {
+                eprintln!("queue {} holds {} ({} unacked)", q["name"], q["messages"], q["messages_unacknowledged"]);
+            }
+        }
+    }
+}
+
 /// Posts event `i` of tenant `t`; the body names both, so a reply shows where it belongs.
 async fn post(client: &reqwest::Client, url: &str, t: usize, i: usize) -> u16 {
     let event = message_event(&format!("1555600{t:04}"), &format!("n{t:02}-{i}"), &format!("NODE-{t}-{i}"));
@@ -131,6 +171,9 @@ async fn assert_each_answered_once(env: &TestEnv) {
     for send in env.sim.all_sends() {
         assert_eq!(send.bridge, format!("ln_{}", &send.body[1..3]), "{} on {}", send.body, send.bridge);
         *per_body.entry(send.body).or_insert(0) += 1;
+    }
+    if per_body.len() != TOTAL {
+        explain_missing(env, &per_body).await;
     }
     assert_eq!(per_body.len(), TOTAL, "every accepted event reached its reply");
     assert!(per_body.values().all(|n| *n == 1), "no event answered twice");
