@@ -72,7 +72,7 @@ REQUIRED_ALERTS = {
     "WafleetIngest4xxRate", "WafleetIsolationCanaryFailing", "WafleetIngestTenantSpoolShareFull",
     "WafleetIngestAbsent", "WafleetIngestNotReady", "WafleetRepliesFailedOrExpired", "WafleetRepliesUnknown",
     "WafleetOutboxReplyNearTTL", "WafleetOutboxBacklogBeyondReplyTTL", "WafleetBridgeDisconnected",
-    "WafleetAccountKeyUnusable", "WafleetAutoscalerAtMax",
+    "WafleetAccountKeyUnusable", "WafleetAutoscalerAtMax", "WafleetIngestSpoolHalfFull", "WafleetIngestSpoolNearlyFull",
 }
 RUNBOOK = "https://github.com/wafleet/wafleet/blob/main/docs/runbooks.md#runbook-"
 DASHBOARD_METRICS = [

@@ -22,6 +22,8 @@ pub const PUBLISH_CONFIRM_SECONDS: &str = "wafleet_ingest_publish_confirm_second
 pub const SPOOL_RECORDS: &str = "wafleet_ingest_spool_records";
 /// Gauge (bytes): size of the spool's segment files.
 pub const SPOOL_BYTES: &str = "wafleet_ingest_spool_bytes";
+/// Gauge (bytes): the spool's maximum (`WAFLEET_SPOOL_MAX_BYTES`), so its fill can be alerted on.
+pub const SPOOL_MAX_BYTES: &str = "wafleet_ingest_spool_max_bytes";
 /// Gauge (seconds): age of the oldest spooled record not yet confirmed; 0 when empty.
 pub const SPOOL_OLDEST_AGE_SECONDS: &str = "wafleet_ingest_spool_oldest_age_seconds";
 /// Counter: events answered 200 from the spool (the broker did not confirm them in time).

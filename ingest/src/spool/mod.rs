@@ -153,6 +153,7 @@ impl Shared {
         let status = self.status();
         metrics::gauge!(metric::SPOOL_RECORDS).set(status.records as f64);
         metrics::gauge!(metric::SPOOL_BYTES).set(status.bytes as f64);
+        metrics::gauge!(metric::SPOOL_MAX_BYTES).set(self.max_bytes as f64);
         metrics::gauge!(metric::SPOOL_OLDEST_AGE_SECONDS).set(status.oldest_age_seconds);
         self.pending.send_if_modified(|pending| std::mem::replace(pending, status.records) != status.records);
         status

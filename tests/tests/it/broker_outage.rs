@@ -49,6 +49,9 @@ async fn broker_cut_during_5000_posts_across_20_tenants_loses_and_misroutes_noth
         }
         if phase == 1 {
             spooled_during_cut = wafleet_tests::counter_value("wafleet_ingest_spooled_total", &[]) - spooled_before;
+            // What the spool-fill alerts divide: the maximum is exported beside the fill.
+            let max = wafleet_tests::counter_value("wafleet_ingest_spool_max_bytes", &[]);
+            assert!(max >= (1u64 << 20) as f64, "wafleet_ingest_spool_max_bytes is exported: {max}");
             proxy.restore();
         }
     }
