@@ -43,11 +43,34 @@ if ! port_open 15672; then
   wait_port 15672 "RabbitMQ management" 120
 fi
 
-# The management API answers 503 for a moment after the plugin starts.
-for _ in $(seq 60); do
-  if curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1; then
-    exit 0
+wait_management() {
+  # The management API answers 503 for a moment after the plugin starts.
+  for _ in $(seq 60); do
+    curl -fsS -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "RabbitMQ management API at http://127.0.0.1:15672 does not answer for guest/guest"
+}
+
+# Every test makes a vhost. A broker whose ports answer can still be wedged (seen after a node
+# of a test cluster was killed: vhost creation hung for good), and then every test would hang
+# until its timeout. A vhost made and deleted within 30 s says it works.
+vhost_works() {
+  local probe="wafleet-services-probe-$$"
+  curl -fsS --max-time 30 -u guest:guest -X PUT "http://127.0.0.1:15672/api/vhosts/$probe" >/dev/null 2>&1 &&
+    curl -fsS --max-time 30 -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$probe" >/dev/null 2>&1
+}
+
+wait_management
+if ! vhost_works; then
+  log "RabbitMQ answers but cannot create a vhost within 30 s: restarting it"
+  timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq beam.smp || true
+  for _ in $(seq 60); do port_open 5672 || break; sleep 0.5; done
+  if command -v service >/dev/null && service rabbitmq-server start >/dev/null 2>&1; then :; else
+    rabbitmq-server -detached || die "could not start RabbitMQ"
   fi
-  sleep 0.5
-done
-die "RabbitMQ management API at http://127.0.0.1:15672 does not answer for guest/guest"
+  wait_port 5672 RabbitMQ 240
+  wait_port 15672 "RabbitMQ management" 120
+  wait_management
+  vhost_works || die "RabbitMQ still cannot create a vhost after a restart; see /var/log/rabbitmq"
+fi

@@ -162,3 +162,21 @@ async fn sigterm_under_load_drains_in_flight_work_and_loses_or_dead_letters_noth
     assert!(per_body.values().all(|n| *n == 1), "no reply sent twice");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_a_fleet_with_no_tenant_yet_becomes_ready() {
+    // A fresh install must roll out: readiness is about Postgres and the consumer session, not
+    // about having a tenant to consume.
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut worker = worker_command(&env).env("WAFLEET_WORKER_ADDR", format!("127.0.0.1:{port}")).spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let ready = wait_until(Duration::from_secs(30), || async {
+        reqwest::get(&url).await.map(|r| r.status().as_u16() == 200).unwrap_or(false)
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    ready.expect("the worker's /readyz answers 200 with zero tenants");
+    env.cleanup().await;
+}
