@@ -34,7 +34,7 @@ pub async fn migrate_with(
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;
     topology::declare_retry_tiers(&channel, retry_tiers).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     let management = endpoints.management()?;
     management.apply_policies_with(tenant_queue_max_bytes).await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
     // The per-tenant overrides are rebuilt too, so a release that changes a key of the
@@ -76,7 +76,7 @@ pub async fn add_tenant_in_account(
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_tenant(&connection, &channel, &new.customer_ref, new.queue_type).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     tx.commit().await?;
     Ok(created)
 }
