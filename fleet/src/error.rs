@@ -130,6 +130,17 @@ pub enum InvalidInput {
     /// A rule without reply text.
     #[error("reply must not be empty")]
     RuleReply,
+    /// `rules remove` of a rule the tenant does not have.
+    #[error("tenant {customer_ref} has no rule {rule:?} (see `wafleet rules list {customer_ref}`)")]
+    UnknownRule {
+        /// The tenant.
+        customer_ref: String,
+        /// The id or keyword that was given.
+        rule: String,
+    },
+    /// `tenants limits` without any limit to change.
+    #[error("say which limit to change: --weight, --max-per-min, --max-per-day or --queue-max-bytes")]
+    NoLimitGiven,
     /// A `--bot-url` the fleet will not store.
     #[error("--bot-url {0}")]
     BotUrl(#[from] BadBotUrl),
@@ -212,6 +223,19 @@ pub enum InvalidInput {
     /// `dlq purge` without `--yes`.
     #[error("purging deletes dead letters for good: add --yes")]
     PurgeUnconfirmed,
+    /// An irreversible command (`tenants offboard`, `tenants erase`) run without `--yes` and
+    /// without a terminal to confirm on.
+    #[error("{action} cannot be undone: add --yes")]
+    Unconfirmed {
+        /// What the command does, e.g. "offboarding tenant acme".
+        action: String,
+    },
+    /// The ref typed at the confirmation prompt was not the command's.
+    #[error("confirmation did not match {expected:?}: nothing done")]
+    ConfirmationMismatch {
+        /// The ref that had to be typed.
+        expected: String,
+    },
 }
 
 /// Why a `--bot-url` is refused.

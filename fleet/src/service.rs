@@ -92,6 +92,25 @@ pub async fn tenant_depth(
         .ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
 }
 
+/// `wafleet depth [<ref>...]`: the whole fleet, or only the named tenants (in the fleet's
+/// deepest-first order). An unknown or offboarded ref is an error, not a missing line.
+pub async fn depth_of(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    refs: &[CustomerRef],
+) -> Result<(Vec<TenantDepth>, DepthSource)> {
+    for r in refs {
+        if require_tenant(pool, r).await?.status == TenantStatus::Offboarded {
+            return Err(Conflict::QueuesGone(r.clone()).into());
+        }
+    }
+    let (mut rows, source) = depth::depth(pool, endpoints).await?;
+    if !refs.is_empty() {
+        rows.retain(|d| refs.iter().any(|r| r.as_str() == d.customer_ref));
+    }
+    Ok((rows, source))
+}
+
 /// `dlq list`, refusing an unknown tenant instead of reporting an empty queue for it.
 pub async fn dlq_list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> Result<Vec<DlqSummary>> {
     if let Some(r) = only {
