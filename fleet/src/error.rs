@@ -118,6 +118,9 @@ pub enum InvalidInput {
     /// No live admin token has this name.
     #[error("no live admin token named {0}")]
     NoLiveToken(String),
+    /// An unknown scope name, or no scope at all.
+    #[error("scopes {0:?}: give one or more of read, credentials, pii, write, admin (comma-separated)")]
+    TokenScopes(String),
     /// `tenants limits` values out of range.
     #[error("--weight must be 1-100 and caps at least 1")]
     TenantLimits,

@@ -224,11 +224,13 @@ pub struct BaseUrl {
 pub struct WebhookUrl {
     /// The tenant.
     pub customer_ref: String,
-    /// The URL to configure on the bridge (treat it like a password).
-    pub url: String,
+    /// The URL to configure on the bridge (treat it like a password). Absent from a rotation
+    /// answer to a token without the `credentials` scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The tenant's status; events for a tenant that is not active are dropped.
     pub status: String,
-    /// Set when the URL will not work as is (tenant not active).
+    /// Set when the URL will not work as is (tenant not active), or was withheld.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
 }

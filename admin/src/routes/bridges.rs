@@ -10,6 +10,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wafleet_fleet::admin_tokens::Scope;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::tenant::TenantStatus;
 use wafleet_fleet::{ops, service};
@@ -38,28 +39,41 @@ pub struct BaseQuery {
     pub base: String,
 }
 
-fn webhook_url(customer_ref: &str, url: String, status: TenantStatus) -> WebhookUrl {
-    let warning = (status != TenantStatus::Active)
-        .then(|| format!("tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str()));
+fn webhook_url(customer_ref: &str, url: Option<String>, status: TenantStatus) -> WebhookUrl {
+    let warning = match (&url, status) {
+        (None, _) => Some(format!(
+            "the new URL of {customer_ref} is shown only to a token with the credentials scope \
+             (GET /v1/tenants/{customer_ref}/webhook-url)"
+        )),
+        (Some(_), TenantStatus::Active) => None,
+        (Some(_), _) => {
+            Some(format!("tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str()))
+        }
+    };
     WebhookUrl { customer_ref: customer_ref.to_owned(), url, status: status.as_str().to_owned(), warning }
 }
 
-/// The signed webhook URL to configure on the tenant's bridge (`wafleet webhook-url`).
+/// The signed webhook URL to configure on the tenant's bridge (`wafleet webhook-url`). Needs
+/// the `credentials` scope; every read is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/webhook-url", tag = "bridges", params(RefPath, BaseQuery),
     responses((status = 200, description = "The URL (a credential)", body = WebhookUrl), ReadErrors))]
 async fn get_webhook_url(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<BaseQuery>,
 ) -> Result<Json<WebhookUrl>, ApiError> {
+    let entry = Entry::new("webhook-url", Some(&path.customer_ref), json!({"base": query.base}));
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&query.base)?;
-    let (url, status) = ops::webhook_url(&state.pool, state.signing_key()?, &customer_ref, &query.base).await?;
-    Ok(Json(webhook_url(customer_ref.as_str(), url, status)))
+    let result = async { ops::webhook_url(&state.pool, state.signing_key()?, &customer_ref, &query.base).await }.await;
+    let (url, status) = audited(&state, &caller, entry, false, result).await?;
+    Ok(Json(webhook_url(customer_ref.as_str(), Some(url), status)))
 }
 
 /// Revoke the tenant's webhook URL (next generation) and return the new one
-/// (`wafleet tenants rotate-url`). Set it on the bridge in the WA Bridges dashboard.
+/// (`wafleet tenants rotate-url`). Set it on the bridge in the WA Bridges dashboard. Needs
+/// `write`; the new URL is in the answer only when the token also has `credentials`.
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/rotate-url", tag = "bridges", params(RefPath),
     request_body = BaseUrl,
     responses((status = 200, description = "The new URL (a credential); the previous one no longer works",
@@ -76,7 +90,7 @@ async fn rotate_webhook_url(
     let result = async {
         let url = ops::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &request.base).await?;
         let status = service::require_tenant(&state.pool, &customer_ref).await?.status;
-        Ok(webhook_url(customer_ref.as_str(), url, status))
+        Ok(webhook_url(customer_ref.as_str(), caller.may(Scope::Credentials).then_some(url), status))
     }
     .await;
     Ok(Json(audited(&state, &caller, entry, false, result).await?))
@@ -101,7 +115,7 @@ async fn provision_bridge(
 }
 
 /// The bridge's session status at WA Bridges (`wafleet bridges status`). Spends one proxy token
-/// of the tenant's account, like a send.
+/// of the tenant's account, like a send, so it needs the `write` scope.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/bridge-status", tag = "bridges", params(RefPath),
     responses((status = 200, description = "The bridge's status", body = BridgeStatus), ReadErrors))]
 async fn get_bridge_status(

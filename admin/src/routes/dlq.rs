@@ -62,19 +62,26 @@ pub struct ShowQuery {
     pub body: Option<bool>,
 }
 
-/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`).
+/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`),
+/// which needs the `pii` scope and is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
     responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), ReadErrors))]
 async fn show_dead_letters(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<ShowQuery>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let limit = limit(query.limit, 20, 1000)?;
-    let letters =
-        service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, query.body.unwrap_or(false))
-            .await?;
+    let body = query.body.unwrap_or(false);
+    let result = service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, body).await;
+    let letters = if body {
+        let entry = Entry::new("dlq show", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
+        audited(&state, &caller, entry, false, result).await?
+    } else {
+        result?
+    };
     Ok(Json(letters.into_iter().map(DeadLetter::from).collect()))
 }
 

@@ -95,6 +95,10 @@ pub enum ReadErrors {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
+    /// The token lacks a scope this read needs (`credentials`, `pii`, or `write` for a call
+    /// that spends send budget).
+    #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// No such tenant, queue, bridge or operation.
     #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
     NotFound(Problem),
@@ -127,8 +131,8 @@ pub enum WriteErrors {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
-    /// A read-only token.
-    #[response(status = 403, description = "Read-only token", content_type = "application/problem+json")]
+    /// The token lacks a scope this call needs (`write`; erasing also `pii`).
+    #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
     Forbidden(Problem),
     /// No such tenant, queue or bridge.
     #[response(status = 404, description = "Not found", content_type = "application/problem+json")]

@@ -293,7 +293,9 @@ async fn lifecycle_endpoints_answer_like_the_cli_and_write_its_audit_records_wit
         commands,
         [
             "tenants add",
+            "webhook-url",
             "tenants disable",
+            "webhook-url",
             "tenants enable",
             "tenants rotate-url",
             "provision",
@@ -301,9 +303,10 @@ async fn lifecycle_endpoints_answer_like_the_cli_and_write_its_audit_records_wit
             "dlq purge",
             "tenants export",
             "tenants export",
+            "outbox rows",
             "tenants erase"
         ],
-        "reads are not audited, exports are; a dry run is not"
+        "state reads are not audited; credential reads, exports and bodies are; a dry run is not"
     );
     assert!(
         audit.iter().all(|(operator, _, _, outcome)| operator == "admin-token:ops" && outcome == "ok"),
