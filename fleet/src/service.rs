@@ -5,7 +5,7 @@
 
 use secrecy::SecretString;
 use sqlx::PgPool;
-use wafleet_shared::{CustomerRef, Keyring};
+use wafleet_shared::{CustomerRef, Generation, Keyring};
 
 use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
@@ -41,13 +41,24 @@ pub async fn webhook_url(
     customer_ref: &CustomerRef,
     base: &str,
 ) -> Result<(String, TenantStatus)> {
-    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    Ok((signed_url(signing_key, customer_ref, meta.generation, base)?, meta.status))
+}
+
+/// The signed webhook URL of `customer_ref` for one URL `generation` (it works only while that
+/// is the tenant's generation). Lets a stored answer name its URL without storing it.
+pub fn signed_url(
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    generation: Generation,
+    base: &str,
+) -> Result<String> {
+    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
     check_base_url(base)?;
     let base = base.trim_end_matches('/');
-    let token = keyring.sign(customer_ref, meta.generation);
-    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
+    let token = keyring.sign(customer_ref, generation);
+    Ok(format!("{base}/webhook/{customer_ref}/{token}"))
 }
 
 /// The tenant's metadata, or [`Error::UnknownTenant`].

@@ -230,6 +230,8 @@ pub struct WebhookUrl {
     pub url: Option<String>,
     /// The tenant's status; events for a tenant that is not active are dropped.
     pub status: String,
+    /// The URL generation the URL is signed for (a rotation moves to the next one).
+    pub generation: i64,
     /// Set when the URL will not work as is (tenant not active), or was withheld.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,

@@ -15,7 +15,7 @@ use wafleet_fleet::audit::Entry;
 use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
-use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
 use crate::problem::{ApiError, Kind};
@@ -88,7 +88,7 @@ async fn show_dead_letters(
 /// Move dead letters back into the tenant's own queue (`wafleet dlq replay`): only while the
 /// tenant is active and only envelopes of its current URL generation. Idempotent: dedupe drops
 /// a message already processed.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/replay", tag = "dead letters", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/replay", tag = "dead letters", params(RefPath, IdempotencyKey),
     request_body = ReplayRequest,
     responses((status = 200, description = "What moved (or would move) and what stayed", body = ReplayReport),
         WriteErrors))]
@@ -119,7 +119,7 @@ async fn replay_dead_letters(
 }
 
 /// Delete every dead letter of a tenant, for good (`wafleet dlq purge --yes`).
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath, IdempotencyKey),
     responses((status = 200, description = "Purged", body = Purged), WriteErrors))]
 async fn purge_dead_letters(
     State(state): State<AppState>,

@@ -42,6 +42,17 @@ pub struct RefPath {
     pub customer_ref: String,
 }
 
+/// The `Idempotency-Key` header every state-changing request takes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes retries safe: the same key with the same request gets the first answer again, and
+    /// nothing runs twice; with another request, 422.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
+}
+
 /// Parses a ref from a request; a bad one is [`wafleet_fleet::Error::Invalid`] (400).
 pub fn parse_ref(raw: &str) -> wafleet_fleet::Result<CustomerRef> {
     CustomerRef::parse(raw)

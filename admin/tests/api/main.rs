@@ -6,6 +6,7 @@
 
 mod auth;
 mod contract;
+mod idempotency;
 mod operations;
 mod scopes;
 mod tenants;
