@@ -57,6 +57,18 @@ pub struct CreatedTenant {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetLimits {
+    /// Consecutive sends per round-robin turn (1-100); omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100, example = 2)]
+    pub weight: Option<i32>,
+    /// At most this many sends per minute (budget window). `null`: no cap; omitted: unchanged.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i32>, nullable, minimum = 1, example = 30)]
+    pub max_per_min: Option<Option<i32>>,
+    /// At most this many sends per day (1440 budget windows). `null`: no cap; omitted: unchanged.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i32>, nullable, minimum = 1, example = 5000)]
+    pub max_per_day: Option<Option<i32>>,
     /// Bound of the tenant's queue in bytes (`max-length-bytes`; past it the queue refuses
     /// publishes). `null`: back to the fleet-wide default; omitted: unchanged.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -65,8 +77,12 @@ pub struct SetLimits {
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an omitted field (`None`, by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(deserializer).map(Some)
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `POST .../bot`: the arguments of `wafleet tenants set-bot`.

@@ -394,10 +394,22 @@ async fn set_limits(
     Path(path): Path<RefPath>,
     Body(request): Body<SetLimits>,
 ) -> Result<StatusCode, ApiError> {
-    let entry =
-        Entry::new("tenants limits", Some(&path.customer_ref), json!({"queue_max_bytes": request.queue_max_bytes}));
+    let entry = Entry::new(
+        "tenants limits",
+        Some(&path.customer_ref),
+        json!({"weight": request.weight, "max_per_min": request.max_per_min, "max_per_day": request.max_per_day,
+               "queue_max_bytes": request.queue_max_bytes}),
+    );
     let customer_ref = parse_ref(&path.customer_ref)?;
+    let change = ops::LimitsChange {
+        weight: request.weight,
+        max_per_min: request.max_per_min,
+        max_per_day: request.max_per_day,
+    };
     let result = async {
+        if !change.is_empty() {
+            ops::update_tenant_limits(&state.pool, &customer_ref, change).await?;
+        }
         if let Some(bytes) = request.queue_max_bytes {
             ops::set_tenant_queue_bound(&state.pool, &state.endpoints, &customer_ref, bytes).await?;
         }
