@@ -229,7 +229,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// The audit entry of a core command, if it changes anything.
+/// The audit entry of a core command, if it changes anything or reads a credential or
+/// personal data.
 pub fn core_audit_entry(command: &Command) -> Option<Entry> {
     match command {
         Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
@@ -263,6 +264,13 @@ pub fn core_audit_entry(command: &Command) -> Option<Entry> {
         }
         Command::Dlq(DlqCommand::Purge { customer_ref, yes: true }) => {
             Some(Entry::new("dlq purge", Some(customer_ref), json!({})))
+        }
+        // Reading a credential or personal data is audited like a change.
+        Command::WebhookUrl { customer_ref, base } => {
+            Some(Entry::new("webhook-url", Some(customer_ref), json!({"base": base})))
+        }
+        Command::Dlq(DlqCommand::Show { customer_ref, limit, body: true, .. }) => {
+            Some(Entry::new("dlq show", Some(customer_ref), json!({"limit": limit, "body": true})))
         }
         _ => None,
     }

@@ -122,12 +122,9 @@ async fn set_limits(
     change: LimitsChange,
     queue_max_bytes: Option<QueueBound>,
 ) -> Result<()> {
-    let entry = Entry::new(
-        "tenants limits",
-        Some(customer_ref),
-        json!({"weight": change.weight, "max_per_min": change.max_per_min, "max_per_day": change.max_per_day,
-               "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
-    );
+    let mut arguments = change.audit_arguments();
+    arguments.insert("queue_max_bytes".into(), json!(queue_max_bytes.map(|b| b.0)));
+    let entry = Entry::new("tenants limits", Some(customer_ref), arguments.into());
     let result = async {
         let customer_ref = parse_ref(customer_ref)?;
         let limits = match change.is_empty() {

@@ -130,6 +130,21 @@ impl LimitsChange {
     pub fn is_empty(&self) -> bool {
         self.weight.is_none() && self.max_per_min.is_none() && self.max_per_day.is_none()
     }
+
+    /// The change as audit arguments: a limit not given is absent, a removed cap is `"none"`.
+    pub fn audit_arguments(&self) -> serde_json::Map<String, serde_json::Value> {
+        let cap = |c: Option<i32>| c.map_or_else(|| serde_json::json!("none"), |n| serde_json::json!(n));
+        let mut out = serde_json::Map::new();
+        if let Some(w) = self.weight {
+            out.insert("weight".into(), w.into());
+        }
+        for (name, value) in [("max_per_min", self.max_per_min), ("max_per_day", self.max_per_day)] {
+            if let Some(c) = value {
+                out.insert(name.into(), cap(c));
+            }
+        }
+        out
+    }
 }
 
 /// `wafleet tenants limits`: changes only the limits `change` names and returns the limits that

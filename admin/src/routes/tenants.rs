@@ -394,18 +394,15 @@ async fn set_limits(
     Path(path): Path<RefPath>,
     Body(request): Body<SetLimits>,
 ) -> Result<StatusCode, ApiError> {
-    let entry = Entry::new(
-        "tenants limits",
-        Some(&path.customer_ref),
-        json!({"weight": request.weight, "max_per_min": request.max_per_min, "max_per_day": request.max_per_day,
-               "queue_max_bytes": request.queue_max_bytes}),
-    );
-    let customer_ref = parse_ref(&path.customer_ref)?;
     let change = ops::LimitsChange {
         weight: request.weight,
         max_per_min: request.max_per_min,
         max_per_day: request.max_per_day,
     };
+    let mut arguments = change.audit_arguments();
+    arguments.insert("queue_max_bytes".into(), json!(request.queue_max_bytes));
+    let entry = Entry::new("tenants limits", Some(&path.customer_ref), arguments.into());
+    let customer_ref = parse_ref(&path.customer_ref)?;
     let result = async {
         if !change.is_empty() {
             ops::update_tenant_limits(&state.pool, &customer_ref, change).await?;
