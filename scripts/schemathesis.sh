@@ -98,7 +98,7 @@ wait_http "$WA_API_BASE_URL/_sim/stats" 30
 # exercises the success paths, not only 404s.
 "$BIN/wafleet" tenants add cust_8842 --bridge cust_8842 >/dev/null
 curl -fsS -H 'content-type: application/json' -d '{"customer_ref":"cust_8842"}' "$WA_API_BASE_URL/_sim/bridges" >/dev/null
-TOKEN=$("$BIN/wafleet" admin-tokens create schemathesis 2>/dev/null | tail -n 1)
+TOKEN=$("$BIN/wafleet" admin-tokens create schemathesis --scopes read,credentials,pii,write,admin 2>/dev/null | tail -n 1)
 
 ADMIN_PORT=$(free_port)
 WAFLEET_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" WAFLEET_ADMIN_RATE_PER_SEC=10000 WAFLEET_ADMIN_RATE_BURST=10000 \

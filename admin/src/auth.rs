@@ -1,15 +1,17 @@
-//! Authentication, scope and rate limit of every `/v1` request, in that order: a bearer token
-//! that names a live admin token (else 401), the token's rate limit (else 429), and for a
-//! read-only token a `GET` or `HEAD` request (else 403). The authenticated [`Caller`] is handed
-//! to the handler as an extension. A token is never logged; its name is.
+//! Authentication, rate limit and scopes of every `/v1` request, in that order: a bearer token
+//! that names a live admin token (else 401), the token's rate limit (else 429), and every scope
+//! the route needs ([`crate::scopes`], else 403, before anything is looked up). The
+//! authenticated [`Caller`] is handed to the handler as an extension. A token is never logged;
+//! its name is.
 
+use axum::extract::MatchedPath;
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock as _, DefaultClock};
 use uuid::Uuid;
-use wafleet_fleet::admin_tokens;
+use wafleet_fleet::admin_tokens::{self, Scope, Scopes};
 use wafleet_fleet::service::Actor;
 
 use crate::problem::{ApiError, Kind};
@@ -22,14 +24,19 @@ pub struct Caller {
     pub token_id: Uuid,
     /// Token name.
     pub name: String,
-    /// Whether the token may only read.
-    pub read_only: bool,
+    /// What the token may do.
+    pub scopes: Scopes,
 }
 
 impl Caller {
     /// The audit actor: `admin-token:<name>`.
     pub fn actor(&self) -> Actor {
         Actor::admin_token(&self.name)
+    }
+
+    /// Whether the token holds `scope`.
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(scope)
     }
 }
 
@@ -51,22 +58,24 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
         return Err(ApiError::new(Kind::RateLimited, format!("token {} is over its rate limit", caller.name))
             .retry_after(wait.as_secs() + 1));
     }
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if caller.read_only && !reads {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let bodies = crate::scopes::asks_for_bodies(request.uri().query());
+    let needed = crate::scopes::required(request.method(), &route, bodies).unwrap_or_else(|| Scope::ALL.to_vec());
+    let missing = caller.scopes.missing(&needed);
+    if !missing.is_empty() {
+        let names = |s: &[Scope]| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         return Err(ApiError::new(
-            Kind::ReadOnlyToken,
+            Kind::InsufficientScope,
             format!(
-                "token {} is read-only; {} needs a token created without --read-only",
+                "token {} lacks the scope {}: {} {route} needs {}",
                 caller.name,
-                request.method()
+                names(&missing),
+                request.method(),
+                names(&needed)
             ),
         ));
     }
     tracing::Span::current().record("token", caller.name.as_str());
-    request.extensions_mut().insert(Caller {
-        token_id: caller.token_id,
-        name: caller.name,
-        read_only: caller.read_only,
-    });
+    request.extensions_mut().insert(Caller { token_id: caller.token_id, name: caller.name, scopes: caller.scopes });
     Ok(next.run(request).await)
 }

@@ -1,7 +1,9 @@
-//! `Idempotency-Key` of `POST /v1/tenants`: per token, the first request with a key is run and
-//! its answer stored; the same key with the same request gets the stored answer again, with
-//! another request 422, and while the first is still running 409. Server-side failures (5xx)
-//! are not stored, so a retry after an outage runs again. Records expire after 24 hours.
+//! `Idempotency-Key` of every state-changing request: per token, the first request with a key is
+//! run and its answer stored; the same key with the same request gets the stored answer again,
+//! with another request 422, and while the first is still running 409. Server-side failures
+//! (5xx) are not stored, so a retry after an outage runs again. Records expire after 24 hours.
+//! Tenant creation uses these functions in its handler; every other route gets them from
+//! [`layer::idempotent`].
 
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest as _, Sha256};
@@ -10,6 +12,8 @@ use uuid::Uuid;
 use wafleet_fleet::Result;
 
 use crate::problem::{ApiError, Kind};
+
+pub mod layer;
 
 /// The header.
 pub const HEADER: &str = "idempotency-key";

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod operations;
 pub mod problem;
 pub mod routes;
+pub mod scopes;
 pub mod startup;
 pub mod state;
 

@@ -19,8 +19,9 @@ use crate::state::AppState;
     info(
         title = "wafleet admin API",
         description = "The operator CLI's commands over HTTP, for internal tooling. Every `/v1` request \
-            needs `Authorization: Bearer <token>` (create one with `wafleet admin-tokens create`); a \
-            read-only token may only `GET`. Errors are RFC 9457 problem details.",
+            needs `Authorization: Bearer <token>` (create one with `wafleet admin-tokens create --scopes`); \
+            a call needs the token's scopes for it (read, credentials, pii, write; else 403 \
+            insufficient-scope). Errors are RFC 9457 problem details.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     security(("bearer" = [])),

@@ -43,8 +43,8 @@ pub enum Kind {
     InvalidRequest,
     /// 401: missing, malformed, unknown or revoked bearer token.
     Unauthorized,
-    /// 403: a read-only token on a mutating endpoint.
-    ReadOnlyToken,
+    /// 403: the token lacks a scope the route needs.
+    InsufficientScope,
     /// 404: no tenant with this ref.
     TenantNotFound,
     /// 404: no operation with this id.
@@ -90,7 +90,7 @@ impl Kind {
         match self {
             Self::InvalidRequest => ("invalid-request", "Invalid request", S::BAD_REQUEST),
             Self::Unauthorized => ("unauthorized", "Missing or invalid bearer token", S::UNAUTHORIZED),
-            Self::ReadOnlyToken => ("read-only-token", "Read-only token", S::FORBIDDEN),
+            Self::InsufficientScope => ("insufficient-scope", "The token lacks a scope", S::FORBIDDEN),
             Self::TenantNotFound => ("tenant-not-found", "Tenant not found", S::NOT_FOUND),
             Self::OperationNotFound => ("operation-not-found", "Operation not found", S::NOT_FOUND),
             Self::QueueNotFound => ("queue-not-found", "Queue not found", S::NOT_FOUND),

@@ -35,7 +35,10 @@ fn document_json() -> &'static str {
 /// The whole HTTP surface over `state`.
 pub fn router(state: AppState) -> Router {
     let (v1, open, _) = openapi::routes();
-    let v1 = v1.layer(middleware::from_fn_with_state(state.clone(), crate::auth::authorize));
+    // Layers run outside in: authentication and scopes first, then Idempotency-Key.
+    let v1 = v1
+        .layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer::idempotent))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authorize));
     Router::new()
         .merge(v1)
         .merge(open)

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use secrecy::ExposeSecret as _;
 use serde_json::json;
-use wafleet_fleet::admin_tokens::{create, list, revoke};
+use wafleet_fleet::admin_tokens::{create, list, revoke, Scopes};
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
@@ -19,8 +19,13 @@ pub enum AdminTokensCommand {
     Create {
         /// Token name ([a-z0-9][a-z0-9_.-]*); the audit log names it as admin-token:<name>.
         name: String,
-        /// Only GET endpoints (mutating requests get 403).
-        #[arg(long)]
+        /// What the token may do, comma-separated: read (fleet state), credentials (webhook
+        /// URLs), pii (message bodies, exports), write (changes, and calls that spend send budget),
+        /// admin (tokens).
+        #[arg(long, value_parser = parse_scopes, required_unless_present = "read_only")]
+        scopes: Option<Scopes>,
+        /// Shorthand for --scopes read.
+        #[arg(long, conflicts_with = "scopes")]
         read_only: bool,
     },
     /// List tokens (names, scopes, last use; never a token).
@@ -36,18 +41,26 @@ pub enum AdminTokensCommand {
     },
 }
 
+fn parse_scopes(raw: &str) -> std::result::Result<Scopes, String> {
+    Scopes::parse_list(raw).map_err(|e| e.to_string())
+}
+
 /// Runs `wafleet admin-tokens ...`; create and revoke are audited like every mutating command.
 pub async fn run_cli(settings: &Settings, command: AdminTokensCommand) -> Result<()> {
     let pool = db::app_pool(&settings.database.admin_database_url, 2)?;
     db::check_role(&pool, db::Duty::Admin, settings.database.allow_unsafe_db_role).await?;
     match command {
-        AdminTokensCommand::Create { name, read_only } => {
-            let entry = Entry::new("admin-tokens create", Some(&name), json!({"read_only": read_only}));
-            let result = create(&pool, &name, read_only, settings.actor().as_str()).await;
+        AdminTokensCommand::Create { name, scopes, read_only: _ } => {
+            // clap lets scopes be absent only with --read-only.
+            let scopes = scopes.unwrap_or_else(Scopes::read_only);
+            let entry = Entry::new("admin-tokens create", Some(&name), json!({"scopes": scopes.names()}));
+            let result = create(&pool, &name, &scopes, settings.actor().as_str()).await;
             crate::fleet_commands::audit_result(settings, &entry, &result, false).await?;
             let (info, secret) = result?;
-            let scope = if info.read_only { "read-only" } else { "full" };
-            eprintln!("created admin token {} ({scope}); it is shown once, below. Store it as a secret.", info.name);
+            eprintln!(
+                "created admin token {} (scopes {}); it is shown once, below. Store it as a secret.",
+                info.name, info.scopes
+            );
             // The token is a credential: stdout only, alone on the last line.
             println!("{}", secret.expose_secret());
         }
@@ -60,14 +73,14 @@ pub async fn run_cli(settings: &Settings, command: AdminTokensCommand) -> Result
                     t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                 };
                 println!(
-                    "{:<24} {:<10} {:<20} {:<20} {:<20} CREATED_BY",
-                    "NAME", "SCOPE", "CREATED", "LAST_USED", "REVOKED"
+                    "{:<24} {:<32} {:<20} {:<20} {:<20} CREATED_BY",
+                    "NAME", "SCOPES", "CREATED", "LAST_USED", "REVOKED"
                 );
                 for t in tokens {
                     println!(
-                        "{:<24} {:<10} {:<20} {:<20} {:<20} {}",
+                        "{:<24} {:<32} {:<20} {:<20} {:<20} {}",
                         t.name,
-                        if t.read_only { "read-only" } else { "full" },
+                        t.scopes.to_string(),
                         at(Some(t.created_at)),
                         at(t.last_used_at),
                         at(t.revoked_at),

@@ -14,9 +14,17 @@ use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
 
 use crate::settings::Settings;
 
-/// wafleet operator CLI. Every setting below is a global flag and an environment variable.
+/// The operator CLI of a wafleet fleet. Every setting below is a global flag and an environment
+/// variable.
 #[derive(Parser, Debug)]
-#[command(name = "wafleet", version, about)]
+#[command(
+    name = "wafleet",
+    version,
+    about = "Operate a wafleet fleet: tenants, accounts, bridges, queues, dead letters and the audit log.",
+    long_about = "Operate a wafleet fleet: tenants, accounts, bridges, queues, dead letters and the audit log.\n\n\
+                  Every setting is a global flag and an environment variable. Listings take --json for \
+                  scripts; commands that cannot be undone ask for the tenant ref on a terminal, or --yes."
+)]
 pub struct Cli {
     /// Settings shared by every command.
     #[command(flatten)]
@@ -51,6 +59,8 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Per-tenant queue depth: ready, unacked, retrying, DLQ and oldest age, deepest first.
     Depth {
+        /// Only these tenants (default: every tenant).
+        customer_refs: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -81,9 +91,12 @@ pub enum DlqCommand {
         /// How many messages to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        /// Include the webhook payload (personal data: handle with care).
-        #[arg(long)]
+        /// Include the webhook payload (personal data: handle with care; JSON only).
+        #[arg(long, requires = "json")]
         body: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Move dead letters back into the tenant's own queue (only if it is active and of the same URL generation).
     Replay {
@@ -130,9 +143,9 @@ pub enum TenantsCommand {
         /// The tenant's customer_ref.
         customer_ref: String,
     },
-    /// rotate-url, offboard, export, erase, limits.
+    /// show, rotate-url, offboard, export, erase, limits.
     #[command(flatten)]
-    Lifecycle(crate::fleet_commands::TenantLifecycle),
+    Lifecycle(crate::tenant_commands::TenantLifecycle),
     /// Change a tenant's bot; for `--bot http`, its URL and signing secret (shown once).
     SetBot(crate::bot_args::SetBotArgs),
 }
@@ -177,6 +190,21 @@ pub enum RulesCommand {
         /// Reply text.
         reply: String,
     },
+    /// List a tenant's keyword rules, in keyword order.
+    List {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a keyword rule, named by its id (from `rules list`) or its keyword.
+    Remove {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// The rule's id or keyword.
+        rule: String,
+    },
 }
 
 fn parse_ref(raw: &str) -> Result<CustomerRef> {
@@ -201,7 +229,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// The audit entry of a core command, if it changes anything.
+/// The audit entry of a core command, if it changes anything or reads a credential or
+/// personal data.
 pub fn core_audit_entry(command: &Command) -> Option<Entry> {
     match command {
         Command::Migrate => Some(Entry::new("migrate", None, json!({}))),
@@ -227,11 +256,21 @@ pub fn core_audit_entry(command: &Command) -> Option<Entry> {
         Command::Rules(RulesCommand::Add { customer_ref, keyword, .. }) => {
             Some(Entry::new("rules add", Some(customer_ref), json!({"keyword": keyword})))
         }
+        Command::Rules(RulesCommand::Remove { customer_ref, rule }) => {
+            Some(Entry::new("rules remove", Some(customer_ref), json!({"rule": rule})))
+        }
         Command::Dlq(DlqCommand::Replay { customer_ref, all, id, dry_run }) if !dry_run => {
             Some(Entry::new("dlq replay", Some(customer_ref), json!({"all": all, "ids": id})))
         }
         Command::Dlq(DlqCommand::Purge { customer_ref, yes: true }) => {
             Some(Entry::new("dlq purge", Some(customer_ref), json!({})))
+        }
+        // Reading a credential or personal data is audited like a change.
+        Command::WebhookUrl { customer_ref, base } => {
+            Some(Entry::new("webhook-url", Some(customer_ref), json!({"base": base})))
+        }
+        Command::Dlq(DlqCommand::Show { customer_ref, limit, body: true, .. }) => {
+            Some(Entry::new("dlq show", Some(customer_ref), json!({"limit": limit, "body": true})))
         }
         _ => None,
     }
@@ -338,48 +377,37 @@ async fn run_command(cli: Cli) -> Result<()> {
             crate::bot_args::print_secret(secret.as_ref());
         }
         Command::Tenants(TenantsCommand::Lifecycle(command)) => {
-            crate::fleet_commands::run_tenant_lifecycle(settings, command).await?
+            crate::tenant_commands::run_tenant_lifecycle(settings, command).await?
         }
-        Command::Depth { json } => {
+        Command::Depth { customer_refs, json } => {
+            let refs = customer_refs.iter().map(|r| parse_ref(r)).collect::<Result<Vec<_>>>()?;
             let pool = app_pool(settings).await?;
-            let (rows, source) = wafleet_fleet::depth::depth(&pool, &endpoints).await?;
-            if json {
-                let doc = serde_json::json!({ "source": source, "tenants": rows });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            } else {
-                let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                println!(
-                    "{:<32} {:>8} {:>8} {:>9} {:>6} {:>12} {:>9}",
-                    "CUSTOMER_REF", "READY", "UNACKED", "RETRYING", "DLQ", "OLDEST_AGE_S", "CONSUMERS"
-                );
-                for d in rows {
-                    println!(
-                        "{:<32} {:>8} {:>8} {:>9} {:>6} {:>12} {:>9}",
-                        d.customer_ref,
-                        d.ready,
-                        opt(d.unacked),
-                        d.retrying,
-                        d.dlq,
-                        d.oldest_age_secs.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-                        opt(d.consumers)
-                    );
-                }
-                if source == wafleet_fleet::depth::DepthSource::PassiveDeclare {
-                    eprintln!(
-                        "note: management API unavailable; unacked, oldest age use passive declares and are unknown"
-                    );
-                }
-            }
+            let (rows, source) = wafleet_fleet::service::depth_of(&pool, &endpoints, &refs).await?;
+            crate::print::print_depth(&rows, source, json);
         }
-        Command::Rules(RulesCommand::Add { customer_ref, keyword, reply }) => {
-            let pool = app_pool(settings).await?;
-            ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
-            println!("rule saved for {customer_ref}");
-        }
+        Command::Rules(command) => run_rules(settings, command).await?,
     }
     Ok(())
 }
 
+async fn run_rules(settings: &Settings, command: RulesCommand) -> Result<()> {
+    let pool = app_pool(settings).await?;
+    match command {
+        RulesCommand::Add { customer_ref, keyword, reply } => {
+            ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
+            println!("rule saved for {customer_ref}");
+        }
+        RulesCommand::List { customer_ref, json } => {
+            let rules = ops::list_rules(&pool, &parse_ref(&customer_ref)?).await?;
+            crate::print::print_rules(&rules, json);
+        }
+        RulesCommand::Remove { customer_ref, rule } => {
+            let keyword = ops::remove_rule(&pool, &parse_ref(&customer_ref)?, &rule).await?;
+            println!("removed rule {keyword:?} of {customer_ref}");
+        }
+    }
+    Ok(())
+}
 async fn run_dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
     let pool = app_pool(settings).await?;
     let endpoints = settings.endpoints();
@@ -398,10 +426,10 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> Result<()> {
                 }
             }
         }
-        DlqCommand::Show { customer_ref, limit, body } => {
+        DlqCommand::Show { customer_ref, limit, body, json } => {
             let letters =
                 wafleet_fleet::dlq::show(&endpoints.amqp_url, &parse_ref(&customer_ref)?, limit, body).await?;
-            println!("{}", serde_json::to_string_pretty(&letters).unwrap_or_default());
+            crate::print::print_dead_letters(&letters, json);
         }
         DlqCommand::Replay { customer_ref, all, id, dry_run } => {
             let selection = match (all, id.is_empty()) {

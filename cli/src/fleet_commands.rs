@@ -2,8 +2,6 @@
 //! audit): argument parsing and output only. Each command calls one function of the service
 //! layer ([`wafleet_fleet::ops`]) and, when it changes anything, writes an audit record.
 
-use std::path::PathBuf;
-
 use clap::Subcommand;
 use serde_json::json;
 use wafleet_shared::CustomerRef;
@@ -122,131 +120,11 @@ pub enum RetentionCommand {
     },
 }
 
-/// Tenant lifecycle commands (flattened into `wafleet tenants`).
-#[derive(Subcommand, Debug)]
-pub enum TenantLifecycle {
-    /// Revoke the tenant's webhook URL (next generation) and print the new one on the last line.
-    RotateUrl {
-        /// The tenant's customer_ref.
-        customer_ref: String,
-        /// Public base URL of ingest.
-        #[arg(long)]
-        base: String,
-    },
-    /// Stop, drain and tombstone a tenant step by step (resumable: run it again).
-    Offboard {
-        /// The tenant's customer_ref.
-        customer_ref: String,
-        /// Only print what each step would do.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Print every row of the tenant as JSON lines.
-    Export {
-        /// The tenant's customer_ref.
-        customer_ref: String,
-        /// Write to this file instead of stdout.
-        #[arg(long)]
-        output: Option<PathBuf>,
-    },
-    /// Delete one contact's messages and replies, and redact its chat id in processed events.
-    Erase {
-        /// The tenant's customer_ref.
-        customer_ref: String,
-        /// The contact's phone number (with country code) or JID.
-        #[arg(long)]
-        contact: String,
-    },
-    /// Set the tenant's fair-share weight and optional send caps, and/or its queue bound.
-    Limits {
-        /// The tenant's customer_ref.
-        customer_ref: String,
-        /// Consecutive sends per round-robin turn (1-100) [default: 1].
-        #[arg(long)]
-        weight: Option<i32>,
-        /// At most this many sends per minute (budget window); omit for no cap.
-        #[arg(long)]
-        max_per_min: Option<i32>,
-        /// At most this many sends per day; omit for no cap.
-        #[arg(long)]
-        max_per_day: Option<i32>,
-        /// Bound of the tenant's queue in bytes, or `default` for the fleet-wide bound. Given
-        /// alone, the send limits stay as they were.
-        #[arg(long, value_parser = parse_queue_bound)]
-        queue_max_bytes: Option<QueueBound>,
-    },
-}
-
-/// The send limits of `tenants limits` (`None`: not given).
-struct SendLimits {
-    weight: Option<i32>,
-    max_per_min: Option<i32>,
-    max_per_day: Option<i32>,
-}
-
-/// `tenants limits`: the send limits and/or the queue bound, audited as one command.
-async fn set_limits(
-    settings: &Settings,
-    pool: &sqlx::PgPool,
-    customer_ref: &str,
-    send: SendLimits,
-    queue_max_bytes: Option<QueueBound>,
-) -> Result<()> {
-    let SendLimits { weight, max_per_min, max_per_day } = send;
-    // Without --queue-max-bytes this is the send-limits command it always was; with it
-    // alone, only the queue bound changes.
-    let send_limits = queue_max_bytes.is_none() || weight.is_some() || max_per_min.is_some() || max_per_day.is_some();
-    let entry = Entry::new(
-        "tenants limits",
-        Some(customer_ref),
-        json!({"weight": weight, "max_per_min": max_per_min, "max_per_day": max_per_day,
-               "queue_max_bytes": queue_max_bytes.map(|b| b.0)}),
-    );
-    let result = async {
-        let customer_ref = parse_ref(customer_ref)?;
-        if send_limits {
-            ops::set_tenant_limits(pool, &customer_ref, weight.unwrap_or(1), max_per_min, max_per_day).await?;
-        }
-        if let Some(QueueBound(bytes)) = queue_max_bytes {
-            ops::set_tenant_queue_bound(pool, &settings.endpoints(), &customer_ref, bytes).await?;
-        }
-        Ok(())
-    }
-    .await;
-    audit_result(settings, &entry, &result, false).await?;
-    result?;
-    if send_limits {
-        let weight = weight.unwrap_or(1);
-        println!("limits of {customer_ref}: weight {weight}, per minute {max_per_min:?}, per day {max_per_day:?}");
-    }
-    if let Some(QueueBound(bytes)) = queue_max_bytes {
-        match bytes {
-            Some(bytes) => println!("queue bound of {customer_ref}: {bytes} bytes"),
-            None => println!("queue bound of {customer_ref}: the fleet-wide default"),
-        }
-    }
-    Ok(())
-}
-
-/// `--queue-max-bytes`: a positive byte count, or `default` (the fleet-wide bound).
-#[derive(Clone, Copy, Debug)]
-pub struct QueueBound(Option<u64>);
-
-fn parse_queue_bound(raw: &str) -> std::result::Result<QueueBound, String> {
-    if raw == "default" {
-        return Ok(QueueBound(None));
-    }
-    match raw.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(QueueBound(Some(n))),
-        _ => Err("expected a positive number of bytes or `default`".into()),
-    }
-}
-
-fn parse_ref(raw: &str) -> Result<CustomerRef> {
+pub(crate) fn parse_ref(raw: &str) -> Result<CustomerRef> {
     CustomerRef::parse(raw).map_err(|source| InvalidInput::CustomerRef { raw: raw.to_owned(), source }.into())
 }
 
-async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
+pub(crate) async fn app_pool(settings: &Settings) -> Result<sqlx::PgPool> {
     let pool = db::app_pool(&settings.database.admin_database_url, 3)?;
     db::check_role(&pool, db::Duty::Admin, settings.database.allow_unsafe_db_role).await?;
     Ok(pool)
@@ -395,90 +273,4 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
         }
     }
     Ok(())
-}
-
-/// Runs a tenant lifecycle command.
-pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle) -> Result<()> {
-    let pool = app_pool(settings).await?;
-    match command {
-        TenantLifecycle::RotateUrl { customer_ref, base } => {
-            let entry = Entry::new("tenants rotate-url", Some(&customer_ref), json!({"base": base}));
-            let result =
-                async { ops::rotate_url(&pool, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
-                    .await;
-            audit_result(settings, &entry, &result, false).await?;
-            let url = result?;
-            eprintln!(
-                "{customer_ref}: the previous URL no longer works; set this one on the bridge (WA Bridges dashboard)"
-            );
-            // The URL is a credential: stdout only, alone on the last line.
-            println!("{url}");
-        }
-        TenantLifecycle::Offboard { customer_ref, dry_run } => {
-            let entry = Entry::new("tenants offboard", Some(&customer_ref), json!({"dry_run": dry_run}));
-            let fleet = fleet(pool.clone(), settings)?;
-            let mut print = |s: &wafleet_fleet::offboard::OffboardStep| {
-                println!("[{}/6] {}: {} ({})", s.number, s.name, s.state.as_str(), s.detail);
-            };
-            let result = async { ops::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;
-            audit_result(settings, &entry, &result, dry_run).await?;
-            result?;
-            if dry_run {
-                println!("dry run: nothing changed");
-            } else {
-                println!("offboarded {customer_ref}");
-            }
-        }
-        TenantLifecycle::Export { customer_ref, output } => {
-            let entry = Entry::new("tenants export", Some(&customer_ref), json!({"to_file": output.is_some()}));
-            let result = async {
-                let r = parse_ref(&customer_ref)?;
-                match &output {
-                    Some(path) => {
-                        let mut file = std::fs::File::create(path)
-                            .map_err(|source| InvalidInput::ExportFile { path: path.clone(), source })?;
-                        ops::export_tenant(&pool, &r, &mut file).await
-                    }
-                    None => ops::export_tenant(&pool, &r, &mut std::io::stdout()).await,
-                }
-            }
-            .await;
-            audit_result(settings, &entry, &result, false).await?;
-            for (table, n) in result? {
-                eprintln!("exported {n} row(s) of {table}");
-            }
-        }
-        TenantLifecycle::Erase { customer_ref, contact } => {
-            // The contact is personal data: the audit log records that an erasure happened, not whom.
-            let entry = Entry::new("tenants erase", Some(&customer_ref), json!({"contact": contact}));
-            let result = async { ops::erase_contact(&pool, &parse_ref(&customer_ref)?, &contact).await }.await;
-            audit_result(settings, &entry, &result, false).await?;
-            let r = result?;
-            println!(
-                "erased: {} log row(s), {} outbox row(s); redacted {} processed event(s)",
-                r.message_log, r.outbox, r.processed_events
-            );
-        }
-        TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day, queue_max_bytes } => {
-            let send = SendLimits { weight, max_per_min, max_per_day };
-            set_limits(settings, &pool, &customer_ref, send, queue_max_bytes).await?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn queue_max_bytes_takes_a_positive_count_or_default_and_nothing_else() {
-        assert_eq!(parse_queue_bound("4096").unwrap().0, Some(4096));
-        assert_eq!(parse_queue_bound("default").unwrap().0, None);
-        for bad in ["0", "-1", "", "1k", "Default"] {
-            assert!(parse_queue_bound(bad).is_err(), "{bad:?} must be refused");
-        }
-    }
 }

@@ -5,5 +5,11 @@
 pub mod admin_tokens;
 pub mod bot_args;
 pub mod commands;
+pub mod confirm;
 pub mod fleet_commands;
+pub mod print;
 pub mod settings;
+pub mod tenant_commands;
+
+#[cfg(test)]
+mod help_tests;

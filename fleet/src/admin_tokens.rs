@@ -1,8 +1,7 @@
 //! Admin API bearer tokens: created, listed and revoked by `wafleet admin-tokens`,
 //! checked by `wafleet-admin` on every request. A token is 256 random bits, shown once at
 //! creation; only its SHA-256 is stored, so a leaked database does not leak a usable token.
-//! Each token has a name (the audit actor is `admin-token:<name>`) and an optional read-only
-//! scope.
+//! Each token has a name (the audit actor is `admin-token:<name>`) and a set of [`Scopes`].
 //!
 //! Tokens are not tenant data: they act on the whole fleet, like the operator CLI. This module
 //! must never log a token or write one anywhere but the creating command's stdout.
@@ -17,6 +16,9 @@ use uuid::Uuid;
 
 use crate::error::{Conflict, InvalidInput, Result};
 
+mod scope;
+pub use scope::{Scope, Scopes};
+
 /// Every token starts with this, so secret scanners and humans can recognise one.
 pub const TOKEN_PREFIX: &str = "wfa_";
 
@@ -30,8 +32,8 @@ pub struct TokenInfo {
     pub token_id: Uuid,
     /// Unique among live tokens; the audit actor is `admin-token:<name>`.
     pub name: String,
-    /// A read-only token may only call `GET` endpoints.
-    pub read_only: bool,
+    /// What the token may do.
+    pub scopes: Scopes,
     /// The operator who created it.
     pub created_by: String,
     /// When it was created.
@@ -49,8 +51,8 @@ pub struct Authenticated {
     pub token_id: Uuid,
     /// Its name.
     pub name: String,
-    /// Whether it may only read.
-    pub read_only: bool,
+    /// What it may do.
+    pub scopes: Scopes,
 }
 
 /// Checks a token name: `[a-z0-9][a-z0-9_.-]{0,63}`, like account names.
@@ -87,7 +89,7 @@ fn info_of(row: &sqlx::postgres::PgRow) -> Result<TokenInfo> {
     Ok(TokenInfo {
         token_id: row.try_get("token_id")?,
         name: row.try_get("name")?,
-        read_only: row.try_get("read_only")?,
+        scopes: Scopes::from_db(&row.try_get::<Vec<String>, _>("scopes")?),
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -95,21 +97,24 @@ fn info_of(row: &sqlx::postgres::PgRow) -> Result<TokenInfo> {
     })
 }
 
-const COLUMNS: &str = "token_id, name, read_only, created_by, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "token_id, name, scopes, created_by, created_at, last_used_at, revoked_at";
 
 /// Creates a token named `name`; returns it with its secret, which is never stored and cannot be
 /// shown again. A live token of the same name is a conflict (revoke it first).
-pub async fn create(pool: &PgPool, name: &str, read_only: bool, created_by: &str) -> Result<(TokenInfo, SecretString)> {
+pub async fn create(pool: &PgPool, name: &str, scopes: &Scopes, created_by: &str) -> Result<(TokenInfo, SecretString)> {
     validate_name(name)?;
     let secret = generate();
+    // `read_only` is kept for binaries of the previous release during a rolling upgrade: they
+    // allow a token without `write` its GETs only.
     let row = sqlx::query(&format!(
-        "insert into admin_tokens (token_id, name, token_hash, read_only, created_by) values ($1, $2, $3, $4, $5) \
-         returning {COLUMNS}"
+        "insert into admin_tokens (token_id, name, token_hash, read_only, scopes, created_by) \
+         values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(name)
     .bind(hash(secret.expose_secret()).as_slice())
-    .bind(read_only)
+    .bind(!scopes.contains(Scope::Write))
+    .bind(scopes.names())
     .bind(created_by)
     .fetch_one(pool)
     .await;
@@ -153,7 +158,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
     }
     // Looked up by its hash: the hash of a 256-bit random token reveals nothing through timing.
     let row = sqlx::query(
-        "select token_id, name, read_only, \
+        "select token_id, name, scopes, \
          (last_used_at is null or last_used_at < now() - interval '60 seconds') as stale \
          from admin_tokens where token_hash = $1 and revoked_at is null",
     )
@@ -164,7 +169,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
     let caller = Authenticated {
         token_id: row.try_get("token_id")?,
         name: row.try_get("name")?,
-        read_only: row.try_get("read_only")?,
+        scopes: Scopes::from_db(&row.try_get::<Vec<String>, _>("scopes")?),
     };
     if row.try_get::<bool, _>("stale")? {
         sqlx::query("update admin_tokens set last_used_at = now() where token_id = $1")

@@ -114,7 +114,7 @@ pub async fn add_tenant(
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     crate::topology::declare_tenant(&connection, &channel, &new.customer_ref, new.queue_type).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     tx.commit().await?;
     Ok(AddOutcome { created, secret })
 }

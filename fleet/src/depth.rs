@@ -143,6 +143,6 @@ async fn from_passive_declares(
             }
         }
     }
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     Ok(out)
 }

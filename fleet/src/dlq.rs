@@ -171,7 +171,7 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
         }
         out.push(summary);
     }
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.customer_ref.cmp(&b.customer_ref)));
     Ok(out)
 }
@@ -182,7 +182,7 @@ pub async fn show(amqp_url: &str, customer_ref: &CustomerRef, limit: u32, with_b
     let messages = browse(&channel, &names::dlq_queue(customer_ref), limit).await?;
     let out = messages.iter().map(|m| describe(m, with_body)).collect();
     // Closing the channel returns every browsed message to the queue.
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     Ok(out)
 }
 
@@ -253,7 +253,7 @@ pub async fn replay(
             Err(e) => report.skipped.push((id, format!("republish not confirmed ({e}); left in the DLQ"))),
         }
     }
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     Ok(report)
 }
 
@@ -262,6 +262,6 @@ pub async fn purge(amqp_url: &str, customer_ref: &CustomerRef) -> Result<u32> {
     let (connection, channel) = open(amqp_url).await?;
     let purged =
         channel.queue_purge(&names::dlq_queue(customer_ref), lapin::options::QueuePurgeOptions::default()).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     Ok(purged)
 }

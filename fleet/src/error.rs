@@ -118,6 +118,9 @@ pub enum InvalidInput {
     /// No live admin token has this name.
     #[error("no live admin token named {0}")]
     NoLiveToken(String),
+    /// An unknown scope name, or no scope at all.
+    #[error("scopes {0:?}: give one or more of read, credentials, pii, write, admin (comma-separated)")]
+    TokenScopes(String),
     /// `tenants limits` values out of range.
     #[error("--weight must be 1-100 and caps at least 1")]
     TenantLimits,
@@ -130,6 +133,17 @@ pub enum InvalidInput {
     /// A rule without reply text.
     #[error("reply must not be empty")]
     RuleReply,
+    /// `rules remove` of a rule the tenant does not have.
+    #[error("tenant {customer_ref} has no rule {rule:?} (see `wafleet rules list {customer_ref}`)")]
+    UnknownRule {
+        /// The tenant.
+        customer_ref: String,
+        /// The id or keyword that was given.
+        rule: String,
+    },
+    /// `tenants limits` without any limit to change.
+    #[error("say which limit to change: --weight, --max-per-min, --max-per-day or --queue-max-bytes")]
+    NoLimitGiven,
     /// A `--bot-url` the fleet will not store.
     #[error("--bot-url {0}")]
     BotUrl(#[from] BadBotUrl),
@@ -212,6 +226,19 @@ pub enum InvalidInput {
     /// `dlq purge` without `--yes`.
     #[error("purging deletes dead letters for good: add --yes")]
     PurgeUnconfirmed,
+    /// An irreversible command (`tenants offboard`, `tenants erase`) run without `--yes` and
+    /// without a terminal to confirm on.
+    #[error("{action} cannot be undone: add --yes")]
+    Unconfirmed {
+        /// What the command does, e.g. "offboarding tenant acme".
+        action: String,
+    },
+    /// The ref typed at the confirmation prompt was not the command's.
+    #[error("confirmation did not match {expected:?}: nothing done")]
+    ConfirmationMismatch {
+        /// The ref that had to be typed.
+        expected: String,
+    },
 }
 
 /// Why a `--bot-url` is refused.

@@ -26,6 +26,7 @@ pub mod offboard;
 pub mod ops;
 pub mod outbox;
 pub mod retention;
+pub mod rules;
 pub mod service;
 pub mod tenant;
 pub mod topology;

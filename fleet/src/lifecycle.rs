@@ -382,7 +382,7 @@ pub(crate) async fn purge_and_delete(
         Err(Conflict::QueueBusy(queue.to_string()).into())
     }
     .await;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     result
 }
 

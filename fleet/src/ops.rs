@@ -34,7 +34,7 @@ pub async fn migrate_with(
     let channel = connection.create_channel().await?;
     topology::declare_base(&channel).await?;
     topology::declare_retry_tiers(&channel, retry_tiers).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     let management = endpoints.management()?;
     management.apply_policies_with(tenant_queue_max_bytes).await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
     // The per-tenant overrides are rebuilt too, so a release that changes a key of the
@@ -76,12 +76,12 @@ pub async fn add_tenant_in_account(
     let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
     let channel = connection.create_channel().await?;
     topology::declare_tenant(&connection, &channel, &new.customer_ref, new.queue_type).await?;
-    let _ = connection.close(200, "done").await;
+    wafleet_shared::amqp::close(connection).await;
     tx.commit().await?;
     Ok(created)
 }
 
-// Issue #5: accounts, budget, tenant lifecycle and data commands live in their own modules; ops
+// Accounts, budget, tenant lifecycle and data commands live in their own modules; ops
 // re-exports them so the CLI and the admin API share one service layer.
 pub use crate::accounts::{add as add_account, list as list_accounts};
 pub use crate::audit::{list as list_audit, record as record_audit};
@@ -90,10 +90,12 @@ pub use crate::lifecycle::{bridge_status, provision, reconcile_bridges, rotate_u
 pub use crate::offboard::offboard;
 pub use crate::outbox::summary as outbox_summary;
 pub use crate::retention::{erase_contact, export as export_tenant, run_once as run_retention};
+pub use crate::rules::{list as list_rules, remove as remove_rule};
 pub use crate::service::webhook_url;
+pub use crate::tenant::detail as show_tenant;
 
-/// `wafleet tenants limits`: fair-share weight and optional per-tenant send caps (per budget
-/// window and per 1440 windows); `None` = no cap.
+/// Sets all send limits at once: fair-share weight and optional per-tenant send caps (per
+/// budget window and per 1440 windows); `None` = no cap.
 pub async fn set_tenant_limits(
     pool: &PgPool,
     customer_ref: &CustomerRef,
@@ -101,9 +103,7 @@ pub async fn set_tenant_limits(
     max_per_min: Option<i32>,
     max_per_day: Option<i32>,
 ) -> Result<()> {
-    if !(1..=100).contains(&weight) || max_per_min.is_some_and(|n| n < 1) || max_per_day.is_some_and(|n| n < 1) {
-        return Err(InvalidInput::TenantLimits.into());
-    }
+    check_limits(weight, max_per_min, max_per_day)?;
     let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_limits($1, $2, $3, $4)")
         .bind(customer_ref.as_str())
         .bind(weight)
@@ -112,6 +112,82 @@ pub async fn set_tenant_limits(
         .fetch_one(pool)
         .await?;
     id.map(|_| ()).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+/// A change of send limits: only the `Some` fields change. A cap of `Some(None)` removes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitsChange {
+    /// New fair-share weight.
+    pub weight: Option<i32>,
+    /// New per-minute cap, or `Some(None)` for no cap.
+    pub max_per_min: Option<Option<i32>>,
+    /// New per-day cap, or `Some(None)` for no cap.
+    pub max_per_day: Option<Option<i32>>,
+}
+
+impl LimitsChange {
+    /// Whether the change names no limit at all.
+    pub fn is_empty(&self) -> bool {
+        self.weight.is_none() && self.max_per_min.is_none() && self.max_per_day.is_none()
+    }
+
+    /// The change as audit arguments: a limit not given is absent, a removed cap is `"none"`.
+    pub fn audit_arguments(&self) -> serde_json::Map<String, serde_json::Value> {
+        let cap = |c: Option<i32>| c.map_or_else(|| serde_json::json!("none"), |n| serde_json::json!(n));
+        let mut out = serde_json::Map::new();
+        if let Some(w) = self.weight {
+            out.insert("weight".into(), w.into());
+        }
+        for (name, value) in [("max_per_min", self.max_per_min), ("max_per_day", self.max_per_day)] {
+            if let Some(c) = value {
+                out.insert(name.into(), cap(c));
+            }
+        }
+        out
+    }
+}
+
+/// `wafleet tenants limits`: changes only the limits `change` names and returns the limits that
+/// now hold. The row is locked from the read to the write, so two partial changes at once
+/// cannot undo each other.
+pub async fn update_tenant_limits(
+    pool: &PgPool,
+    customer_ref: &CustomerRef,
+    change: LimitsChange,
+) -> Result<tenant::Limits> {
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    // ISOLATION: the tenant's own scope; the definer function below changes only its row.
+    let mut tx = db::begin_tenant(pool, meta.id).await?;
+    let current: Option<(i32, Option<i32>, Option<i32>)> = sqlx::query_as(
+        "select weight, max_sends_per_min, max_sends_per_day from tenants where tenant_id = $1 for update",
+    )
+    .bind(meta.id.get())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (weight, per_min, per_day) = current.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    let limits = tenant::Limits {
+        weight: change.weight.unwrap_or(weight),
+        max_per_min: change.max_per_min.unwrap_or(per_min),
+        max_per_day: change.max_per_day.unwrap_or(per_day),
+    };
+    check_limits(limits.weight, limits.max_per_min, limits.max_per_day)?;
+    let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_limits($1, $2, $3, $4)")
+        .bind(customer_ref.as_str())
+        .bind(limits.weight)
+        .bind(limits.max_per_min)
+        .bind(limits.max_per_day)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    id.map(|_| limits).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+fn check_limits(weight: i32, max_per_min: Option<i32>, max_per_day: Option<i32>) -> Result<()> {
+    if !(1..=100).contains(&weight) || max_per_min.is_some_and(|n| n < 1) || max_per_day.is_some_and(|n| n < 1) {
+        return Err(InvalidInput::TenantLimits.into());
+    }
+    Ok(())
 }
 
 /// `wafleet tenants limits --queue-max-bytes`: the bound of the tenant's queue (`None`: back to

@@ -5,7 +5,7 @@
 
 use secrecy::SecretString;
 use sqlx::PgPool;
-use wafleet_shared::{CustomerRef, Keyring};
+use wafleet_shared::{CustomerRef, Generation, Keyring};
 
 use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
@@ -41,13 +41,24 @@ pub async fn webhook_url(
     customer_ref: &CustomerRef,
     base: &str,
 ) -> Result<(String, TenantStatus)> {
-    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
     let meta =
         tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    Ok((signed_url(signing_key, customer_ref, meta.generation, base)?, meta.status))
+}
+
+/// The signed webhook URL of `customer_ref` for one URL `generation` (it works only while that
+/// is the tenant's generation). Lets a stored answer name its URL without storing it.
+pub fn signed_url(
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    generation: Generation,
+    base: &str,
+) -> Result<String> {
+    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
     check_base_url(base)?;
     let base = base.trim_end_matches('/');
-    let token = keyring.sign(customer_ref, meta.generation);
-    Ok((format!("{base}/webhook/{customer_ref}/{token}"), meta.status))
+    let token = keyring.sign(customer_ref, generation);
+    Ok(format!("{base}/webhook/{customer_ref}/{token}"))
 }
 
 /// The tenant's metadata, or [`Error::UnknownTenant`].
@@ -90,6 +101,25 @@ pub async fn tenant_depth(
         .find(|d| d.customer_ref == customer_ref.as_str())
         .map(|d| (d, source))
         .ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+/// `wafleet depth [<ref>...]`: the whole fleet, or only the named tenants (in the fleet's
+/// deepest-first order). An unknown or offboarded ref is an error, not a missing line.
+pub async fn depth_of(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    refs: &[CustomerRef],
+) -> Result<(Vec<TenantDepth>, DepthSource)> {
+    for r in refs {
+        if require_tenant(pool, r).await?.status == TenantStatus::Offboarded {
+            return Err(Conflict::QueuesGone(r.clone()).into());
+        }
+    }
+    let (mut rows, source) = depth::depth(pool, endpoints).await?;
+    if !refs.is_empty() {
+        rows.retain(|d| refs.iter().any(|r| r.as_str() == d.customer_ref));
+    }
+    Ok((rows, source))
 }
 
 /// `dlq list`, refusing an unknown tenant instead of reporting an empty queue for it.

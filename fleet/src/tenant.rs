@@ -15,9 +15,11 @@ use crate::accounts::AccountId;
 use crate::db;
 use crate::error::{Error, InvalidInput, Result};
 
+mod detail;
 mod id;
 mod roster;
 
+pub use detail::{detail, Limits, TenantDetail};
 pub use id::TenantId;
 pub use roster::{insert, insert_in_account, list, set_status, NewTenant, TenantSummary};
 

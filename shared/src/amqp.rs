@@ -196,6 +196,28 @@ pub async fn connect(amqp_url: &str, connection_name: &str) -> Result<Connection
     AmqpEndpoints::parse(amqp_url)?.connect(connection_name).await
 }
 
+/// How long [`close`] waits for a closed connection's I/O thread to finish.
+const IO_THREAD_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Closes `connection` and waits (bounded) until lapin's I/O thread has finished with it.
+///
+/// `Connection::close` returns when the broker confirms, while lapin's I/O thread still runs its
+/// last turn on the tokio reactor. A short-lived process (the CLI) whose runtime stops in that
+/// window makes the thread log "A Tokio 1.x context was found, but it is being shutdown" at
+/// ERROR after a successful command. The join runs on its own thread: it must not block the
+/// runtime that drives the I/O thread's socket, and a detached thread never holds the process.
+pub async fn close(connection: Connection) {
+    let _ = connection.close(200, "done").await;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let joiner = std::thread::Builder::new().name("amqp-close".into()).spawn(move || {
+        let _ = connection.run();
+        let _ = done.send(());
+    });
+    if joiner.is_ok() {
+        let _ = tokio::time::timeout(IO_THREAD_EXIT_TIMEOUT, finished).await;
+    }
+}
+
 /// The vhost named by an AMQP URL (`/` when the URL has no path), percent-decoded. For a list,
 /// the first endpoint's ([`AmqpEndpoints::parse`] refuses lists whose vhosts differ).
 pub fn vhost_of(amqp_url: &str) -> String {

@@ -53,9 +53,19 @@ pub fn init_tracing_for(service: &'static str, settings: &TelemetrySettings) -> 
     TelemetryGuard { provider }
 }
 
-/// Installs the global subscriber without a service name or OTLP export (CLI, tests).
+/// Installs the global subscriber of the operator CLI: no service name, no OTLP export.
+///
+/// lapin reports every channel the broker closes at ERROR, including the throwaway channel of a
+/// passive declare that finds no queue, which is how the CLI asks whether a queue exists. A
+/// short-lived command returns every real failure as its own error, so those lines would only
+/// make a successful run look failed; they are off here (the services keep them).
 pub fn init_tracing(settings: &TelemetrySettings) {
-    let _ = tracing_subscriber::fmt().with_env_filter(filter(settings)).with_writer(std::io::stderr).try_init();
+    let filter = filter(settings);
+    let filter = match "lapin::channel=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn otlp_provider(service: &'static str, endpoint: &str) -> Option<SdkTracerProvider> {

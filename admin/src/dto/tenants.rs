@@ -57,6 +57,18 @@ pub struct CreatedTenant {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetLimits {
+    /// Consecutive sends per round-robin turn (1-100); omitted: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100, example = 2)]
+    pub weight: Option<i32>,
+    /// At most this many sends per minute (budget window). `null`: no cap; omitted: unchanged.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i32>, nullable, minimum = 1, example = 30)]
+    pub max_per_min: Option<Option<i32>>,
+    /// At most this many sends per day (1440 budget windows). `null`: no cap; omitted: unchanged.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i32>, nullable, minimum = 1, example = 5000)]
+    pub max_per_day: Option<Option<i32>>,
     /// Bound of the tenant's queue in bytes (`max-length-bytes`; past it the queue refuses
     /// publishes). `null`: back to the fleet-wide default; omitted: unchanged.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -65,8 +77,12 @@ pub struct SetLimits {
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an omitted field (`None`, by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(deserializer).map(Some)
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `POST .../bot`: the arguments of `wafleet tenants set-bot`.
@@ -224,11 +240,15 @@ pub struct BaseUrl {
 pub struct WebhookUrl {
     /// The tenant.
     pub customer_ref: String,
-    /// The URL to configure on the bridge (treat it like a password).
-    pub url: String,
+    /// The URL to configure on the bridge (treat it like a password). Absent from a rotation
+    /// answer to a token without the `credentials` scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The tenant's status; events for a tenant that is not active are dropped.
     pub status: String,
-    /// Set when the URL will not work as is (tenant not active).
+    /// The URL generation the URL is signed for (a rotation moves to the next one).
+    pub generation: i64,
+    /// Set when the URL will not work as is (tenant not active), or was withheld.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
 }

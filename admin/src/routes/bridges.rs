@@ -10,11 +10,12 @@ use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use wafleet_fleet::admin_tokens::Scope;
 use wafleet_fleet::audit::Entry;
-use wafleet_fleet::tenant::TenantStatus;
+use wafleet_fleet::tenant::{TenantMeta, TenantStatus};
 use wafleet_fleet::{ops, service};
 
-use super::{audited, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{audited, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{BaseUrl, BridgeStatus, Provisioned, WebhookUrl};
 use crate::problem::ApiError;
@@ -38,29 +39,53 @@ pub struct BaseQuery {
     pub base: String,
 }
 
-fn webhook_url(customer_ref: &str, url: String, status: TenantStatus) -> WebhookUrl {
-    let warning = (status != TenantStatus::Active)
-        .then(|| format!("tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str()));
-    WebhookUrl { customer_ref: customer_ref.to_owned(), url, status: status.as_str().to_owned(), warning }
+fn webhook_url(customer_ref: &str, url: Option<String>, meta: &TenantMeta) -> WebhookUrl {
+    let status = meta.status;
+    let warning = match (&url, status) {
+        (None, _) => Some(format!(
+            "the new URL of {customer_ref} is shown only to a token with the credentials scope \
+             (GET /v1/tenants/{customer_ref}/webhook-url)"
+        )),
+        (Some(_), TenantStatus::Active) => None,
+        (Some(_), _) => {
+            Some(format!("tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str()))
+        }
+    };
+    WebhookUrl {
+        customer_ref: customer_ref.to_owned(),
+        url,
+        status: status.as_str().to_owned(),
+        generation: meta.generation.to_db(),
+        warning,
+    }
 }
 
-/// The signed webhook URL to configure on the tenant's bridge (`wafleet webhook-url`).
+/// The signed webhook URL to configure on the tenant's bridge (`wafleet webhook-url`). Needs
+/// the `credentials` scope; every read is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/webhook-url", tag = "bridges", params(RefPath, BaseQuery),
     responses((status = 200, description = "The URL (a credential)", body = WebhookUrl), ReadErrors))]
 async fn get_webhook_url(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<BaseQuery>,
 ) -> Result<Json<WebhookUrl>, ApiError> {
+    let entry = Entry::new("webhook-url", Some(&path.customer_ref), json!({"base": query.base}));
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&query.base)?;
-    let (url, status) = ops::webhook_url(&state.pool, state.signing_key()?, &customer_ref, &query.base).await?;
-    Ok(Json(webhook_url(customer_ref.as_str(), url, status)))
+    let result = async {
+        let meta = service::require_tenant(&state.pool, &customer_ref).await?;
+        let url = service::signed_url(state.signing_key()?, &customer_ref, meta.generation, &query.base)?;
+        Ok(webhook_url(customer_ref.as_str(), Some(url), &meta))
+    }
+    .await;
+    Ok(Json(audited(&state, &caller, entry, false, result).await?))
 }
 
 /// Revoke the tenant's webhook URL (next generation) and return the new one
-/// (`wafleet tenants rotate-url`). Set it on the bridge in the WA Bridges dashboard.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/rotate-url", tag = "bridges", params(RefPath),
+/// (`wafleet tenants rotate-url`). Set it on the bridge in the WA Bridges dashboard. Needs
+/// `write`; the new URL is in the answer only when the token also has `credentials`.
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/rotate-url", tag = "bridges", params(RefPath, IdempotencyKey),
     request_body = BaseUrl,
     responses((status = 200, description = "The new URL (a credential); the previous one no longer works",
         body = WebhookUrl), WriteErrors))]
@@ -74,9 +99,11 @@ async fn rotate_webhook_url(
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&request.base)?;
     let result = async {
-        let url = ops::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &request.base).await?;
-        let status = service::require_tenant(&state.pool, &customer_ref).await?.status;
-        Ok(webhook_url(customer_ref.as_str(), url, status))
+        ops::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &request.base).await?;
+        // URL and generation from one read, so the answer (and a replay of it) agree.
+        let meta = service::require_tenant(&state.pool, &customer_ref).await?;
+        let url = service::signed_url(state.signing_key()?, &customer_ref, meta.generation, &request.base)?;
+        Ok(webhook_url(customer_ref.as_str(), caller.may(Scope::Credentials).then_some(url), &meta))
     }
     .await;
     Ok(Json(audited(&state, &caller, entry, false, result).await?))
@@ -84,7 +111,7 @@ async fn rotate_webhook_url(
 
 /// Create the tenant's bridge at WA Bridges with its signed webhook URL (`wafleet provision`).
 /// Idempotent: an existing bridge is returned unchanged (its webhook URL is not updated).
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/provision", tag = "bridges", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/provision", tag = "bridges", params(RefPath, IdempotencyKey),
     request_body = BaseUrl,
     responses((status = 200, description = "Provisioned (or already provisioned)", body = Provisioned), WriteErrors))]
 async fn provision_bridge(
@@ -101,7 +128,7 @@ async fn provision_bridge(
 }
 
 /// The bridge's session status at WA Bridges (`wafleet bridges status`). Spends one proxy token
-/// of the tenant's account, like a send.
+/// of the tenant's account, like a send, so it needs the `write` scope.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/bridge-status", tag = "bridges", params(RefPath),
     responses((status = 200, description = "The bridge's status", body = BridgeStatus), ReadErrors))]
 async fn get_bridge_status(

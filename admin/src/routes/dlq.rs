@@ -15,7 +15,7 @@ use wafleet_fleet::audit::Entry;
 use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
-use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
 use crate::problem::{ApiError, Kind};
@@ -62,26 +62,33 @@ pub struct ShowQuery {
     pub body: Option<bool>,
 }
 
-/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`).
+/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`),
+/// which needs the `pii` scope and is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
     responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), ReadErrors))]
 async fn show_dead_letters(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<ShowQuery>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let limit = limit(query.limit, 20, 1000)?;
-    let letters =
-        service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, query.body.unwrap_or(false))
-            .await?;
+    let body = query.body.unwrap_or(false);
+    let result = service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, body).await;
+    let letters = if body {
+        let entry = Entry::new("dlq show", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
+        audited(&state, &caller, entry, false, result).await?
+    } else {
+        result?
+    };
     Ok(Json(letters.into_iter().map(DeadLetter::from).collect()))
 }
 
 /// Move dead letters back into the tenant's own queue (`wafleet dlq replay`): only while the
 /// tenant is active and only envelopes of its current URL generation. Idempotent: dedupe drops
 /// a message already processed.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/replay", tag = "dead letters", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/replay", tag = "dead letters", params(RefPath, IdempotencyKey),
     request_body = ReplayRequest,
     responses((status = 200, description = "What moved (or would move) and what stayed", body = ReplayReport),
         WriteErrors))]
@@ -112,7 +119,7 @@ async fn replay_dead_letters(
 }
 
 /// Delete every dead letter of a tenant, for good (`wafleet dlq purge --yes`).
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath, IdempotencyKey),
     responses((status = 200, description = "Purged", body = Purged), WriteErrors))]
 async fn purge_dead_letters(
     State(state): State<AppState>,

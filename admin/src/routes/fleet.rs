@@ -3,15 +3,18 @@
 //! the operations of asynchronous commands.
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
+use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
+use wafleet_fleet::audit::Entry;
 use wafleet_fleet::{depth, ops, service};
 
-use super::{limit, parse_ref, Path, Query, ReadErrors, RefPath};
+use super::{audited, limit, parse_ref, Path, Query, ReadErrors, RefPath};
+use crate::auth::Caller;
 use crate::dto::{AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
 use crate::operations;
 use crate::problem::{ApiError, Kind};
@@ -80,11 +83,13 @@ pub struct OutboxQuery {
     pub body: Option<bool>,
 }
 
-/// A tenant's unknown and failed replies, newest first, to resolve by hand.
+/// A tenant's unknown and failed replies, newest first, to resolve by hand. The reply texts
+/// (`?body=true`) need the `pii` scope and are audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/outbox", tag = "outbox", params(RefPath, OutboxQuery),
     responses((status = 200, description = "The rows", body = OutboxRows), ReadErrors))]
 async fn list_outbox_rows(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<OutboxQuery>,
 ) -> Result<Json<OutboxRows>, ApiError> {
@@ -95,7 +100,14 @@ async fn list_outbox_rows(
         None => service::ATTENTION_STATUSES.iter().map(|s| (*s).to_owned()).collect(),
     };
     let limit = limit(query.limit, 100, 1000)?;
-    let rows = service::outbox_rows(&state.pool, &customer_ref, &statuses, limit, query.body.unwrap_or(false)).await?;
+    let body = query.body.unwrap_or(false);
+    let result = service::outbox_rows(&state.pool, &customer_ref, &statuses, limit, body).await;
+    let rows = if body {
+        let entry = Entry::new("outbox rows", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
+        audited(&state, &caller, entry, false, result).await?
+    } else {
+        result?
+    };
     Ok(Json(OutboxRows {
         customer_ref: customer_ref.to_string(),
         rows: rows.into_iter().map(OutboxRow::from).collect(),

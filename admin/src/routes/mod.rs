@@ -42,6 +42,17 @@ pub struct RefPath {
     pub customer_ref: String,
 }
 
+/// The `Idempotency-Key` header every state-changing request takes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes retries safe: the same key with the same request gets the first answer again, and
+    /// nothing runs twice; with another request, 422.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
+}
+
 /// Parses a ref from a request; a bad one is [`wafleet_fleet::Error::Invalid`] (400).
 pub fn parse_ref(raw: &str) -> wafleet_fleet::Result<CustomerRef> {
     CustomerRef::parse(raw)
@@ -95,6 +106,10 @@ pub enum ReadErrors {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
+    /// The token lacks a scope this read needs (`credentials`, `pii`, or `write` for a call
+    /// that spends send budget).
+    #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// No such tenant, queue, bridge or operation.
     #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
     NotFound(Problem),
@@ -127,8 +142,8 @@ pub enum WriteErrors {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
-    /// A read-only token.
-    #[response(status = 403, description = "Read-only token", content_type = "application/problem+json")]
+    /// The token lacks a scope this call needs (`write`; erasing also `pii`).
+    #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
     Forbidden(Problem),
     /// No such tenant, queue or bridge.
     #[response(status = 404, description = "Not found", content_type = "application/problem+json")]

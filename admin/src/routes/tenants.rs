@@ -19,7 +19,7 @@ use wafleet_fleet::{bot_settings, ops, service};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
 
-use super::{audited, limit, parse_ref, Body, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
 use crate::dto::{
     BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
@@ -215,7 +215,7 @@ async fn set_status(
 }
 
 /// Disable a tenant: its messages are dropped with a warning, its queue is kept.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/disable", tag = "tenants", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/disable", tag = "tenants", params(RefPath, IdempotencyKey),
     responses((status = 200, description = "Disabled", body = Tenant), WriteErrors))]
 async fn disable_tenant(
     State(state): State<AppState>,
@@ -226,7 +226,7 @@ async fn disable_tenant(
 }
 
 /// Enable a disabled tenant.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/enable", tag = "tenants", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/enable", tag = "tenants", params(RefPath, IdempotencyKey),
     responses((status = 200, description = "Enabled", body = Tenant), WriteErrors))]
 async fn enable_tenant(
     State(state): State<AppState>,
@@ -246,7 +246,7 @@ pub struct OffboardQuery {
 
 /// Stop, drain and tombstone a tenant (`wafleet tenants offboard`), in the background: 202 with
 /// the operation to poll. Resumable: start it again after a failure.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/offboard", tag = "tenants", params(RefPath, OffboardQuery),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/offboard", tag = "tenants", params(RefPath, OffboardQuery, IdempotencyKey),
     responses(
         (status = 202, description = "Accepted; poll the operation", body = Operation,
             headers(("Location" = String, description = "The operation"))),
@@ -333,7 +333,7 @@ async fn export_tenant(
 
 /// Delete one contact's messages and replies, and redact its chat id in processed events
 /// (`wafleet tenants erase`). The audit record does not name the contact.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/erase", tag = "tenants", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/erase", tag = "tenants", params(RefPath, IdempotencyKey),
     request_body = EraseRequest,
     responses((status = 200, description = "Erased", body = Erasure), WriteErrors))]
 async fn erase_contact(
@@ -350,7 +350,7 @@ async fn erase_contact(
 
 /// Change a tenant's bot (`wafleet tenants set-bot`); switching to `http` or `rotate_secret`
 /// returns a new signing secret, once.
-#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/bot", tag = "tenants", params(RefPath),
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/bot", tag = "tenants", params(RefPath, IdempotencyKey),
     request_body = SetBot,
     responses((status = 200, description = "The bot was set", body = BotSet), WriteErrors))]
 async fn set_bot(
@@ -385,7 +385,7 @@ async fn set_bot(
 
 /// Change a tenant's limits (`wafleet tenants limits`); fields left out stay as they were. The
 /// queue bound is applied as a broker policy on exactly this tenant's queue.
-#[utoipa::path(patch, path = "/v1/tenants/{customer_ref}/limits", tag = "tenants", params(RefPath),
+#[utoipa::path(patch, path = "/v1/tenants/{customer_ref}/limits", tag = "tenants", params(RefPath, IdempotencyKey),
     request_body = SetLimits,
     responses((status = 204, description = "The limits were set"), WriteErrors))]
 async fn set_limits(
@@ -394,10 +394,19 @@ async fn set_limits(
     Path(path): Path<RefPath>,
     Body(request): Body<SetLimits>,
 ) -> Result<StatusCode, ApiError> {
-    let entry =
-        Entry::new("tenants limits", Some(&path.customer_ref), json!({"queue_max_bytes": request.queue_max_bytes}));
+    let change = ops::LimitsChange {
+        weight: request.weight,
+        max_per_min: request.max_per_min,
+        max_per_day: request.max_per_day,
+    };
+    let mut arguments = change.audit_arguments();
+    arguments.insert("queue_max_bytes".into(), json!(request.queue_max_bytes));
+    let entry = Entry::new("tenants limits", Some(&path.customer_ref), arguments.into());
     let customer_ref = parse_ref(&path.customer_ref)?;
     let result = async {
+        if !change.is_empty() {
+            ops::update_tenant_limits(&state.pool, &customer_ref, change).await?;
+        }
         if let Some(bytes) = request.queue_max_bytes {
             ops::set_tenant_queue_bound(&state.pool, &state.endpoints, &customer_ref, bytes).await?;
         }

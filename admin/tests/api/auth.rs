@@ -10,7 +10,8 @@ use crate::Admin;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_malformed_unknown_and_revoked_tokens_all_get_the_same_401_problem() {
     let admin = Admin::new().await;
-    let (_, doomed) = admin_tokens::create(&admin.env.admin_pool, "doomed", false, "test").await.unwrap();
+    let (_, doomed) =
+        admin_tokens::create(&admin.env.admin_pool, "doomed", &admin_tokens::Scopes::all(), "test").await.unwrap();
     let doomed = secrecy::ExposeSecret::expose_secret(&doomed).to_owned();
     assert_eq!(admin.get("/v1/tenants").await.status, StatusCode::OK);
     assert_eq!(admin.call(Method::GET, "/v1/tenants", Some(&doomed), None, &[]).await.status, StatusCode::OK);
@@ -43,7 +44,7 @@ async fn missing_malformed_unknown_and_revoked_tokens_all_get_the_same_401_probl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_token_reads_everything_but_gets_403_on_every_mutating_endpoint() {
+async fn a_read_token_reads_fleet_state_but_gets_403_on_every_mutating_endpoint() {
     let admin = Admin::new().await;
     admin.create_tenant("scope_a").await;
     let viewer = admin.read_only.clone();
@@ -69,7 +70,7 @@ async fn a_read_only_token_reads_everything_but_gets_403_on_every_mutating_endpo
     for (uri, body) in mutations {
         let answer = admin.call(Method::POST, uri, Some(&viewer), Some(body), &[]).await;
         assert_eq!(answer.status, StatusCode::FORBIDDEN, "{uri}: {}", answer.text);
-        assert_eq!(answer.problem(), "read-only-token");
+        assert_eq!(answer.problem(), "insufficient-scope");
     }
     let tenant = admin.get("/v1/tenants/scope_a").await;
     assert_eq!(tenant.json["status"], "active", "nothing changed");
@@ -142,13 +143,13 @@ async fn the_cli_creates_a_token_shown_once_that_authenticates_until_it_is_revok
     let write = admin.call(Method::POST, "/v1/tenants/x/disable", Some(&token), None, &[]).await;
     assert_eq!(write.status, StatusCode::FORBIDDEN, "created with --read-only");
 
-    let again = admin.env.wafleet(&["admin-tokens", "create", "ci-bot"]);
+    let again = admin.env.wafleet(&["admin-tokens", "create", "ci-bot", "--scopes", "read,write"]);
     assert!(!again.status.success(), "one live token per name");
     let listed = admin.env.wafleet(&["admin-tokens", "list", "--json"]);
     let listed_text = String::from_utf8_lossy(&listed.stdout).into_owned();
     let tokens: serde_json::Value = serde_json::from_str(&listed_text).unwrap();
     let ci = tokens.as_array().unwrap().iter().find(|t| t["name"] == "ci-bot").cloned().unwrap();
-    assert_eq!(ci["read_only"], true);
+    assert_eq!(ci["scopes"], json!(["read"]), "--read-only is --scopes read");
     assert!(ci["last_used_at"].is_string(), "use is recorded: {ci}");
     assert!(!listed_text.contains(&token[4..]), "a listing never shows a token");
 

@@ -6,7 +6,9 @@
 
 mod auth;
 mod contract;
+mod idempotency;
 mod operations;
+mod scopes;
 mod tenants;
 
 use axum::body::Body;
@@ -16,12 +18,12 @@ use http_body_util::BodyExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tower::ServiceExt as _;
 use wafleet_admin::{AppState, RateLimit};
-use wafleet_fleet::admin_tokens;
+use wafleet_fleet::admin_tokens::{self, Scopes};
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_tests::{EnvOptions, TestEnv, TEST_SIGNING_KEY};
 
-/// A test environment with the admin router over it and two tokens: `ops` (full) and `viewer`
-/// (read-only).
+/// A test environment with the admin router over it and two tokens: `ops` (every scope) and
+/// `viewer` (`read` only).
 pub struct Admin {
     pub env: TestEnv,
     pub router: Router,
@@ -62,8 +64,9 @@ impl Admin {
     /// Like [`Admin::new`], with `rate` per token.
     pub async fn with_rate(rate: RateLimit) -> Self {
         let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
-        let (_, full) = admin_tokens::create(&env.admin_pool, "ops", false, "test").await.unwrap();
-        let (_, read_only) = admin_tokens::create(&env.admin_pool, "viewer", true, "test").await.unwrap();
+        let (_, full) = admin_tokens::create(&env.admin_pool, "ops", &Scopes::all(), "test").await.unwrap();
+        let (_, read_only) =
+            admin_tokens::create(&env.admin_pool, "viewer", &Scopes::read_only(), "test").await.unwrap();
         let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
         let state = AppState::new(
             env.admin_pool.clone(),

@@ -293,7 +293,9 @@ async fn lifecycle_endpoints_answer_like_the_cli_and_write_its_audit_records_wit
         commands,
         [
             "tenants add",
+            "webhook-url",
             "tenants disable",
+            "webhook-url",
             "tenants enable",
             "tenants rotate-url",
             "provision",
@@ -301,9 +303,10 @@ async fn lifecycle_endpoints_answer_like_the_cli_and_write_its_audit_records_wit
             "dlq purge",
             "tenants export",
             "tenants export",
+            "outbox rows",
             "tenants erase"
         ],
-        "reads are not audited, exports are; a dry run is not"
+        "state reads are not audited; credential reads, exports and bodies are; a dry run is not"
     );
     assert!(
         audit.iter().all(|(operator, _, _, outcome)| operator == "admin-token:ops" && outcome == "ok"),
@@ -377,4 +380,32 @@ async fn limits_set_and_clear_a_tenants_queue_bound_and_an_omitted_field_stays()
     assert!(policy(management).await.is_none(), "back to the fleet-wide policy");
     assert_eq!(stored().await, None);
     assert_eq!(admin.audit_of("lim_a").await.iter().filter(|a| a.1 == "tenants limits").count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limits_patch_changes_only_the_fields_it_names() {
+    let admin = Admin::new().await;
+    admin.create_tenant("lim_p").await;
+    let patch = |body: serde_json::Value| {
+        let admin = &admin;
+        async move { admin.call(Method::PATCH, "/v1/tenants/lim_p/limits", Some(&admin.full), Some(body), &[]).await }
+    };
+    let limits = || async {
+        let row: (i32, Option<i32>, Option<i32>) = sqlx::query_as(
+            "select weight, max_sends_per_min, max_sends_per_day from tenants where customer_ref = 'lim_p'",
+        )
+        .fetch_one(&admin.env.owner_pool)
+        .await
+        .unwrap();
+        row
+    };
+    assert_eq!(patch(json!({"weight": 5, "max_per_day": 900})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(patch(json!({"max_per_min": 12})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(limits().await, (5, Some(12), Some(900)), "the weight and the daily cap stayed");
+    assert_eq!(patch(json!({"max_per_day": null})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(limits().await, (5, Some(12), None), "null removes a cap");
+    let bad = patch(json!({"weight": 0})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    assert_eq!(limits().await, (5, Some(12), None));
+    admin.env.cleanup().await;
 }

@@ -70,6 +70,12 @@ async fn webhook_url_prints_a_working_url_on_the_last_line_and_fails_for_unknown
     let unknown = wafleet(&env, &["webhook-url", "nobody", "--base", &env.ingest_url]);
     assert!(!unknown.status.success());
     assert!(text(&unknown.stderr).contains("no tenant"));
+    // Each read of the credential is in the audit log, without the URL.
+    let audit = wafleet(&env, &["audit", "--json", "--target", "url_t"]);
+    let records: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let reads = records.as_array().unwrap().iter().filter(|r| r["command"] == "webhook-url").count();
+    assert_eq!(reads, 1, "{records}");
+    assert!(!text(&audit.stdout).contains(url.rsplit('/').next().unwrap()), "the URL is not recorded");
 
     assert!(wafleet(&env, &["tenants", "disable", "url_t"]).status.success());
     let disabled = wafleet(&env, &["webhook-url", "url_t", "--base", &env.ingest_url]);

@@ -332,7 +332,7 @@ async fn offboard_stops_purges_cancels_deletes_and_tombstones_step_by_step_and_r
     assert!(queue_exists(&env, "wa.tenant.stays").await, "other tenants untouched");
 
     // Interrupted or not, a second run finds every step done.
-    let rerun = env.wafleet(&["tenants", "offboard", "gone"]);
+    let rerun = env.wafleet(&["tenants", "offboard", "gone", "--yes"]);
     assert!(rerun.status.success(), "{}", text(&rerun.stderr));
     assert_eq!(text(&rerun.stdout).matches("already done").count(), 6, "{}", text(&rerun.stdout));
     let reuse = env.wafleet(&["tenants", "add", "gone", "--bridge", "gone2"]);
@@ -347,7 +347,7 @@ async fn offboard_stops_purges_cancels_deletes_and_tombstones_step_by_step_and_r
     let classic =
         env.wafleet(&["tenants", "add", "gone_classic", "--bridge", "gone_classic", "--queue-type", "classic"]);
     assert!(classic.status.success(), "{}", text(&classic.stderr));
-    let out = env.wafleet(&["tenants", "offboard", "gone_classic"]);
+    let out = env.wafleet(&["tenants", "offboard", "gone_classic", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!queue_exists(&env, "wa.tenant.gone_classic").await && !queue_exists(&env, "wa.dlq.gone_classic").await);
     env.cleanup().await;

@@ -9,6 +9,7 @@ mod budget;
 mod canary;
 mod claims;
 mod cli;
+mod cli_surface;
 mod consumer_cancel;
 mod crash;
 mod db_guard;

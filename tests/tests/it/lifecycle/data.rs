@@ -134,7 +134,7 @@ async fn erase_removes_one_contacts_rows_and_leaves_other_contacts_and_tenants_a
         seed(&env, id, "15550000421", "about x", "sent", 1).await;
         seed(&env, id, "15550000422", "about y", "pending", 1).await;
     }
-    let out = env.wafleet(&["tenants", "erase", "er_a", "--contact", "+1 555 000 0421"]);
+    let out = env.wafleet(&["tenants", "erase", "er_a", "--contact", "+1 555 000 0421", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 log row(s), 1 outbox row(s); redacted 1"), "{}", text(&out.stdout));
     let (a, b) = (env.tenant_id("er_a").await, env.tenant_id("er_b").await);
@@ -231,9 +231,10 @@ async fn every_mutating_cli_command_is_audited_with_its_operator_and_without_sec
     run(&["tenants", "disable", "au_t"]);
     run(&["tenants", "enable", "au_t"]);
     run(&["rules", "add", "au_t", "hours", "9-17"]);
+    run(&["rules", "remove", "au_t", "hours"]);
     run(&["accounts", "add", "au_acct", "--key-ref", "env:WA_API_KEY_AU"]);
     run(&["retention", "run"]);
-    run(&["tenants", "erase", "au_t", "--contact", "15550000451"]);
+    run(&["tenants", "erase", "au_t", "--contact", "15550000451", "--yes"]);
     let failed = env.wafleet(&["tenants", "disable", "nobody"]);
     assert!(!failed.status.success());
 
@@ -247,6 +248,7 @@ async fn every_mutating_cli_command_is_audited_with_its_operator_and_without_sec
         "tenants disable",
         "tenants enable",
         "rules add",
+        "rules remove",
         "accounts add",
         "retention run",
         "tenants erase",
