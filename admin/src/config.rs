@@ -32,12 +32,12 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct Config {
     /// `WAFLEET_ADMIN_ADDR`: listen address (default 127.0.0.1:8082).
     pub addr: SocketAddr,
-    /// `DATABASE_URL`, `AMQP_URL`, `RABBITMQ_API_URL`: the CLI's services (application role).
+    /// `ADMIN_DATABASE_URL`, `AMQP_URL`, `RABBITMQ_API_URL`: the CLI's services (administration role).
     pub endpoints: Endpoints,
     /// `WAFLEET_SIGNING_KEY`: signs webhook URLs (webhook-url, rotate-url, provision). Optional:
     /// those endpoints answer 503 `not-configured` without it.
     pub signing_key: Option<SecretString>,
-    /// `WAFLEET_ALLOW_UNSAFE_DB_ROLE`: run even if `DATABASE_URL` can bypass RLS (local only).
+    /// `WAFLEET_ALLOW_UNSAFE_DB_ROLE`: run even if `ADMIN_DATABASE_URL` can bypass RLS or is not the administration role (local only).
     pub allow_unsafe_db_role: bool,
     /// `WAFLEET_ADMIN_DB_POOL_SIZE`: connections in the application pool (default 5).
     pub pool_size: u32,

@@ -4,7 +4,7 @@
 //! business rule of its own.
 //!
 //! It is a separate deployable, listening on `WAFLEET_ADMIN_ADDR` (loopback by default), and must
-//! never be served next to the public webhook edge. It connects as the application role and
+//! never be served next to the public webhook edge. It connects as the administration role and
 //! refuses unsafe roles like the CLI.
 
 pub mod auth;

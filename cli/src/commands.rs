@@ -37,8 +37,9 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run database migrations as the owner (MIGRATE_DATABASE_URL), create and grant the
-    /// application role (DATABASE_URL), declare the broker topology and apply its policies.
+    /// Run database migrations as the owner (MIGRATE_DATABASE_URL), create and grant the worker's
+    /// role (DATABASE_URL) and the administration role (ADMIN_DATABASE_URL), declare the broker
+    /// topology and apply its policies.
     Migrate,
     /// Manage tenants.
     #[command(subcommand)]

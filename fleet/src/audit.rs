@@ -1,5 +1,5 @@
 //! The operator audit log: who ran which mutating command, when, with which arguments (secrets
-//! and personal data redacted) and how it ended. Append-only for the application role.
+//! and personal data redacted) and how it ended. Append-only for the duty roles.
 //! The CLI, the admin API and the console write it through [`record`] and [`record_result`] only,
 //! so the three cannot drift.
 

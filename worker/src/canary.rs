@@ -156,7 +156,7 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// A canary reading through `pool` (the application role).
+    /// A canary reading through `pool` (the worker's role).
     pub fn new(pool: PgPool, config: CanaryConfig) -> Result<Self> {
         config.validate()?;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;

@@ -28,7 +28,7 @@ use crate::sender::SenderConfig;
 /// Everything the worker runs with, validated.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// `DATABASE_URL`: the application role (never a superuser or table owner).
+    /// `DATABASE_URL`: the worker's role (never a superuser or table owner).
     pub database_url: String,
     /// `AMQP_URL`: broker URL, or a comma-separated list of one cluster's node URLs; the path is
     /// the vhost.
@@ -74,7 +74,7 @@ pub struct WorkerConfig {
 #[derive(Parser, Clone, Debug)]
 #[command(name = "wafleet-worker", version, about)]
 pub struct WorkerArgs {
-    /// The application role's database.
+    /// The worker's database role.
     #[command(flatten)]
     pub database: DatabaseSettings,
     /// The broker.

@@ -1,4 +1,4 @@
-//! Unauthenticated endpoints: liveness, readiness (Postgres answers as the application role) and
+//! Unauthenticated endpoints: liveness, readiness (Postgres answers as the administration role) and
 //! the OpenAPI document. None of them touches tenant data.
 
 use axum::extract::State;

@@ -1,4 +1,4 @@
-//! Row-level security, exercised as the application role (`SET ROLE`), never as a superuser,
+//! Row-level security, exercised as the worker's role (`SET ROLE`), never as a superuser,
 //! which would bypass RLS and make these tests meaningless.
 
 use sqlx::{Connection, PgConnection};
