@@ -519,6 +519,18 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
              and any(t["ipBlock"]["cidr"] == "0.0.0.0/0" and REQUIRED_PRIVATE_EXCEPT <= set(t["ipBlock"].get("except", []))
                      for r in https for t in r["to"]),
              f"{where}: worker 443 egress must be 0.0.0.0/0 minus the private/link-local ranges")
+        # One source for the ports an http bot may use: every port WAFLEET_HTTP_BOT_PORTS allows
+        # (the ConfigMap's value, else the worker's default) must be open to public addresses, or
+        # a bot on it passes the SSRF guard, times out and its messages go through every retry tier.
+        bot_ports = container_env(pod_spec(worker)["containers"][0]).get("WAFLEET_HTTP_BOT_PORTS")
+        if bot_ports is None:
+            m = re.search(r'env = "WAFLEET_HTTP_BOT_PORTS", default_value = "([0-9,]+)"', (repo / "worker/src/config.rs").read_text())
+            bot_ports = m.group(1) if m else ""
+        public = {p for r, ps in rules for p in ps
+                  if r.get("to") and any(t.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for t in r["to"])}
+        for port in filter(None, (x.strip() for x in bot_ports.split(","))):
+            C.ok(("TCP", int(port)) in public,
+                 f"{where}: WAFLEET_HTTP_BOT_PORTS allows {port} but the worker's egress to public addresses does not")
     def ingress_rules(w: dict) -> list[dict]:
         return [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(w))
                 for r in n["spec"].get("ingress", [])]
