@@ -31,4 +31,7 @@ fi
 # The serial test binary (tests/tests/serial) runs after the parallel suites, one test at a time;
 # its cluster tests start the three-node cluster with scripts/rabbitmq-cluster.sh when it is not
 # up and take it down again, so the parallel suites always run against the single node.
+# The suites run the binaries as processes (`wafleet` above all: the CLI crate has no integration
+# test of its own, so `cargo test` alone would not build it, and a test would run an old one).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -40,7 +40,11 @@ impl TestEnv {
     /// `WA_API_BASE_URL` with `WA_API_KEY`), signing key, and `WAFLEET_OPERATOR=test-operator`.
     pub fn wafleet(&self, args: &[&str]) -> std::process::Output {
         let path = wafleet_cli_path();
-        assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
+        assert!(
+            path.exists(),
+            "{} missing: run `scripts/test.sh`, or `cargo build --workspace --bins` before `cargo test`",
+            path.display()
+        );
         std::process::Command::new(path)
             .args(args)
             .env("ADMIN_DATABASE_URL", &self.endpoints.database_url)

@@ -9,7 +9,11 @@ fn cli_path() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|p| p.parent()).unwrap();
     let path = dir.join("wafleet");
-    assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `scripts/test.sh`, or `cargo build --workspace --bins` before `cargo test`",
+        path.display()
+    );
     path
 }
 

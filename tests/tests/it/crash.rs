@@ -8,7 +8,11 @@ use wafleet_tests::{wait_until, EnvOptions, TestEnv, TEST_API_KEY};
 pub(crate) fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|p| p.parent()).unwrap().join(name);
-    assert!(path.exists(), "{} missing: run `cargo test --workspace`, which builds it", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `scripts/test.sh`, or `cargo build --workspace --bins` before `cargo test`",
+        path.display()
+    );
     path
 }
 
