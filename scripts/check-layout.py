@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the layout rules of the architecture document (Workspace) and issue 13, so they keep holding.
+"""Checks the layout rules of the architecture document (Workspace), so they keep holding.
 
   crate graph  from `cargo metadata` (resolve graph, normal dependencies, transitively): admin and
                the CLI never reach the worker runtime, ingest never links sqlx, the worker never

@@ -1,4 +1,4 @@
--- Database guard (issue #7): one query that lists every way the schema could let one tenant read
+-- Database guard: one query that lists every way the schema could let one tenant read
 -- or write another tenant's rows, or a duty's role do more than its duty. It returns one row per
 -- violation (violation, object, detail) and no row when the schema is sound. The roles to check
 -- are the one named by the setting wafleet.guard_role when it is set (scripts/db-guard.sh and

@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(KeyRef::parse("env:WA_API_KEY").ok(), Some(KeyRef::Env("WA_API_KEY".into())));
         assert_eq!(KeyRef::parse("file:/run/secrets/wa").ok(), Some(KeyRef::File("/run/secrets/wa".into())));
         let bad = ["WA_API_KEY", "env:", "env:1X", "env:A-B", "file:relative", "sk_live_123", "vault:x"];
-        // Issue #15: only the WA_API_KEY family, never another secret of the process.
+        // Only the WA_API_KEY family, never another secret of the process.
         let outside = ["env:WAFLEET_SIGNING_KEY", "env:DATABASE_URL", "env:WA_API_KEYX", "env:WA_API_KEY_", "env:X_1"];
         for bad in bad.iter().chain(&outside) {
             assert!(KeyRef::parse(bad).is_err(), "{bad} should be refused");

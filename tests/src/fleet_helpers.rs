@@ -1,4 +1,4 @@
-//! Issue #5 helpers: accounts, budget, fair scheduling and lifecycle, over a [`TestEnv`]: the
+//! Helpers for accounts, budget, fair scheduling and lifecycle, over a [`TestEnv`]: the
 //! `wafleet` CLI against the environment, key files, queued replies, senders and the lifecycle
 //! context for in-process calls.
 

@@ -62,7 +62,7 @@ impl Application {
         }
         let outbox_ready = Arc::new(Notify::new());
         let labels = Arc::new(TenantLabels::new(config.metrics_top_tenants, std::time::Duration::from_secs(15 * 60)));
-        // Issue #7: one SSRF-guarded client for every tenant's `http` bot, built once here.
+        // One SSRF-guarded client for every tenant's `http` bot, built once here.
         let http_bot = crate::bots::HttpBotClient::new(&config.http_bot)?;
         let processor =
             Processor::new(pool.clone(), config.process.clone(), outbox_ready.clone(), bots, labels.clone())
@@ -73,7 +73,7 @@ impl Application {
             processor,
             config.consumer.clone(),
         ));
-        // Issue #5: one send loop per WA Bridges account, each under its account's budget.
+        // One send loop per WA Bridges account, each under its account's budget.
         let mut key_overrides = std::collections::HashMap::new();
         key_overrides.insert("env:WA_API_KEY".to_owned(), config.wa_api_key.clone());
         let directory = wafleet_fleet::accounts::DirectorySettings {
@@ -123,7 +123,7 @@ impl Application {
             self.config.retention.clone(),
             shutdown.clone(),
         ));
-        // Issue #7: the isolation canary, if configured; an advisory lock lets one replica run it.
+        // The isolation canary, if configured; an advisory lock lets one replica run it.
         let canary = self.config.canary.clone().map(|config| {
             tokio::spawn(crate::canary::run(
                 self.config.database_url.clone(),

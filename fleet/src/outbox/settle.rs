@@ -84,7 +84,7 @@ pub async fn finish(
     Ok(())
 }
 
-/// Issue #5 item 7, called by the message processor inside its tenant-scoped transaction for
+/// Called by the message processor inside its tenant-scoped transaction for
 /// every `message` event with `from_me: true`: when the bridge's own outgoing message matches an
 /// `unknown` reply of the same tenant (same chat, same body), that reply did reach the person and
 /// becomes `sent`. A reply still `sending` matches too (the echo can overtake the API's answer;

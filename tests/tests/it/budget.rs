@@ -1,4 +1,4 @@
-//! Issue #5: accounts, the fleet-wide send budget, 429 pauses shared by replicas, per-tenant caps,
+//! Accounts, the fleet-wide send budget, 429 pauses shared by replicas, per-tenant caps,
 //! bridge state and the budget metrics, against the simulator and real Postgres. Time-dependent
 //! rules run on an injected manual clock; the multi-replica budget test runs the limiter and the
 //! simulator on a compressed 6 s "minute".

@@ -1,4 +1,4 @@
-//! Issue #15 item 5: a send claim lives as long as its worker's database session. A crashed
+//! A send claim lives as long as its worker's database session. A crashed
 //! worker's cut sends turn `unknown` at once and its tenants' next replies go out within seconds
 //! of the restart (not after `WAFLEET_STALE_SENDING_SECS`); a black-holed worker loses its claim
 //! within `WAFLEET_CLAIM_LEASE_SECS` + 1 s. Nothing is ever sent twice.

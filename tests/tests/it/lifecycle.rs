@@ -1,4 +1,4 @@
-//! Issue #5: accounts and tenant lifecycle from the CLI and the service layer against the
+//! Accounts and tenant lifecycle from the CLI and the service layer against the
 //! simulator's API (provision, reconcile, status, URL rotation, offboarding), the provisioning
 //! bucket, and the audit log.
 
@@ -48,7 +48,7 @@ async fn queue_exists(env: &TestEnv, queue: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_naming_a_secret_or_host_outside_the_allow_lists_are_refused_with_a_clear_error() {
-    // Issue #15: whoever adds an account picks the secret sent as a bearer token and its host.
+    // Whoever adds an account picks the secret sent as a bearer token and its host.
     let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
     let refused = |args: &[&str], expected: &str| {
         let out = env.wafleet(&[&["accounts", "add"], args].concat());

@@ -1,4 +1,4 @@
-//! Issue #15: Postgres over TLS. A throwaway cluster (scripts/pg-tls-cluster.sh) on its own
+//! Postgres over TLS. A throwaway cluster (scripts/pg-tls-cluster.sh) on its own
 //! loopback port accepts only `hostssl` connections, with a CA and a server certificate made at
 //! test time. The worker's pool, a leader's connection, `migrate` and the CLI connect with
 //! `sslmode=verify-full`; plaintext and a wrong CA are refused with errors that say why.
