@@ -85,6 +85,27 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Adds an echo tenant whose bridge is its ref, of `queue_type`, through `endpoints` (another
+    /// broker user, another node), and points the simulator's bridge at its webhook URL.
+    pub async fn add_tenant_through(
+        &self,
+        endpoints: &ops::Endpoints,
+        customer_ref: &str,
+        queue_type: QueueType,
+    ) -> anyhow::Result<String> {
+        let new = NewTenant {
+            customer_ref: CustomerRef::parse(customer_ref)?,
+            bridge: customer_ref.into(),
+            bot_kind: BotKind::Echo,
+            auth_mode: AuthMode::Token,
+            queue_type,
+        };
+        ops::add_tenant(&self.admin_pool, endpoints, &new).await?;
+        let url = self.webhook_url(customer_ref).await?;
+        self.sim.add_bridge(customer_ref, Some(&url), None);
+        Ok(url)
+    }
+
     /// Queues one pending reply per body for `customer_ref` (as the owner: test setup), created
     /// at `created_at` (default: now), expiring after `ttl`. Returns the outbox ids in order.
     pub async fn queue_replies(

@@ -9,6 +9,7 @@ pub mod events;
 pub use events::{message_event, post_json, test_envelope};
 pub mod fault_proxy;
 mod fleet_helpers;
+pub mod poison;
 
 pub use fleet_helpers::{key_file, test_account_policy, wafleet_cli_path};
 

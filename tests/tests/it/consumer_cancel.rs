@@ -2,18 +2,15 @@
 //! subscribed again within seconds, and a publish that makes the broker close the worker's shared
 //! publisher channel does not stop other tenants' retries.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use wafleet_fleet::dlq;
-use wafleet_fleet::tenant::Tenant;
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::CustomerRef;
+use wafleet_tests::poison::{Poison, PoisonFactory};
 use wafleet_tests::{counter_value, test_envelope, wait_until, EnvOptions, TestEnv};
-use wafleet_worker::bots::{self, Bot, BotError, BotFactory, InboundMessage, Reply, TenantScope};
 use wafleet_worker::metric::{
     WORKER_CONSUMER_RESUBSCRIBED_TOTAL, WORKER_PUBLISHER_REOPENED_TOTAL, WORKER_TENANT_CONSUMING,
 };
@@ -60,15 +57,7 @@ async fn consumed_again_after(env: &TestEnv, tenant: &str, disrupt: impl std::fu
 async fn a_tenant_queue_deleted_or_deleted_and_declared_again_is_consumed_again_within_seconds() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("cc_a", "cc_a").await.unwrap();
-    let classic = wafleet_fleet::tenant::NewTenant {
-        customer_ref: CustomerRef::parse("cc_c").unwrap(),
-        bridge: "cc_c".into(),
-        bot_kind: wafleet_fleet::tenant::BotKind::Echo,
-        auth_mode: wafleet_shared::AuthMode::Token,
-        queue_type: QueueType::Classic,
-    };
-    wafleet_fleet::ops::add_tenant(&env.admin_pool, &env.endpoints, &classic).await.unwrap();
-    env.sim.add_bridge("cc_c", Some(&env.webhook_url("cc_c").await.unwrap()), None);
+    env.add_tenant_through(&env.endpoints, "cc_c", QueueType::Classic).await.unwrap();
 
     // A classic queue deleted and declared again: the broker sends basic.cancel.
     consumed_again_after(&env, "cc_c", delete_queue(&env, "cc_c", QueueType::Classic, true)).await;
@@ -76,33 +65,6 @@ async fn a_tenant_queue_deleted_or_deleted_and_declared_again_is_consumed_again_
     // queue gone, declares it again and subscribes.
     consumed_again_after(&env, "cc_a", delete_queue(&env, "cc_a", QueueType::Quorum, false)).await;
     env.cleanup().await;
-}
-
-/// Built-in bots, except that a message saying "poison" always panics.
-#[derive(Default)]
-struct Poison {
-    runs: AtomicU32,
-}
-
-struct PoisonBot(Arc<Poison>, Box<dyn Bot>);
-
-#[async_trait]
-impl Bot for PoisonBot {
-    async fn handle(&self, scope: &TenantScope, message: &InboundMessage) -> Result<Vec<Reply>, BotError> {
-        if message.body.contains("poison") {
-            self.0.runs.fetch_add(1, Ordering::SeqCst);
-            panic!("poisoned by the test");
-        }
-        self.1.handle(scope, message).await
-    }
-}
-
-struct PoisonFactory(Arc<Poison>);
-
-impl BotFactory for PoisonFactory {
-    fn bot_for(&self, tenant: &Tenant) -> Box<dyn Bot> {
-        Box::new(PoisonBot(self.0.clone(), bots::bot_for(tenant.bot_kind())))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

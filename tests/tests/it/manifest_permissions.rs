@@ -4,53 +4,21 @@
 //! DLQ replay, quarantine) must all work with those rights, and a replayed message that fails
 //! again must still find its way back into its own DLQ.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures::FutureExt;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::endpoints::Endpoints;
-use wafleet_fleet::tenant::{BotKind, NewTenant, Tenant};
 use wafleet_shared::topology::QueueType;
-use wafleet_shared::{AuthMode, CustomerRef};
+use wafleet_shared::CustomerRef;
+use wafleet_tests::poison::{Poison, PoisonFactory};
 use wafleet_tests::{test_envelope, wait_until, EnvOptions, TestEnv};
-use wafleet_worker::bots::{self, Bot, BotError, BotFactory, InboundMessage, Reply, TenantScope};
 
 use crate::broker_users::Users;
-
-/// Built-in bots, except that a message saying "poison" panics until `fixed` is set.
-#[derive(Default)]
-struct Poison {
-    fixed: AtomicBool,
-    runs: AtomicU32,
-}
-
-struct PoisonBot(Arc<Poison>, Box<dyn Bot>);
-
-#[async_trait]
-impl Bot for PoisonBot {
-    async fn handle(&self, scope: &TenantScope, message: &InboundMessage) -> Result<Vec<Reply>, BotError> {
-        if message.body.contains("poison") {
-            self.0.runs.fetch_add(1, Ordering::SeqCst);
-            if !self.0.fixed.load(Ordering::SeqCst) {
-                panic!("poisoned by the test");
-            }
-        }
-        self.1.handle(scope, message).await
-    }
-}
-
-struct PoisonFactory(Arc<Poison>);
-
-impl BotFactory for PoisonFactory {
-    fn bot_for(&self, tenant: &Tenant) -> Box<dyn Bot> {
-        Box::new(PoisonBot(self.0.clone(), bots::bot_for(tenant.bot_kind())))
-    }
-}
 
 /// The CLI's endpoints with the manifest's `wafleet-cli` user.
 fn cli_endpoints(env: &TestEnv, users: &Users) -> Endpoints {
@@ -59,20 +27,6 @@ fn cli_endpoints(env: &TestEnv, users: &Users) -> Endpoints {
         amqp_url: users.amqp_url(env, "cli"),
         rabbitmq_api_url: users.api_url("cli"),
     }
-}
-
-/// `wafleet tenants add` as the CLI user, and the simulator's bridge pointed at the tenant.
-async fn add_tenant(env: &TestEnv, cli: &Endpoints, customer_ref: &str) {
-    let new = NewTenant {
-        customer_ref: CustomerRef::parse(customer_ref).unwrap(),
-        bridge: customer_ref.into(),
-        bot_kind: BotKind::Echo,
-        auth_mode: AuthMode::Token,
-        queue_type: QueueType::Quorum,
-    };
-    wafleet_fleet::ops::add_tenant(&env.admin_pool, cli, &new).await.unwrap();
-    let url = env.webhook_url(customer_ref).await.unwrap();
-    env.sim.add_bridge(customer_ref, Some(&url), None);
 }
 
 /// Whether the message waiting in `wa.unrouted` carries the sweep's "seen" mark: the sweep moved
@@ -137,7 +91,7 @@ async fn unknown_ref_waits_in_unrouted_until_tenants_add(env: &TestEnv, cli: &En
         .await
         .expect("the sweep requeues the unknown ref's event with the worker's rights");
     assert_eq!(env.queue_depth("wa.unrouted").await, 1, "it waits in wa.unrouted");
-    add_tenant(env, cli, "mp_late").await;
+    env.add_tenant_through(cli, "mp_late", QueueType::Quorum).await.unwrap();
     let sends = env.sim.wait_for_sends("mp_late", 1, Duration::from_secs(20)).await;
     assert_eq!(sends.len(), 1, "delivered after tenants add");
     assert_eq!(sends[0].body, "waited");
@@ -147,8 +101,8 @@ async fn unknown_ref_waits_in_unrouted_until_tenants_add(env: &TestEnv, cli: &En
 /// An envelope naming another tenant is quarantined through `wa.quarantine` (no default
 /// exchange), and meanwhile another tenant's message goes through every retry tier and its DLQ.
 async fn quarantine_does_not_stop_other_tenants_retries(env: &TestEnv, cli: &Endpoints, poison: &Poison) {
-    add_tenant(env, cli, "mp_q").await;
-    add_tenant(env, cli, "mp_dlq").await;
+    env.add_tenant_through(cli, "mp_q", QueueType::Quorum).await.unwrap();
+    env.add_tenant_through(cli, "mp_dlq", QueueType::Quorum).await.unwrap();
     let smuggled = test_envelope("mp_late", "smuggled", "MP-Q1", chrono::Utc::now()).to_bytes();
     env.publish_raw("", "wa.tenant.mp_q", &smuggled).await;
     let runs_before = poison.runs.load(Ordering::SeqCst);

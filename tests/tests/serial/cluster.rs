@@ -12,10 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use wafleet_fleet::ops::{self, Endpoints};
-use wafleet_fleet::tenant::{BotKind, NewTenant};
+use wafleet_fleet::ops::Endpoints;
 use wafleet_shared::topology::QueueType;
-use wafleet_shared::{AuthMode, CustomerRef};
 use wafleet_tests::{amqp_list, message_event, wait_until, EnvOptions, TestEnv};
 
 const TENANTS: usize = 10;
@@ -100,21 +98,6 @@ async fn connection_node(env: &TestEnv, name: &str) -> Option<String> {
         let named = c["client_properties"]["connection_name"] == name && c["vhost"] == env.name.as_str();
         named.then(|| c["node"].as_str().map(str::to_owned)).flatten()
     })
-}
-
-/// Adds `customer_ref` through `endpoints` and registers its bridge at the simulator.
-async fn add_tenant_via(env: &TestEnv, endpoints: &Endpoints, customer_ref: &str) -> String {
-    let new = NewTenant {
-        customer_ref: CustomerRef::parse(customer_ref).unwrap(),
-        bridge: customer_ref.into(),
-        bot_kind: BotKind::Echo,
-        auth_mode: AuthMode::Token,
-        queue_type: QueueType::Quorum,
-    };
-    ops::add_tenant(&env.admin_pool, endpoints, &new).await.unwrap();
-    let url = env.webhook_url(customer_ref).await.unwrap();
-    env.sim.add_bridge(customer_ref, Some(&url), None);
-    url
 }
 
 /// Prints where each unanswered event got to: its processed row, its reply's state, and the
@@ -247,9 +230,9 @@ async fn losing_the_node_that_leads_the_busiest_queue_and_holds_ingest_loses_and
     let node = node.trim_end_matches("@localhost").to_owned();
     assert_ne!(node, "rabbit", "ingest only knows rabbit2 and rabbit3");
     let via_node = Endpoints { amqp_url: amqp_list(&[node_addr(&node)], &env.name).unwrap(), ..env.endpoints.clone() };
-    let mut urls = vec![add_tenant_via(&env, &via_node, "ln_00").await];
+    let mut urls = vec![env.add_tenant_through(&via_node, "ln_00", QueueType::Quorum).await.unwrap()];
     for t in 1..TENANTS {
-        urls.push(add_tenant_via(&env, &env.endpoints, &format!("ln_{t:02}")).await);
+        urls.push(env.add_tenant_through(&env.endpoints, &format!("ln_{t:02}"), QueueType::Quorum).await.unwrap());
     }
     let (leader, members) = leader_and_members(&env.name, "wa.tenant.ln_00");
     assert_eq!(leader, format!("{node}@localhost"), "the busiest queue is led by ingest's node");
@@ -290,7 +273,7 @@ async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothi
     env.start_worker().await.unwrap();
     let mut urls = Vec::new();
     for t in 0..TENANTS {
-        urls.push(add_tenant_via(&env, &env.endpoints, &format!("ln_{t:02}")).await);
+        urls.push(env.add_tenant_through(&env.endpoints, &format!("ln_{t:02}"), QueueType::Quorum).await.unwrap());
     }
     let restarts = tokio::task::spawn_blocking(|| {
         for node in ["rabbit3", "rabbit2", "rabbit"] {
