@@ -14,7 +14,7 @@ use clap::Parser;
 use secrecy::{ExposeSecret as _, SecretString};
 use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::budget::BudgetConfig;
-use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::service::Endpoints;
 use wafleet_shared::settings::{
     AdminDatabaseSettings, BrokerSettings, BudgetSettings, SigningSettings, TelemetrySettings, WaApiSettings,
 };

@@ -1,6 +1,6 @@
 //! `wafleet-admin`: the internal admin HTTP API of wafleet. It exposes the operator
 //! CLI's commands over HTTP with the same semantics and audit records, by calling the same
-//! service functions (`wafleet_fleet::ops` and `wafleet_fleet::service`); it implements no
+//! service functions (`wafleet_fleet::service` and `wafleet_fleet::service`); it implements no
 //! business rule of its own.
 //!
 //! It is a separate deployable, listening on `WAFLEET_ADMIN_ADDR` (loopback by default), and must

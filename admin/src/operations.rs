@@ -1,6 +1,6 @@
 //! Asynchronous operations (offboarding): a row in `admin_operations` that moves pending →
 //! running → succeeded or failed, with the steps reported so far. The run itself is
-//! `ops::offboard`, the CLI's; this module only records its progress and its audit record.
+//! `service::offboard`, the CLI's; this module only records its progress and its audit record.
 //!
 //! A run renews its heartbeat while alive. A pending or running operation whose heartbeat stopped
 //! (the process died) is reported as failed when read; offboarding is resumable, so the caller
@@ -13,7 +13,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::offboard::OffboardStep;
-use wafleet_fleet::{ops, Result};
+use wafleet_fleet::{service, Result};
 use wafleet_shared::CustomerRef;
 
 use crate::auth::Caller;
@@ -70,7 +70,7 @@ async fn run_offboard(state: &AppState, caller: &Caller, id: Uuid, customer_ref:
         tracing::warn!(operation = %id, error = %error_chain(&e), "cannot mark the operation running");
     }
     let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<OperationStep>();
-    // ISOLATION: the run names one tenant, the one from the request path; `ops::offboard` acts on
+    // ISOLATION: the run names one tenant, the one from the request path; `service::offboard` acts on
     // that tenant's own queues, rows and bridge only.
     let fleet = state.background_fleet.clone();
     let target = customer_ref.clone();
@@ -80,7 +80,7 @@ async fn run_offboard(state: &AppState, caller: &Caller, id: Uuid, customer_ref:
         let mut on_step = move |s: &OffboardStep| {
             let _ = steps_tx.send(OperationStep::from(s));
         };
-        ops::offboard(&fleet, &target, dry_run, &mut on_step).await
+        service::offboard(&fleet, &target, dry_run, &mut on_step).await
     };
     let recorder = async {
         let mut steps = Vec::new();

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 use wafleet_fleet::budget::BudgetConfig;
-use wafleet_fleet::ops::{Endpoints, Fleet};
+use wafleet_fleet::service::{Endpoints, Fleet};
 
 /// Longest wait for a budget token in a background operation: the CLI's.
 const BACKGROUND_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(120);

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
-use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::service::Endpoints;
 use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef, Generation, Keyring};
@@ -285,13 +285,13 @@ impl BenchEnv {
         };
         let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
         let roles = wafleet_fleet::db::DutyRoles::from_urls(&env.worker_url, &env.admin_url)?;
-        wafleet_fleet::ops::migrate(&env.owner_url, &roles, &env.endpoints(), &tiers)
+        wafleet_fleet::service::migrate(&env.owner_url, &roles, &env.endpoints(), &tiers)
             .await
             .context("wafleet migrate")?;
         Ok(env)
     }
 
-    /// Endpoints for `wafleet_fleet::ops`.
+    /// Endpoints for `wafleet_fleet::service`.
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
             database_url: self.admin_url.clone(),

@@ -1,5 +1,5 @@
 //! The `wafleet` operator CLI: argument parsing and output. Every command calls one function
-//! of [`wafleet_fleet::ops`].
+//! of [`wafleet_fleet::service`].
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -9,7 +9,7 @@ use wafleet_shared::{AuthMode, CustomerRef};
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::db::{self, RoleSetup};
 use wafleet_fleet::error::{InvalidInput, Result};
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
 
 use crate::settings::Settings;
@@ -287,7 +287,7 @@ async fn run_command(cli: Cli) -> Result<()> {
             let tiers = settings.retry_tiers()?;
             let bound = settings.tenant_queue_max_bytes;
             let roles = db::DutyRoles::from_urls(&settings.database_url, &settings.database.admin_database_url)?;
-            match ops::migrate_with(&settings.migrate_database_url, &roles, &endpoints, &tiers, bound).await? {
+            match service::migrate_with(&settings.migrate_database_url, &roles, &endpoints, &tiers, bound).await? {
                 RoleSetup::Granted => println!(
                     "migrations applied; roles {} (worker) and {} (admin) granted; topology and policies in place",
                     roles.worker.name, roles.admin.name
@@ -325,7 +325,7 @@ async fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Tenants(TenantsCommand::List { json }) => {
             let pool = app_pool(settings).await?;
-            let tenants = ops::list_tenants(&pool).await?;
+            let tenants = service::list_tenants(&pool).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tenants).unwrap_or_default());
             } else {
@@ -349,18 +349,18 @@ async fn run_command(cli: Cli) -> Result<()> {
         }
         Command::Tenants(TenantsCommand::Disable { customer_ref }) => {
             let pool = app_pool(settings).await?;
-            ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Disabled).await?;
+            service::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Disabled).await?;
             println!("disabled {customer_ref}");
         }
         Command::Tenants(TenantsCommand::Enable { customer_ref }) => {
             let pool = app_pool(settings).await?;
-            ops::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Active).await?;
+            service::set_status(&pool, &parse_ref(&customer_ref)?, TenantStatus::Active).await?;
             println!("enabled {customer_ref}");
         }
         Command::WebhookUrl { customer_ref, base } => {
             let key = settings.signing_key()?;
             let pool = app_pool(settings).await?;
-            let (url, status) = ops::webhook_url(&pool, &key, &parse_ref(&customer_ref)?, &base).await?;
+            let (url, status) = service::webhook_url(&pool, &key, &parse_ref(&customer_ref)?, &base).await?;
             if status != TenantStatus::Active {
                 eprintln!("warning: tenant {customer_ref} is {}; events sent to this URL are dropped", status.as_str());
             }
@@ -395,15 +395,15 @@ async fn run_rules(settings: &Settings, command: RulesCommand) -> Result<()> {
     let pool = app_pool(settings).await?;
     match command {
         RulesCommand::Add { customer_ref, keyword, reply } => {
-            ops::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
+            service::add_rule(&pool, &parse_ref(&customer_ref)?, &keyword, &reply).await?;
             println!("rule saved for {customer_ref}");
         }
         RulesCommand::List { customer_ref, json } => {
-            let rules = ops::list_rules(&pool, &parse_ref(&customer_ref)?).await?;
+            let rules = service::list_rules(&pool, &parse_ref(&customer_ref)?).await?;
             crate::print::print_rules(&rules, json);
         }
         RulesCommand::Remove { customer_ref, rule } => {
-            let keyword = ops::remove_rule(&pool, &parse_ref(&customer_ref)?, &rule).await?;
+            let keyword = service::remove_rule(&pool, &parse_ref(&customer_ref)?, &rule).await?;
             println!("removed rule {keyword:?} of {customer_ref}");
         }
     }

@@ -1,6 +1,6 @@
 //! CLI commands (accounts, budget, bridge and tenant lifecycle, data lifecycle,
 //! audit): argument parsing and output only. Each command calls one function of the service
-//! layer ([`wafleet_fleet::ops`]) and, when it changes anything, writes an audit record.
+//! layer ([`wafleet_fleet::service`]) and, when it changes anything, writes an audit record.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -11,7 +11,7 @@ use wafleet_fleet::audit::{self, Entry};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{InvalidInput, Result};
 use wafleet_fleet::lifecycle::Fleet;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 
 use crate::settings::Settings;
 
@@ -173,7 +173,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
                 if let Err(e) = new.key_ref.resolve(&Default::default()) {
                     eprintln!("warning: {e} here; the worker must be able to read it");
                 }
-                ops::add_account(&pool, &new, &settings.account_policy()).await
+                service::add_account(&pool, &new, &settings.account_policy()).await
             }
             .await;
             audit_result(settings, &entry, &result, false).await?;
@@ -181,7 +181,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
             println!("{} account {name}", if created { "added" } else { "unchanged" });
         }
         FleetCommand::Accounts(AccountsCommand::List { json }) => {
-            let accounts = ops::list_accounts(&pool).await?;
+            let accounts = service::list_accounts(&pool).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&accounts).unwrap_or_default());
             } else {
@@ -207,7 +207,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
             let entry = Entry::new("provision", Some(&customer_ref), json!({"base": base}));
             let fleet = fleet(pool.clone(), settings)?;
             let result =
-                async { ops::provision(&fleet, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
+                async { service::provision(&fleet, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
                     .await;
             audit_result(settings, &entry, &result, false).await?;
             let p = result?;
@@ -220,7 +220,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
         }
         FleetCommand::Bridges(BridgesCommand::Reconcile { fix, json }) => {
             let fleet = fleet(pool.clone(), settings)?;
-            let result = ops::reconcile_bridges(&fleet, fix).await;
+            let result = service::reconcile_bridges(&fleet, fix).await;
             if fix {
                 audit_result(settings, &Entry::new("bridges reconcile --fix", None, json!({})), &result, false).await?;
             }
@@ -228,10 +228,10 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
         }
         FleetCommand::Bridges(BridgesCommand::Status { customer_ref }) => {
             let fleet = fleet(pool.clone(), settings)?;
-            println!("{}", ops::bridge_status(&fleet, &parse_ref(&customer_ref)?).await?);
+            println!("{}", service::bridge_status(&fleet, &parse_ref(&customer_ref)?).await?);
         }
         FleetCommand::Outbox { json } => {
-            let summary = ops::outbox_summary(&pool, &settings.budget()?, None).await?;
+            let summary = service::outbox_summary(&pool, &settings.budget()?, None).await?;
             print_outbox(&summary, json);
         }
         FleetCommand::Retention(RetentionCommand::Run { days }) => {
@@ -240,7 +240,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
                 None => settings.retention.retention_days,
             };
             let entry = Entry::new("retention run", None, json!({"days": days}));
-            let result = ops::run_retention(&pool, &settings.database.admin_database_url, days).await;
+            let result = service::run_retention(&pool, &settings.database.admin_database_url, days).await;
             audit_result(settings, &entry, &result, false).await?;
             let r = result?;
             if r.skipped {
@@ -253,7 +253,7 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
             }
         }
         FleetCommand::Audit { limit, target, json } => {
-            let records = ops::list_audit(&pool, limit.clamp(1, 10_000), target.as_deref()).await?;
+            let records = service::list_audit(&pool, limit.clamp(1, 10_000), target.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
             } else {

@@ -12,7 +12,7 @@ use wafleet_fleet::accounts::{AccountPolicy, DirectorySettings};
 use wafleet_fleet::audit::Actor;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::error::{Error, Result};
-use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::service::Endpoints;
 use wafleet_fleet::topology::{RetryTier, DEFAULT_TENANT_QUEUE_MAX_BYTES};
 use wafleet_shared::config::{DEFAULT_DATABASE_URL, DEFAULT_MIGRATE_DATABASE_URL};
 use wafleet_shared::settings::{

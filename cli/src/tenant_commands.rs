@@ -9,7 +9,7 @@ use serde_json::json;
 
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::error::{InvalidInput, Result};
-use wafleet_fleet::ops::{self, LimitsChange};
+use wafleet_fleet::service::{self, LimitsChange};
 
 use crate::confirm::confirm;
 use crate::fleet_commands::{app_pool, audit_result, fleet, parse_ref};
@@ -129,10 +129,10 @@ async fn set_limits(
         let customer_ref = parse_ref(customer_ref)?;
         let limits = match change.is_empty() {
             true => None,
-            false => Some(ops::update_tenant_limits(pool, &customer_ref, change).await?),
+            false => Some(service::update_tenant_limits(pool, &customer_ref, change).await?),
         };
         if let Some(QueueBound(bytes)) = queue_max_bytes {
-            ops::set_tenant_queue_bound(pool, &settings.endpoints(), &customer_ref, bytes).await?;
+            service::set_tenant_queue_bound(pool, &settings.endpoints(), &customer_ref, bytes).await?;
         }
         Ok(limits)
     }
@@ -181,13 +181,13 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
     let pool = app_pool(settings).await?;
     match command {
         TenantLifecycle::Show { customer_ref, json } => {
-            let t = ops::show_tenant(&pool, &parse_ref(&customer_ref)?).await?;
+            let t = service::show_tenant(&pool, &parse_ref(&customer_ref)?).await?;
             crate::print::print_tenant(&t, json);
         }
         TenantLifecycle::RotateUrl { customer_ref, base } => {
             let entry = Entry::new("tenants rotate-url", Some(&customer_ref), json!({"base": base}));
             let result =
-                async { ops::rotate_url(&pool, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
+                async { service::rotate_url(&pool, &settings.signing_key()?, &parse_ref(&customer_ref)?, &base).await }
                     .await;
             audit_result(settings, &entry, &result, false).await?;
             let url = result?;
@@ -203,7 +203,8 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
             let mut print = |s: &wafleet_fleet::offboard::OffboardStep| {
                 println!("[{}/6] {}: {} ({})", s.number, s.name, s.state.as_str(), s.detail);
             };
-            let result = async { ops::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;
+            let result =
+                async { service::offboard(&fleet, &parse_ref(&customer_ref)?, dry_run, &mut print).await }.await;
             audit_result(settings, &entry, &result, dry_run).await?;
             result?;
             if dry_run {
@@ -220,9 +221,9 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
                     Some(path) => {
                         let mut file = std::fs::File::create(path)
                             .map_err(|source| InvalidInput::ExportFile { path: path.clone(), source })?;
-                        ops::export_tenant(&pool, &r, &mut file).await
+                        service::export_tenant(&pool, &r, &mut file).await
                     }
-                    None => ops::export_tenant(&pool, &r, &mut std::io::stdout()).await,
+                    None => service::export_tenant(&pool, &r, &mut std::io::stdout()).await,
                 }
             }
             .await;
@@ -234,7 +235,7 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
         TenantLifecycle::Erase { customer_ref, contact, .. } => {
             // The contact is personal data: the audit log records that an erasure happened, not whom.
             let entry = Entry::new("tenants erase", Some(&customer_ref), json!({"contact": contact}));
-            let result = async { ops::erase_contact(&pool, &parse_ref(&customer_ref)?, &contact).await }.await;
+            let result = async { service::erase_contact(&pool, &parse_ref(&customer_ref)?, &contact).await }.await;
             audit_result(settings, &entry, &result, false).await?;
             let r = result?;
             println!(

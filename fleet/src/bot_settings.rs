@@ -12,7 +12,7 @@ use wafleet_shared::CustomerRef;
 use crate::db;
 use crate::endpoints::Endpoints;
 use crate::error::{BadBotUrl, Conflict, Error, InvalidInput, Result};
-use crate::ops;
+use crate::service;
 use crate::tenant::{self, BotKind, NewTenant};
 
 /// Prefix of generated bot secrets, so a leaked one is recognisable.
@@ -86,7 +86,7 @@ pub async fn add_tenant(
     http: Option<&HttpBotSettings>,
 ) -> Result<AddOutcome> {
     let Some(http) = http else {
-        let created = ops::add_tenant_in_account(pool, endpoints, new, account).await?;
+        let created = service::add_tenant_in_account(pool, endpoints, new, account).await?;
         return Ok(AddOutcome { created, secret: None });
     };
     if new.bot_kind != BotKind::Http {

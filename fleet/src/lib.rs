@@ -23,7 +23,6 @@ pub mod lifecycle;
 pub mod locks;
 pub mod metric;
 pub mod offboard;
-pub mod ops;
 pub mod outbox;
 pub mod retention;
 pub mod rules;

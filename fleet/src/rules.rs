@@ -1,4 +1,4 @@
-//! Keyword rules of the `rules` bot: list and remove (add is [`crate::ops::add_rule`]). Every
+//! Keyword rules of the `rules` bot: list and remove (add is [`crate::service::add_rule`]). Every
 //! statement runs in the tenant's own scope, so a rule id or keyword can only ever name a rule
 //! of the tenant the command names.
 

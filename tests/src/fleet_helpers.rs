@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::{AuthMode, CustomerRef};
@@ -81,7 +81,7 @@ impl TestEnv {
             auth_mode: AuthMode::Token,
             queue_type: QueueType::Quorum,
         };
-        ops::add_tenant_in_account(&self.admin_pool, &self.endpoints, &new, account).await?;
+        service::add_tenant_in_account(&self.admin_pool, &self.endpoints, &new, account).await?;
         Ok(())
     }
 
@@ -89,7 +89,7 @@ impl TestEnv {
     /// broker user, another node), and points the simulator's bridge at its webhook URL.
     pub async fn add_tenant_through(
         &self,
-        endpoints: &ops::Endpoints,
+        endpoints: &service::Endpoints,
         customer_ref: &str,
         queue_type: QueueType,
     ) -> anyhow::Result<String> {
@@ -100,7 +100,7 @@ impl TestEnv {
             auth_mode: AuthMode::Token,
             queue_type,
         };
-        ops::add_tenant(&self.admin_pool, endpoints, &new).await?;
+        service::add_tenant(&self.admin_pool, endpoints, &new).await?;
         let url = self.webhook_url(customer_ref).await?;
         self.sim.add_bridge(customer_ref, Some(&url), None);
         Ok(url)
@@ -173,13 +173,13 @@ impl TestEnv {
         })
     }
 
-    /// The lifecycle context for in-process `ops` calls, with `budget`.
-    pub fn fleet(&self, budget: wafleet_fleet::budget::BudgetConfig) -> ops::Fleet {
+    /// The lifecycle context for in-process `service` calls, with `budget`.
+    pub fn fleet(&self, budget: wafleet_fleet::budget::BudgetConfig) -> service::Fleet {
         let accounts = Arc::new(wafleet_fleet::accounts::AccountDirectory::new(
             self.admin_pool.clone(),
             self.directory_settings(budget),
         ));
-        ops::Fleet {
+        service::Fleet {
             pool: self.admin_pool.clone(),
             accounts,
             endpoints: self.endpoints.clone(),

@@ -22,7 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use wafleet_fleet::ops::{self, Endpoints};
+use wafleet_fleet::service::{self, Endpoints};
 use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_fleet::topology::RetryTier;
 use wafleet_shared::topology::QueueType;
@@ -119,7 +119,7 @@ pub struct TestEnv {
     pub worker_url: String,
     /// Pool as the owner (for assertions only; bypasses RLS).
     pub owner_pool: PgPool,
-    /// Endpoints for `ops` calls.
+    /// Endpoints for `service` calls.
     pub endpoints: Endpoints,
     /// Owner URL of the test database.
     pub owner_url: String,
@@ -204,7 +204,7 @@ impl TestEnv {
         )?;
         let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS)?;
         let roles = wafleet_fleet::db::DutyRoles::from_urls(&worker_url, &admin_url)?;
-        ops::migrate(&owner_url, &roles, &endpoints, &tiers).await.context("migrate")?;
+        service::migrate(&owner_url, &roles, &endpoints, &tiers).await.context("migrate")?;
         let admin_pool = wafleet_fleet::db::app_pool(&admin_url, 5)?;
         let worker_pool = wafleet_fleet::db::app_pool(&worker_url, 3)?;
         let owner_pool = PgPoolOptions::new().max_connections(2).connect(&owner_url).await?;
@@ -383,7 +383,7 @@ impl TestEnv {
             auth_mode: auth,
             queue_type: QueueType::Quorum,
         };
-        ops::add_tenant(&self.admin_pool, &self.endpoints, &new).await?;
+        service::add_tenant(&self.admin_pool, &self.endpoints, &new).await?;
         let url = self.webhook_url(customer_ref).await?;
         self.sim.add_bridge(bridge, Some(&url), None);
         Ok(url)
@@ -391,7 +391,7 @@ impl TestEnv {
 
     /// The tenant's current signed webhook URL.
     pub async fn webhook_url(&self, customer_ref: &str) -> anyhow::Result<String> {
-        let (url, _) = ops::webhook_url(
+        let (url, _) = service::webhook_url(
             &self.admin_pool,
             &SecretString::from(TEST_SIGNING_KEY),
             &CustomerRef::parse(customer_ref)?,

@@ -187,7 +187,7 @@ impl Canary {
             return Err(Verdict::failed("setup", format!("canary tenant {tenant} must run the echo bot")));
         }
         let (url, _) =
-            wafleet_fleet::ops::webhook_url(&self.pool, &self.config.signing_key, tenant, &self.config.ingest_url)
+            wafleet_fleet::service::webhook_url(&self.pool, &self.config.signing_key, tenant, &self.config.ingest_url)
                 .await
                 .map_err(setup)?;
         let nonce = nonce();

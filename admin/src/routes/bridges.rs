@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wafleet_fleet::admin_tokens::Scope;
 use wafleet_fleet::audit::Entry;
+use wafleet_fleet::service;
 use wafleet_fleet::tenant::{TenantMeta, TenantStatus};
-use wafleet_fleet::{ops, service};
 
 use super::{audited, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
 use crate::auth::Caller;
@@ -99,7 +99,7 @@ async fn rotate_webhook_url(
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&request.base)?;
     let result = async {
-        ops::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &request.base).await?;
+        service::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &request.base).await?;
         // URL and generation from one read, so the answer (and a replay of it) agree.
         let meta = service::require_tenant(&state.pool, &customer_ref).await?;
         let url = service::signed_url(state.signing_key()?, &customer_ref, meta.generation, &request.base)?;
@@ -123,7 +123,8 @@ async fn provision_bridge(
     let entry = Entry::new("provision", Some(&path.customer_ref), json!({"base": request.base}));
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&request.base)?;
-    let result = async { ops::provision(&state.fleet, state.signing_key()?, &customer_ref, &request.base).await }.await;
+    let result =
+        async { service::provision(&state.fleet, state.signing_key()?, &customer_ref, &request.base).await }.await;
     Ok(Json(audited(&state, &caller, entry, false, result).await?.into()))
 }
 
@@ -136,6 +137,6 @@ async fn get_bridge_status(
     Path(path): Path<RefPath>,
 ) -> Result<Json<BridgeStatus>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
-    let status = ops::bridge_status(&state.fleet, &customer_ref).await?;
+    let status = service::bridge_status(&state.fleet, &customer_ref).await?;
     Ok(Json(BridgeStatus { customer_ref: customer_ref.to_string(), status }))
 }

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 use wafleet_fleet::audit::Entry;
-use wafleet_fleet::{depth, ops, service};
+use wafleet_fleet::{depth, service};
 
 use super::{audited, limit, parse_ref, Path, Query, ReadErrors, RefPath};
 use crate::auth::Caller;
@@ -56,7 +56,7 @@ async fn get_tenant_depth(
 #[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
     responses((status = 200, description = "The outbox summary", body = OutboxSummary), ReadErrors))]
 async fn get_outbox_summary(State(state): State<AppState>) -> Result<Json<OutboxSummary>, ApiError> {
-    Ok(Json(ops::outbox_summary(&state.pool, &state.budget, None).await?.into()))
+    Ok(Json(service::outbox_summary(&state.pool, &state.budget, None).await?.into()))
 }
 
 /// Which rows.
@@ -137,7 +137,7 @@ async fn list_audit_records(
     if query.target.as_deref().is_some_and(|t| t.is_empty() || t.chars().count() > 256) {
         return Err(ApiError::new(Kind::InvalidRequest, "target must be 1-256 characters"));
     }
-    let records = ops::list_audit(&state.pool, i64::from(limit), query.target.as_deref()).await?;
+    let records = service::list_audit(&state.pool, i64::from(limit), query.target.as_deref()).await?;
     Ok(Json(records.into_iter().map(AuditRecord::from).collect()))
 }
 

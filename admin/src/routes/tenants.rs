@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::tenant::{BotKind, NewTenant, TenantStatus};
-use wafleet_fleet::{bot_settings, ops, service};
+use wafleet_fleet::{bot_settings, service};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
 
@@ -207,7 +207,7 @@ async fn set_status(
     let command = if status == TenantStatus::Active { "tenants enable" } else { "tenants disable" };
     let customer_ref = parse_ref(raw)?;
     let result = async {
-        ops::set_status(&state.pool, &customer_ref, status).await?;
+        service::set_status(&state.pool, &customer_ref, status).await?;
         service::get_tenant(&state.pool, &customer_ref).await
     }
     .await;
@@ -318,7 +318,7 @@ async fn export_tenant(
     let customer_ref = parse_ref(&path.customer_ref)?;
     let result = async {
         let mut lines = Vec::new();
-        ops::export_tenant(&state.pool, &customer_ref, &mut lines).await?;
+        service::export_tenant(&state.pool, &customer_ref, &mut lines).await?;
         Ok(lines)
     }
     .await;
@@ -344,7 +344,7 @@ async fn erase_contact(
 ) -> Result<Json<Erasure>, ApiError> {
     let entry = Entry::new("tenants erase", Some(&path.customer_ref), json!({"contact": request.contact}));
     let customer_ref = parse_ref(&path.customer_ref)?;
-    let result = ops::erase_contact(&state.pool, &customer_ref, &request.contact).await;
+    let result = service::erase_contact(&state.pool, &customer_ref, &request.contact).await;
     Ok(Json(audited(&state, &caller, entry, false, result).await?.into()))
 }
 
@@ -394,7 +394,7 @@ async fn set_limits(
     Path(path): Path<RefPath>,
     Body(request): Body<SetLimits>,
 ) -> Result<StatusCode, ApiError> {
-    let change = ops::LimitsChange {
+    let change = service::LimitsChange {
         weight: request.weight,
         max_per_min: request.max_per_min,
         max_per_day: request.max_per_day,
@@ -405,10 +405,10 @@ async fn set_limits(
     let customer_ref = parse_ref(&path.customer_ref)?;
     let result = async {
         if !change.is_empty() {
-            ops::update_tenant_limits(&state.pool, &customer_ref, change).await?;
+            service::update_tenant_limits(&state.pool, &customer_ref, change).await?;
         }
         if let Some(bytes) = request.queue_max_bytes {
-            ops::set_tenant_queue_bound(&state.pool, &state.endpoints, &customer_ref, bytes).await?;
+            service::set_tenant_queue_bound(&state.pool, &state.endpoints, &customer_ref, bytes).await?;
         }
         Ok(())
     }

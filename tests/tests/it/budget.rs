@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use wafleet_fleet::accounts::{KeyRef, NewAccount};
 use wafleet_fleet::budget::{self, Bucket, BudgetConfig};
 use wafleet_fleet::clock::ManualClock;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{counter_value, key_file, test_account_policy, wait_until, EnvOptions, TestEnv, TEST_API_KEY};
 use wafleet_worker::sender::{Sender, SenderConfig, Step};
@@ -79,7 +79,7 @@ async fn tenant_a_reply_goes_out_only_with_account_a_key_and_never_with_account_
         burst: None,
         test_account: false,
     };
-    ops::add_account(&env.admin_pool, &account_b, &test_account_policy()).await.unwrap();
+    service::add_account(&env.admin_pool, &account_b, &test_account_policy()).await.unwrap();
     env.add_tenant_in("iso_a", "iso_a", "default").await.unwrap();
     env.add_tenant_in("iso_b", "iso_b", "acct_b").await.unwrap();
     let (url_a, url_b) = (env.webhook_url("iso_a").await.unwrap(), env.webhook_url("iso_b").await.unwrap());
@@ -135,7 +135,7 @@ async fn three_sender_replicas_and_the_cli_together_stay_under_the_api_limit_in_
     let polls = async {
         for _ in 0..5 {
             let r = wafleet_shared::CustomerRef::parse("fleet_0").unwrap();
-            assert_eq!(ops::bridge_status(&fleet, &r).await.unwrap(), "connected");
+            assert_eq!(service::bridge_status(&fleet, &r).await.unwrap(), "connected");
         }
     };
     let sent = wait_until(Duration::from_secs(90), || async {
@@ -263,7 +263,7 @@ async fn per_tenant_caps_hold_replies_back_until_the_cap_frees_or_their_ttl_pass
     env.add_tenant("capped", "capped").await.unwrap();
     env.add_tenant("free", "free").await.unwrap();
     let r = wafleet_shared::CustomerRef::parse("capped").unwrap();
-    ops::set_tenant_limits(&env.admin_pool, &r, 1, Some(2), Some(3)).await.unwrap();
+    service::set_tenant_limits(&env.admin_pool, &r, 1, Some(2), Some(3)).await.unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let sender = manual_sender(&env, &clock);
     let ttl = Duration::from_secs(600);
@@ -274,7 +274,7 @@ async fn per_tenant_caps_hold_replies_back_until_the_cap_frees_or_their_ttl_pass
     assert_eq!(env.sim.sends_for("capped").len(), 2);
     assert_eq!(env.sim.sends_for("free").len(), 5);
     assert_eq!(statuses(&env, "capped").await.iter().filter(|s| *s == "pending").count(), 3, "held, not dropped");
-    let summary = ops::outbox_summary(&env.admin_pool, &BudgetConfig::default(), Some(clock.get())).await.unwrap();
+    let summary = service::outbox_summary(&env.admin_pool, &BudgetConfig::default(), Some(clock.get())).await.unwrap();
     let line = summary.tenants.iter().find(|t| t.customer_ref == "capped").unwrap();
     assert_eq!(line.pending, 3);
     assert!((line.backlog_minutes - 3.0 / 110.0).abs() < 1e-9, "backlog in minutes of budget");
@@ -369,7 +369,7 @@ async fn budget_backlog_lag_and_bridge_state_are_exported_as_metrics() {
         burst: Some(2),
         test_account: false,
     };
-    ops::add_account(&env.admin_pool, &account, &test_account_policy()).await.unwrap();
+    service::add_account(&env.admin_pool, &account, &test_account_policy()).await.unwrap();
     env.add_tenant_in("obs_t", "obs_t", "metrics_acct").await.unwrap();
     env.sim.add_bridge("obs_t", None, None);
     let clock = Arc::new(ManualClock::starting_now());

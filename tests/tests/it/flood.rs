@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_fleet::topology::{tenant_override_name, Management, RetryTier, DEFAULT_RETRY_TIERS, TENANT_POLICY};
 use wafleet_shared::CustomerRef;
 use wafleet_tests::*;
@@ -55,7 +55,7 @@ async fn a_flooding_tenant_ends_in_503_alone_while_another_keeps_200_and_every_a
     let flood_url = env.add_tenant("flood_a", "flood_a").await.unwrap();
     let calm_url = env.add_tenant("calm_b", "calm_b").await.unwrap();
     let flood = CustomerRef::parse("flood_a").unwrap();
-    ops::set_tenant_queue_bound(&env.admin_pool, &env.endpoints, &flood, Some(QUEUE_BOUND)).await.unwrap();
+    service::set_tenant_queue_bound(&env.admin_pool, &env.endpoints, &flood, Some(QUEUE_BOUND)).await.unwrap();
 
     // The override replaces the fleet-wide policy on exactly this queue and still dead-letters.
     let management = env.endpoints.management().unwrap();
@@ -130,7 +130,7 @@ async fn a_queue_with_its_own_bound_still_dead_letters_a_rejected_message_to_its
     let env = TestEnv::with(EnvOptions { no_worker: true, ..Default::default() }).await.unwrap();
     env.add_tenant("bound_a", "bound_a").await.unwrap();
     let bounded = CustomerRef::parse("bound_a").unwrap();
-    ops::set_tenant_queue_bound(&env.admin_pool, &env.endpoints, &bounded, Some(QUEUE_BOUND)).await.unwrap();
+    service::set_tenant_queue_bound(&env.admin_pool, &env.endpoints, &bounded, Some(QUEUE_BOUND)).await.unwrap();
     let management = env.endpoints.management().unwrap();
     let override_name = tenant_override_name(&bounded);
     wait_until(Duration::from_secs(20), || async {
@@ -150,7 +150,7 @@ async fn a_queue_with_its_own_bound_still_dead_letters_a_rejected_message_to_its
     let put = reqwest::Client::new().put(policy_url).basic_auth(user, password).json(&stale).send().await.unwrap();
     assert!(put.status().is_success(), "{}", put.status());
     let tiers = RetryTier::parse_tiers(DEFAULT_RETRY_TIERS).unwrap();
-    ops::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
+    service::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
     let rebuilt = management.get_json(&["policies", &env.name, &override_name]).await.unwrap().unwrap();
     assert_eq!(rebuilt["definition"]["dead-letter-exchange"], "wa.dlx", "{rebuilt}");
     assert_eq!(rebuilt["definition"]["max-length-bytes"], QUEUE_BOUND, "the tenant keeps its own bound");

@@ -99,7 +99,7 @@ async fn tenant_disabled_before_processing_gets_no_reply_and_is_counted() {
     env.add_tenant("soon_off", "soon_off").await.unwrap();
     env.add_tenant("stays_on", "stays_on").await.unwrap();
     assert_eq!(env.sim.fire_message("soon_off", "15550000011", "hi", None, true).await.unwrap(), 200);
-    wafleet_fleet::ops::set_status(
+    wafleet_fleet::service::set_status(
         &env.admin_pool,
         &wafleet_shared::CustomerRef::parse("soon_off").unwrap(),
         wafleet_fleet::tenant::TenantStatus::Disabled,

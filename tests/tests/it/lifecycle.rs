@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::offboard::StepState;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_shared::CustomerRef;
 use wafleet_sim::SimConfig;
 use wafleet_tests::{counter_value, key_file, post_json, wait_until, EnvOptions, TestEnv, TEST_SIGNING_KEY};
@@ -162,7 +162,7 @@ async fn provision_creates_the_bridge_with_the_signed_url_stores_its_id_and_is_i
     assert!(text(&out.stdout).contains(&format!("instance {}", bridge.id)));
 
     let fleet = env.fleet(BudgetConfig::default());
-    let again = ops::provision(&fleet, &signing_key(), &r("prov_1"), &env.ingest_url).await.unwrap();
+    let again = service::provision(&fleet, &signing_key(), &r("prov_1"), &env.ingest_url).await.unwrap();
     assert_eq!((again.instance_id, again.previous_instance_id), (bridge.id, Some(bridge.id)));
     assert_eq!(env.sim.bridges().len(), 1, "idempotent on the ref");
     // The URL it was provisioned with really delivers to this tenant.
@@ -181,7 +181,7 @@ async fn provisioning_a_burst_of_tenants_stays_inside_the_provisioning_limit() {
     for i in 0..12 {
         let t = format!("burst_{i:02}");
         env.add_tenant_in(&t, &t, "default").await.unwrap();
-        ops::provision(&fleet, &signing_key(), &r(&t), &env.ingest_url).await.unwrap();
+        service::provision(&fleet, &signing_key(), &r(&t), &env.ingest_url).await.unwrap();
     }
     assert_eq!(env.sim.bridges().len(), 12);
     assert_eq!(env.sim.stats().rejected_429, 0, "10 provisioning calls per window were never exceeded");
@@ -195,7 +195,7 @@ async fn bridges_reconcile_reports_orphans_missing_bridges_and_mismatches_and_fi
     for t in ["rec_ok", "rec_unrecorded", "rec_missing", "rec_wrong"] {
         env.add_tenant_in(t, t, "default").await.unwrap();
     }
-    ops::provision(&fleet, &signing_key(), &r("rec_ok"), &env.ingest_url).await.unwrap();
+    service::provision(&fleet, &signing_key(), &r("rec_ok"), &env.ingest_url).await.unwrap();
     env.sim.add_bridge("rec_unrecorded", None, None);
     let stray = env.sim.add_bridge("stray", None, None);
     sqlx::query("update tenants set instance_id = $1 where customer_ref = 'rec_wrong'")
@@ -296,7 +296,7 @@ async fn offboard_stops_purges_cancels_deletes_and_tombstones_step_by_step_and_r
     let fleet = env.fleet(BudgetConfig::default());
     for t in ["gone", "stays"] {
         env.add_tenant_in(t, t, "default").await.unwrap();
-        ops::provision(&fleet, &signing_key(), &r(t), &env.ingest_url).await.unwrap();
+        service::provision(&fleet, &signing_key(), &r(t), &env.ingest_url).await.unwrap();
     }
     // Queued events, a dead letter and a pending reply.
     for i in 0..3 {
@@ -322,7 +322,7 @@ async fn offboard_stops_purges_cancels_deletes_and_tombstones_step_by_step_and_r
     assert_eq!(env.sim.bridges().len(), 2);
 
     let mut printed = Vec::new();
-    let steps = ops::offboard(&fleet, &r("gone"), false, &mut |s| printed.push(s.number)).await.unwrap();
+    let steps = service::offboard(&fleet, &r("gone"), false, &mut |s| printed.push(s.number)).await.unwrap();
     assert_eq!(printed, vec![1, 2, 3, 4, 5, 6], "each step reported as it ends");
     assert!(steps.iter().all(|s| s.state == StepState::Done), "{steps:?}");
     assert!(!queue_exists(&env, "wa.tenant.gone").await && !queue_exists(&env, "wa.dlq.gone").await);

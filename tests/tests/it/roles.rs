@@ -129,7 +129,7 @@ async fn each_binary_refuses_a_role_that_is_not_its_duty_or_could_bypass_row_lev
     let member_allowed = db::check_role(&pool_as(&member), Duty::Admin, true).await;
     // A migrate takes the legacy role's EXECUTE away: only the duties' roles keep theirs.
     let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS).unwrap();
-    wafleet_fleet::ops::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
+    wafleet_fleet::service::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
     let legacy_after = sqlstate(&pool_as(&legacy), "select wafleet_offboard_tenant(null::text)").await;
     let legacy_executes: i64 = sqlx::query_scalar(
         "select count(*) from pg_proc p cross join aclexplode(p.proacl) a \
@@ -168,7 +168,7 @@ async fn migrate_refuses_a_definer_function_that_no_grant_row_names() {
         .await
         .unwrap();
     let tiers = wafleet_fleet::topology::RetryTier::parse_tiers(wafleet_fleet::topology::DEFAULT_RETRY_TIERS).unwrap();
-    let err = wafleet_fleet::ops::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap_err();
+    let err = wafleet_fleet::service::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("wafleet_unlisted()") && text.contains("wafleet_function_grants"), "{text}");
     // A row for it, and migrate grants it to exactly that duty.
@@ -176,7 +176,7 @@ async fn migrate_refuses_a_definer_function_that_no_grant_row_names() {
         .execute(&env.owner_pool)
         .await
         .unwrap();
-    wafleet_fleet::ops::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
+    wafleet_fleet::service::migrate(&env.owner_url, &env.roles(), &env.endpoints, &tiers).await.unwrap();
     assert_eq!(sqlstate(&env.admin_pool, "select wafleet_unlisted()").await, None);
     assert_eq!(sqlstate(&env.worker_pool, "select wafleet_unlisted()").await.as_deref(), Some("42501"));
     env.cleanup().await;

@@ -97,9 +97,9 @@ async fn rules_bot_answers_from_its_own_tenants_rules_only() {
     env.add_tenant_with("shop_b", "shop_b", BotKind::Rules, AuthMode::Token).await.unwrap();
     let a = CustomerRef::parse("shop_a").unwrap();
     let b = CustomerRef::parse("shop_b").unwrap();
-    wafleet_fleet::ops::add_rule(&env.admin_pool, &a, "hours", "A opens at 9").await.unwrap();
-    wafleet_fleet::ops::add_rule(&env.admin_pool, &b, "hours", "B opens at 10").await.unwrap();
-    wafleet_fleet::ops::add_rule(&env.admin_pool, &b, "price", "B is cheap").await.unwrap();
+    wafleet_fleet::service::add_rule(&env.admin_pool, &a, "hours", "A opens at 9").await.unwrap();
+    wafleet_fleet::service::add_rule(&env.admin_pool, &b, "hours", "B opens at 10").await.unwrap();
+    wafleet_fleet::service::add_rule(&env.admin_pool, &b, "price", "B is cheap").await.unwrap();
     env.sim.fire_message("shop_a", "15550000051", "what are your HOURS?", None, true).await.unwrap();
     env.sim.fire_message("shop_a", "15550000051", "price?", None, true).await.unwrap();
     let sends = env.sim.wait_for_sends("shop_a", 1, Duration::from_secs(20)).await;

@@ -89,7 +89,7 @@ async fn reply_of_a_tenant_disabled_before_the_send_is_cancelled() {
     env.sim.set_fault(Some(Fault::new(503)));
     env.sim.fire_message("goner", "15550000065", "too late", None, true).await.unwrap();
     wait_until(Duration::from_secs(20), || async { env.sim.attempts_for("goner") >= 1 }).await.unwrap();
-    wafleet_fleet::ops::set_status(&env.admin_pool, &CustomerRef::parse("goner").unwrap(), TenantStatus::Disabled)
+    wafleet_fleet::service::set_status(&env.admin_pool, &CustomerRef::parse("goner").unwrap(), TenantStatus::Disabled)
         .await
         .unwrap();
     env.sim.set_fault(None);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use wafleet_fleet::ops::Endpoints;
+use wafleet_fleet::service::Endpoints;
 use wafleet_shared::topology::QueueType;
 use wafleet_tests::{amqp_list, message_event, wait_until, EnvOptions, TestEnv};
 

@@ -114,7 +114,7 @@ async fn an_offboarded_ref_or_its_bridge_can_never_be_added_again() {
         ("adv_new", "adv_gone", "new ref on the tombstone's bridge"),
     ] {
         let result =
-            wafleet_fleet::ops::add_tenant(&env.admin_pool, &env.endpoints, &readd(customer_ref, bridge)).await;
+            wafleet_fleet::service::add_tenant(&env.admin_pool, &env.endpoints, &readd(customer_ref, bridge)).await;
         match result {
             Err(wafleet_fleet::error::Error::Conflict(conflict)) => {
                 assert!(!conflict.to_string().is_empty(), "{why}");
@@ -122,7 +122,7 @@ async fn an_offboarded_ref_or_its_bridge_can_never_be_added_again() {
             other => panic!("{why}: re-adding must be a conflict, got {other:?}"),
         }
     }
-    let err = wafleet_fleet::ops::add_tenant(&env.admin_pool, &env.endpoints, &readd("adv_gone", "adv_gone"))
+    let err = wafleet_fleet::service::add_tenant(&env.admin_pool, &env.endpoints, &readd("adv_gone", "adv_gone"))
         .await
         .err()
         .map(|e| e.to_string())
@@ -131,7 +131,7 @@ async fn an_offboarded_ref_or_its_bridge_can_never_be_added_again() {
     // Re-enabling is refused too: offboarded stays offboarded.
     let gone = CustomerRef::parse("adv_gone").unwrap();
     let enabled =
-        wafleet_fleet::ops::set_status(&env.admin_pool, &gone, wafleet_fleet::tenant::TenantStatus::Active).await;
+        wafleet_fleet::service::set_status(&env.admin_pool, &gone, wafleet_fleet::tenant::TenantStatus::Active).await;
     assert!(enabled.is_err(), "an offboarded tenant cannot be enabled again");
     let (status, tenants): (String, i64) = sqlx::query_as(
         "select (select status from tenants where customer_ref = 'adv_gone'), (select count(*) from tenants)",

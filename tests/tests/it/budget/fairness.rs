@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use wafleet_fleet::clock::ManualClock;
-use wafleet_fleet::ops;
+use wafleet_fleet::service;
 use wafleet_tests::{EnvOptions, TestEnv};
 use wafleet_worker::sender::Step;
 
@@ -161,7 +161,7 @@ async fn a_tenant_of_weight_two_gets_twice_the_share_of_a_tenant_of_weight_one()
     for (r, weight) in [("heavy", 2), ("light", 1)] {
         env.add_tenant(r, r).await.unwrap();
         let customer_ref = wafleet_shared::CustomerRef::parse(r).unwrap();
-        ops::set_tenant_limits(&env.admin_pool, &customer_ref, weight, None, None).await.unwrap();
+        service::set_tenant_limits(&env.admin_pool, &customer_ref, weight, None, None).await.unwrap();
         env.queue_replies(r, "15550000220", &bodies(r, 40), Some(clock.get()), Duration::from_secs(3600)).await;
     }
     let sender = manual_sender(&env, &clock);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::Connection;
-use wafleet_fleet::{db, locks, ops, outbox, tenant};
+use wafleet_fleet::{db, locks, outbox, service, tenant};
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{EnvOptions, TestEnv, TEST_API_KEY};
 
@@ -61,7 +61,7 @@ async fn retention_deletes_only_rows_older_than_the_retention_for_every_tenant_o
     }
     let mut holder = sqlx::PgConnection::connect(&env.owner_url).await.unwrap();
     sqlx::query("select pg_advisory_lock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
-    let blocked = ops::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
+    let blocked = service::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
     assert!(blocked.skipped, "another run holds the lock");
     sqlx::query("select pg_advisory_unlock($1)").bind(locks::RETENTION.key).execute(&mut holder).await.unwrap();
 
@@ -91,7 +91,7 @@ async fn retention_prunes_while_the_canary_leader_holds_its_lock() {
     // Leading exactly as the canary does (worker/src/canary.rs).
     let leader = db::try_lead(&env.endpoints.database_url, locks::CANARY.key).await.unwrap();
     let leader = leader.expect("nobody else leads the canary in this fresh database");
-    let report = ops::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
+    let report = service::run_retention(&env.admin_pool, &env.endpoints.database_url, 30).await.unwrap();
     assert!(!report.skipped, "retention must not wait for the canary's lock");
     assert_eq!((report.processed_events, report.message_log, report.outbox), (1, 1, 1));
     assert_eq!(env.count("select count(*) from message_log").await, 0);
@@ -106,11 +106,11 @@ async fn export_prints_every_row_of_that_tenant_and_of_no_other_as_json_lines() 
         env.add_tenant_in(t, t, "default").await.unwrap();
         let id = env.tenant_id(t).await;
         seed(&env, id, "15550000410", &format!("body of {t}"), "sent", 1).await;
-        ops::add_rule(&env.admin_pool, &r(t), "hours", &format!("rule of {t}")).await.unwrap();
+        service::add_rule(&env.admin_pool, &r(t), "hours", &format!("rule of {t}")).await.unwrap();
     }
     let a = env.tenant_id("exp_a").await;
     let mut buffer = Vec::new();
-    let counts = ops::export_tenant(&env.admin_pool, &r("exp_a"), &mut buffer).await.unwrap();
+    let counts = service::export_tenant(&env.admin_pool, &r("exp_a"), &mut buffer).await.unwrap();
     let lines: Vec<serde_json::Value> = text(&buffer).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().all(|l| l["row"]["tenant_id"] == a), "only exp_a's rows");
     let tables: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["table"].as_str().unwrap()).collect();

@@ -1,61 +1,14 @@
-//! The service layer behind the operator CLI (and, later, the admin API): tenant and
-//! operations commands with one implementation, so their semantics cannot drift.
+//! Tenant commands: add, limits and queue bound, status, rules, lookups and the signed webhook URL.
 
+use secrecy::SecretString;
 use sqlx::PgPool;
-use wafleet_shared::CustomerRef;
+use wafleet_shared::{CustomerRef, Generation, Keyring};
 
-use crate::db::{self, DutyRoles, RoleSetup};
-use crate::error::{Error, InvalidInput, ManagementError, Result};
-use crate::tenant::{self, NewTenant, TenantStatus, TenantSummary};
+use crate::db;
+use crate::endpoints::Endpoints;
+use crate::error::{Error, InvalidInput, Result, SetupError};
+use crate::tenant::{self, NewTenant, TenantMeta, TenantStatus, TenantSummary};
 use crate::topology;
-
-/// `wafleet migrate`: schema and the grants of each duty's role as the owner, then the
-/// fleet-wide broker topology and its policies, with the default tenant-queue bound.
-pub async fn migrate(
-    owner_url: &str,
-    roles: &DutyRoles,
-    endpoints: &Endpoints,
-    retry_tiers: &[topology::RetryTier],
-) -> Result<RoleSetup> {
-    migrate_with(owner_url, roles, endpoints, retry_tiers, topology::DEFAULT_TENANT_QUEUE_MAX_BYTES).await
-}
-
-/// Like [`migrate`], with `tenant_queue_max_bytes` (`WAFLEET_TENANT_QUEUE_MAX_BYTES`) as the
-/// bound of every tenant queue without an override of its own.
-pub async fn migrate_with(
-    owner_url: &str,
-    roles: &DutyRoles,
-    endpoints: &Endpoints,
-    retry_tiers: &[topology::RetryTier],
-    tenant_queue_max_bytes: u64,
-) -> Result<RoleSetup> {
-    let setup = db::migrate(owner_url, roles).await?;
-    let connection = wafleet_shared::amqp::connect(&endpoints.amqp_url, "wafleet-cli").await?;
-    let channel = connection.create_channel().await?;
-    topology::declare_base(&channel).await?;
-    topology::declare_retry_tiers(&channel, retry_tiers).await?;
-    wafleet_shared::amqp::close(connection).await;
-    let management = endpoints.management()?;
-    management.apply_policies_with(tenant_queue_max_bytes).await.map_err(|e| ManagementError::Policies(Box::new(e)))?;
-    // The per-tenant overrides are rebuilt too, so a release that changes a key of the
-    // tenant-queue policy (delivery limit, DLX) changes it on overridden queues as well.
-    let owner = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(owner_url).await?;
-    let overrides: Vec<(String, i64)> = sqlx::query_as(
-        "select customer_ref, queue_max_bytes from tenants where queue_max_bytes is not null and status <> 'offboarded'",
-    )
-    .fetch_all(&owner)
-    .await?;
-    owner.close().await;
-    for (raw, bytes) in overrides {
-        let customer_ref = CustomerRef::parse(&raw).map_err(|source| InvalidInput::CustomerRef { raw, source })?;
-        let bytes = u64::try_from(bytes).map_err(|_| InvalidInput::QueueBound)?;
-        management
-            .set_tenant_queue_bound(&customer_ref, Some(bytes))
-            .await
-            .map_err(|e| ManagementError::Policies(Box::new(e)))?;
-    }
-    Ok(setup)
-}
 
 /// `wafleet tenants add`: declares the tenant's queue and binding before committing the row,
 /// so no webhook URL can be handed out for a tenant without a queue.
@@ -80,19 +33,6 @@ pub async fn add_tenant_in_account(
     tx.commit().await?;
     Ok(created)
 }
-
-// Accounts, budget, tenant lifecycle and data commands live in their own modules; ops
-// re-exports them so the CLI and the admin API share one service layer.
-pub use crate::accounts::{add as add_account, list as list_accounts};
-pub use crate::audit::{list as list_audit, record as record_audit};
-pub use crate::endpoints::Endpoints;
-pub use crate::lifecycle::{bridge_status, provision, reconcile_bridges, rotate_url, Fleet};
-pub use crate::offboard::offboard;
-pub use crate::outbox::summary as outbox_summary;
-pub use crate::retention::{erase_contact, export as export_tenant, run_once as run_retention};
-pub use crate::rules::{list as list_rules, remove as remove_rule};
-pub use crate::service::webhook_url;
-pub use crate::tenant::detail as show_tenant;
 
 /// Sets all send limits at once: fair-share weight and optional per-tenant send caps (per
 /// budget window and per 1440 windows); `None` = no cap.
@@ -252,4 +192,95 @@ pub async fn add_rule(pool: &PgPool, customer_ref: &CustomerRef, keyword: &str, 
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Checks the public base URL of ingest (`--base`): an absolute http(s) URL with a host, no
+/// credentials, query or fragment, so the signed webhook URL built on it is well formed.
+pub fn check_base_url(base: &str) -> Result<()> {
+    let url = url::Url::parse(base).map_err(|e| InvalidInput::BaseUrl(Some(e)))?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if plain && base.len() <= 2048 {
+        Ok(())
+    } else {
+        Err(InvalidInput::BaseUrl(None).into())
+    }
+}
+
+/// The signed webhook URL of a tenant, and its status (the caller warns if not active).
+pub async fn webhook_url(
+    pool: &PgPool,
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    base: &str,
+) -> Result<(String, TenantStatus)> {
+    let meta =
+        tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))?;
+    Ok((signed_url(signing_key, customer_ref, meta.generation, base)?, meta.status))
+}
+
+/// The signed webhook URL of `customer_ref` for one URL `generation` (it works only while that
+/// is the tenant's generation). Lets a stored answer name its URL without storing it.
+pub fn signed_url(
+    signing_key: &SecretString,
+    customer_ref: &CustomerRef,
+    generation: Generation,
+    base: &str,
+) -> Result<String> {
+    let keyring = Keyring::parse(signing_key).map_err(SetupError::Keyring)?;
+    check_base_url(base)?;
+    let base = base.trim_end_matches('/');
+    let token = keyring.sign(customer_ref, generation);
+    Ok(format!("{base}/webhook/{customer_ref}/{token}"))
+}
+
+/// The tenant's metadata, or [`Error::UnknownTenant`].
+pub async fn require_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result<TenantMeta> {
+    tenant::lookup(pool, customer_ref).await?.ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+/// One tenant, whatever its status (`tenants show`).
+/// ISOLATION: read from its own row in its own scope, like every tenant read.
+pub async fn get_tenant(pool: &PgPool, customer_ref: &CustomerRef) -> Result<TenantSummary> {
+    let t = tenant::load_by_ref(pool, customer_ref).await?;
+    Ok(TenantSummary::of(&t))
+}
+
+/// Up to `limit` tenants whose ref sorts after `after`, in ref order (keyset pagination).
+pub async fn list_tenants_page(pool: &PgPool, after: Option<&str>, limit: u32) -> Result<Vec<TenantSummary>> {
+    let rows = sqlx::query(
+        "select tenant_id, customer_ref, bridge, status, generation, auth_mode, queue_type, bot_kind \
+         from wafleet_list_tenants_page($1, $2)",
+    )
+    .bind(after)
+    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(TenantSummary::from_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_url_is_a_plain_http_or_https_url() {
+        for good in ["https://hooks.example.com", "http://127.0.0.1:8080", "https://h.example/prefix/"] {
+            assert!(check_base_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "hooks.example.com",
+            "ftp://h.example",
+            "http://[",
+            "https://u:p@h.example",
+            "https://h.example/?a=1",
+            "https://h.example/#x",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
 }

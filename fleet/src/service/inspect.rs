@@ -1,0 +1,98 @@
+//! Looking into a tenant's queues and outbox: depth, dead letters, and the replies an operator
+//! resolves by hand. Each command refuses an unknown tenant before it reads anything.
+
+use sqlx::PgPool;
+use wafleet_shared::CustomerRef;
+
+use super::tenants::require_tenant;
+use crate::db;
+use crate::depth::{self, DepthSource, TenantDepth};
+use crate::dlq::{self, DeadLetter, DlqSummary};
+use crate::endpoints::Endpoints;
+use crate::error::{Conflict, Error, InvalidInput, Result};
+use crate::outbox::{self, OutboxRow};
+use crate::tenant::TenantStatus;
+
+/// One tenant's line of `wafleet depth`. An offboarded tenant has no queues: a conflict.
+pub async fn tenant_depth(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    customer_ref: &CustomerRef,
+) -> Result<(TenantDepth, DepthSource)> {
+    let meta = require_tenant(pool, customer_ref).await?;
+    if meta.status == TenantStatus::Offboarded {
+        return Err(Conflict::QueuesGone(customer_ref.clone()).into());
+    }
+    let (rows, source) = depth::depth(pool, endpoints).await?;
+    rows.into_iter()
+        .find(|d| d.customer_ref == customer_ref.as_str())
+        .map(|d| (d, source))
+        .ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
+/// `wafleet depth [<ref>...]`: the whole fleet, or only the named tenants (in the fleet's
+/// deepest-first order). An unknown or offboarded ref is an error, not a missing line.
+pub async fn depth_of(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    refs: &[CustomerRef],
+) -> Result<(Vec<TenantDepth>, DepthSource)> {
+    for r in refs {
+        if require_tenant(pool, r).await?.status == TenantStatus::Offboarded {
+            return Err(Conflict::QueuesGone(r.clone()).into());
+        }
+    }
+    let (mut rows, source) = depth::depth(pool, endpoints).await?;
+    if !refs.is_empty() {
+        rows.retain(|d| refs.iter().any(|r| r.as_str() == d.customer_ref));
+    }
+    Ok((rows, source))
+}
+
+/// `dlq list`, refusing an unknown tenant instead of reporting an empty queue for it.
+pub async fn dlq_list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> Result<Vec<DlqSummary>> {
+    if let Some(r) = only {
+        require_tenant(pool, r).await?;
+    }
+    dlq::list(pool, amqp_url, only).await
+}
+
+/// `dlq show` of a known tenant.
+pub async fn dlq_show(
+    pool: &PgPool,
+    amqp_url: &str,
+    customer_ref: &CustomerRef,
+    limit: u32,
+    with_body: bool,
+) -> Result<Vec<DeadLetter>> {
+    require_tenant(pool, customer_ref).await?;
+    dlq::show(amqp_url, customer_ref, limit, with_body).await
+}
+
+/// `dlq purge` of a known tenant; returns how many messages were deleted.
+pub async fn dlq_purge(pool: &PgPool, amqp_url: &str, customer_ref: &CustomerRef) -> Result<u32> {
+    require_tenant(pool, customer_ref).await?;
+    dlq::purge(amqp_url, customer_ref).await
+}
+
+/// Outbox statuses an operator resolves by hand.
+pub const ATTENTION_STATUSES: &[&str] = &["unknown", "failed"];
+
+/// A tenant's outbox rows in `statuses` (each one of [`ATTENTION_STATUSES`]), newest first.
+pub async fn outbox_rows(
+    pool: &PgPool,
+    customer_ref: &CustomerRef,
+    statuses: &[String],
+    limit: u32,
+    with_body: bool,
+) -> Result<Vec<OutboxRow>> {
+    if let Some(bad) = statuses.iter().find(|s| !ATTENTION_STATUSES.contains(&s.as_str())) {
+        return Err(InvalidInput::OutboxStatus(bad.clone()).into());
+    }
+    let meta = require_tenant(pool, customer_ref).await?;
+    // ISOLATION: read in the tenant's own scope; RLS hides every other tenant's rows.
+    let mut tx = db::begin_tenant_read_only(pool, meta.id).await?;
+    let rows = outbox::attention_rows(&mut tx, meta.id, statuses, limit, with_body).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
