@@ -156,9 +156,11 @@ pub enum TenantsCommand {
 pub struct AddTenant {
     /// The tenant's customer_ref ([A-Za-z0-9_.:-], at most 128 bytes).
     pub customer_ref: String,
-    /// The bridge's `/proxy/*` key at WA Bridges.
+    /// The bridge's key at WA Bridges (its provisioning customer_ref). Defaults to the tenant's
+    /// ref and must equal it: WA Bridges repeats it in every webhook body, and ingest refuses a
+    /// body whose customer_ref is not the URL's ref.
     #[arg(long)]
-    pub bridge: String,
+    pub bridge: Option<String>,
     /// Bot: echo, rules or http.
     #[arg(long, default_value = "echo")]
     pub bot: String,
@@ -238,7 +240,7 @@ pub fn core_audit_entry(command: &Command) -> Option<Entry> {
         Command::Tenants(TenantsCommand::Add(a)) => Some(Entry::new(
             "tenants add",
             Some(&a.customer_ref),
-            json!({"bridge": a.bridge, "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
+            json!({"bridge": a.bridge.as_ref().unwrap_or(&a.customer_ref), "bot": a.bot, "auth": a.auth, "queue_type": a.queue_type, "account": a.account,
                    "bot_origin": a.bot_url.as_deref().map(wafleet_fleet::bot_settings::origin)}),
         )),
         // The secret is generated, never an argument; the URL is kept as its origin only.
@@ -277,6 +279,20 @@ pub fn core_audit_entry(command: &Command) -> Option<Entry> {
     }
 }
 
+/// Tenants added before a bridge key had to equal the ref lose every event; each migrate names them.
+async fn warn_of_foreign_bridge_keys(settings: &Settings) -> Result<()> {
+    let pool = app_pool(settings).await?;
+    for t in service::tenants_with_foreign_bridge_keys(&pool).await? {
+        eprintln!(
+            "warning: tenant {} has bridge key {:?}: ingest refuses every event of that bridge (its body's \
+             customer_ref is {:?}, not {}). Serve the bridge with a tenant named {:?}: \
+             docs/runbooks.md#a-tenant-whose-bridge-key-differs-from-its-ref",
+            t.customer_ref, t.bridge, t.bridge, t.customer_ref, t.bridge
+        );
+    }
+    Ok(())
+}
+
 // layout: the dispatch table of the core commands, one match arm per subcommand (a service
 // call and its printing); split, it would scatter one table over several functions.
 async fn run_command(cli: Cli) -> Result<()> {
@@ -288,10 +304,13 @@ async fn run_command(cli: Cli) -> Result<()> {
             let bound = settings.tenant_queue_max_bytes;
             let roles = db::DutyRoles::from_urls(&settings.database_url, &settings.database.admin_database_url)?;
             match service::migrate_with(&settings.migrate_database_url, &roles, &endpoints, &tiers, bound).await? {
-                RoleSetup::Granted => println!(
-                    "migrations applied; roles {} (worker) and {} (admin) granted; topology and policies in place",
-                    roles.worker.name, roles.admin.name
-                ),
+                RoleSetup::Granted => {
+                    println!(
+                        "migrations applied; roles {} (worker) and {} (admin) granted; topology and policies in place",
+                        roles.worker.name, roles.admin.name
+                    );
+                    warn_of_foreign_bridge_keys(settings).await?;
+                }
                 RoleSetup::NeedsAdministrator(statements) => {
                     eprintln!(
                         "migrations applied, but this role may not create roles. An administrator must run these, \
@@ -306,7 +325,7 @@ async fn run_command(cli: Cli) -> Result<()> {
         Command::Tenants(TenantsCommand::Add(args)) => {
             let new = NewTenant {
                 customer_ref: parse_ref(&args.customer_ref)?,
-                bridge: args.bridge,
+                bridge: args.bridge.unwrap_or_else(|| args.customer_ref.clone()),
                 bot_kind: BotKind::parse(&args.bot)?,
                 auth_mode: AuthMode::parse(&args.auth).ok_or_else(|| InvalidInput::AuthOption(args.auth.clone()))?,
                 queue_type: QueueType::parse(&args.queue_type)

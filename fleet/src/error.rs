@@ -112,6 +112,21 @@ pub enum InvalidInput {
     /// A bridge key that is empty, too long or has control characters.
     #[error("bridge key must be 1-256 printable characters")]
     BridgeKey,
+    /// A bridge key other than the tenant's own ref. WA Bridges repeats the bridge's
+    /// `customer_ref` in every webhook body, and ingest (which has no database) refuses a body whose
+    /// `customer_ref` is not the URL's ref, so such a tenant would lose every event.
+    #[error(
+        "bridge key {bridge:?} differs from the tenant's ref {customer_ref}: WA Bridges puts the bridge's \
+         customer_ref in every webhook body and ingest refuses a body whose customer_ref is not the URL's \
+         ref, so every event of this tenant would be lost. Give the tenant its bridge's \
+         customer_ref as its ref, or leave the bridge key out (it defaults to the ref)"
+    )]
+    BridgeDiffersFromRef {
+        /// The tenant's ref.
+        customer_ref: CustomerRef,
+        /// The bridge key given for it.
+        bridge: String,
+    },
     /// An admin token name outside `[a-z0-9_.-]{1,64}`.
     #[error("token name {0:?}: use 1-64 characters [a-z0-9_.-], starting with a letter or digit")]
     TokenName(String),

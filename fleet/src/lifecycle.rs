@@ -101,6 +101,15 @@ pub async fn provision(
     if tenant.status() == TenantStatus::Offboarded {
         return Err(Conflict::Offboarded(customer_ref.clone()).into());
     }
+    // A tenant added before bridge keys had to equal refs: a bridge provisioned for it would
+    // deliver events that ingest refuses, so none is made.
+    if tenant.bridge().key() != customer_ref.as_str() {
+        return Err(InvalidInput::BridgeDiffersFromRef {
+            customer_ref: customer_ref.clone(),
+            bridge: tenant.bridge().key().to_owned(),
+        }
+        .into());
+    }
     let (url, _) = crate::service::webhook_url(&fleet.pool, signing_key, customer_ref, base).await?;
     let account = fleet.accounts.get(tenant.account_id()).await?;
     // ISOLATION: provisioned with the tenant's own account key, for its own bridge key.

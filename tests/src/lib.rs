@@ -401,6 +401,12 @@ impl TestEnv {
         Ok(url)
     }
 
+    /// Runs one statement as the owner (bypasses RLS): for states only an older release could
+    /// have written.
+    pub async fn owner_exec(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.owner_pool).await.expect("owner statement");
+    }
+
     /// Count of rows in `table` for all tenants (owner view, bypasses RLS).
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.owner_pool).await.expect("count query")

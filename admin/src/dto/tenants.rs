@@ -193,14 +193,17 @@ pub struct CreateTenant {
     /// The tenant's ref.
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$", example = "cust_8842")]
     pub customer_ref: String,
-    /// The bridge's `/proxy/*` key at WA Bridges (use the same string as the ref).
+    /// The bridge's key at WA Bridges (its provisioning `customer_ref`). Defaults to, and must
+    /// equal, the tenant's ref: WA Bridges repeats it in every webhook body, and ingest refuses a
+    /// body whose `customer_ref` is not the URL's ref.
     #[schema(
         min_length = 1,
         max_length = 256,
         pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
         example = "cust_8842"
     )]
-    pub bridge: String,
+    #[serde(default)]
+    pub bridge: Option<String>,
     /// Bot (default `echo`).
     #[serde(default)]
     pub bot: BotKind,

@@ -141,16 +141,17 @@ async fn create(
 ) -> Result<(StatusCode, CreatedTenant), ApiError> {
     let (bot, auth, queue_type): (BotKind, AuthMode, QueueType) =
         (request.bot.into(), request.auth.into(), request.queue_type.into());
+    let bridge = request.bridge.clone().unwrap_or_else(|| request.customer_ref.clone());
     let entry = Entry::new(
         "tenants add",
         Some(&request.customer_ref),
-        json!({"bridge": request.bridge, "bot": bot.as_str(), "auth": auth.as_str(),
+        json!({"bridge": bridge, "bot": bot.as_str(), "auth": auth.as_str(),
                "queue_type": queue_type.as_str(), "account": request.account,
                "bot_origin": request.bot_url.as_deref().map(bot_settings::origin)}),
     );
     let new = NewTenant {
         customer_ref: parse_ref(&request.customer_ref)?,
-        bridge: request.bridge.clone(),
+        bridge,
         bot_kind: bot,
         auth_mode: auth,
         queue_type,

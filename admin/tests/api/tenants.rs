@@ -32,13 +32,26 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_the_same_key_wi
     assert_eq!(plain.status, StatusCode::OK, "{}", plain.text);
 
     // A refused request is remembered too: the same key gets the same problem.
-    let stolen = json!({"customer_ref": "idem_b", "bridge": "idem_a"});
+    // A conflict only a tenant added before bridge keys had to equal refs can cause.
+    admin.env.owner_exec("update tenants set bridge = 'idem_b' where customer_ref = 'idem_a'").await;
+    let stolen = json!({"customer_ref": "idem_b", "bridge": "idem_b"});
     let key2 = [("idempotency-key", "create-idem-b-1")];
     let refused = admin.call(Method::POST, "/v1/tenants", Some(&admin.full), Some(stolen.clone()), &key2).await;
     assert_eq!((refused.status, refused.problem()), (StatusCode::CONFLICT, "conflict".to_owned()));
     assert!(refused.json["detail"].as_str().unwrap().contains("already belongs to another tenant"));
     let replayed = admin.call(Method::POST, "/v1/tenants", Some(&admin.full), Some(stolen), &key2).await;
     assert_eq!((replayed.status, replayed.json), (StatusCode::CONFLICT, refused.json));
+    admin.env.owner_exec("update tenants set bridge = 'idem_a' where customer_ref = 'idem_a'").await;
+    let foreign = admin.post("/v1/tenants", json!({"customer_ref": "idem_f", "bridge": "idem_a"})).await;
+    assert_eq!((foreign.status, foreign.problem()), (StatusCode::BAD_REQUEST, "invalid-request".to_owned()));
+    assert!(
+        foreign.json["detail"].as_str().unwrap().contains("differs from the tenant's ref idem_f"),
+        "{}",
+        foreign.text
+    );
+    let defaulted = admin.post("/v1/tenants", json!({"customer_ref": "idem_d"})).await;
+    assert_eq!(defaulted.status, StatusCode::CREATED, "{}", defaulted.text);
+    assert_eq!(admin.get("/v1/tenants/idem_d").await.json["bridge"], "idem_d", "the bridge key defaults to the ref");
 
     // An http bot's signing secret is shown once: never stored for a replay, never audited.
     let http = json!({"customer_ref": "idem_h", "bridge": "idem_h", "bot": "http", "bot_url": "https://bot.example.com/h?t=x"});
@@ -152,7 +165,7 @@ async fn bad_input_gets_a_client_problem_with_a_clear_detail_never_a_server_erro
         (
             Method::POST,
             "/v1/tenants",
-            Some(json!({"customer_ref": "bad_c", "bridge": "x\u{0}y"})),
+            Some(json!({"customer_ref": "bad_c", "bridge": "bad_c\u{0}"})),
             StatusCode::BAD_REQUEST,
             "invalid-request",
         ),
@@ -173,14 +186,14 @@ async fn bad_input_gets_a_client_problem_with_a_clear_detail_never_a_server_erro
         (
             Method::POST,
             "/v1/tenants",
-            Some(json!({"customer_ref": "bad_c"})),
+            Some(json!({"bridge": "bad_c"})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-body",
         ),
         (
             Method::POST,
             "/v1/tenants",
-            Some(json!({"customer_ref": "bad_c", "bridge": "x", "account": "nope"})),
+            Some(json!({"customer_ref": "bad_c", "bridge": "bad_c", "account": "nope"})),
             StatusCode::CONFLICT,
             "conflict",
         ),

@@ -163,6 +163,14 @@ pub async fn list_tenants(pool: &PgPool) -> Result<Vec<TenantSummary>> {
     tenant::list(pool).await
 }
 
+/// Live tenants whose bridge key is not their ref: added before the two had to be equal, they lose
+/// every event (ingest refuses a body whose `customer_ref`, the bridge key, is not the URL's ref).
+pub async fn tenants_with_foreign_bridge_keys(pool: &PgPool) -> Result<Vec<TenantSummary>> {
+    let mut tenants = tenant::list(pool).await?;
+    tenants.retain(|t| t.status != TenantStatus::Offboarded && t.bridge != t.customer_ref.as_str());
+    Ok(tenants)
+}
+
 /// `wafleet tenants enable|disable`. Disabling never deletes the queue.
 pub async fn set_status(pool: &PgPool, customer_ref: &CustomerRef, status: TenantStatus) -> Result<()> {
     tenant::set_status(pool, customer_ref, status).await.map(|_| ())

@@ -109,6 +109,13 @@ pub async fn insert_in_account(
     if new.bridge.is_empty() || new.bridge.len() > 256 || new.bridge.chars().any(char::is_control) {
         return Err(InvalidInput::BridgeKey.into());
     }
+    if new.bridge != new.customer_ref.as_str() {
+        return Err(InvalidInput::BridgeDiffersFromRef {
+            customer_ref: new.customer_ref.clone(),
+            bridge: new.bridge.clone(),
+        }
+        .into());
+    }
     let result = sqlx::query_as::<_, (i64, bool)>(
         "select tenant_id, created from wafleet_add_tenant_in_account($1, $2, $3, $4, $5, $6)",
     )

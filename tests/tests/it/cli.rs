@@ -43,9 +43,17 @@ async fn tenants_add_is_idempotent_and_refuses_a_bridge_owned_by_another_tenant(
     let again = wafleet(&env, &["tenants", "add", "cli_a", "--bridge", "cli_a"]);
     assert!(again.status.success(), "identical add is idempotent: {}", text(&again.stderr));
     assert!(text(&again.stdout).contains("unchanged"));
-    let stolen = wafleet(&env, &["tenants", "add", "cli_b", "--bridge", "cli_a"]);
+    // A bridge key other than the ref is refused before anything is written: its events would
+    // carry a customer_ref that ingest refuses on this tenant's URL.
+    let foreign = wafleet(&env, &["tenants", "add", "cli_b", "--bridge", "cli_a"]);
+    assert!(!foreign.status.success());
+    assert!(text(&foreign.stderr).contains("differs from the tenant's ref cli_b"), "{}", text(&foreign.stderr));
+    // The bridge key of a tenant added before that rule is still reserved by it.
+    env.owner_exec("update tenants set bridge = 'cli_b' where customer_ref = 'cli_a'").await;
+    let stolen = wafleet(&env, &["tenants", "add", "cli_b"]);
     assert!(!stolen.status.success());
     assert!(text(&stolen.stderr).contains("already belongs to another tenant"), "{}", text(&stolen.stderr));
+    env.owner_exec("update tenants set bridge = 'cli_a' where customer_ref = 'cli_a'").await;
     let changed = wafleet(&env, &["tenants", "add", "cli_a", "--bridge", "cli_a", "--bot", "rules"]);
     assert!(!changed.status.success());
     assert!(text(&changed.stderr).contains("different settings"));
@@ -109,5 +117,40 @@ async fn cli_refuses_a_superuser_database_role_and_says_how_to_fix_it() {
         .unwrap();
     let stderr = text(&out.stderr);
     assert!(!out.status.success() && stderr.contains("the admin role of this database is wafleet_admin"), "{stderr}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_bridge_key_is_not_its_ref_is_named_by_migrate_and_never_provisioned() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let plain = wafleet(&env, &["tenants", "add", "wa-shop"]);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&wafleet(&env, &["tenants", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["bridge"], "wa-shop", "--bridge defaults to the ref");
+    assert!(wafleet(&env, &["tenants", "add", "legacy"]).status.success());
+    // As a release before the rule could have stored it.
+    env.owner_exec("update tenants set bridge = 'legacy-bridge' where customer_ref = 'legacy'").await;
+
+    let migrate = std::process::Command::new(cli_path())
+        .arg("migrate")
+        .env("MIGRATE_DATABASE_URL", &env.owner_url)
+        .env("ADMIN_DATABASE_URL", &env.endpoints.database_url)
+        .env("DATABASE_URL", &env.worker_url)
+        .env("AMQP_URL", &env.amqp_url)
+        .env("RABBITMQ_API_URL", &env.endpoints.rabbitmq_api_url)
+        .env_remove("WAFLEET_ALLOW_UNSAFE_DB_ROLE")
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", text(&migrate.stderr));
+    let warnings: Vec<String> =
+        text(&migrate.stderr).lines().filter(|l| l.contains("warning")).map(String::from).collect();
+    assert_eq!(warnings.len(), 1, "only the legacy tenant: {warnings:?}");
+    assert!(warnings[0].contains("tenant legacy has bridge key \"legacy-bridge\""), "{warnings:?}");
+
+    let provision = wafleet(&env, &["provision", "legacy", "--base", "https://hooks.example.com"]);
+    assert!(!provision.status.success());
+    assert!(text(&provision.stderr).contains("differs from the tenant's ref legacy"), "{}", text(&provision.stderr));
+    assert!(env.sim.bridges().is_empty(), "no bridge was made for it");
     env.cleanup().await;
 }

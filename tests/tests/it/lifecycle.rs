@@ -335,7 +335,7 @@ async fn offboard_stops_purges_cancels_deletes_and_tombstones_step_by_step_and_r
     let rerun = env.wafleet(&["tenants", "offboard", "gone", "--yes"]);
     assert!(rerun.status.success(), "{}", text(&rerun.stderr));
     assert_eq!(text(&rerun.stdout).matches("already done").count(), 6, "{}", text(&rerun.stdout));
-    let reuse = env.wafleet(&["tenants", "add", "gone", "--bridge", "gone2"]);
+    let reuse = env.wafleet(&["tenants", "add", "gone"]);
     assert!(!reuse.status.success());
     assert!(text(&reuse.stderr).contains("offboarded"), "{}", text(&reuse.stderr));
     let audit = env.wafleet(&["audit", "--target", "gone", "--json"]);

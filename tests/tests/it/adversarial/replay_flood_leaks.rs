@@ -115,11 +115,15 @@ async fn an_offboarded_ref_or_its_bridge_can_never_be_added_again() {
     ] {
         let result =
             wafleet_fleet::service::add_tenant(&env.admin_pool, &env.endpoints, &readd(customer_ref, bridge)).await;
-        match result {
-            Err(wafleet_fleet::error::Error::Conflict(conflict)) => {
+        // A bridge other than the ref is refused as invalid before the tombstone is even read.
+        match (result, customer_ref == bridge) {
+            (Err(wafleet_fleet::error::Error::Conflict(conflict)), true) => {
                 assert!(!conflict.to_string().is_empty(), "{why}");
             }
-            other => panic!("{why}: re-adding must be a conflict, got {other:?}"),
+            (Err(wafleet_fleet::error::Error::Invalid(invalid)), false) => {
+                assert!(invalid.to_string().contains("differs from the tenant's ref"), "{why}: {invalid}");
+            }
+            (other, _) => panic!("{why}: re-adding must be refused, got {other:?}"),
         }
     }
     let err = wafleet_fleet::service::add_tenant(&env.admin_pool, &env.endpoints, &readd("adv_gone", "adv_gone"))
