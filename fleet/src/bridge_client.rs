@@ -141,11 +141,23 @@ impl BridgeClient {
         expect_json(response).await
     }
 
-    /// `DELETE /api/instances/{id}`. `Ok(false)` when no such bridge exists (already deleted).
+    /// `DELETE /api/instances/{id}` with the numeric id. `Ok(false)` when the API answers 404,
+    /// which may also mean it takes another identifier there: the reference does not say, so a
+    /// caller proves a delete by listing the bridges again.
     pub async fn delete_instance(&self, id: i64) -> Result<bool, ApiError> {
+        self.delete_instance_at(id.to_string()).await
+    }
+
+    /// `DELETE /api/instances/{customer_ref}`, naming the bridge by its own key; see
+    /// [`Self::delete_instance`].
+    pub async fn delete_instance_by_key(&self, bridge: &TenantBridge) -> Result<bool, ApiError> {
+        self.delete_instance_at(utf8_percent_encode(bridge.key(), PATH_SEGMENT).to_string()).await
+    }
+
+    async fn delete_instance_at(&self, segment: String) -> Result<bool, ApiError> {
         let response = self
             .http
-            .delete(format!("{}/api/instances/{id}", self.base_url))
+            .delete(format!("{}/api/instances/{segment}", self.base_url))
             .bearer_auth(self.api_key.expose_secret())
             .send()
             .await

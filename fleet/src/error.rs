@@ -314,6 +314,18 @@ pub enum Conflict {
         /// The tenant's bridge key.
         expected: String,
     },
+    /// Offboarding deleted a tenant's bridge, yet WA Bridges still lists it: it still runs and is
+    /// still billed.
+    #[error(
+        "bridge {bridge:?} (instance {instance_id}) is still listed at WA Bridges after its delete, so it \
+         still runs and is billed; delete it in the WA Bridges dashboard, then run the offboard again"
+    )]
+    BridgeStillListed {
+        /// The tenant's bridge key.
+        bridge: String,
+        /// The instance id that was deleted.
+        instance_id: i64,
+    },
     /// A queue kept receiving messages while offboarding tried to delete it.
     #[error("{0} kept receiving messages; run offboard again")]
     QueueBusy(String),

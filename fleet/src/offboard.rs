@@ -6,7 +6,7 @@
 //! good); (2, 3) purge then delete `wa.tenant.<ref>` and `wa.dlq.<ref>` on a fresh channel
 //! (if-empty for classic queues; see `lifecycle::purge_and_delete` for quorum ones); (4) cancel
 //! its pending replies; (5) delete its bridge at WA Bridges, found by its own bridge key in the
-//! account's listing; (6) confirm the tombstone.
+//! account's listing, and prove by listing again that it is gone; (6) confirm the tombstone.
 //!
 //! ISOLATION: every step names this tenant only: its ref, its queues, its rows in its own scope,
 //! and the bridge whose `customer_ref` is its own bridge key, deleted with its own account's key.
@@ -162,9 +162,26 @@ async fn delete_bridge(fleet: &Fleet, customer_ref: &CustomerRef, dry_run: bool)
     if dry_run {
         return Ok((StepState::WouldDo, format!("DELETE /api/instances/{} ({})", instance.id, instance.customer_ref)));
     }
-    let existed = fleet.call_other(&account, || account.client.delete_instance(instance.id)).await?;
-    let state = if existed { StepState::Done } else { StepState::AlreadyDone };
-    Ok((state, format!("instance {} ({})", instance.id, instance.customer_ref)))
+    fleet.call_other(&account, || account.client.delete_instance(instance.id)).await?;
+    // The reference does not say whether `/api/instances/:id` takes the numeric id or the
+    // customer_ref, and a 404 reads the same as "already gone": only the listing proves it.
+    if is_listed(fleet, &account, tenant.bridge().key()).await? {
+        // ISOLATION: a key that is a number could be read as another bridge's numeric id, so
+        // only a key that cannot be one is sent in its place.
+        if tenant.bridge().key().parse::<i64>().is_err() {
+            fleet.call_other(&account, || account.client.delete_instance_by_key(tenant.bridge())).await?;
+        }
+        if is_listed(fleet, &account, tenant.bridge().key()).await? {
+            return Err(Conflict::BridgeStillListed { bridge: instance.customer_ref, instance_id: instance.id }.into());
+        }
+    }
+    Ok((StepState::Done, format!("instance {} ({}), no longer listed", instance.id, instance.customer_ref)))
+}
+
+/// Whether the account's listing still holds a bridge with this key.
+async fn is_listed(fleet: &Fleet, account: &crate::accounts::AccountRuntime, key: &str) -> Result<bool> {
+    let listing = fleet.call_other(account, || account.client.list_instances()).await?;
+    Ok(listing.iter().any(|i| i.customer_ref == key))
 }
 
 impl Fleet {

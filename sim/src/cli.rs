@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::SimConfig;
+use crate::{InstanceIdKind, SimConfig};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -44,6 +44,9 @@ pub struct Cli {
     /// `POST /api/instances` calls allowed per key per window.
     #[arg(long, env = "WAFLEET_SIM_PROVISION_PER_WINDOW", default_value_t = 10)]
     pub provision_per_window: u32,
+    /// What `/api/instances/:id` resolves: `either` (numeric id, then customer_ref), `id` or `ref`.
+    #[arg(long, env = "WAFLEET_SIM_INSTANCE_ID", value_enum, default_value_t = InstanceIdKind::Either)]
+    pub instance_id: InstanceIdKind,
     /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
     /// repeatable.
     #[arg(long = "bridge", value_parser = parse_bridge_spec)]
@@ -87,6 +90,7 @@ impl Cli {
             proxy_per_window: self.proxy_per_window,
             other_per_window: self.other_per_window,
             provision_per_window: self.provision_per_window,
+            instance_id: self.instance_id,
         }
     }
 }
@@ -120,6 +124,8 @@ mod tests {
             "--window-secs",
             "6",
             "--echo-from-me",
+            "--instance-id",
+            "ref",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -129,6 +135,7 @@ mod tests {
         let config = cli.sim_config();
         assert_eq!(config.api_keys, ["sk_a", "sk_b", "sk_c"]);
         assert!(config.unlimited && config.echo_from_me);
+        assert_eq!(config.instance_id, InstanceIdKind::Ref);
         assert_eq!(config.window, Duration::from_secs(6));
         assert_eq!(cli.bridges.len(), 2);
     }

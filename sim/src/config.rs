@@ -22,6 +22,21 @@ pub struct SimConfig {
     pub other_per_window: u32,
     /// `POST /api/instances` calls allowed per key per window (documented: 10).
     pub provision_per_window: u32,
+    /// What `:id` of `GET`/`DELETE /api/instances/:id` names. The reference does not say.
+    pub instance_id: InstanceIdKind,
+}
+
+/// The identifier `/api/instances/:id` resolves. The reference calls it `:id` while its proxy
+/// paths take the `customer_ref`, so each reading is a setting and a client must work with each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstanceIdKind {
+    /// The numeric id first, then the `customer_ref` (the lenient reading).
+    #[default]
+    Either,
+    /// Only the numeric id; a `customer_ref` there is 404.
+    Id,
+    /// Only the `customer_ref`; a numeric id there is 404 (unless a bridge's ref is that number).
+    Ref,
 }
 
 impl Default for SimConfig {
@@ -34,6 +49,7 @@ impl Default for SimConfig {
             proxy_per_window: 120,
             other_per_window: 120,
             provision_per_window: 10,
+            instance_id: InstanceIdKind::Either,
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::limiter::{Bucket, RateLimiter};
 use crate::model::{Bridge, Fault, RecordedSend, RejectedAttempt};
-use crate::SimConfig;
+use crate::{InstanceIdKind, SimConfig};
 
 /// Ids start here so they look like the documented example (`"id": 42`).
 const FIRST_BRIDGE_ID: i64 = 42;
@@ -152,15 +152,17 @@ impl SimState {
         self.bridges.get(customer_ref)
     }
 
-    /// `GET`/`DELETE /api/instances/{id}`: numeric id first, then `customer_ref`. Another
+    /// `GET`/`DELETE /api/instances/{id}`, resolved as the `instance_id` setting says. Another
     /// account's bridge is reported as absent, not forbidden, so its existence does not leak.
     pub(crate) fn find_owned(&self, api_key: &str, id_or_ref: &str) -> Result<Bridge> {
-        let by_id = id_or_ref.parse::<i64>().ok().and_then(|id| self.bridges.values().find(|b| b.id == id));
-        by_id
-            .or_else(|| self.bridges.get(id_or_ref))
-            .filter(|b| b.api_key == api_key)
-            .cloned()
-            .ok_or(Error::NotFound("instance not found"))
+        let by_id = || id_or_ref.parse::<i64>().ok().and_then(|id| self.bridges.values().find(|b| b.id == id));
+        let by_ref = || self.bridges.get(id_or_ref);
+        let found = match self.config.instance_id {
+            InstanceIdKind::Either => by_id().or_else(by_ref),
+            InstanceIdKind::Id => by_id(),
+            InstanceIdKind::Ref => by_ref(),
+        };
+        found.filter(|b| b.api_key == api_key).cloned().ok_or(Error::NotFound("instance not found"))
     }
 
     pub(crate) fn remove(&mut self, customer_ref: &str) -> Option<Bridge> {

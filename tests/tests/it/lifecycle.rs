@@ -3,6 +3,7 @@
 //! bucket, and the audit log.
 
 mod data;
+mod offboard_bridge;
 
 use std::time::Duration;
 
@@ -20,11 +21,11 @@ pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn r(raw: &str) -> CustomerRef {
+pub(crate) fn r(raw: &str) -> CustomerRef {
     CustomerRef::parse(raw).unwrap()
 }
 
-fn signing_key() -> secrecy::SecretString {
+pub(crate) fn signing_key() -> secrecy::SecretString {
     secrecy::SecretString::from(TEST_SIGNING_KEY)
 }
 
