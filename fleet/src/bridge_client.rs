@@ -28,12 +28,19 @@ pub enum SendOutcome {
         /// The provider message id, when the response had one.
         message_id: Option<String>,
     },
-    /// The request surely did not reach the person: connect error, 429 or 503. Retry later.
+    /// The request surely did not reach the person: connect error, 401 or 429. Retry later.
     Retry {
         /// The status, if a response came back.
         status: Option<u16>,
         /// `Retry-After` in seconds, from a 429.
         retry_after: Option<u64>,
+    },
+    /// 503 or a 5xx other than 500, 502 and 504: the API says it could not take the send, but the
+    /// reference does not promise that nothing went out. Resent only after the bridge's
+    /// `from_me` echo window has passed without an echo of it.
+    Unavailable {
+        /// The status.
+        status: u16,
     },
     /// 500, 502, 504 or a timeout after the request was sent: it may have reached the person.
     Unknown {
@@ -222,8 +229,9 @@ async fn classify(status: u16, retry_after: Option<u64>, response: reqwest::Resp
         // 401: the account's key was refused before anything was sent (a key being rotated, or
         // a file: reference not re-read yet), so the reply waits and is retried with backoff
         // instead of failing for good; it expires after its TTL if the key is never fixed.
-        401 | 429 | 503 => SendOutcome::Retry { status: Some(status), retry_after },
+        401 | 429 => SendOutcome::Retry { status: Some(status), retry_after },
         500 | 502 | 504 => SendOutcome::Unknown { reason: format!("http {status}") },
+        501..=599 => SendOutcome::Unavailable { status },
         _ => SendOutcome::Failed { status },
     }
 }

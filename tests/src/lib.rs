@@ -283,6 +283,9 @@ impl TestEnv {
             },
             sender: SenderConfig {
                 poll_interval: Duration::from_millis(100),
+                // Long enough for the simulator's from_me echo to come back through ingest and
+                // the worker, short enough for the 503 tests.
+                echo_window: Duration::from_secs(3),
                 // Far above the simulator's (unlimited) default, so suites that are not about the
                 // budget are not slowed by it; the budget suite sets the production values.
                 budget: wafleet_fleet::budget::BudgetConfig {

@@ -146,6 +146,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "WAFLEET_CLAIM_LEASE_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(2..))]
     pub claim_lease_secs: u64,
+    /// Seconds a send answered 503 (or a 5xx other than 500/502/504) waits for the bridge's
+    /// `from_me` echo before it is resent; an echo within the window marks it sent.
+    #[arg(long, env = "WAFLEET_SENDER_ECHO_WINDOW_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub sender_echo_window_secs: u64,
     /// Sends in flight per account and worker.
     #[arg(long, env = "WAFLEET_SENDER_CONCURRENCY", default_value_t = 4, value_parser = positive)]
     pub sender_concurrency: usize,
@@ -263,6 +268,7 @@ impl WorkerArgs {
                 batch: self.sender_batch,
                 stale_sending_after: Duration::from_secs(self.stale_sending_secs),
                 concurrency: self.sender_concurrency,
+                echo_window: Duration::from_secs(self.sender_echo_window_secs),
                 db_pool_size: self.sender_db_pool_size,
                 claim_lease: Duration::from_secs(self.claim_lease_secs),
                 budget,

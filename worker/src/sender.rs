@@ -43,8 +43,11 @@ pub struct SenderConfig {
     pub batch: i32,
     /// A row left `sending` for longer than this was cut by a crash: it becomes `unknown`.
     pub stale_sending_after: Duration,
-    /// Upper bound of the retry backoff for 503 and connect errors.
+    /// Upper bound of the retry backoff for 401 and connect errors.
     pub max_backoff: Duration,
+    /// `WAFLEET_SENDER_ECHO_WINDOW_SECS`: how long a send answered 503 (or a 5xx other than
+    /// 500/502/504) waits for the bridge's `from_me` echo before it is resent (default 30 s).
+    pub echo_window: Duration,
     /// Longest idle wait before the scheduler looks again (other replicas' rows, caps freeing up).
     pub poll_interval: Duration,
     /// Budget of the default account and the window of every bucket.
@@ -71,6 +74,7 @@ impl Default for SenderConfig {
             batch: 32,
             stale_sending_after: Duration::from_secs(120),
             max_backoff: Duration::from_secs(60),
+            echo_window: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             budget: BudgetConfig::default(),
             account_refresh: Duration::from_secs(30),
@@ -370,6 +374,17 @@ impl Sender {
                 let error = status.map_or_else(|| "connect error".to_owned(), |s| format!("http {s}"));
                 outbox::mark_retry(&mut tx, tenant_id, claimed.outbox_id, at, now, after_ms, &error).await?;
                 "retry"
+            }
+            SendOutcome::Unavailable { status } => {
+                if outbox::echo_already_seen(&mut tx, tenant_id, claimed.outbox_id).await? {
+                    finish(&mut tx, claimed, "sent", "reconciled from the bridge's from_me echo").await?;
+                    "sent"
+                } else {
+                    let error = format!("http {status}: resent after the from_me echo window unless its echo arrives");
+                    outbox::await_echo(&mut tx, tenant_id, claimed.outbox_id, now, self.config.echo_window, &error)
+                        .await?;
+                    "retry"
+                }
             }
             SendOutcome::Unknown { reason } => {
                 // The bridge's from_me echo may have been processed already (it can overtake

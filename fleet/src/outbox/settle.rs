@@ -61,6 +61,32 @@ pub async fn mark_retry(
     Ok(())
 }
 
+/// A send answered 503 (or a 5xx other than 500/502/504) that may still have reached the
+/// person: back to `pending`, due after the `from_me` echo window, and matchable by that echo
+/// meanwhile ([`reconcile_from_me`]), so it is resent only if no echo came.
+pub async fn await_echo(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: TenantId,
+    outbox_id: i64,
+    now: Option<DateTime<Utc>>,
+    window: std::time::Duration,
+    error: &str,
+) -> Result<()> {
+    sqlx::query(
+        "update outbox set status = 'pending', awaiting_echo = true, updated_at = now(), last_error = $5, \
+         next_attempt_at = coalesce($3, now()) + $4 * interval '1 millisecond' \
+         where outbox_id = $1 and tenant_id = $2 and status = 'sending'",
+    )
+    .bind(outbox_id)
+    .bind(tenant.get())
+    .bind(now)
+    .bind(window.as_millis() as f64)
+    .bind(error)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// A final state for a row still in flight (`sent` from the echo, `unknown`, `failed`).
 pub async fn finish(
     tx: &mut Transaction<'static, Postgres>,
@@ -105,7 +131,8 @@ pub async fn reconcile_from_me(
     let reconciled: Option<i64> = sqlx::query_scalar(
         "update outbox set status = 'sent', sent_at = coalesce(sent_at, attempted_at, now()), updated_at = now(), \
          provider_message_id = coalesce($4, provider_message_id), last_error = 'reconciled from the bridge''s from_me echo' \
-         where outbox_id = (select outbox_id from outbox where tenant_id = $1 and status in ('unknown', 'sending') \
+         where outbox_id = (select outbox_id from outbox where tenant_id = $1 \
+                            and (status in ('unknown', 'sending') or (status = 'pending' and awaiting_echo)) \
                             and chat in ($2, $5) and body = $3 order by created_at, outbox_id limit 1 for update) \
          returning outbox_id",
     )

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use wafleet_fleet::tenant::TenantStatus;
 use wafleet_shared::CustomerRef;
-use wafleet_sim::Fault;
-use wafleet_tests::{wait_until, TestEnv};
+use wafleet_sim::{Fault, SimConfig};
+use wafleet_tests::{wait_until, EnvOptions, TestEnv, TEST_API_KEY};
 
 async fn outbox_status(env: &TestEnv) -> Vec<String> {
     sqlx::query_scalar("select status from outbox order by outbox_id").fetch_all(&env.owner_pool).await.unwrap()
@@ -15,6 +15,48 @@ async fn wait_status(env: &TestEnv, expected: &str) {
     wait_until(Duration::from_secs(20), || async { outbox_status(env).await == vec![expected.to_owned()] })
         .await
         .unwrap_or_else(|_| panic!("outbox never reached {expected}"));
+}
+
+/// A 503 may come after the message went out (the reference does not say it cannot): the
+/// bridge's `from_me` echo of it marks the reply `sent`, and it is never resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_after_the_send_is_marked_sent_by_its_echo_and_never_resent() {
+    let sim =
+        SimConfig { api_keys: vec![TEST_API_KEY.into()], unlimited: true, echo_from_me: true, ..SimConfig::default() };
+    let env = TestEnv::with(EnvOptions { sim: Some(sim), ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant("echo503", "echo503").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(503).with_record_then_fail().with_remaining(1)));
+    env.sim.fire_message("echo503", "15550000067", "answered 503 but delivered", None, true).await.unwrap();
+    wait_status(&env, "sent").await;
+    let error: Option<String> =
+        sqlx::query_scalar("select last_error from outbox").fetch_one(&env.owner_pool).await.unwrap();
+    assert_eq!(error.as_deref(), Some("reconciled from the bridge's from_me echo"));
+    // `sent` is final: no resend can follow, so one recorded send means the person got it once.
+    assert_eq!(env.sim.sends_for("echo503").len(), 1);
+    assert_eq!(env.sim.attempts_for("echo503"), 1);
+    env.cleanup().await;
+}
+
+/// A 503 before anything went out: no echo comes, and the reply is resent once the echo window
+/// (3 s in the test environment) has passed, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_before_the_send_is_resent_after_the_echo_window_and_delivered_once() {
+    let sim =
+        SimConfig { api_keys: vec![TEST_API_KEY.into()], unlimited: true, echo_from_me: true, ..SimConfig::default() };
+    let env = TestEnv::with(EnvOptions { sim: Some(sim), ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant("late503", "late503").await.unwrap();
+    env.sim.set_fault(Some(Fault::new(503).with_remaining(1)));
+    env.sim.fire_message("late503", "15550000068", "refused then resent", None, true).await.unwrap();
+    wait_status(&env, "sent").await;
+    assert_eq!(env.sim.sends_for("late503").len(), 1, "delivered exactly once");
+    assert_eq!(env.sim.attempts_for("late503"), 2, "one refused attempt, then one send");
+    let first_to_second: f64 =
+        sqlx::query_scalar("select extract(epoch from sent_at - created_at)::float8 from outbox")
+            .fetch_one(&env.owner_pool)
+            .await
+            .unwrap();
+    assert!(first_to_second >= 3.0, "resent only after the echo window: {first_to_second:.2}s");
+    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
