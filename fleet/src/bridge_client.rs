@@ -42,6 +42,9 @@ pub enum SendOutcome {
         /// The status.
         status: u16,
     },
+    /// 409: the bridge is not connected, so nothing was sent. The reply is held until the
+    /// bridge is connected again.
+    NotConnected,
     /// 500, 502, 504 or a timeout after the request was sent: it may have reached the person.
     Unknown {
         /// What happened, without the message body.
@@ -230,6 +233,9 @@ async fn classify(status: u16, retry_after: Option<u64>, response: reqwest::Resp
         // a file: reference not re-read yet), so the reply waits and is retried with backoff
         // instead of failing for good; it expires after its TTL if the key is never fixed.
         401 | 429 => SendOutcome::Retry { status: Some(status), retry_after },
+        // The reference documents no 409; a bridge whose session is down is the conflict a send
+        // can meet, and resending before it reconnects would only spend budget.
+        409 => SendOutcome::NotConnected,
         500 | 502 | 504 => SendOutcome::Unknown { reason: format!("http {status}") },
         501..=599 => SendOutcome::Unavailable { status },
         _ => SendOutcome::Failed { status },

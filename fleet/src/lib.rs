@@ -11,6 +11,7 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod bot_settings;
 pub mod bridge_client;
+pub mod bridge_recheck;
 pub mod budget;
 pub mod clock;
 pub mod db;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{InstanceIdKind, SimConfig};
+use crate::{InstanceIdKind, NotConnectedSend, SimConfig};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -44,6 +44,10 @@ pub struct Cli {
     /// `POST /api/instances` calls allowed per key per window.
     #[arg(long, env = "WAFLEET_SIM_PROVISION_PER_WINDOW", default_value_t = 10)]
     pub provision_per_window: u32,
+    /// What a send on a bridge that is not `connected` gets: `accept`, `conflict` (409) or
+    /// `unavailable` (503).
+    #[arg(long, env = "WAFLEET_SIM_SEND_WHEN_NOT_CONNECTED", value_enum, default_value_t = NotConnectedSend::Accept)]
+    pub send_when_not_connected: NotConnectedSend,
     /// What `/api/instances/:id` resolves: `either` (numeric id, then customer_ref), `id` or `ref`.
     #[arg(long, env = "WAFLEET_SIM_INSTANCE_ID", value_enum, default_value_t = InstanceIdKind::Either)]
     pub instance_id: InstanceIdKind,
@@ -90,6 +94,7 @@ impl Cli {
             proxy_per_window: self.proxy_per_window,
             other_per_window: self.other_per_window,
             provision_per_window: self.provision_per_window,
+            send_when_not_connected: self.send_when_not_connected,
             instance_id: self.instance_id,
         }
     }
@@ -126,6 +131,8 @@ mod tests {
             "--echo-from-me",
             "--instance-id",
             "ref",
+            "--send-when-not-connected",
+            "conflict",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -136,6 +143,7 @@ mod tests {
         assert_eq!(config.api_keys, ["sk_a", "sk_b", "sk_c"]);
         assert!(config.unlimited && config.echo_from_me);
         assert_eq!(config.instance_id, InstanceIdKind::Ref);
+        assert_eq!(config.send_when_not_connected, NotConnectedSend::Conflict);
         assert_eq!(config.window, Duration::from_secs(6));
         assert_eq!(cli.bridges.len(), 2);
     }

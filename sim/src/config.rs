@@ -22,8 +22,22 @@ pub struct SimConfig {
     pub other_per_window: u32,
     /// `POST /api/instances` calls allowed per key per window (documented: 10).
     pub provision_per_window: u32,
+    /// What a send on a bridge that is not `connected` gets. The reference does not say.
+    pub send_when_not_connected: NotConnectedSend,
     /// What `:id` of `GET`/`DELETE /api/instances/:id` names. The reference does not say.
     pub instance_id: InstanceIdKind,
+}
+
+/// The answer to `POST /proxy/send/text` on a bridge whose status is not `connected`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotConnectedSend {
+    /// Accepted and recorded as if the session were up (the lenient reading).
+    #[default]
+    Accept,
+    /// 409, nothing recorded.
+    Conflict,
+    /// 503, nothing recorded.
+    Unavailable,
 }
 
 /// The identifier `/api/instances/:id` resolves. The reference calls it `:id` while its proxy
@@ -49,6 +63,7 @@ impl Default for SimConfig {
             proxy_per_window: 120,
             other_per_window: 120,
             provision_per_window: 10,
+            send_when_not_connected: NotConnectedSend::Accept,
             instance_id: InstanceIdKind::Either,
         }
     }

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{InstanceIdKind, SimConfig};
+pub use config::{InstanceIdKind, NotConnectedSend, SimConfig};
 pub use error::{Error, Result};
 pub use model::{Bridge, Fault, RecordedSend, RejectedAttempt, SimStats};
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::limiter::Bucket;
 use crate::model::{Bridge, Fault, RecordedSend};
-use crate::Simulator;
+use crate::{NotConnectedSend, Simulator};
 
 /// WhatsApp's own ceiling on text length; longer bodies are refused like an API would.
 const MAX_BODY_CHARS: usize = 65_536;
@@ -109,6 +109,16 @@ impl Simulator {
         *self.lock().attempts.entry(key.to_owned()).or_insert(0) += 1;
         let bridge = self.admit_proxy(api_key, key, "send/text")?;
         let request = SendTextRequest::parse(raw)?;
+        if bridge.status != "connected" {
+            let refusal = match self.lock().config.send_when_not_connected {
+                NotConnectedSend::Accept => None,
+                NotConnectedSend::Conflict => Some(409),
+                NotConnectedSend::Unavailable => Some(503),
+            };
+            if let Some(status) = refusal {
+                return Err(Error::Injected { status, retry_after: None });
+            }
+        }
         let _in_flight = SendInFlight::enter(self, key);
         match self.take_fault(key) {
             Some(fault) if fault.is_error() && fault.record_then_fail => {

@@ -36,6 +36,12 @@ pub fn key_file(key: &str) -> std::path::PathBuf {
 }
 
 impl TestEnv {
+    /// Runs one statement as the owner (bypasses RLS): for states only an older release could
+    /// have written.
+    pub async fn owner_exec(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.owner_pool).await.expect("owner statement");
+    }
+
     /// Runs the `wafleet` CLI against this environment: its database, broker, simulator (as
     /// `WA_API_BASE_URL` with `WA_API_KEY`), signing key, and `WAFLEET_OPERATOR=test-operator`.
     pub fn wafleet(&self, args: &[&str]) -> std::process::Output {

@@ -283,9 +283,12 @@ impl TestEnv {
             },
             sender: SenderConfig {
                 poll_interval: Duration::from_millis(100),
-                // Long enough for the simulator's from_me echo to come back through ingest and
-                // the worker, short enough for the 503 tests.
+                // Room for the simulator's from_me echo to come back; short for the 503 tests.
                 echo_window: Duration::from_secs(3),
+                recheck: wafleet_fleet::bridge_recheck::RecheckPolicy {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(2),
+                },
                 // Far above the simulator's (unlimited) default, so suites that are not about the
                 // budget are not slowed by it; the budget suite sets the production values.
                 budget: wafleet_fleet::budget::BudgetConfig {
@@ -402,12 +405,6 @@ impl TestEnv {
         )
         .await?;
         Ok(url)
-    }
-
-    /// Runs one statement as the owner (bypasses RLS): for states only an older release could
-    /// have written.
-    pub async fn owner_exec(&self, sql: &str) {
-        sqlx::query(sql).execute(&self.owner_pool).await.expect("owner statement");
     }
 
     /// Count of rows in `table` for all tenants (owner view, bypasses RLS).

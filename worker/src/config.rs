@@ -151,6 +151,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "WAFLEET_SENDER_ECHO_WINDOW_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub sender_echo_window_secs: u64,
+    /// Seconds before a disconnected bridge whose replies wait is asked for its status again
+    /// (connection events can be lost); each answer that is still not `connected` doubles it.
+    #[arg(long, env = "WAFLEET_BRIDGE_RECHECK_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bridge_recheck_secs: u64,
+    /// The longest wait between two status re-checks of one disconnected bridge (seconds).
+    #[arg(long, env = "WAFLEET_BRIDGE_RECHECK_MAX_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bridge_recheck_max_secs: u64,
     /// Sends in flight per account and worker.
     #[arg(long, env = "WAFLEET_SENDER_CONCURRENCY", default_value_t = 4, value_parser = positive)]
     pub sender_concurrency: usize,
@@ -269,6 +278,10 @@ impl WorkerArgs {
                 stale_sending_after: Duration::from_secs(self.stale_sending_secs),
                 concurrency: self.sender_concurrency,
                 echo_window: Duration::from_secs(self.sender_echo_window_secs),
+                recheck: wafleet_fleet::bridge_recheck::RecheckPolicy {
+                    base: Duration::from_secs(self.bridge_recheck_secs),
+                    max: Duration::from_secs(self.bridge_recheck_max_secs.max(self.bridge_recheck_secs)),
+                },
                 db_pool_size: self.sender_db_pool_size,
                 claim_lease: Duration::from_secs(self.claim_lease_secs),
                 budget,

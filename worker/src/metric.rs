@@ -10,6 +10,9 @@
 
 pub use wafleet_fleet::metric::{BUCKET_PROXY, BUDGET_WAIT_SECONDS, SENDER_SENDS_TOTAL};
 
+/// Counter, label `result` (`connected`, `not_connected`, `rate_limited`, `error`): status calls
+/// the sender made to re-check a disconnected bridge whose replies wait.
+pub const BRIDGE_RECHECKS_TOTAL: &str = "wafleet_sender_bridge_rechecks_total";
 /// Gauge: messages being processed by this worker.
 pub const WORKER_IN_FLIGHT: &str = "wafleet_worker_in_flight";
 /// Counter, labels `tenant` and `outcome` (`replied`, `stale`, `bot_failed`, …): messages processed.

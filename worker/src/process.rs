@@ -404,7 +404,9 @@ impl Processor {
         };
         let at: DateTime<Utc> = envelope.received_at;
         sqlx::query(
-            "update tenants set bridge_state = $2, bridge_state_at = $3, updated_at = now() \
+            // A new state starts the re-check backoff of a disconnected bridge afresh.
+            "update tenants set bridge_state = $2, bridge_state_at = $3, bridge_recheck_at = null, \
+             bridge_recheck_failures = 0, updated_at = now() \
              where tenant_id = $1 and (bridge_state_at is null or bridge_state_at < $3)",
         )
         .bind(tenant.get())

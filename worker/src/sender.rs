@@ -35,6 +35,7 @@ use wafleet_fleet::outbox::{self, ClaimLease, ClaimedRow, Pick};
 use wafleet_fleet::tenant::{Tenant, TenantStatus};
 
 mod loops;
+mod recheck;
 
 /// Settings of the sender.
 #[derive(Clone, Debug)]
@@ -48,6 +49,8 @@ pub struct SenderConfig {
     /// `WAFLEET_SENDER_ECHO_WINDOW_SECS`: how long a send answered 503 (or a 5xx other than
     /// 500/502/504) waits for the bridge's `from_me` echo before it is resent (default 30 s).
     pub echo_window: Duration,
+    /// How often a disconnected bridge with waiting replies is asked for its status again.
+    pub recheck: wafleet_fleet::bridge_recheck::RecheckPolicy,
     /// Longest idle wait before the scheduler looks again (other replicas' rows, caps freeing up).
     pub poll_interval: Duration,
     /// Budget of the default account and the window of every bucket.
@@ -75,6 +78,7 @@ impl Default for SenderConfig {
             stale_sending_after: Duration::from_secs(120),
             max_backoff: Duration::from_secs(60),
             echo_window: Duration::from_secs(30),
+            recheck: wafleet_fleet::bridge_recheck::RecheckPolicy::default(),
             poll_interval: Duration::from_millis(500),
             budget: BudgetConfig::default(),
             account_refresh: Duration::from_secs(30),
@@ -385,6 +389,12 @@ impl Sender {
                         .await?;
                     "retry"
                 }
+            }
+            SendOutcome::NotConnected => {
+                wafleet_fleet::bridge_recheck::record_disconnected(&mut tx, tenant_id).await?;
+                outbox::mark_retry(&mut tx, tenant_id, claimed.outbox_id, None, now, 0.0, "bridge not connected; held")
+                    .await?;
+                "held"
             }
             SendOutcome::Unknown { reason } => {
                 // The bridge's from_me echo may have been processed already (it can overtake

@@ -60,7 +60,7 @@ impl Duty {
                 // Tenants change only through the administration functions; the worker reads its
                 // tenant's row (RLS) and records the bridge state that connection events report.
                 "grant select on tenants to {r}",
-                "grant update (bridge_state, bridge_state_at, updated_at) on tenants to {r}",
+                "grant update (bridge_state, bridge_state_at, bridge_recheck_at, bridge_recheck_failures, updated_at) on tenants to {r}",
                 "grant select on accounts to {r}",
                 // Retention and the reconciler leave records; the worker never reads the log.
                 "grant insert on audit_log to {r}",

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial;
+mod bridge_recheck;
 mod broker_outage;
 mod broker_users;
 mod budget;

@@ -1,4 +1,5 @@
-//! The sender's long-running loops: one per account, plus housekeeping and the account refresh.
+//! The sender's long-running loops: the send lanes and the bridge re-check of each account, plus
+//! housekeeping and the account refresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ impl Sender {
                                         stop.clone(),
                                     ));
                                 }
+                                lanes.spawn(self.clone().recheck_loop(account.clone(), stop.clone()));
                                 let task = async move { while lanes.join_next().await.is_some() {} };
                                 loops.insert(account.id, (account, stop, tokio::spawn(task)));
                             }
