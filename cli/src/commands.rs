@@ -144,7 +144,7 @@ pub enum TenantsCommand {
         /// The tenant's customer_ref.
         customer_ref: String,
     },
-    /// show, rotate-url, offboard, export, erase, limits.
+    /// show, rotate-url, offboard, export, erase, groups, limits.
     #[command(flatten)]
     Lifecycle(crate::tenant_commands::TenantLifecycle),
     /// Change a tenant's bot; for `--bot http`, its URL and signing secret (shown once).

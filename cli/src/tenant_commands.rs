@@ -66,6 +66,15 @@ pub enum TenantLifecycle {
         #[arg(long)]
         yes: bool,
     },
+    /// Whether the built-in bots (echo, rules) answer in group chats; off for every tenant until
+    /// turned on. An http bot decides for itself.
+    Groups {
+        /// The tenant's customer_ref.
+        customer_ref: String,
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        reply: Switch,
+    },
     /// Change the tenant's fair-share weight, send caps or queue bound; limits not given stay
     /// as they are.
     Limits {
@@ -84,6 +93,15 @@ pub enum TenantLifecycle {
         #[arg(long, value_parser = parse_queue_bound)]
         queue_max_bytes: Option<QueueBound>,
     },
+}
+
+/// A setting turned `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Turn it on.
+    On,
+    /// Turn it off.
+    Off,
 }
 
 /// `--max-per-min` / `--max-per-day`: a positive count, or `none` (no cap).
@@ -242,6 +260,15 @@ pub async fn run_tenant_lifecycle(settings: &Settings, command: TenantLifecycle)
                 "erased: {} log row(s), {} outbox row(s); redacted {} processed event(s)",
                 r.message_log, r.outbox, r.processed_events
             );
+        }
+        TenantLifecycle::Groups { customer_ref, reply } => {
+            let reply = reply == Switch::On;
+            let entry = Entry::new("tenants groups", Some(&customer_ref), json!({"reply": reply}));
+            let result = async { service::set_reply_in_groups(&pool, &parse_ref(&customer_ref)?, reply).await }.await;
+            audit_result(settings, &entry, &result, false).await?;
+            result?;
+            let state = if reply { "answer" } else { "do not answer" };
+            println!("the built-in bots of {customer_ref} {state} in group chats");
         }
         TenantLifecycle::Limits { customer_ref, weight, max_per_min, max_per_day, queue_max_bytes } => {
             let change =

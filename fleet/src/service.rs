@@ -12,7 +12,7 @@ pub use inspect::{depth_of, dlq_list, dlq_purge, dlq_show, outbox_rows, tenant_d
 pub use setup::{migrate, migrate_with};
 pub use tenants::{
     add_rule, add_tenant, add_tenant_in_account, check_base_url, get_tenant, list_tenants, list_tenants_page,
-    require_tenant, set_status, set_tenant_limits, set_tenant_queue_bound, signed_url,
+    require_tenant, set_reply_in_groups, set_status, set_tenant_limits, set_tenant_queue_bound, signed_url,
     tenants_with_foreign_bridge_keys, update_tenant_limits, webhook_url, LimitsChange,
 };
 

@@ -163,6 +163,11 @@ impl Tenant {
     pub fn bot_config(&self) -> &serde_json::Value {
         &self.bot_config
     }
+    /// Whether the built-in bots answer in group chats (`bot_config.reply_in_groups`, off unless
+    /// the tenant turned it on with `wafleet tenants groups <ref> on`).
+    pub fn replies_in_groups(&self) -> bool {
+        self.bot_config.get("reply_in_groups").and_then(serde_json::Value::as_bool).unwrap_or(false)
+    }
     /// The WA Bridges account whose key sends this tenant's replies.
     pub fn account_id(&self) -> AccountId {
         self.account_id

@@ -18,6 +18,7 @@ pub mod cli;
 mod config;
 mod control;
 mod error;
+mod inbound;
 mod limiter;
 mod model;
 mod proxy;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{InstanceIdKind, NotConnectedSend, SimConfig};
 pub use error::{Error, Result};
+pub use inbound::Inbound;
 pub use model::{Bridge, Fault, RecordedSend, RejectedAttempt, SimStats};
 
 use state::SimState;

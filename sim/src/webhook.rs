@@ -3,38 +3,16 @@
 //! says the real service does) and the fire-and-forget `from_me` echo after a send. It never logs
 //! event bodies.
 
-use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::inbound::{phone_and_jid, Inbound};
 use crate::model::{Bridge, RecordedSend};
 use crate::Simulator;
 
-/// Split a `chat` into (phone digits, JID): bare digits become `<digits>@s.whatsapp.net`.
-pub(crate) fn phone_and_jid(chat: &str) -> (String, String) {
-    match chat.split_once('@') {
-        Some((user, _)) => (user.to_owned(), chat.to_owned()),
-        None => (chat.to_owned(), format!("{chat}@s.whatsapp.net")),
-    }
-}
-
-/// A documented inbound `message` event from `chat` (not from the bridge's own account).
+/// A documented inbound text `message` event from `chat` (not from the bridge's own account).
 pub(crate) fn inbound_message_event(chat: &str, body: &str, message_id: &str) -> Value {
-    let (phone, jid) = phone_and_jid(chat);
-    json!({
-        "event": "message",
-        "message_id": message_id,
-        "contact_id": jid,
-        "phone": phone,
-        "chat_id": jid,
-        "name": format!("Contact {phone}"),
-        "body": body,
-        "type": "text",
-        "media_type": "",
-        "is_group": chat.ends_with("@g.us"),
-        "from_me": false,
-        "timestamp": Utc::now().timestamp(),
-    })
+    Inbound::text(chat, body).event(message_id)
 }
 
 /// The `from_me: true` `message` event the real service emits for the bridge's own send.
@@ -94,6 +72,16 @@ impl Simulator {
     ) -> anyhow::Result<u16> {
         let id = message_id.map_or_else(random_message_id, str::to_owned);
         Ok(self.fire_event(bridge, inbound_message_event(chat, body, &id), include_customer_ref).await?)
+    }
+
+    /// Fire one inbound message of any type (see [`Inbound`]) like [`Simulator::fire`].
+    pub async fn fire_inbound(
+        &self,
+        bridge: &str,
+        message: &Inbound,
+        include_customer_ref: bool,
+    ) -> anyhow::Result<u16> {
+        Ok(self.fire_event(bridge, message.event(&random_message_id()), include_customer_ref).await?)
     }
 
     pub(crate) async fn fire_event(&self, bridge: &str, event: Value, include_customer_ref: bool) -> Result<u16> {

@@ -16,11 +16,11 @@ mod failure;
 
 pub use failure::Failure;
 
-use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, Reply, TenantScope};
+use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, MessageKind, Reply, TenantScope};
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::labels::TenantLabels;
-use wafleet_fleet::tenant::{self, Tenant, TenantId};
+use wafleet_fleet::tenant::{self, BotKind, Tenant, TenantId};
 
 mod retries;
 
@@ -111,7 +111,10 @@ const POOL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 struct EventFields {
     chat_id: Option<String>,
+    contact_id: Option<String>,
     body: Option<String>,
+    kind: Option<String>,
+    media_type: Option<String>,
     from_me: bool,
     is_group: bool,
     name: Option<String>,
@@ -121,8 +124,30 @@ impl EventFields {
     fn from_payload(payload: &serde_json::Value) -> Self {
         let s = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let b = |k: &str| payload.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        Self { chat_id: s("chat_id"), body: s("body"), from_me: b("from_me"), is_group: b("is_group"), name: s("name") }
+        Self {
+            chat_id: s("chat_id"),
+            contact_id: s("contact_id"),
+            body: s("body"),
+            kind: s("type"),
+            media_type: s("media_type").filter(|m| !m.is_empty()),
+            from_me: b("from_me"),
+            is_group: b("is_group"),
+            name: s("name"),
+        }
     }
+}
+
+/// Why a built-in bot does not see this message, if it does not: the built-in bots answer text
+/// only, and in a group only where the tenant allows it. An http bot receives every message with
+/// its type and decides for itself.
+fn built_in_bot_declines(tenant: &Tenant, kind: &MessageKind, fields: &EventFields) -> Option<&'static str> {
+    if tenant.bot_kind() == BotKind::Http {
+        return None;
+    }
+    if *kind != MessageKind::Text || fields.body.is_none() {
+        return Some("no_text");
+    }
+    (fields.is_group && !tenant.replies_in_groups()).then_some("group")
 }
 
 impl Processor {
@@ -275,9 +300,13 @@ impl Processor {
             // Our own outgoing messages come back as events; a bot must never answer them.
             return Ok(("from_me", Vec::new()));
         }
-        let (Some(chat_id), Some(body)) = (fields.chat_id.clone(), fields.body.clone()) else {
+        let Some(chat_id) = fields.chat_id.clone() else {
             return Ok(("no_text", Vec::new()));
         };
+        let kind = MessageKind::parse(fields.kind.as_deref());
+        if let Some(outcome) = built_in_bot_declines(&tenant, &kind, fields) {
+            return Ok((outcome, Vec::new()));
+        }
         let age = Utc::now().signed_duration_since(envelope.received_at);
         if age.to_std().map(|a| a > self.config.stale_after).unwrap_or(false) {
             info!("stale message recorded without an auto-reply");
@@ -286,7 +315,10 @@ impl Processor {
         }
         let message = InboundMessage {
             chat_id,
-            body,
+            body: fields.body.clone().unwrap_or_default(),
+            kind,
+            media_type: fields.media_type.clone(),
+            contact_id: fields.contact_id.clone(),
             sender_name: fields.name.clone(),
             is_group: fields.is_group,
             message_id: envelope.provider_message_id.clone(),

@@ -171,6 +171,16 @@ pub async fn tenants_with_foreign_bridge_keys(pool: &PgPool) -> Result<Vec<Tenan
     Ok(tenants)
 }
 
+/// `wafleet tenants groups <ref> on|off`: whether the built-in bots answer in group chats.
+pub async fn set_reply_in_groups(pool: &PgPool, customer_ref: &CustomerRef, reply: bool) -> Result<()> {
+    let id: Option<i64> = sqlx::query_scalar("select wafleet_set_tenant_reply_in_groups($1, $2)")
+        .bind(customer_ref.as_str())
+        .bind(reply)
+        .fetch_one(pool)
+        .await?;
+    id.map(|_| ()).ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+}
+
 /// `wafleet tenants enable|disable`. Disabling never deletes the queue.
 pub async fn set_status(pool: &PgPool, customer_ref: &CustomerRef, status: TenantStatus) -> Result<()> {
     tenant::set_status(pool, customer_ref, status).await.map(|_| ())

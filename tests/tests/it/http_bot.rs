@@ -364,3 +364,44 @@ async fn set_bot_switches_a_tenant_to_http_rotates_its_secret_and_forgets_both_w
     );
     env.cleanup().await;
 }
+
+/// The http bot receives every message with its type, media type and sender, a group message
+/// included; what it answers is its own choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_bot_receives_every_message_type_with_its_type_media_type_and_sender() {
+    let bot = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST")).respond_with(ResponseTemplate::new(200)).mount(&bot).await;
+    let env = TestEnv::with(local_bot_options(&[port_of(&bot)], true)).await.unwrap();
+    add_http_tenant(&env, "hb_types", &format!("{}/hook", bot.uri()), false).await;
+    let mut sent = wafleet_sim::Inbound::every_type("15550000801");
+    sent.push(wafleet_sim::Inbound::text("x", "in a group").in_group("120363000000000801@g.us", "15550000802"));
+    for message in &sent {
+        assert_eq!(env.sim.fire_inbound("hb_types", message, true).await.unwrap(), 200);
+    }
+    wait_until(Duration::from_secs(30), || async { bot.received_requests().await.unwrap().len() >= sent.len() })
+        .await
+        .unwrap();
+    let mut received: Vec<serde_json::Value> =
+        bot.received_requests().await.unwrap().iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    assert_eq!(received.len(), sent.len(), "each message once");
+    let key = |v: &serde_json::Value| format!("{}|{}|{}", v["type"], v["media_type"], v["text"]);
+    received.sort_by_key(key);
+    let mut expected: Vec<serde_json::Value> = sent
+        .iter()
+        .map(|m| {
+            serde_json::json!({"type": m.kind, "text": m.body,
+                               "media_type": if m.media_type.is_empty() { serde_json::Value::Null } else { m.media_type.clone().into() }})
+        })
+        .collect();
+    expected.sort_by_key(key);
+    for (got, want) in received.iter().zip(&expected) {
+        assert_eq!(
+            (&got["type"], &got["media_type"], &got["text"]),
+            (&want["type"], &want["media_type"], &want["text"])
+        );
+    }
+    let group = received.iter().find(|r| r["is_group"] == true).expect("the group message");
+    assert_eq!(group["chat_id"], "120363000000000801@g.us");
+    assert_eq!(group["contact_id"], "15550000802@s.whatsapp.net", "the member, not the group");
+    env.cleanup().await;
+}

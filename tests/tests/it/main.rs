@@ -22,6 +22,7 @@ mod http_bot;
 mod isolation;
 mod lifecycle;
 mod manifest_permissions;
+mod message_types;
 mod parsers;
 mod pg_tls;
 mod property;

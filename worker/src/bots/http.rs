@@ -239,7 +239,15 @@ pub struct BotRequest<'a> {
     pub sender_name: Option<&'a str>,
     /// Whether the chat is a group.
     pub is_group: bool,
-    /// Message text.
+    /// The sender's JID; in a group, the member who wrote.
+    pub contact_id: Option<&'a str>,
+    /// What the message holds: `text`, `image`, `video`, `audio`, `document`, `sticker`,
+    /// `location`, `contact`, or another type as WA Bridges named it.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// WA Bridges' `media_type`, when not empty.
+    pub media_type: Option<&'a str>,
+    /// Message text, or a media message's caption (empty when it has none).
     pub text: &'a str,
 }
 
@@ -305,6 +313,9 @@ impl Bot for HttpBot {
             chat_id: &message.chat_id,
             sender_name: message.sender_name.as_deref(),
             is_group: message.is_group,
+            contact_id: message.contact_id.as_deref(),
+            kind: message.kind.as_str(),
+            media_type: message.media_type.as_deref(),
             text: &message.body,
         };
         let body = serde_json::to_vec(&request).map_err(|e| BotError::Permanent(e.to_string()))?;

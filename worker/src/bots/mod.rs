@@ -8,6 +8,7 @@
 
 mod echo;
 pub mod http;
+mod kind;
 mod rules;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use wafleet_fleet::tenant::{BotKind, Tenant};
 
 pub use echo::EchoBot;
 pub use http::{HttpBot, HttpBotClient, HttpBotConfig};
+pub use kind::MessageKind;
 pub use rules::RulesBot;
 
 /// The parts of an inbound `message` event a bot may read.
@@ -25,8 +27,14 @@ pub use rules::RulesBot;
 pub struct InboundMessage {
     /// Conversation JID (`...@s.whatsapp.net` or a group JID).
     pub chat_id: String,
-    /// Text content.
+    /// Text content, or a media message's caption (empty when it has none).
     pub body: String,
+    /// What the message holds (`type`).
+    pub kind: MessageKind,
+    /// The event's `media_type`, when not empty (its values are not documented).
+    pub media_type: Option<String>,
+    /// The sender's JID (`contact_id`): in a group, a member, not the chat.
+    pub contact_id: Option<String>,
     /// Sender display name, if any.
     pub sender_name: Option<String>,
     /// Whether it came from a group.
