@@ -62,6 +62,14 @@ CANARY = {"dev": False, "prod": True, "prod-large-fleet": True}
 # Pods (and namespaces) with this label may call the admin API (NetworkPolicy wafleet-admin).
 ADMIN_ACCESS_LABEL = "wafleet.io/admin-access"
 ADMIN_PORT = 8082
+# Ops ports (health, readiness, metrics; never a public port), by component: (container port name,
+# number). Admitted only from Prometheus' namespace and scraped by a ServiceMonitor or PodMonitor.
+OPS_PORTS = {"ingest": ("ops", 9080), "worker": ("metrics", 8081), "admin": ("ops", 9082)}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+INGEST_WEBHOOK_PORT = 8080
+# Container ports a monitor may name before the workload declares them: the admin API's ops
+# listener (WAFLEET_ADMIN_OPS_ADDR) lands in admin/ and admin-deployment.yaml separately.
+PENDING_PORTS = {("admin", "ops")}
 # wafleet-admin: OPERATIONS_DRAIN of admin/src/startup.rs, background operations after the server stopped.
 ADMIN_OPERATIONS_DRAIN_SECS = 20
 # Egress the admin API may have: DNS, OTLP, RabbitMQ AMQP + management API, Postgres, WA Bridges (443).
@@ -338,9 +346,17 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         ps = pod_spec(ingest)
         c = ps["containers"][0]
         C.ok(c["command"] == ["wafleet-ingest"], f"{where}: ingest command")
-        C.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: ingest readiness must be /readyz")
-        C.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: ingest liveness must be /healthz")
+        C.ok(c.get("readinessProbe", {}).get("httpGet", {}) == {"path": "/readyz", "port": "ops"},
+             f"{where}: ingest readiness must be /readyz on port ops")
+        C.ok(c.get("livenessProbe", {}).get("httpGet", {}) == {"path": "/healthz", "port": "ops"},
+             f"{where}: ingest liveness must be /healthz on port ops")
         conf = container_env(c)
+        cports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+        C.ok(cports == {"http": INGEST_WEBHOOK_PORT, "ops": OPS_PORTS["ingest"][1]}
+             and conf.get("WAFLEET_INGEST_ADDR") == f"0.0.0.0:{INGEST_WEBHOOK_PORT}"
+             and conf.get("WAFLEET_INGEST_OPS_ADDR") == f"0.0.0.0:{OPS_PORTS['ingest'][1]}",
+             f"{where}: ingest must declare http {INGEST_WEBHOOK_PORT} (WAFLEET_INGEST_ADDR) and ops {OPS_PORTS['ingest'][1]} "
+             f"(WAFLEET_INGEST_OPS_ADDR), got ports {cports}")
         spool = conf.get("WAFLEET_SPOOL_DIR")
         mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == spool), None)
         if C.ok(mount is not None, f"{where}: ingest does not mount WAFLEET_SPOOL_DIR={spool}"):
@@ -431,6 +447,16 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             for p in s["spec"]["ports"]:
                 tp = p.get("targetPort")
                 C.ok(not isinstance(tp, str) or tp in ports, f"{where}: {key(s)} targetPort {tp} is not a container port")
+    for pm in by_kind.get("PodMonitor", []):
+        pods = [w for w in workloads if w["kind"] != "Job" and selector_matches(pm["spec"]["selector"], pod_labels(w))]
+        if C.ok(len(pods) == 1, f"{where}: {key(pm)} selects {len(pods)} workloads (want exactly 1)"):
+            component = pod_labels(pods[0]).get("app.kubernetes.io/component")
+            names_ = {p.get("name") for c in containers(pods[0]) for p in c.get("ports", [])}
+            for ep in pm["spec"]["podMetricsEndpoints"]:
+                pending = (component, ep.get("port")) in PENDING_PORTS and ep.get("port") not in names_
+                if pending:
+                    print(f"  note {where}: {key(pm)} names port {ep.get('port')}, not declared by {key(pods[0])} yet (pending)")
+                C.ok(ep.get("port") in names_ or pending, f"{where}: {key(pm)} endpoint port {ep.get('port')} not on {key(pods[0])}")
     for sm in by_kind.get("ServiceMonitor", []):
         svcs = [s for s in by_kind.get("Service", []) if selector_matches(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
         if C.ok(len(svcs) == 1, f"{where}: {key(sm)} selects {len(svcs)} Services (want exactly 1)"):
@@ -506,10 +532,7 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         ports = set().union(*[p for _, p in egress_ports(ingest)])
         C.ok(ports == {("UDP", 53), ("TCP", 53), ("TCP", 4317), ("TCP", 4318), ("TCP", 5672)},
              f"{where}: ingest egress must be DNS, OTLP and RabbitMQ 5672 only (got {sorted(ports, key=str)})")
-        ing = [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(ingest))
-               for r in n["spec"].get("ingress", [])]
-        C.ok(any(not r.get("from") and {p.get("port") for p in r.get("ports", [])} == {8080} for r in ing),
-             f"{where}: ingest must accept the webhook port 8080 from anywhere")
+        check_webhook_ingress(where, nps, ingest, workloads)
     if worker is not None:
         rules = egress_ports(worker)
         ports = set().union(*[p for _, p in rules])
@@ -571,6 +594,13 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                     C.ok(any(("TCP", 8080) in p for p in to_ingest),
                          f"{where}: the canary posts to ingest in the cluster but no NetworkPolicy lets the worker reach "
                          "the ingest pods on 8080 (component worker-canary)")
+                    from_worker = [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(ingest))
+                                   for r in n["spec"].get("ingress", [])
+                                   if INGEST_WEBHOOK_PORT in {p.get("port") for p in r.get("ports", [])}
+                                   and any(set(f) == {"podSelector"} and selector_matches(f["podSelector"], pod_labels(worker))
+                                           for f in r.get("from", []))]
+                    C.ok(bool(from_worker), f"{where}: the canary posts to ingest in the cluster but no NetworkPolicy admits "
+                         "the worker on the ingest pods' 8080 (component worker-canary)")
         else:
             C.ok("WAFLEET_SIGNING_KEY" not in refs,
                  f"{where}: the worker holds WAFLEET_SIGNING_KEY without the canary (it could mint any tenant's URL)")
@@ -607,10 +637,12 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                 C.ok(s_["spec"].get("type", "ClusterIP") == "ClusterIP", f"{where}: {key(s_)} exposes the admin API beyond the cluster")
                 C.ok(not any(selector_matches(sm["spec"]["selector"], s_["metadata"].get("labels", {}))
                              for sm in by_kind.get("ServiceMonitor", [])),
-                     f"{where}: a ServiceMonitor selects {key(s_)}, but the admin API serves no /metrics")
+                     f"{where}: a ServiceMonitor selects {key(s_)}, the API's Service; the admin API's metrics are on its "
+                     "ops port (PodMonitor wafleet-admin)")
         C.ok(not by_kind.get("Ingress"), f"{where}: renders an Ingress; the admin API must not be routed from outside, "
              "and the webhook's route is the operator's")
-        rules = ingress_rules(admin)
+        # The API port's rules; the ops port's are check_ops_ports'.
+        rules = [r for r in ingress_rules(admin) if not r.get("ports") or ADMIN_PORT in {p.get("port") for p in r["ports"]}]
         peers_ok = bool(rules)
         for r in rules:
             peers = r.get("from", [])
@@ -637,15 +669,78 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             container_env(pod_spec(admin)["containers"][0]), int(admin["spec"].get("replicas", 1)),
             db_connections.leader_duties(repo))
 
-    prom_ingress = [n for n in nps.values() for r in n["spec"].get("ingress", [])
-                    if any("namespaceSelector" in f for f in r.get("from", []))
-                    and {8080, 8081} <= {p.get("port") for p in r.get("ports", [])}]
-    C.ok(bool(prom_ingress), f"{where}: no NetworkPolicy lets Prometheus scrape 8080/8081")
+    check_ops_ports(where, nps, workloads, by_kind)
 
     # --- dashboard ConfigMap = file
     dash = next((o for n, o in cms.items() if n == "wafleet-grafana-dashboard"), None)
     if C.ok(dash is not None, f"{where}: no dashboard ConfigMap"):
         C.ok(dash["metadata"].get("labels", {}).get("grafana_dashboard") == "1", f"{where}: dashboard ConfigMap label grafana_dashboard=1")
+
+
+def policy_ingress(nps: dict, w: dict) -> list[dict]:
+    """Every ingress rule of every NetworkPolicy that selects workload `w`'s pods."""
+    return [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(w))
+            for r in n["spec"].get("ingress", [])]
+
+
+def admits(rule: dict, port: int) -> bool:
+    return not rule.get("ports") or port in {p.get("port") for p in rule["ports"]}
+
+
+def check_webhook_ingress(where: str, nps: dict, ingest: dict, workloads: list[dict]) -> None:
+    """The webhook port is reached through the ingress controller: a namespace selector, never
+    "from anywhere" or an ipBlock; the only other peer allowed is the worker (isolation canary)."""
+    rules = [r for r in policy_ingress(nps, ingest) if admits(r, INGEST_WEBHOOK_PORT)]
+    worker = next((w for w in workloads if pod_labels(w).get("app.kubernetes.io/component") == "worker"), None)
+
+    def allowed(peer: dict) -> bool:
+        if "ipBlock" in peer:
+            return False
+        if "namespaceSelector" in peer:
+            ns = peer["namespaceSelector"]
+            return bool(ns.get("matchLabels") or ns.get("matchExpressions")) and ns.get("matchLabels") != MONITORING_NAMESPACE
+        return worker is not None and selector_matches(peer.get("podSelector", {}), pod_labels(worker))
+
+    C.ok(any(any("namespaceSelector" in f for f in r.get("from", [])) for r in rules),
+         f"{where}: ingest must admit the webhook port {INGEST_WEBHOOK_PORT} from the ingress controller's namespace")
+    for r in rules:
+        C.ok(bool(r.get("from")) and all(allowed(f) for f in r["from"]),
+             f"{where}: ingest webhook port {INGEST_WEBHOOK_PORT} admitted from {r.get('from') or 'anywhere'}; only the "
+             "ingress controller's namespace (a non-empty namespaceSelector) and the canary's worker pods may reach it")
+        C.ok(bool(r.get("ports")), f"{where}: an ingest ingress rule without ports admits every port, ops included")
+
+
+def check_ops_ports(where: str, nps: dict, workloads: list[dict], by_kind: dict) -> None:
+    """Each workload's ops port: admitted only from the monitoring namespace, and scraped."""
+    services = by_kind.get("Service", [])
+    for w in workloads:
+        component = pod_labels(w).get("app.kubernetes.io/component")
+        if w["kind"] == "Job" or component not in OPS_PORTS:
+            continue
+        name, number = OPS_PORTS[component]
+        declared = {p.get("name"): p.get("containerPort") for c in containers(w) for p in c.get("ports", [])}
+        pending = (component, name) in PENDING_PORTS and name not in declared
+        C.ok(declared.get(name) == number or pending, f"{where}: {key(w)} must declare its ops port {name} {number}")
+        rules = [r for r in policy_ingress(nps, w) if admits(r, number)]
+        C.ok(any(r.get("from") for r in rules), f"{where}: no NetworkPolicy lets Prometheus reach {key(w)} on {name} {number}")
+        for r in rules:
+            C.ok(bool(r.get("from")) and all(set(f) <= {"namespaceSelector", "podSelector"}
+                                             and f.get("namespaceSelector", {}).get("matchLabels") == MONITORING_NAMESPACE
+                                             for f in r["from"]),
+                 f"{where}: {key(w)} ops port {number} admitted from {r.get('from') or 'anywhere'}; only the monitoring "
+                 f"namespace ({MONITORING_NAMESPACE}) may reach it")
+        scraped = any(ep.get("port") == name for pm in by_kind.get("PodMonitor", [])
+                      if selector_matches(pm["spec"]["selector"], pod_labels(w)) for ep in pm["spec"]["podMetricsEndpoints"])
+        for sm in by_kind.get("ServiceMonitor", []):
+            for svc in services:
+                if not (selector_matches(sm["spec"]["selector"], svc["metadata"].get("labels", {}))
+                        and all(pod_labels(w).get(k) == v for k, v in svc["spec"].get("selector", {}).items())):
+                    continue
+                targets = {p.get("name"): p.get("targetPort") for p in svc["spec"]["ports"]}
+                scraped |= any(targets.get(ep.get("port")) in (name, number) for ep in sm["spec"]["endpoints"])
+                C.ok(all(targets.get(ep.get("port")) in (name, number) for ep in sm["spec"]["endpoints"]),
+                     f"{where}: {key(sm)} scrapes {key(w)} on a port other than its ops port {name}")
+        C.ok(scraped, f"{where}: no ServiceMonitor or PodMonitor scrapes {key(w)} on its ops port {name}")
 
 
 def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Path) -> None:
@@ -996,6 +1091,11 @@ def check_compose(path: Path, code: str) -> None:
          and f"127.0.0.1:{ADMIN_PORT}:{ADMIN_PORT}" in adm.get("ports", [])
          and adm.get("depends_on", {}).get("migrate", {}).get("condition") == "service_completed_successfully",
          f"{where}: admin must run wafleet-admin on 0.0.0.0:{ADMIN_PORT}, published on 127.0.0.1 only, after migrate")
+    ing = services.get("ingest", {})
+    ops = OPS_PORTS["ingest"][1]
+    C.ok(ing.get("environment", {}).get("WAFLEET_INGEST_OPS_ADDR") == f"0.0.0.0:{ops}"
+         and f"/dev/tcp/127.0.0.1/{ops} " in " ".join(ing.get("healthcheck", {}).get("test", [])),
+         f"{where}: ingest must serve its ops port on 0.0.0.0:{ops} and be health-checked there")
     pg = " ".join(services.get("postgres", {}).get("command", []))
     C.ok("fsync=off" not in pg and "fsync=on" in pg, f"{where}: postgres must keep fsync on")
     plugins = (path.parent / "compose/enabled_plugins").read_text().strip()

@@ -22,6 +22,6 @@ pub mod startup;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use publisher::{FakeMode, FakePublisher, LapinPublisher, PublishError, Publisher};
-pub use routes::{router, AppState};
+pub use routes::{ops_router, router, AppState};
 pub use spool::{Spool, SpoolError, SpoolSettings, SpoolStatus};
 pub use startup::Application;
