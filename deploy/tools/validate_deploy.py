@@ -743,6 +743,33 @@ def check_ops_ports(where: str, nps: dict, workloads: list[dict], by_kind: dict)
         C.ok(scraped, f"{where}: no ServiceMonitor or PodMonitor scrapes {key(w)} on its ops port {name}")
 
 
+def check_spool_drain_job(docs: list[dict], secret_keys: dict[str, set[str]]) -> None:
+    """The Job that drains a removed replica's spool PVC runs `wafleet-ingest drain` on the mounted
+    PVC with ingest's broker credentials, locked down, and is no endpoint of the webhook Service."""
+    where = "spool-drain-job.yaml"
+    if not C.ok(len(docs) == 1 and docs[0]["kind"] == "Job", f"{where}: one Job"):
+        return
+    job = docs[0]
+    ps = pod_spec(job)
+    c = ps["containers"][0]
+    mount = next((m for m in c.get("volumeMounts", []) if m["name"] == "spool"), {})
+    claim = next((v for v in ps.get("volumes", []) if v["name"] == "spool"), {}).get("persistentVolumeClaim", {})
+    C.ok(c.get("command", [])[:4] == ["wafleet-ingest", "drain", "--spool-dir", mount.get("mountPath")],
+         f"{where}: must run `wafleet-ingest drain --spool-dir <the mounted PVC>`")
+    C.ok(re.fullmatch(r"spool-wafleet-ingest-\d+", claim.get("claimName", "")) is not None,
+         f"{where}: must mount a StatefulSet spool PVC (spool-wafleet-ingest-<ordinal>)")
+    ref = next(((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", []) if e["name"] == "AMQP_URL"), None)
+    C.ok(ref == {"name": "wafleet-secrets", "key": "ingest-amqp-url"} and "ingest-amqp-url" in secret_keys.get("wafleet-secrets", set()),
+         f"{where}: AMQP_URL must come from wafleet-secrets/ingest-amqp-url (ingest's publish-only user)")
+    C.ok({e["name"] for e in c.get("env", [])} == {"AMQP_URL"}, f"{where}: the drain needs AMQP_URL only (no signing key)")
+    C.ok(ps.get("restartPolicy") == "Never" and ps.get("securityContext", {}).get("runAsUser") == RUN_AS
+         and c.get("securityContext", {}).get("readOnlyRootFilesystem") is True and ps.get("automountServiceAccountToken") is False,
+         f"{where}: non-root {RUN_AS}, read-only root, no service account token, restartPolicy Never")
+    C.ok(pod_labels(job).get("app.kubernetes.io/component") == "cli",
+         f"{where}: pods must be component=cli (egress by wafleet-migrate-and-cli; never an ingest Service endpoint)")
+    C.ok(c.get("image", "").startswith(IMAGE_REPO + ":"), f"{where}: image must be {IMAGE_REPO}:<tag>")
+
+
 def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Path) -> None:
     where = "examples"
     by_kind: dict[str, list[dict]] = {}
@@ -1205,6 +1232,12 @@ def main() -> int:
             for o in ex:
                 schemas.validate(o, "examples")
             check_examples(ex, secret_keys, repo)
+
+        C.section("examples/spool-drain-job.yaml (outside every kustomization)")
+        drain_docs = load_yaml_docs((k8s / "examples/spool-drain-job.yaml").read_text())
+        for o in drain_docs:
+            schemas.validate(o, "spool-drain-job.yaml")
+        check_spool_drain_job(drain_docs, secret_keys)
 
         C.section("PrometheusRule: promtool check rules + test rules")
         if C.ok(rule is not None, "prod overlay renders no PrometheusRule"):

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
 use wafleet_shared::settings::{AmqpSettings, SigningSettings, TelemetrySettings};
 use wafleet_shared::Keyring;
@@ -110,6 +110,62 @@ pub struct IngestArgs {
     /// On shutdown, how long (seconds) to keep draining the spool; the rest stays on disk.
     #[arg(long, env = "WAFLEET_SHUTDOWN_DRAIN_SECS", default_value = "10")]
     pub shutdown_drain_secs: String,
+    /// Without a command: serve webhooks.
+    #[command(subcommand)]
+    pub command: Option<IngestCommand>,
+}
+
+/// What `wafleet-ingest` can do besides serving webhooks.
+#[derive(Subcommand, Clone, Debug)]
+pub enum IngestCommand {
+    /// Publish every record of a spool folder to the broker (AMQP_URL), then exit: 0 once the
+    /// folder is empty, non-zero with what is left. Serves no HTTP; needs no signing key.
+    Drain(DrainArgs),
+}
+
+/// `wafleet-ingest drain`.
+#[derive(Args, Clone, Debug)]
+pub struct DrainArgs {
+    /// The spool folder to empty (e.g. the PVC of a removed StatefulSet replica); it must exist.
+    #[arg(long)]
+    pub spool_dir: PathBuf,
+    /// Give up after this many seconds with records left (exit status 1).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+/// What `wafleet-ingest drain` needs: the broker and its deadlines. No keyring, no listener.
+#[derive(Clone, Debug)]
+pub struct DrainConfig {
+    /// `AMQP_URL`, as for serving.
+    pub amqp_url: SecretString,
+    /// `WAFLEET_PUBLISH_TIMEOUT_MS`: one deadline over each publish and its confirm.
+    pub publish_timeout: Duration,
+    /// `WAFLEET_READY_RECHECK_MS`: how often the publisher re-checks `wa.inbound`.
+    pub ready_recheck: Duration,
+    /// The folder to empty.
+    pub spool_dir: PathBuf,
+    /// How long to try before giving up.
+    pub timeout: Duration,
+}
+
+impl DrainConfig {
+    /// Validates the settings the drain uses, by variable name (as [`Config::from_lookup`]).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>, args: &DrainArgs) -> Result<Self, Error> {
+        let mut amqp_url = SecretString::from(DEFAULT_AMQP_URL);
+        if let Some(url) = lookup("AMQP_URL") {
+            wafleet_shared::amqp::AmqpEndpoints::parse(&url).map_err(Error::AmqpUrl)?;
+            amqp_url = SecretString::from(url);
+        }
+        let ms = |var| parse_positive(&lookup, var).map(|v| v.map(Duration::from_millis));
+        Ok(Self {
+            amqp_url,
+            publish_timeout: ms("WAFLEET_PUBLISH_TIMEOUT_MS")?.unwrap_or(DEFAULT_PUBLISH_TIMEOUT),
+            ready_recheck: ms("WAFLEET_READY_RECHECK_MS")?.unwrap_or(DEFAULT_READY_RECHECK),
+            spool_dir: args.spool_dir.clone(),
+            timeout: Duration::from_secs(args.timeout_secs),
+        })
+    }
 }
 
 impl IngestArgs {

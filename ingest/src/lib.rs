@@ -9,6 +9,7 @@ pub mod accept;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod drain_folder;
 pub mod error;
 pub mod event;
 pub mod metric;

@@ -19,7 +19,7 @@ use crate::broker::{
 };
 use crate::helpers::{cref, generation};
 
-fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
+pub(crate) fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
     let mut config = vhost.config();
     config.spool_enabled = true;
     config.spool_dir = dir.to_path_buf();
@@ -28,7 +28,7 @@ fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
 }
 
 /// Ingest ids in the spool directory's segment files (the envelopes are JSON inside records).
-fn spooled_ids(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn spooled_ids(dir: &Path) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for item in std::fs::read_dir(dir).unwrap() {
         let path = item.unwrap().path();
@@ -42,7 +42,7 @@ fn spooled_ids(dir: &Path) -> BTreeSet<String> {
     ids
 }
 
-fn segment_count(dir: &Path) -> usize {
+pub(crate) fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
@@ -50,7 +50,7 @@ fn segment_count(dir: &Path) -> usize {
 }
 
 /// Takes `count` messages from `queue`, polling under [`OVERALL`], and returns their envelopes.
-async fn take_messages(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<Vec<EnvelopeV1>> {
+pub(crate) async fn take_messages(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<Vec<EnvelopeV1>> {
     let deadline = tokio::time::Instant::now() + OVERALL;
     let mut taken = Vec::new();
     while taken.len() < count {
