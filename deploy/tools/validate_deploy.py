@@ -375,6 +375,7 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             max_bytes = int(conf.get("WAFLEET_SPOOL_MAX_BYTES", 1 << 30))
             C.ok(size is not None and quantity_bytes(size) > max_bytes,
                  f"{where}: spool volume ({size}) must be larger than WAFLEET_SPOOL_MAX_BYTES ({max_bytes})")
+        check_startup_budget(where, c, int(conf.get("WAFLEET_SPOOL_MAX_BYTES", 1 << 30)), repo)
         pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         script = " ".join(pre)
         bound = re.search(r'-lt\s+(\d+)', script)
@@ -675,6 +676,21 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
     dash = next((o for n, o in cms.items() if n == "wafleet-grafana-dashboard"), None)
     if C.ok(dash is not None, f"{where}: no dashboard ConfigMap"):
         C.ok(dash["metadata"].get("labels", {}).get("grafana_dashboard") == "1", f"{where}: dashboard ConfigMap label grafana_dashboard=1")
+
+
+def check_startup_budget(where: str, c: dict, max_bytes: int, repo: Path) -> None:
+    """Ingest replays its whole spool before it serves: the startup probe must allow the overlay's
+    WAFLEET_SPOOL_MAX_BYTES at the replay budget docs/deployment.md states, plus the start margin."""
+    m = re.search(r"Replay budget: (\d+) s per GiB, plus (\d+) s", (repo / "docs/deployment.md").read_text())
+    if not C.ok(m is not None, "docs/deployment.md states no \"Replay budget: N s per GiB, plus M s\""):
+        return
+    per_gib, margin = int(m.group(1)), int(m.group(2))
+    sp = c.get("startupProbe", {})
+    C.ok(sp.get("httpGet") == {"path": "/healthz", "port": "ops"}, f"{where}: ingest needs a startupProbe on /healthz, port ops")
+    budget = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3)
+    need = max_bytes / (1 << 30) * per_gib + margin
+    C.ok(budget >= need, f"{where}: ingest startupProbe allows {budget} s, but replaying a full spool "
+         f"(WAFLEET_SPOOL_MAX_BYTES={max_bytes}) needs {need:.0f} s ({per_gib} s per GiB + {margin} s)")
 
 
 def policy_ingress(nps: dict, w: dict) -> list[dict]:
