@@ -88,6 +88,14 @@ DASHBOARD_METRICS = [
     "wa\\\\.dlq\\\\.", "wa.quarantine", "wa.unrouted", "wafleet_worker_processed_total", "wafleet_worker_dropped_total",
     "wafleet_worker_failed_total", "wafleet_sender_sends_total", "wafleet_sender_429_total", "wafleet_ingest_spool_records",
     "wafleet_budget_wait_seconds_bucket", "wafleet_outbox_backlog_minutes", "topk(", "wafleet_ingest_accept_seconds_bucket",
+    # Fleet-wide: spool fill, bridges, http bots. One tenant's row ($tenant): its queue, DLQ,
+    # oldest message, retries, outbox backlog, sends and bridge.
+    "wafleet_ingest_spool_max_bytes", "wafleet_bridges{", "wafleet_http_bot_requests_total",
+    'queue="wa.tenant.$tenant"', 'queue="wa.dlq.$tenant"', "rabbitmq_detailed_queue_messages_unacked",
+    "rabbitmq_detailed_queue_head_message_timestamp", 'wafleet_worker_retried_total{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_outbox_tenant_backlog_minutes{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_sender_sends_total{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_bridge_connected{namespace=~"$namespace", tenant="$tenant"}',
 ]
 REQUIRED_PRIVATE_EXCEPT = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
 CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2", "rbac.authorization.k8s.io/v1"}
@@ -1063,6 +1071,14 @@ def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
                 promql.append((f"dashboard panel {t}", substitute_grafana(x["expr"])))
     C.ok(all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), f"dashboard: panel ids must be unique integers ({ids})")
     joined = "\n".join(all_exprs)
+    for name in ("namespace", "vhost", "tenant"):
+        C.ok(name in variables, f"dashboard: needs a `{name}` variable")
+    tenant = variables.get("tenant", {})
+    C.ok(tenant.get("includeAll") is False and tenant.get("multi") is False and r'queue=~"wa\\.tenant\\.' in (tenant.get("query") or {}).get("query", ""),
+         "dashboard: `tenant` is one tenant at a time, taken from the wa.tenant.* queue names")
+    for e in all_exprs:
+        C.ok(re.search(r'\b(namespace|vhost)\s*=~?\s*"(?!\$)', e) is None,
+             f"dashboard: {e} hard-codes a namespace or vhost; use $namespace / $vhost")
     for e in all_exprs:
         if "wafleet_canary_success" in e:
             C.ok("wafleet_canary_leader" in e, f"dashboard: {e} must ignore replicas not leading the canary (wafleet_canary_leader)")
