@@ -36,7 +36,10 @@ done
 say "services"
 if docker info >/dev/null 2>&1; then
   say "Docker engine found: starting RabbitMQ and Postgres from deploy/compose.yaml"
-  docker compose -f deploy/compose.yaml up -d --wait rabbitmq postgres
+  # Compose checks the whole file's required variables first; the key itself is made below and
+  # neither of these two services reads it.
+  WAFLEET_SIGNING_KEY=${WAFLEET_SIGNING_KEY:-unused-by-rabbitmq-and-postgres} \
+    docker compose -f deploy/compose.yaml up -d --wait rabbitmq postgres
 else
   say "no Docker engine: using the local PostgreSQL and RabbitMQ packages"
   scripts/ensure-services.sh

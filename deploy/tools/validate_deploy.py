@@ -1166,6 +1166,56 @@ def check_compose(path: Path, code: str) -> None:
              f"{where}: bad interpolation ${{{m.group(1)}}}")
 
 
+def check_compose_observability(path: Path, rule: dict | None) -> None:
+    """The `observability` profile: Prometheus scraping the ops ports with the alert rules of the
+    PrometheusRule, Grafana with the dashboard provisioned; required secrets fail fast."""
+    where = "compose"
+    text = path.read_text()
+    d = yaml.safe_load(text)
+    services = d.get("services", {})
+    for name, s in services.items():
+        want = ["observability"] if name in ("prometheus", "grafana") else None
+        C.ok(s.get("profiles") == want, f"{where}: {name} profiles must be {want} (only Prometheus and Grafana are opt-in)")
+        env = s.get("environment", {})
+        if "WAFLEET_SIGNING_KEY" in env:
+            C.ok(str(env["WAFLEET_SIGNING_KEY"]).startswith("${WAFLEET_SIGNING_KEY:?"),
+                 f"{where}: {name} must require WAFLEET_SIGNING_KEY with ${{WAFLEET_SIGNING_KEY:?message}}")
+    prom, graf = services.get("prometheus", {}), services.get("grafana", {})
+
+    def mounted(service: dict, target: str) -> Path | None:
+        for v in service.get("volumes", []):
+            src, dst = str(v).split(":")[:2]
+            if dst == target and src.startswith("."):
+                return (path.parent / src).resolve()
+        return None
+
+    config_path = mounted(prom, "/etc/prometheus/prometheus.yml")
+    if not C.ok(config_path is not None and config_path.is_file(), f"{where}: prometheus must mount its prometheus.yml"):
+        return
+    config = yaml.safe_load(config_path.read_text())
+    jobs = {j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc.get("targets", [])] for j in config.get("scrape_configs", [])}
+    C.ok(jobs.get("wafleet-ingest") == [f"ingest:{OPS_PORTS['ingest'][1]}"] and jobs.get("wafleet-worker") == [f"worker:{OPS_PORTS['worker'][1]}"],
+         f"{where}: prometheus must scrape jobs wafleet-ingest (ingest:{OPS_PORTS['ingest'][1]}) and wafleet-worker "
+         f"(worker:{OPS_PORTS['worker'][1]}), the names the alerts and the dashboard use (got {jobs})")
+    rules_path = next((mounted(prom, f) for f in config.get("rule_files", [])), None)
+    if C.ok(rules_path is not None and rules_path.is_file(), f"{where}: prometheus rule_files must be a mounted file") and rule:
+        C.ok(yaml.safe_load(rules_path.read_text()) == {"groups": rule["spec"]["groups"]},
+             f"{where}: {rules_path.name} differs from the groups of k8s/base/prometheusrule.yaml (regenerate it, see its header)")
+    dash = mounted(graf, "/var/lib/grafana/dashboards/wafleet-dashboard.json")
+    C.ok(dash == (path.parent / "grafana/wafleet-dashboard.json").resolve(), f"{where}: grafana must mount grafana/wafleet-dashboard.json")
+    prov = mounted(graf, "/etc/grafana/provisioning")
+    if C.ok(prov is not None and prov.is_dir(), f"{where}: grafana must mount its provisioning folder"):
+        providers = [p for f in (prov / "dashboards").glob("*.yaml") for p in yaml.safe_load(f.read_text()).get("providers", [])]
+        C.ok(any(p.get("options", {}).get("path") == "/var/lib/grafana/dashboards" for p in providers),
+             f"{where}: no Grafana dashboard provider reads /var/lib/grafana/dashboards")
+        sources = [s for f in (prov / "datasources").glob("*.yaml") for s in yaml.safe_load(f.read_text()).get("datasources", [])]
+        C.ok(any(s.get("type") == "prometheus" and s.get("url") == "http://prometheus:9090" and s.get("isDefault") for s in sources),
+             f"{where}: Grafana needs the compose Prometheus as its default datasource")
+    C.ok(graf.get("environment", {}).get("GF_AUTH_BASIC_ENABLED") == "false"
+         and graf.get("environment", {}).get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer",
+         f"{where}: grafana must be read-only for anonymous viewers with basic auth off (no default admin password)")
+
+
 def check_dockerfile(path: Path, hadolint: str | None, repo: Path) -> None:
     where = "Dockerfile"
     text = path.read_text()
@@ -1299,6 +1349,7 @@ def main() -> int:
 
         C.section("compose.yaml")
         check_compose(deploy / "compose.yaml", code)
+        check_compose_observability(deploy / "compose.yaml", rule)
 
         C.section("Dockerfile")
         check_dockerfile(deploy / "Dockerfile", args.hadolint, repo)
