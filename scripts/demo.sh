@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 INGEST_PORT=${WAFLEET_DEMO_INGEST_PORT:-18080}
+INGEST_OPS_PORT=${WAFLEET_DEMO_INGEST_OPS_PORT:-19080}
 WORKER_PORT=${WAFLEET_DEMO_WORKER_PORT:-18081}
 SIM_PORT=${WAFLEET_DEMO_SIM_PORT:-18090}
 DEMO=demo
@@ -28,14 +29,17 @@ trap cleanup EXIT INT TERM
 cleanup
 
 say "wafleet demo. The first build compiles every dependency and takes several minutes on 2 cores."
-for port in "$INGEST_PORT" "$WORKER_PORT" "$SIM_PORT"; do
-  port_open "$port" && die "port $port is in use; free it or set WAFLEET_DEMO_{INGEST,WORKER,SIM}_PORT"
+for port in "$INGEST_PORT" "$INGEST_OPS_PORT" "$WORKER_PORT" "$SIM_PORT"; do
+  port_open "$port" && die "port $port is in use; free it or set WAFLEET_DEMO_{INGEST,INGEST_OPS,WORKER,SIM}_PORT"
 done
 
 say "services"
 if docker info >/dev/null 2>&1; then
   say "Docker engine found: starting RabbitMQ and Postgres from deploy/compose.yaml"
-  docker compose -f deploy/compose.yaml up -d --wait rabbitmq postgres
+  # Compose checks the whole file's required variables first; the key itself is made below and
+  # neither of these two services reads it.
+  WAFLEET_SIGNING_KEY=${WAFLEET_SIGNING_KEY:-unused-by-rabbitmq-and-postgres} \
+    docker compose -f deploy/compose.yaml up -d --wait rabbitmq postgres
 else
   say "no Docker engine: using the local PostgreSQL and RabbitMQ packages"
   scripts/ensure-services.sh
@@ -66,6 +70,7 @@ export RABBITMQ_API_URL=http://guest:guest@127.0.0.1:15672
 export WA_API_KEY=$API_KEY
 export WA_API_BASE_URL=http://127.0.0.1:$SIM_PORT
 export WAFLEET_INGEST_ADDR=127.0.0.1:$INGEST_PORT
+export WAFLEET_INGEST_OPS_ADDR=127.0.0.1:$INGEST_OPS_PORT
 export WAFLEET_WORKER_ADDR=127.0.0.1:$WORKER_PORT
 export WAFLEET_SIM_ADDR=127.0.0.1:$SIM_PORT
 export WAFLEET_SPOOL_DIR=$STATE/spool
@@ -84,7 +89,7 @@ wait_http() {
   die "$2 did not become ready at $1 (see $STATE/*.log)"
 }
 wait_http "http://127.0.0.1:$SIM_PORT/_sim/bridges" simulator
-wait_http "http://127.0.0.1:$INGEST_PORT/readyz" ingest
+wait_http "http://127.0.0.1:$INGEST_OPS_PORT/readyz" ingest
 
 SIM=http://127.0.0.1:$SIM_PORT/_sim
 say "seeding two tenants on simulated bridges"

@@ -30,7 +30,7 @@ OUT=${WAFLEET_DASHBOARD_OUT:-docs/dashboard.png}
 TOOLS=${WAFLEET_DASHBOARD_TOOLS:-$HOME/.cache/wafleet-dashboard-tools}
 PORT=${WAFLEET_DASHBOARD_PORT_BASE:-18170}
 INGEST_PORT=$PORT PROXY_PORT=$((PORT + 1)) WORKER_PORT=$((PORT + 2)) SIM_PORT=$((PORT + 3))
-BOT_PORT=$((PORT + 4)) PROM_PORT=$((PORT + 5))
+BOT_PORT=$((PORT + 4)) PROM_PORT=$((PORT + 5)) INGEST_OPS_PORT=$((PORT + 6))
 SCRAPE=5
 NAME=wafleet_dashboard # database and vhost
 API_KEY=sk_dashboard_local
@@ -45,8 +45,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 command -v python3 >/dev/null || die "python3 is required"
 [ "$LOAD_SECS" -ge 120 ] 2>/dev/null || die "WAFLEET_DASHBOARD_LOAD_SECS must be a number of seconds >= 120"
-for port in "$INGEST_PORT" "$PROXY_PORT" "$WORKER_PORT" "$SIM_PORT" "$BOT_PORT" "$PROM_PORT"; do
-  port_open "$port" && die "port $port is in use; set WAFLEET_DASHBOARD_PORT_BASE (6 ports from it)"
+for port in "$INGEST_PORT" "$PROXY_PORT" "$WORKER_PORT" "$SIM_PORT" "$BOT_PORT" "$PROM_PORT" "$INGEST_OPS_PORT"; do
+  port_open "$port" && die "port $port is in use; set WAFLEET_DASHBOARD_PORT_BASE (7 ports from it)"
 done
 
 # --- tools ------------------------------------------------------------------------------------
@@ -139,7 +139,8 @@ export MIGRATE_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$NAME
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$NAME
 export RABBITMQ_API_URL=http://guest:guest@127.0.0.1:15672
 export WA_API_KEY=$API_KEY WA_API_BASE_URL=http://127.0.0.1:$SIM_PORT
-export WAFLEET_INGEST_ADDR=127.0.0.1:$INGEST_PORT WAFLEET_WORKER_ADDR=127.0.0.1:$WORKER_PORT
+export WAFLEET_INGEST_ADDR=127.0.0.1:$INGEST_PORT WAFLEET_INGEST_OPS_ADDR=127.0.0.1:$INGEST_OPS_PORT
+export WAFLEET_WORKER_ADDR=127.0.0.1:$WORKER_PORT
 export WAFLEET_SIM_ADDR=127.0.0.1:$SIM_PORT
 export WAFLEET_SPOOL_DIR=$TMP/spool
 export RUST_LOG=${RUST_LOG:-warn}
@@ -164,7 +165,7 @@ global:
 scrape_configs:
   - job_name: wafleet-ingest
     static_configs:
-      - targets: ["127.0.0.1:$INGEST_PORT"]
+      - targets: ["127.0.0.1:$INGEST_OPS_PORT"]
         labels: {namespace: wafleet, pod: wafleet-ingest-0, service: wafleet-ingest}
   - job_name: wafleet-worker
     static_configs:
@@ -188,7 +189,7 @@ start_bg prometheus "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn
 PROM=http://127.0.0.1:$PROM_PORT
 wait_http "$SIM/_sim/bridges" sim
-wait_http "$INGEST/readyz" ingest
+wait_http "http://127.0.0.1:$INGEST_OPS_PORT/readyz" ingest
 wait_http "$PROM/-/ready" prometheus
 
 say "seeding tenants on simulated bridges"

@@ -156,18 +156,34 @@ pub struct IngestOptions {
     pub no_spool: bool,
     /// Wait for `/healthz` instead of `/readyz` (broker unreachable on purpose).
     pub health_only: bool,
+    /// Keep what the spool directory holds (a restart that replays it) instead of emptying it.
+    pub keep_spool: bool,
 }
 
-/// Starts `wafleet-ingest`; returns the process and its address.
+/// Starts `wafleet-ingest`; returns the process and its webhook address.
 pub async fn start_ingest(bins: &Bins, env: &BenchEnv, options: &IngestOptions) -> anyhow::Result<(Proc, SocketAddr)> {
-    let port = free_port()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let (proc, addr, _, _) = start_ingest_with_ops(bins, env, options).await?;
+    Ok((proc, addr))
+}
+
+/// Starts `wafleet-ingest`; returns the process, its webhook and ops addresses, and the time
+/// from spawn until its probe answered (with a kept spool: the replay of that spool).
+pub async fn start_ingest_with_ops(
+    bins: &Bins,
+    env: &BenchEnv,
+    options: &IngestOptions,
+) -> anyhow::Result<(Proc, SocketAddr, SocketAddr, Duration)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let spool_dir = options.spool_dir.clone().unwrap_or_else(|| bins.work_dir.join("spool-ingest"));
-    let _ = std::fs::remove_dir_all(&spool_dir);
+    if !options.keep_spool {
+        let _ = std::fs::remove_dir_all(&spool_dir);
+    }
     let vars = vec![
         kv("AMQP_URL", options.amqp_url.clone().unwrap_or_else(|| env.amqp_url.clone())),
         kv("WAFLEET_SIGNING_KEY", SIGNING_KEY),
         kv("WAFLEET_INGEST_ADDR", addr.to_string()),
+        kv("WAFLEET_INGEST_OPS_ADDR", ops.to_string()),
         kv("WAFLEET_READY_RECHECK_MS", "1000"),
         kv("WAFLEET_SPOOL_ENABLED", if options.no_spool { "false" } else { "true" }),
         kv("WAFLEET_SPOOL_DIR", spool_dir.to_string_lossy().into_owned()),
@@ -175,8 +191,9 @@ pub async fn start_ingest(bins: &Bins, env: &BenchEnv, options: &IngestOptions) 
     ];
     let mut proc = Proc::spawn(&bins.ingest, "ingest", &[], &vars, &bins.logs())?;
     let probe = if options.health_only { "healthz" } else { "readyz" };
-    wait_http_ok(&mut proc, &format!("http://{addr}/{probe}"), Duration::from_secs(30)).await?;
-    Ok((proc, addr))
+    // Generous: a kept spool is read back in full before the ops port answers.
+    let up = wait_http_ok(&mut proc, &format!("http://{ops}/{probe}"), Duration::from_secs(300)).await?;
+    Ok((proc, addr, ops, up))
 }
 
 /// Starts `wafleet-worker` with its production defaults (only the endpoints set, plus `extra`);

@@ -143,6 +143,23 @@ sm_spec = closed(loose(["attachMetadata", "bodySizeLimit", "convertClassicHistog
     "endpoints": {"type": "array", "minItems": 1, "items": endpoint}}), ["endpoints", "selector"])
 write("monitoring.coreos.com/servicemonitor_v1.json", doc("monitoring.coreos.com/v1", "ServiceMonitor", sm_spec,
       NOTE + "prometheus-operator example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"))
+pm_endpoint = closed(loose(["authorization", "basicAuth", "bearerTokenSecret", "enableHttp2", "filterRunning", "followRedirects",
+                            "honorLabels", "honorTimestamps", "noProxy", "oauth2", "portNumber", "proxyConnectHeader",
+                            "proxyFromEnvironment", "proxyUrl", "targetPort", "tlsConfig", "trackTimestampsStaleness"], {
+    "port": S, "path": {"type": "string", "pattern": "^/"}, "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+    "params": {"type": "object", "additionalProperties": {"type": "array", "items": S}},
+    "interval": {"type": "string", "pattern": DUR}, "scrapeTimeout": {"type": "string", "pattern": DUR},
+    "metricRelabelings": {"type": "array", "items": relabel}, "relabelings": {"type": "array", "items": relabel}}))
+pm_spec = closed(loose(["attachMetadata", "bodySizeLimit", "convertClassicHistogramsToNHCB", "fallbackScrapeProtocol",
+                        "keepDroppedTargets", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit", "nativeHistogramBucketLimit",
+                        "nativeHistogramMinBucketFactor", "podTargetLabels", "sampleLimit", "scrapeClass", "scrapeClassicHistograms",
+                        "scrapeNativeHistograms", "scrapeProtocols", "selectorMechanism", "targetLimit"], {
+    "selector": LABEL_SELECTOR,
+    "namespaceSelector": closed({"any": B, "matchNames": {"type": "array", "items": S}}),
+    "jobLabel": S,
+    "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": pm_endpoint}}), ["podMetricsEndpoints", "selector"])
+write("monitoring.coreos.com/podmonitor_v1.json", doc("monitoring.coreos.com/v1", "PodMonitor", pm_spec,
+      NOTE + "prometheus-operator example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"))
 rule = closed({"alert": S, "record": S, "expr": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
                "for": {"type": "string", "pattern": DUR}, "keep_firing_for": {"type": "string", "pattern": DUR},
                "labels": STRMAP, "annotations": STRMAP}, ["expr"],

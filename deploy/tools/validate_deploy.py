@@ -46,7 +46,9 @@ RUN_AS = 10001
 # Variables read by the binaries that do not start with WAFLEET_.
 EXTERNAL_ENV = {
     "AMQP_URL", "RABBITMQ_API_URL", "DATABASE_URL", "ADMIN_DATABASE_URL", "MIGRATE_DATABASE_URL", "WA_API_KEY", "WA_API_BASE_URL",
-    "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 }
 # WAFLEET_* settings the manifests set before the code reads them (documented in deploy/README.md).
 PENDING_ENV: set[str] = set()
@@ -62,6 +64,14 @@ CANARY = {"dev": False, "prod": True, "prod-large-fleet": True}
 # Pods (and namespaces) with this label may call the admin API (NetworkPolicy wafleet-admin).
 ADMIN_ACCESS_LABEL = "wafleet.io/admin-access"
 ADMIN_PORT = 8082
+# Ops ports (health, readiness, metrics; never a public port), by component: (container port name,
+# number). Admitted only from Prometheus' namespace and scraped by a ServiceMonitor or PodMonitor.
+OPS_PORTS = {"ingest": ("ops", 9080), "worker": ("metrics", 8081), "admin": ("ops", 9082)}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+INGEST_WEBHOOK_PORT = 8080
+# Container ports a monitor may name before the workload declares them: the admin API's ops
+# listener (WAFLEET_ADMIN_OPS_ADDR) lands in admin/ and admin-deployment.yaml separately.
+PENDING_PORTS = {("admin", "ops")}
 # wafleet-admin: OPERATIONS_DRAIN of admin/src/startup.rs, background operations after the server stopped.
 ADMIN_OPERATIONS_DRAIN_SECS = 20
 # Egress the admin API may have: DNS, OTLP, RabbitMQ AMQP + management API, Postgres, WA Bridges (443).
@@ -80,6 +90,14 @@ DASHBOARD_METRICS = [
     "wa\\\\.dlq\\\\.", "wa.quarantine", "wa.unrouted", "wafleet_worker_processed_total", "wafleet_worker_dropped_total",
     "wafleet_worker_failed_total", "wafleet_sender_sends_total", "wafleet_sender_429_total", "wafleet_ingest_spool_records",
     "wafleet_budget_wait_seconds_bucket", "wafleet_outbox_backlog_minutes", "topk(", "wafleet_ingest_accept_seconds_bucket",
+    # Fleet-wide: spool fill, bridges, http bots. One tenant's row ($tenant): its queue, DLQ,
+    # oldest message, retries, outbox backlog, sends and bridge.
+    "wafleet_ingest_spool_max_bytes", "wafleet_bridges{", "wafleet_http_bot_requests_total",
+    'queue="wa.tenant.$tenant"', 'queue="wa.dlq.$tenant"', "rabbitmq_detailed_queue_messages_unacked",
+    "rabbitmq_detailed_queue_head_message_timestamp", 'wafleet_worker_retried_total{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_outbox_tenant_backlog_minutes{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_sender_sends_total{namespace=~"$namespace", tenant="$tenant"}',
+    'wafleet_bridge_connected{namespace=~"$namespace", tenant="$tenant"}',
 ]
 REQUIRED_PRIVATE_EXCEPT = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
 CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "autoscaling/v2", "rbac.authorization.k8s.io/v1"}
@@ -338,9 +356,17 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         ps = pod_spec(ingest)
         c = ps["containers"][0]
         C.ok(c["command"] == ["wafleet-ingest"], f"{where}: ingest command")
-        C.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: ingest readiness must be /readyz")
-        C.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: ingest liveness must be /healthz")
+        C.ok(c.get("readinessProbe", {}).get("httpGet", {}) == {"path": "/readyz", "port": "ops"},
+             f"{where}: ingest readiness must be /readyz on port ops")
+        C.ok(c.get("livenessProbe", {}).get("httpGet", {}) == {"path": "/healthz", "port": "ops"},
+             f"{where}: ingest liveness must be /healthz on port ops")
         conf = container_env(c)
+        cports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+        C.ok(cports == {"http": INGEST_WEBHOOK_PORT, "ops": OPS_PORTS["ingest"][1]}
+             and conf.get("WAFLEET_INGEST_ADDR") == f"0.0.0.0:{INGEST_WEBHOOK_PORT}"
+             and conf.get("WAFLEET_INGEST_OPS_ADDR") == f"0.0.0.0:{OPS_PORTS['ingest'][1]}",
+             f"{where}: ingest must declare http {INGEST_WEBHOOK_PORT} (WAFLEET_INGEST_ADDR) and ops {OPS_PORTS['ingest'][1]} "
+             f"(WAFLEET_INGEST_OPS_ADDR), got ports {cports}")
         spool = conf.get("WAFLEET_SPOOL_DIR")
         mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == spool), None)
         if C.ok(mount is not None, f"{where}: ingest does not mount WAFLEET_SPOOL_DIR={spool}"):
@@ -359,6 +385,7 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             max_bytes = int(conf.get("WAFLEET_SPOOL_MAX_BYTES", 1 << 30))
             C.ok(size is not None and quantity_bytes(size) > max_bytes,
                  f"{where}: spool volume ({size}) must be larger than WAFLEET_SPOOL_MAX_BYTES ({max_bytes})")
+        check_startup_budget(where, c, int(conf.get("WAFLEET_SPOOL_MAX_BYTES", 1 << 30)), repo)
         pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         script = " ".join(pre)
         bound = re.search(r'-lt\s+(\d+)', script)
@@ -431,6 +458,16 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             for p in s["spec"]["ports"]:
                 tp = p.get("targetPort")
                 C.ok(not isinstance(tp, str) or tp in ports, f"{where}: {key(s)} targetPort {tp} is not a container port")
+    for pm in by_kind.get("PodMonitor", []):
+        pods = [w for w in workloads if w["kind"] != "Job" and selector_matches(pm["spec"]["selector"], pod_labels(w))]
+        if C.ok(len(pods) == 1, f"{where}: {key(pm)} selects {len(pods)} workloads (want exactly 1)"):
+            component = pod_labels(pods[0]).get("app.kubernetes.io/component")
+            names_ = {p.get("name") for c in containers(pods[0]) for p in c.get("ports", [])}
+            for ep in pm["spec"]["podMetricsEndpoints"]:
+                pending = (component, ep.get("port")) in PENDING_PORTS and ep.get("port") not in names_
+                if pending:
+                    print(f"  note {where}: {key(pm)} names port {ep.get('port')}, not declared by {key(pods[0])} yet (pending)")
+                C.ok(ep.get("port") in names_ or pending, f"{where}: {key(pm)} endpoint port {ep.get('port')} not on {key(pods[0])}")
     for sm in by_kind.get("ServiceMonitor", []):
         svcs = [s for s in by_kind.get("Service", []) if selector_matches(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
         if C.ok(len(svcs) == 1, f"{where}: {key(sm)} selects {len(svcs)} Services (want exactly 1)"):
@@ -506,10 +543,7 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         ports = set().union(*[p for _, p in egress_ports(ingest)])
         C.ok(ports == {("UDP", 53), ("TCP", 53), ("TCP", 4317), ("TCP", 4318), ("TCP", 5672)},
              f"{where}: ingest egress must be DNS, OTLP and RabbitMQ 5672 only (got {sorted(ports, key=str)})")
-        ing = [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(ingest))
-               for r in n["spec"].get("ingress", [])]
-        C.ok(any(not r.get("from") and {p.get("port") for p in r.get("ports", [])} == {8080} for r in ing),
-             f"{where}: ingest must accept the webhook port 8080 from anywhere")
+        check_webhook_ingress(where, nps, ingest, workloads)
     if worker is not None:
         rules = egress_ports(worker)
         ports = set().union(*[p for _, p in rules])
@@ -571,6 +605,13 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                     C.ok(any(("TCP", 8080) in p for p in to_ingest),
                          f"{where}: the canary posts to ingest in the cluster but no NetworkPolicy lets the worker reach "
                          "the ingest pods on 8080 (component worker-canary)")
+                    from_worker = [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(ingest))
+                                   for r in n["spec"].get("ingress", [])
+                                   if INGEST_WEBHOOK_PORT in {p.get("port") for p in r.get("ports", [])}
+                                   and any(set(f) == {"podSelector"} and selector_matches(f["podSelector"], pod_labels(worker))
+                                           for f in r.get("from", []))]
+                    C.ok(bool(from_worker), f"{where}: the canary posts to ingest in the cluster but no NetworkPolicy admits "
+                         "the worker on the ingest pods' 8080 (component worker-canary)")
         else:
             C.ok("WAFLEET_SIGNING_KEY" not in refs,
                  f"{where}: the worker holds WAFLEET_SIGNING_KEY without the canary (it could mint any tenant's URL)")
@@ -607,10 +648,12 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                 C.ok(s_["spec"].get("type", "ClusterIP") == "ClusterIP", f"{where}: {key(s_)} exposes the admin API beyond the cluster")
                 C.ok(not any(selector_matches(sm["spec"]["selector"], s_["metadata"].get("labels", {}))
                              for sm in by_kind.get("ServiceMonitor", [])),
-                     f"{where}: a ServiceMonitor selects {key(s_)}, but the admin API serves no /metrics")
+                     f"{where}: a ServiceMonitor selects {key(s_)}, the API's Service; the admin API's metrics are on its "
+                     "ops port (PodMonitor wafleet-admin)")
         C.ok(not by_kind.get("Ingress"), f"{where}: renders an Ingress; the admin API must not be routed from outside, "
              "and the webhook's route is the operator's")
-        rules = ingress_rules(admin)
+        # The API port's rules; the ops port's are check_ops_ports'.
+        rules = [r for r in ingress_rules(admin) if not r.get("ports") or ADMIN_PORT in {p.get("port") for p in r["ports"]}]
         peers_ok = bool(rules)
         for r in rules:
             peers = r.get("from", [])
@@ -637,15 +680,120 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
             container_env(pod_spec(admin)["containers"][0]), int(admin["spec"].get("replicas", 1)),
             db_connections.leader_duties(repo))
 
-    prom_ingress = [n for n in nps.values() for r in n["spec"].get("ingress", [])
-                    if any("namespaceSelector" in f for f in r.get("from", []))
-                    and {8080, 8081} <= {p.get("port") for p in r.get("ports", [])}]
-    C.ok(bool(prom_ingress), f"{where}: no NetworkPolicy lets Prometheus scrape 8080/8081")
+    check_ops_ports(where, nps, workloads, by_kind)
 
     # --- dashboard ConfigMap = file
     dash = next((o for n, o in cms.items() if n == "wafleet-grafana-dashboard"), None)
     if C.ok(dash is not None, f"{where}: no dashboard ConfigMap"):
         C.ok(dash["metadata"].get("labels", {}).get("grafana_dashboard") == "1", f"{where}: dashboard ConfigMap label grafana_dashboard=1")
+
+
+def check_startup_budget(where: str, c: dict, max_bytes: int, repo: Path) -> None:
+    """Ingest replays its whole spool before it serves: the startup probe must allow the overlay's
+    WAFLEET_SPOOL_MAX_BYTES at the replay budget docs/deployment.md states, plus the start margin."""
+    m = re.search(r"Replay budget: (\d+) s per GiB, plus (\d+) s", (repo / "docs/deployment.md").read_text())
+    if not C.ok(m is not None, "docs/deployment.md states no \"Replay budget: N s per GiB, plus M s\""):
+        return
+    per_gib, margin = int(m.group(1)), int(m.group(2))
+    sp = c.get("startupProbe", {})
+    C.ok(sp.get("httpGet") == {"path": "/healthz", "port": "ops"}, f"{where}: ingest needs a startupProbe on /healthz, port ops")
+    budget = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3)
+    need = max_bytes / (1 << 30) * per_gib + margin
+    C.ok(budget >= need, f"{where}: ingest startupProbe allows {budget} s, but replaying a full spool "
+         f"(WAFLEET_SPOOL_MAX_BYTES={max_bytes}) needs {need:.0f} s ({per_gib} s per GiB + {margin} s)")
+
+
+def policy_ingress(nps: dict, w: dict) -> list[dict]:
+    """Every ingress rule of every NetworkPolicy that selects workload `w`'s pods."""
+    return [r for n in nps.values() if selector_matches(n["spec"]["podSelector"], pod_labels(w))
+            for r in n["spec"].get("ingress", [])]
+
+
+def admits(rule: dict, port: int) -> bool:
+    return not rule.get("ports") or port in {p.get("port") for p in rule["ports"]}
+
+
+def check_webhook_ingress(where: str, nps: dict, ingest: dict, workloads: list[dict]) -> None:
+    """The webhook port is reached through the ingress controller: a namespace selector, never
+    "from anywhere" or an ipBlock; the only other peer allowed is the worker (isolation canary)."""
+    rules = [r for r in policy_ingress(nps, ingest) if admits(r, INGEST_WEBHOOK_PORT)]
+    worker = next((w for w in workloads if pod_labels(w).get("app.kubernetes.io/component") == "worker"), None)
+
+    def allowed(peer: dict) -> bool:
+        if "ipBlock" in peer:
+            return False
+        if "namespaceSelector" in peer:
+            ns = peer["namespaceSelector"]
+            return bool(ns.get("matchLabels") or ns.get("matchExpressions")) and ns.get("matchLabels") != MONITORING_NAMESPACE
+        return worker is not None and selector_matches(peer.get("podSelector", {}), pod_labels(worker))
+
+    C.ok(any(any("namespaceSelector" in f for f in r.get("from", [])) for r in rules),
+         f"{where}: ingest must admit the webhook port {INGEST_WEBHOOK_PORT} from the ingress controller's namespace")
+    for r in rules:
+        C.ok(bool(r.get("from")) and all(allowed(f) for f in r["from"]),
+             f"{where}: ingest webhook port {INGEST_WEBHOOK_PORT} admitted from {r.get('from') or 'anywhere'}; only the "
+             "ingress controller's namespace (a non-empty namespaceSelector) and the canary's worker pods may reach it")
+        C.ok(bool(r.get("ports")), f"{where}: an ingest ingress rule without ports admits every port, ops included")
+
+
+def check_ops_ports(where: str, nps: dict, workloads: list[dict], by_kind: dict) -> None:
+    """Each workload's ops port: admitted only from the monitoring namespace, and scraped."""
+    services = by_kind.get("Service", [])
+    for w in workloads:
+        component = pod_labels(w).get("app.kubernetes.io/component")
+        if w["kind"] == "Job" or component not in OPS_PORTS:
+            continue
+        name, number = OPS_PORTS[component]
+        declared = {p.get("name"): p.get("containerPort") for c in containers(w) for p in c.get("ports", [])}
+        pending = (component, name) in PENDING_PORTS and name not in declared
+        C.ok(declared.get(name) == number or pending, f"{where}: {key(w)} must declare its ops port {name} {number}")
+        rules = [r for r in policy_ingress(nps, w) if admits(r, number)]
+        C.ok(any(r.get("from") for r in rules), f"{where}: no NetworkPolicy lets Prometheus reach {key(w)} on {name} {number}")
+        for r in rules:
+            C.ok(bool(r.get("from")) and all(set(f) <= {"namespaceSelector", "podSelector"}
+                                             and f.get("namespaceSelector", {}).get("matchLabels") == MONITORING_NAMESPACE
+                                             for f in r["from"]),
+                 f"{where}: {key(w)} ops port {number} admitted from {r.get('from') or 'anywhere'}; only the monitoring "
+                 f"namespace ({MONITORING_NAMESPACE}) may reach it")
+        scraped = any(ep.get("port") == name for pm in by_kind.get("PodMonitor", [])
+                      if selector_matches(pm["spec"]["selector"], pod_labels(w)) for ep in pm["spec"]["podMetricsEndpoints"])
+        for sm in by_kind.get("ServiceMonitor", []):
+            for svc in services:
+                if not (selector_matches(sm["spec"]["selector"], svc["metadata"].get("labels", {}))
+                        and all(pod_labels(w).get(k) == v for k, v in svc["spec"].get("selector", {}).items())):
+                    continue
+                targets = {p.get("name"): p.get("targetPort") for p in svc["spec"]["ports"]}
+                scraped |= any(targets.get(ep.get("port")) in (name, number) for ep in sm["spec"]["endpoints"])
+                C.ok(all(targets.get(ep.get("port")) in (name, number) for ep in sm["spec"]["endpoints"]),
+                     f"{where}: {key(sm)} scrapes {key(w)} on a port other than its ops port {name}")
+        C.ok(scraped, f"{where}: no ServiceMonitor or PodMonitor scrapes {key(w)} on its ops port {name}")
+
+
+def check_spool_drain_job(docs: list[dict], secret_keys: dict[str, set[str]]) -> None:
+    """The Job that drains a removed replica's spool PVC runs `wafleet-ingest drain` on the mounted
+    PVC with ingest's broker credentials, locked down, and is no endpoint of the webhook Service."""
+    where = "spool-drain-job.yaml"
+    if not C.ok(len(docs) == 1 and docs[0]["kind"] == "Job", f"{where}: one Job"):
+        return
+    job = docs[0]
+    ps = pod_spec(job)
+    c = ps["containers"][0]
+    mount = next((m for m in c.get("volumeMounts", []) if m["name"] == "spool"), {})
+    claim = next((v for v in ps.get("volumes", []) if v["name"] == "spool"), {}).get("persistentVolumeClaim", {})
+    C.ok(c.get("command", [])[:4] == ["wafleet-ingest", "drain", "--spool-dir", mount.get("mountPath")],
+         f"{where}: must run `wafleet-ingest drain --spool-dir <the mounted PVC>`")
+    C.ok(re.fullmatch(r"spool-wafleet-ingest-\d+", claim.get("claimName", "")) is not None,
+         f"{where}: must mount a StatefulSet spool PVC (spool-wafleet-ingest-<ordinal>)")
+    ref = next(((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", []) if e["name"] == "AMQP_URL"), None)
+    C.ok(ref == {"name": "wafleet-secrets", "key": "ingest-amqp-url"} and "ingest-amqp-url" in secret_keys.get("wafleet-secrets", set()),
+         f"{where}: AMQP_URL must come from wafleet-secrets/ingest-amqp-url (ingest's publish-only user)")
+    C.ok({e["name"] for e in c.get("env", [])} == {"AMQP_URL"}, f"{where}: the drain needs AMQP_URL only (no signing key)")
+    C.ok(ps.get("restartPolicy") == "Never" and ps.get("securityContext", {}).get("runAsUser") == RUN_AS
+         and c.get("securityContext", {}).get("readOnlyRootFilesystem") is True and ps.get("automountServiceAccountToken") is False,
+         f"{where}: non-root {RUN_AS}, read-only root, no service account token, restartPolicy Never")
+    C.ok(pod_labels(job).get("app.kubernetes.io/component") == "cli",
+         f"{where}: pods must be component=cli (egress by wafleet-migrate-and-cli; never an ingest Service endpoint)")
+    C.ok(c.get("image", "").startswith(IMAGE_REPO + ":"), f"{where}: image must be {IMAGE_REPO}:<tag>")
 
 
 def check_examples(objs: list[dict], secret_keys: dict[str, set[str]], repo: Path) -> None:
@@ -925,6 +1073,14 @@ def check_dashboard(path: Path, promql: list[tuple[str, str]]) -> dict | None:
                 promql.append((f"dashboard panel {t}", substitute_grafana(x["expr"])))
     C.ok(all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), f"dashboard: panel ids must be unique integers ({ids})")
     joined = "\n".join(all_exprs)
+    for name in ("namespace", "vhost", "tenant"):
+        C.ok(name in variables, f"dashboard: needs a `{name}` variable")
+    tenant = variables.get("tenant", {})
+    C.ok(tenant.get("includeAll") is False and tenant.get("multi") is False and r'queue=~"wa\\.tenant\\.' in (tenant.get("query") or {}).get("query", ""),
+         "dashboard: `tenant` is one tenant at a time, taken from the wa.tenant.* queue names")
+    for e in all_exprs:
+        C.ok(re.search(r'\b(namespace|vhost)\s*=~?\s*"(?!\$)', e) is None,
+             f"dashboard: {e} hard-codes a namespace or vhost; use $namespace / $vhost")
     for e in all_exprs:
         if "wafleet_canary_success" in e:
             C.ok("wafleet_canary_leader" in e, f"dashboard: {e} must ignore replicas not leading the canary (wafleet_canary_leader)")
@@ -996,6 +1152,11 @@ def check_compose(path: Path, code: str) -> None:
          and f"127.0.0.1:{ADMIN_PORT}:{ADMIN_PORT}" in adm.get("ports", [])
          and adm.get("depends_on", {}).get("migrate", {}).get("condition") == "service_completed_successfully",
          f"{where}: admin must run wafleet-admin on 0.0.0.0:{ADMIN_PORT}, published on 127.0.0.1 only, after migrate")
+    ing = services.get("ingest", {})
+    ops = OPS_PORTS["ingest"][1]
+    C.ok(ing.get("environment", {}).get("WAFLEET_INGEST_OPS_ADDR") == f"0.0.0.0:{ops}"
+         and f"/dev/tcp/127.0.0.1/{ops} " in " ".join(ing.get("healthcheck", {}).get("test", [])),
+         f"{where}: ingest must serve its ops port on 0.0.0.0:{ops} and be health-checked there")
     pg = " ".join(services.get("postgres", {}).get("command", []))
     C.ok("fsync=off" not in pg and "fsync=on" in pg, f"{where}: postgres must keep fsync on")
     plugins = (path.parent / "compose/enabled_plugins").read_text().strip()
@@ -1005,6 +1166,56 @@ def check_compose(path: Path, code: str) -> None:
     for m in re.finditer(r"(?<!\$)\$\{([^}]*)\}", path.read_text()):
         C.ok(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*((:?[-?+]).*)?", m.group(1)) is not None,
              f"{where}: bad interpolation ${{{m.group(1)}}}")
+
+
+def check_compose_observability(path: Path, rule: dict | None) -> None:
+    """The `observability` profile: Prometheus scraping the ops ports with the alert rules of the
+    PrometheusRule, Grafana with the dashboard provisioned; required secrets fail fast."""
+    where = "compose"
+    text = path.read_text()
+    d = yaml.safe_load(text)
+    services = d.get("services", {})
+    for name, s in services.items():
+        want = ["observability"] if name in ("prometheus", "grafana") else None
+        C.ok(s.get("profiles") == want, f"{where}: {name} profiles must be {want} (only Prometheus and Grafana are opt-in)")
+        env = s.get("environment", {})
+        if "WAFLEET_SIGNING_KEY" in env:
+            C.ok(str(env["WAFLEET_SIGNING_KEY"]).startswith("${WAFLEET_SIGNING_KEY:?"),
+                 f"{where}: {name} must require WAFLEET_SIGNING_KEY with ${{WAFLEET_SIGNING_KEY:?message}}")
+    prom, graf = services.get("prometheus", {}), services.get("grafana", {})
+
+    def mounted(service: dict, target: str) -> Path | None:
+        for v in service.get("volumes", []):
+            src, dst = str(v).split(":")[:2]
+            if dst == target and src.startswith("."):
+                return (path.parent / src).resolve()
+        return None
+
+    config_path = mounted(prom, "/etc/prometheus/prometheus.yml")
+    if not C.ok(config_path is not None and config_path.is_file(), f"{where}: prometheus must mount its prometheus.yml"):
+        return
+    config = yaml.safe_load(config_path.read_text())
+    jobs = {j["job_name"]: [t for sc in j.get("static_configs", []) for t in sc.get("targets", [])] for j in config.get("scrape_configs", [])}
+    C.ok(jobs.get("wafleet-ingest") == [f"ingest:{OPS_PORTS['ingest'][1]}"] and jobs.get("wafleet-worker") == [f"worker:{OPS_PORTS['worker'][1]}"],
+         f"{where}: prometheus must scrape jobs wafleet-ingest (ingest:{OPS_PORTS['ingest'][1]}) and wafleet-worker "
+         f"(worker:{OPS_PORTS['worker'][1]}), the names the alerts and the dashboard use (got {jobs})")
+    rules_path = next((mounted(prom, f) for f in config.get("rule_files", [])), None)
+    if C.ok(rules_path is not None and rules_path.is_file(), f"{where}: prometheus rule_files must be a mounted file") and rule:
+        C.ok(yaml.safe_load(rules_path.read_text()) == {"groups": rule["spec"]["groups"]},
+             f"{where}: {rules_path.name} differs from the groups of k8s/base/prometheusrule.yaml (regenerate it, see its header)")
+    dash = mounted(graf, "/var/lib/grafana/dashboards/wafleet-dashboard.json")
+    C.ok(dash == (path.parent / "grafana/wafleet-dashboard.json").resolve(), f"{where}: grafana must mount grafana/wafleet-dashboard.json")
+    prov = mounted(graf, "/etc/grafana/provisioning")
+    if C.ok(prov is not None and prov.is_dir(), f"{where}: grafana must mount its provisioning folder"):
+        providers = [p for f in (prov / "dashboards").glob("*.yaml") for p in yaml.safe_load(f.read_text()).get("providers", [])]
+        C.ok(any(p.get("options", {}).get("path") == "/var/lib/grafana/dashboards" for p in providers),
+             f"{where}: no Grafana dashboard provider reads /var/lib/grafana/dashboards")
+        sources = [s for f in (prov / "datasources").glob("*.yaml") for s in yaml.safe_load(f.read_text()).get("datasources", [])]
+        C.ok(any(s.get("type") == "prometheus" and s.get("url") == "http://prometheus:9090" and s.get("isDefault") for s in sources),
+             f"{where}: Grafana needs the compose Prometheus as its default datasource")
+    C.ok(graf.get("environment", {}).get("GF_AUTH_BASIC_ENABLED") == "false"
+         and graf.get("environment", {}).get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer",
+         f"{where}: grafana must be read-only for anonymous viewers with basic auth off (no default admin password)")
 
 
 def check_dockerfile(path: Path, hadolint: str | None, repo: Path) -> None:
@@ -1106,6 +1317,12 @@ def main() -> int:
                 schemas.validate(o, "examples")
             check_examples(ex, secret_keys, repo)
 
+        C.section("examples/spool-drain-job.yaml (outside every kustomization)")
+        drain_docs = load_yaml_docs((k8s / "examples/spool-drain-job.yaml").read_text())
+        for o in drain_docs:
+            schemas.validate(o, "spool-drain-job.yaml")
+        check_spool_drain_job(drain_docs, secret_keys)
+
         C.section("PrometheusRule: promtool check rules + test rules")
         if C.ok(rule is not None, "prod overlay renders no PrometheusRule"):
             check_rules(args.promtool, rule, deploy / "tools/prometheusrule.test.yaml", tmp)
@@ -1134,6 +1351,7 @@ def main() -> int:
 
         C.section("compose.yaml")
         check_compose(deploy / "compose.yaml", code)
+        check_compose_observability(deploy / "compose.yaml", rule)
 
         C.section("Dockerfile")
         check_dockerfile(deploy / "Dockerfile", args.hadolint, repo)

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
 use wafleet_shared::settings::{AmqpSettings, SigningSettings, TelemetrySettings};
 use wafleet_shared::Keyring;
@@ -24,6 +24,9 @@ use crate::spool::SpoolSettings;
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Listen address used when `WAFLEET_INGEST_ADDR` is unset.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Ops listen address (health, readiness, spool status, metrics) when `WAFLEET_INGEST_OPS_ADDR`
+/// is unset: loopback, so a default install never shows metrics on the public webhook network.
+pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:9080";
 /// Default body limit: WA Bridges events are small; 256 KiB leaves room for long texts.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 262_144;
 /// Default time allowed to read a body.
@@ -59,9 +62,12 @@ pub struct IngestArgs {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
-    /// Listen address (host:port; port 0 picks a free port).
+    /// Webhook listen address (host:port; port 0 picks a free port); serves only the webhook routes.
     #[arg(long, env = "WAFLEET_INGEST_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    /// Ops listen address for /healthz, /readyz, /spoolz and /metrics (host:port; port 0 picks a free port).
+    #[arg(long, env = "WAFLEET_INGEST_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
+    pub ops_addr: String,
     /// Also accept `POST /webhook` with the ref taken from the body (tenants added with `--auth open`).
     #[arg(long, env = "WAFLEET_OPEN_WEBHOOK", default_value = "false")]
     pub open_webhook: String,
@@ -104,6 +110,62 @@ pub struct IngestArgs {
     /// On shutdown, how long (seconds) to keep draining the spool; the rest stays on disk.
     #[arg(long, env = "WAFLEET_SHUTDOWN_DRAIN_SECS", default_value = "10")]
     pub shutdown_drain_secs: String,
+    /// Without a command: serve webhooks.
+    #[command(subcommand)]
+    pub command: Option<IngestCommand>,
+}
+
+/// What `wafleet-ingest` can do besides serving webhooks.
+#[derive(Subcommand, Clone, Debug)]
+pub enum IngestCommand {
+    /// Publish every record of a spool folder to the broker (AMQP_URL), then exit: 0 once the
+    /// folder is empty, non-zero with what is left. Serves no HTTP; needs no signing key.
+    Drain(DrainArgs),
+}
+
+/// `wafleet-ingest drain`.
+#[derive(Args, Clone, Debug)]
+pub struct DrainArgs {
+    /// The spool folder to empty (e.g. the PVC of a removed StatefulSet replica); it must exist.
+    #[arg(long)]
+    pub spool_dir: PathBuf,
+    /// Give up after this many seconds with records left (exit status 1).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+/// What `wafleet-ingest drain` needs: the broker and its deadlines. No keyring, no listener.
+#[derive(Clone, Debug)]
+pub struct DrainConfig {
+    /// `AMQP_URL`, as for serving.
+    pub amqp_url: SecretString,
+    /// `WAFLEET_PUBLISH_TIMEOUT_MS`: one deadline over each publish and its confirm.
+    pub publish_timeout: Duration,
+    /// `WAFLEET_READY_RECHECK_MS`: how often the publisher re-checks `wa.inbound`.
+    pub ready_recheck: Duration,
+    /// The folder to empty.
+    pub spool_dir: PathBuf,
+    /// How long to try before giving up.
+    pub timeout: Duration,
+}
+
+impl DrainConfig {
+    /// Validates the settings the drain uses, by variable name (as [`Config::from_lookup`]).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>, args: &DrainArgs) -> Result<Self, Error> {
+        let mut amqp_url = SecretString::from(DEFAULT_AMQP_URL);
+        if let Some(url) = lookup("AMQP_URL") {
+            wafleet_shared::amqp::AmqpEndpoints::parse(&url).map_err(Error::AmqpUrl)?;
+            amqp_url = SecretString::from(url);
+        }
+        let ms = |var| parse_positive(&lookup, var).map(|v| v.map(Duration::from_millis));
+        Ok(Self {
+            amqp_url,
+            publish_timeout: ms("WAFLEET_PUBLISH_TIMEOUT_MS")?.unwrap_or(DEFAULT_PUBLISH_TIMEOUT),
+            ready_recheck: ms("WAFLEET_READY_RECHECK_MS")?.unwrap_or(DEFAULT_READY_RECHECK),
+            spool_dir: args.spool_dir.clone(),
+            timeout: Duration::from_secs(args.timeout_secs),
+        })
+    }
 }
 
 impl IngestArgs {
@@ -120,6 +182,7 @@ impl IngestArgs {
                     .filter(|k| !k.is_empty())
             }
             "WAFLEET_INGEST_ADDR" => &self.addr,
+            "WAFLEET_INGEST_OPS_ADDR" => &self.ops_addr,
             "WAFLEET_OPEN_WEBHOOK" => &self.open_webhook,
             "WAFLEET_BODY_LIMIT_BYTES" => &self.body_limit_bytes,
             "WAFLEET_BODY_TIMEOUT_MS" => &self.body_timeout_ms,
@@ -147,8 +210,11 @@ pub struct Config {
     /// `AMQP_URL`: the broker, including credentials and vhost; one URL or a comma-separated list
     /// of one cluster's node URLs. Secret because it holds a password.
     pub amqp_url: SecretString,
-    /// `WAFLEET_INGEST_ADDR`: where the HTTP server listens. Port 0 picks a free port.
+    /// `WAFLEET_INGEST_ADDR`: where the webhook routes are served. Port 0 picks a free port.
     pub addr: SocketAddr,
+    /// `WAFLEET_INGEST_OPS_ADDR` (default `127.0.0.1:9080`): where `/healthz`, `/readyz`,
+    /// `/spoolz` and `/metrics` are served, never on the webhook port. Port 0 picks a free port.
+    pub ops_addr: SocketAddr,
     /// `WAFLEET_SIGNING_KEY` (required): `key_id:secret[,key_id:secret...]`; the first key signs,
     /// every key verifies, so a rotation keeps old URLs working until their key is removed.
     pub keyring: Arc<Keyring>,
@@ -196,6 +262,7 @@ impl Config {
         Self {
             amqp_url: SecretString::from(DEFAULT_AMQP_URL),
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_addr: SocketAddr::from(([127, 0, 0, 1], 9080)),
             keyring: Arc::new(keyring),
             open_webhook: false,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
@@ -243,11 +310,7 @@ impl Config {
             wafleet_shared::amqp::AmqpEndpoints::parse(&url).map_err(Error::AmqpUrl)?;
             config.amqp_url = SecretString::from(url);
         }
-        let addr = lookup("WAFLEET_INGEST_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-        config.addr = addr.trim().parse().map_err(|_| Error::Config {
-            var: "WAFLEET_INGEST_ADDR",
-            reason: "must be host:port, e.g. 0.0.0.0:8080",
-        })?;
+        (config.addr, config.ops_addr) = parse_addrs(&lookup)?;
         config.open_webhook = parse_bool(&lookup, "WAFLEET_OPEN_WEBHOOK")?.unwrap_or(false);
         config.declare_topology = parse_bool(&lookup, "WAFLEET_INGEST_DECLARE_TOPOLOGY")?.unwrap_or(false);
         if let Some(limit) = parse_positive(&lookup, "WAFLEET_BODY_LIMIT_BYTES")? {
@@ -311,6 +374,28 @@ impl Config {
     }
 }
 
+/// The webhook and ops listen addresses, which must differ: metrics on the webhook port would
+/// show to whoever can post webhooks.
+fn parse_addrs(lookup: &impl Fn(&str) -> Option<String>) -> Result<(SocketAddr, SocketAddr), Error> {
+    let addr = lookup("WAFLEET_INGEST_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+    let addr: SocketAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config { var: "WAFLEET_INGEST_ADDR", reason: "must be host:port, e.g. 0.0.0.0:8080" })?;
+    let ops = lookup("WAFLEET_INGEST_OPS_ADDR").unwrap_or_else(|| DEFAULT_OPS_ADDR.to_owned());
+    let ops: SocketAddr = ops.trim().parse().map_err(|_| Error::Config {
+        var: "WAFLEET_INGEST_OPS_ADDR",
+        reason: "must be host:port, e.g. 0.0.0.0:9080",
+    })?;
+    if ops.port() != 0 && ops.port() == addr.port() {
+        return Err(Error::Config {
+            var: "WAFLEET_INGEST_OPS_ADDR",
+            reason: "must use another port than WAFLEET_INGEST_ADDR",
+        });
+    }
+    Ok((addr, ops))
+}
+
 /// `/var/lib/wafleet/spool` when it exists (packaged install, PVC mount), else `.wafleet-spool`.
 pub fn default_spool_dir() -> PathBuf {
     let system = Path::new(SYSTEM_SPOOL_DIR);
@@ -339,150 +424,4 @@ fn parse_positive(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)]
-mod tests {
-    use std::collections::HashMap;
-
-    use secrecy::ExposeSecret;
-
-    use super::*;
-
-    const KEY: &str = "k1:0123456789abcdef0123456789abcdef";
-
-    fn from(pairs: &[(&str, &str)]) -> Result<Config, Error> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn defaults_apply_when_only_the_signing_key_is_set() -> Result<(), Error> {
-        let config = from(&[("WAFLEET_SIGNING_KEY", KEY)])?;
-        assert_eq!(config.amqp_url.expose_secret(), DEFAULT_AMQP_URL);
-        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
-        assert!(!config.open_webhook && !config.declare_topology);
-        assert_eq!(config.body_limit_bytes, 262_144);
-        assert_eq!(config.body_timeout, Duration::from_millis(5_000));
-        assert_eq!(config.publish_timeout, Duration::from_millis(2_000));
-        assert!(config.spool_enabled, "the spool is on unless switched off");
-        assert_eq!(config.spool_dir, default_spool_dir());
-        assert_eq!((config.spool_max_bytes, config.spool_segment_bytes), (1 << 30, 8 << 20));
-        assert_eq!(config.shutdown_drain, Duration::from_secs(10));
-        Ok(())
-    }
-
-    #[test]
-    fn every_variable_is_read() -> Result<(), Error> {
-        let config = from(&[
-            ("WAFLEET_SIGNING_KEY", KEY),
-            ("AMQP_URL", "amqp://u:p@h:5672/v"),
-            ("WAFLEET_INGEST_ADDR", "0.0.0.0:0"),
-            ("WAFLEET_OPEN_WEBHOOK", "TRUE"),
-            ("WAFLEET_BODY_LIMIT_BYTES", "1024"),
-            ("WAFLEET_BODY_TIMEOUT_MS", "10"),
-            ("WAFLEET_PUBLISH_TIMEOUT_MS", "20"),
-            ("WAFLEET_INGEST_DECLARE_TOPOLOGY", "1"),
-            ("WAFLEET_READY_RECHECK_MS", "30"),
-            ("WAFLEET_SPOOL_ENABLED", "false"),
-            ("WAFLEET_SPOOL_DIR", "/tmp/x-spool"),
-            ("WAFLEET_SPOOL_MAX_BYTES", "4096"),
-            ("WAFLEET_SPOOL_SEGMENT_BYTES", "1024"),
-            ("WAFLEET_SHUTDOWN_DRAIN_SECS", "0"),
-        ])?;
-        assert_eq!(config.amqp_url.expose_secret(), "amqp://u:p@h:5672/v");
-        assert_eq!(config.addr.port(), 0);
-        assert!(config.open_webhook && config.declare_topology);
-        assert_eq!(config.body_limit_bytes, 1024);
-        assert_eq!(config.body_timeout, Duration::from_millis(10));
-        assert_eq!(config.publish_timeout, Duration::from_millis(20));
-        assert_eq!(config.ready_recheck, Duration::from_millis(30));
-        assert!(!config.spool_enabled);
-        let spool = config.spool_settings();
-        assert_eq!(
-            (spool.dir.as_path(), spool.max_bytes, spool.segment_bytes),
-            (Path::new("/tmp/x-spool"), 4096, 1024)
-        );
-        assert_eq!(config.shutdown_drain, Duration::ZERO);
-        Ok(())
-    }
-
-    #[test]
-    fn every_variable_of_the_parser_reaches_the_validation() {
-        use clap::CommandFactory as _;
-        // Telemetry is the shared group's, handed to `telemetry::init_tracing_for` instead.
-        let telemetry = ["WAFLEET_LOG_FORMAT", "RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT"];
-        let args = IngestArgs::try_parse_from(wafleet_shared::settings::args_from_lookup::<IngestArgs>(|var| {
-            (!telemetry.contains(&var)).then(|| format!("value-of-{var}"))
-        }))
-        .expect("every value is a string");
-        for arg in IngestArgs::command().get_arguments() {
-            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else { continue };
-            if !telemetry.contains(&var) {
-                assert_eq!(args.lookup(var), Some(format!("value-of-{var}")), "{var}");
-            }
-        }
-    }
-
-    #[test]
-    fn defaults_of_the_parser_are_the_documented_ones() -> Result<(), Error> {
-        let args = IngestArgs::try_parse_from(["wafleet-ingest", "--signing-key", KEY]).expect("parses");
-        let config = Config::from_args(&args)?;
-        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
-        assert_eq!(config.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
-        assert_eq!(config.publish_timeout, DEFAULT_PUBLISH_TIMEOUT);
-        assert!(config.spool_enabled && !config.open_webhook);
-        assert_eq!(config.spool_max_bytes, DEFAULT_SPOOL_MAX_BYTES);
-        Ok(())
-    }
-
-    #[test]
-    fn a_missing_signing_key_is_a_startup_error() {
-        assert!(matches!(from(&[]), Err(Error::Config { var: "WAFLEET_SIGNING_KEY", .. })));
-    }
-
-    #[test]
-    fn startup_errors_never_echo_the_secret() {
-        let secret = "shortsecretvalue";
-        let message = from(&[("WAFLEET_SIGNING_KEY", &format!("k1:{secret}"))]).err().map(|e| e.to_string());
-        assert!(message.as_deref().is_some_and(|m| !m.contains(secret)), "{message:?}");
-        let message = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", "foo:hunter2")]).err().map(|e| e.to_string());
-        assert!(message.as_deref().is_some_and(|m| !m.contains("hunter2")), "{message:?}");
-    }
-
-    #[test]
-    fn malformed_numbers_and_booleans_are_rejected() {
-        for (var, value) in [
-            ("WAFLEET_BODY_LIMIT_BYTES", "0"),
-            ("WAFLEET_BODY_TIMEOUT_MS", "-5"),
-            ("WAFLEET_PUBLISH_TIMEOUT_MS", "2s"),
-            ("WAFLEET_OPEN_WEBHOOK", "maybe"),
-            ("WAFLEET_INGEST_ADDR", "localhost"),
-            ("WAFLEET_SPOOL_ENABLED", "sometimes"),
-            ("WAFLEET_SPOOL_DIR", " "),
-            ("WAFLEET_SPOOL_MAX_BYTES", "1GiB"),
-            ("WAFLEET_SPOOL_SEGMENT_BYTES", "2147483648"),
-            ("WAFLEET_SHUTDOWN_DRAIN_SECS", "-1"),
-        ] {
-            let result = from(&[("WAFLEET_SIGNING_KEY", KEY), (var, value)]);
-            assert!(matches!(result, Err(Error::Config { var: v, .. }) if v == var), "{var}={value}");
-        }
-    }
-
-    #[test]
-    fn amqp_url_takes_a_list_of_one_cluster_and_refuses_mixed_vhosts() {
-        let list = "amqp://u:p@a:5672/v, amqp://u:p@b:5673/v";
-        let Ok(config) = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", list)]) else { panic!("a list refused") };
-        assert_eq!(config.amqp_url.expose_secret(), list);
-        for (value, refusal) in [
-            ("http://u:hunter2@h", "is not a valid amqp"),
-            ("amqp://u:hunter2@a/v,amqp://u:hunter2@b/w", "different vhosts"),
-        ] {
-            let Err(error) = from(&[("WAFLEET_SIGNING_KEY", KEY), ("AMQP_URL", value)]) else {
-                panic!("{value} accepted")
-            };
-            assert!(matches!(error, Error::AmqpUrl(_)), "{error:?}");
-            let chain =
-                format!("{error}: {}", std::error::Error::source(&error).map(|s| s.to_string()).unwrap_or_default());
-            assert!(chain.contains(refusal) && !chain.contains("hunter2"), "{chain}");
-        }
-    }
-}
+mod tests;

@@ -89,6 +89,28 @@ pub enum Error {
     /// The broker did not confirm the event and the spool could not make it durable.
     #[error("broker unavailable and spool failed")]
     SpoolFailed(#[source] SpoolError),
+    /// `wafleet-ingest drain`: the spool folder could not be opened (missing, unreadable, or
+    /// locked by a running ingest).
+    #[error("cannot open the spool folder {dir}")]
+    SpoolOpen {
+        /// The folder.
+        dir: String,
+        /// Why.
+        #[source]
+        source: SpoolError,
+    },
+    /// `wafleet-ingest drain` gave up with records left in the folder (they stay there).
+    #[error("{records} records are still in the spool folder {dir} after {waited_secs} s: {reason}")]
+    DrainIncomplete {
+        /// Records not confirmed by the broker.
+        records: u64,
+        /// The folder.
+        dir: String,
+        /// How long the drain tried.
+        waited_secs: u64,
+        /// A fixed description of the likely cause.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -107,7 +129,11 @@ impl Error {
             Error::BrokerUnavailable(_) | Error::SpoolFull | Error::TenantShareFull | Error::SpoolFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config { .. }
+            | Error::AmqpUrl(_)
+            | Error::Keyring(_)
+            | Error::SpoolOpen { .. }
+            | Error::DrainIncomplete { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -115,6 +141,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => "config",
+            Error::SpoolOpen { .. } | Error::DrainIncomplete { .. } => "drain",
             Error::UrlRef(_) => "bad_ref",
             Error::Token(_) => "bad_token",
             Error::RefMismatch => "ref_mismatch",
@@ -157,7 +184,11 @@ impl Error {
             Error::SpoolFull => "broker unavailable and spool full",
             Error::TenantShareFull => "tenant queue full; retry later",
             Error::SpoolFailed(_) => "broker unavailable and spool failed",
-            Error::Config { .. } | Error::AmqpUrl(_) | Error::Keyring(_) => "internal error",
+            Error::Config { .. }
+            | Error::AmqpUrl(_)
+            | Error::Keyring(_)
+            | Error::SpoolOpen { .. }
+            | Error::DrainIncomplete { .. } => "internal error",
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Wiring: bind the listener, open the spool, start the publisher and the drain, build the
-//! router, run until told to stop.
+//! Wiring: bind the webhook and ops listeners, open the spool, start the publisher and the drain,
+//! build the routers, run until told to stop.
 //!
-//! This module owns the lifecycle and its order on shutdown: stop accepting, let in-flight
-//! requests finish (they may still be publishing or spooling), stop the spool writer (everything
-//! acknowledged is already fsynced), drain the spool for a bounded time, then close the broker
-//! connection. It must not read the environment or install global telemetry; `main` does both.
+//! This module owns the lifecycle and its order on shutdown: stop accepting webhooks, let
+//! in-flight requests finish (they may still be publishing or spooling), stop the spool writer
+//! (everything acknowledged is already fsynced), drain the spool for a bounded time, close the
+//! broker connection, and only then stop the ops listener (probes and `/spoolz` answer until the
+//! end). Both ports are bound before the spool is read back, but nothing is served until that
+//! replay is done: a startup probe on the ops port must allow for it. It must not read the environment or install global telemetry; `main` does both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::Config;
 use crate::metric;
 use crate::publisher::{LapinPublisher, Publisher};
-use crate::routes::{router, AppState};
+use crate::routes::{ops_router, router, AppState};
 use crate::server::ServerLimits;
 use crate::spool::Spool;
 
@@ -28,6 +30,9 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     port: u16,
+    ops_listener: TcpListener,
+    ops_router: Router,
+    ops_port: u16,
     /// Stops the publisher's supervisor when the application ends or is dropped unrun.
     publisher_stop: DropGuard,
     supervisor: Option<JoinHandle<()>>,
@@ -45,36 +50,37 @@ struct SpoolRuntime {
 }
 
 impl Application {
-    /// Binds `config.addr` and starts the RabbitMQ publisher; `/metrics` renders empty.
+    /// Binds `config.addr` and `config.ops_addr` and starts the RabbitMQ publisher; `/metrics`
+    /// renders empty.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with_metrics(config, None).await
     }
 
     /// Like [`Application::build`], with `/metrics` rendered from `metrics`.
     pub async fn build_with_metrics(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
-        let listener = bind(&config).await?;
+        let listeners = bind(&config).await?;
         // Before the publisher: a spool that cannot open (locked, unreadable) stops startup.
         let spool = open_spool(&config).await?;
         let stop = CancellationToken::new();
         // The publisher connects in the background: ingest starts (not ready) while the broker is down.
         let (publisher, supervisor) = LapinPublisher::start(&config, stop.clone());
-        Ok(Self::assemble(&config, listener, publisher, spool, metrics, stop, Some(supervisor)))
+        Ok(Self::assemble(&config, listeners, publisher, spool, metrics, stop, Some(supervisor)))
     }
 
-    /// Binds `config.addr` and publishes through `publisher` (a fake in tests).
+    /// Binds both addresses and publishes through `publisher` (a fake in tests).
     pub async fn build_with_publisher(
         config: Config,
         publisher: Arc<dyn Publisher>,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
-        let listener = bind(&config).await?;
+        let listeners = bind(&config).await?;
         let spool = open_spool(&config).await?;
-        Ok(Self::assemble(&config, listener, publisher, spool, metrics, CancellationToken::new(), None))
+        Ok(Self::assemble(&config, listeners, publisher, spool, metrics, CancellationToken::new(), None))
     }
 
     fn assemble(
         config: &Config,
-        listener: TcpListener,
+        (listener, ops_listener): (TcpListener, TcpListener),
         publisher: Arc<dyn Publisher>,
         spool: Option<Spool>,
         metrics: Option<PrometheusHandle>,
@@ -83,6 +89,7 @@ impl Application {
     ) -> Self {
         metric::describe();
         let port = listener.local_addr().map(|addr| addr.port()).unwrap_or_default();
+        let ops_port = ops_listener.local_addr().map(|addr| addr.port()).unwrap_or_default();
         let state = AppState::new(config, Arc::clone(&publisher), metrics);
         let (state, spool) = match spool {
             None => (state, None),
@@ -95,6 +102,7 @@ impl Application {
                 (state.with_spool(spool), Some(runtime))
             }
         };
+        let ops_router = ops_router(state.clone());
         let router = router(state);
         let limits = ServerLimits {
             header_read_timeout: config.header_timeout,
@@ -102,12 +110,28 @@ impl Application {
             // Longer than any request can take: body timeout plus the publish deadline and an fsync.
             drain_timeout: config.body_timeout + config.publish_timeout + std::time::Duration::from_secs(5),
         };
-        Self { listener, router, port, publisher_stop: stop.drop_guard(), supervisor, spool, limits }
+        Self {
+            listener,
+            router,
+            port,
+            ops_listener,
+            ops_router,
+            ops_port,
+            publisher_stop: stop.drop_guard(),
+            supervisor,
+            spool,
+            limits,
+        }
     }
 
     /// The bound port (useful when `addr` asked for port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound ops port (health, readiness, spool status, metrics).
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
     }
 
     /// The open spool, when enabled.
@@ -118,10 +142,25 @@ impl Application {
     /// Serves until `shutdown` fires, then drains in-flight requests, stops the spool (draining
     /// it for at most `shutdown_drain`) and closes the broker connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, router, port, publisher_stop, supervisor, spool, limits } = self;
-        tracing::info!(port, "ingest listening");
+        let Self {
+            listener,
+            router,
+            port,
+            ops_listener,
+            ops_router,
+            ops_port,
+            publisher_stop,
+            supervisor,
+            spool,
+            limits,
+        } = self;
+        tracing::info!(port, ops_port, "ingest listening");
+        // The ops listener outlives the webhook one: a preStop hook polling `/spoolz` and the
+        // probes keep their answers while the spool drains on the way out.
+        let ops_stop = CancellationToken::new();
+        let ops = tokio::spawn(crate::server::serve(ops_listener, ops_router, limits, ops_stop.clone()));
+        let _ops_stop = ops_stop.clone().drop_guard();
         crate::server::serve(listener, router, limits, shutdown).await;
-        let served: anyhow::Result<()> = Ok(());
         if let Some(spool) = spool {
             spool.stop().await?;
         }
@@ -130,7 +169,9 @@ impl Application {
         if let Some(supervisor) = supervisor {
             supervisor.await.context("publisher supervisor panicked")?;
         }
-        served
+        ops_stop.cancel();
+        ops.await.context("ops server panicked")?;
+        Ok(())
     }
 }
 
@@ -170,6 +211,11 @@ async fn open_spool(config: &Config) -> anyhow::Result<Option<Spool>> {
     Ok(Some(spool))
 }
 
-async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))
+async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let webhook =
+        TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {} (webhook)", config.addr))?;
+    let ops = TcpListener::bind(config.ops_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ops)", config.ops_addr))?;
+    Ok((webhook, ops))
 }

@@ -5,8 +5,9 @@
 //!
 //! Secrets (`WAFLEET_SIGNING_KEY`, `WA_API_KEY`, URLs with passwords) hide their values in
 //! `--help` and keys stay in [`SecretString`]. A value that fails to parse is reported with the
-//! variable's name by [`parse`] / [`try_parse_from`], and never echoed for a secret, because
-//! secret arguments take any string and are checked after parsing.
+//! variable's name by [`parse`] / [`try_parse_from`], and never echoed for a secret: secret
+//! arguments take any string and are checked after parsing, and the bad value of an argument
+//! that hides its value (`OTEL_EXPORTER_OTLP_HEADERS`) is masked in the message.
 
 use std::ffi::OsString;
 
@@ -57,15 +58,19 @@ fn name_the_variable<T: CommandFactory>(error: clap::Error) -> clap::Error {
     let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else { return error };
     let long = shown.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
     let command = T::command();
-    let var = command
+    let arg = command
         .get_arguments()
         .chain(command.get_subcommands().flat_map(|s| s.get_arguments()))
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .and_then(|v| v.to_str().map(str::to_owned));
+        .find(|a| a.get_long() == Some(long));
+    let hidden = arg.is_some_and(|a| a.is_hide_env_values_set());
+    let var = arg.and_then(|a| a.get_env()).and_then(|v| v.to_str().map(str::to_owned));
     let Some(var) = var else { return error };
     let rendered = error.render().to_string();
-    let message = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    let mut message = rendered.strip_prefix("error: ").unwrap_or(&rendered).to_owned();
+    // A secret's bad value (a collector's API key in OTEL_EXPORTER_OTLP_HEADERS) is not shown.
+    if let (true, Some(ContextValue::String(value))) = (hidden, error.get(ContextKind::InvalidValue)) {
+        message = message.replace(&format!("'{value}'"), "'<hidden>'");
+    }
     let message = message.replacen(&format!("'{shown}'"), &format!("{var} ('{shown}')"), 1);
     clap::Error::raw(error.kind(), message).with_cmd(&command)
 }
@@ -191,14 +196,112 @@ pub struct TelemetrySettings {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     pub log_filter: String,
-    /// OpenTelemetry collector base URL; spans are exported over OTLP/HTTP when set.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    /// OpenTelemetry collector base URL; spans are exported over OTLP when set (http/protobuf: to <url>/v1/traces).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_url, global = true)]
     pub otlp_endpoint: Option<String>,
+    /// Traces endpoint, used as is; overrides OTEL_EXPORTER_OTLP_ENDPOINT (and turns export on by itself).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = otlp_url, global = true)]
+    pub otlp_traces_endpoint: Option<String>,
+    /// OTLP protocol [default: http/protobuf].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = OTLP_PROTOCOLS, global = true)]
+    pub otlp_protocol: Option<String>,
+    /// OTLP protocol of traces; overrides OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value_parser = OTLP_PROTOCOLS, global = true)]
+    pub otlp_traces_protocol: Option<String>,
+    /// Headers of every export, key=value[,key=value...] (values percent-encoded), e.g. an API key of the collector.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true, value_parser = key_values, global = true)]
+    pub otlp_headers: Option<KeyValues>,
+    /// service.name of the spans [default: the binary's name].
+    #[arg(long, env = "OTEL_SERVICE_NAME", global = true)]
+    pub otel_service_name: Option<String>,
+    /// Resource attributes of the spans, key=value[,key=value...] (values percent-encoded).
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = key_values, global = true)]
+    pub otel_resource_attributes: Option<KeyValues>,
+    /// Sampler [default: parentbased_always_on].
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_parser = SAMPLERS, global = true)]
+    pub otel_traces_sampler: Option<String>,
+    /// Ratio of the traceidratio samplers, from 0 to 1 [default: 1].
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = ratio, global = true)]
+    pub otel_traces_sampler_arg: Option<f64>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: "pretty".into(), log_filter: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: "pretty".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+            otlp_traces_endpoint: None,
+            otlp_protocol: None,
+            otlp_traces_protocol: None,
+            otlp_headers: None,
+            otel_service_name: None,
+            otel_resource_attributes: None,
+            otel_traces_sampler: None,
+            otel_traces_sampler_arg: None,
+        }
+    }
+}
+
+/// The OTLP protocols wafleet exports with (`http/json` is not built in).
+pub const OTLP_PROTOCOLS: [&str; 2] = ["grpc", "http/protobuf"];
+/// The samplers of the OpenTelemetry environment specification that the SDK has built in.
+pub const SAMPLERS: [&str; 6] = [
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// `key=value` pairs in the order given (W3C baggage form: comma-separated, values percent-encoded).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyValues(pub Vec<(String, String)>);
+
+fn key_values(raw: &str) -> Result<KeyValues, String> {
+    let mut pairs = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').ok_or("must be key=value pairs separated by commas")?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("has a pair without a key".into());
+        }
+        pairs.push((key.to_owned(), percent_decode(value.trim()).ok_or("has a value with a bad %-escape")?));
+    }
+    Ok(KeyValues(pairs))
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn otlp_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim();
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.to_owned())
+    } else {
+        Err("must be an http:// or https:// URL".into())
+    }
+}
+
+fn ratio(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("must be a number from 0 to 1".into()),
     }
 }
 

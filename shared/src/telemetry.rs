@@ -1,8 +1,11 @@
 //! Logging, tracing and metrics setup, from the binary's [`TelemetrySettings`]. Logs are JSON in
 //! the cluster (`WAFLEET_LOG_FORMAT=json`) and human-readable locally; filtering follows
 //! `RUST_LOG` (default `info`). OpenTelemetry export is off unless `OTEL_EXPORTER_OTLP_ENDPOINT`
-//! is set; spans then go to that collector over OTLP/HTTP (the blocking client, on the SDK's own
-//! export thread). Nothing here reads the environment: the binaries parse it.
+//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; spans then go to that collector over OTLP,
+//! `http/protobuf` (the blocking client, on the SDK's own export thread) or `grpc` (tonic, on the
+//! binary's Tokio runtime), with the standard variables' headers, resource and sampler. Nothing
+//! here reads the environment: the binaries parse it (and the resource is built without the
+//! SDK's environment detectors), so a bad value stops the start naming its variable.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -46,7 +49,7 @@ pub fn init_tracing_for(service: &'static str, settings: &TelemetrySettings) -> 
     } else {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
     };
-    let provider = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).and_then(|e| otlp_provider(service, e));
+    let provider = tracer_provider(service, settings);
     let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let _ = tracing_subscriber::registry().with(filter(settings)).with(fmt_layer).with(otel_layer).try_init();
@@ -68,22 +71,84 @@ pub fn init_tracing(settings: &TelemetrySettings) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-fn otlp_provider(service: &'static str, endpoint: &str) -> Option<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-        .build();
+/// The tracer provider that exports to the collector of `settings`, or `None` when no endpoint
+/// is set (or the exporter cannot be built, which is reported and leaves traces off). With
+/// `grpc`, call it inside the Tokio runtime: the exporter's channel runs on it.
+pub fn tracer_provider(service: &'static str, settings: &TelemetrySettings) -> Option<SdkTracerProvider> {
+    use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
+    let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let grpc = set(&settings.otlp_traces_protocol).or(set(&settings.otlp_protocol)).as_deref() == Some("grpc");
+    // The signal's own endpoint is used as is; the base one gets the signal's path over HTTP only.
+    let endpoint = match (set(&settings.otlp_traces_endpoint), set(&settings.otlp_endpoint)) {
+        (Some(traces), _) => traces,
+        (None, Some(base)) if grpc => base,
+        (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        (None, None) => return None,
+    };
+    let headers = settings.otlp_headers.clone().unwrap_or_default().0;
+    let exporter = if grpc {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (key, value) in &headers {
+            match (key.to_ascii_lowercase().parse::<tonic::metadata::MetadataKey<_>>(), value.parse()) {
+                (Ok(key), Ok(value)) => {
+                    metadata.insert(key, value);
+                }
+                // Never the value: it is usually a credential.
+                _ => eprintln!("OTEL_EXPORTER_OTLP_HEADERS: header {key} is not valid gRPC metadata; not sent"),
+            }
+        }
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).with_metadata(metadata).build()
+    } else {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .with_headers(headers.into_iter().collect())
+            .build()
+    };
     match exporter {
         Ok(exporter) => Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                .with_sampler(sampler(settings))
+                .with_resource(resource(service, settings))
                 .build(),
         ),
         Err(e) => {
             eprintln!("OTLP exporter not started ({e}); continuing without traces");
             None
         }
+    }
+}
+
+/// `service.name` from `OTEL_SERVICE_NAME`, else from `OTEL_RESOURCE_ATTRIBUTES`, else the
+/// binary's name; the other attributes as given; the SDK's own `telemetry.sdk.*`.
+fn resource(service: &'static str, settings: &TelemetrySettings) -> opentelemetry_sdk::Resource {
+    let attributes = settings.otel_resource_attributes.clone().unwrap_or_default().0;
+    let from_attributes = attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
+    let name = settings.otel_service_name.clone().filter(|n| !n.trim().is_empty()).or(from_attributes);
+    opentelemetry_sdk::Resource::builder_empty()
+        .with_detector(Box::new(opentelemetry_sdk::resource::TelemetryResourceDetector))
+        .with_attributes(
+            attributes
+                .into_iter()
+                .filter(|(k, _)| k != "service.name")
+                .map(|(k, v)| opentelemetry::KeyValue::new(k, v)),
+        )
+        .with_service_name(name.unwrap_or_else(|| service.to_owned()))
+        .build()
+}
+
+fn sampler(settings: &TelemetrySettings) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler;
+    let ratio = settings.otel_traces_sampler_arg.unwrap_or(1.0);
+    match settings.otel_traces_sampler.as_deref().unwrap_or("parentbased_always_on") {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+        // parentbased_always_on, the specification's default; the parser allows nothing else.
+        _ => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
     }
 }
 

@@ -125,8 +125,10 @@ pub struct TestEnv {
     pub owner_url: String,
     /// The simulator.
     pub sim: Simulator,
-    /// Base URL of ingest.
+    /// Base URL of ingest's webhook port.
     pub ingest_url: String,
+    /// Base URL of ingest's ops port (`/healthz`, `/readyz`, `/spoolz`, `/metrics`).
+    pub ingest_ops_url: String,
     /// The AMQP URL with this env's vhost.
     pub amqp_url: String,
     shutdown: CancellationToken,
@@ -227,6 +229,7 @@ impl TestEnv {
             (None, None) => amqp_url.clone(),
         });
         ingest_config.addr = "127.0.0.1:0".parse()?;
+        ingest_config.ops_addr = "127.0.0.1:0".parse()?;
         ingest_config.open_webhook = options.open_webhook;
         ingest_config.ready_recheck = Duration::from_millis(200);
         // The spool is on in production; every environment gets its own folder.
@@ -239,6 +242,7 @@ impl TestEnv {
         ingest_config.spool_tenant_max_bytes = options.ingest_spool_tenant_max_bytes;
         let ingest = wafleet_ingest::startup::Application::build(ingest_config).await?;
         let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
+        let ingest_ops_url = format!("http://127.0.0.1:{}", ingest.ops_port());
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let _ = ingest.run_until_stopped(stop).await;
@@ -313,6 +317,7 @@ impl TestEnv {
             owner_url,
             sim,
             ingest_url,
+            ingest_ops_url,
             amqp_url,
             worker_stop: shutdown.child_token(),
             shutdown,
@@ -336,7 +341,7 @@ impl TestEnv {
 
     async fn wait_ingest_ready(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        let url = format!("{}/readyz", self.ingest_url);
+        let url = format!("{}/readyz", self.ingest_ops_url);
         wait_until(Duration::from_secs(20), || async {
             client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
         })

@@ -19,7 +19,7 @@ use crate::procs::free_port;
 use crate::proxy::Forwarder;
 use crate::raw::raw_publish;
 use crate::report::{Row, Section, Verdict};
-use crate::stack::{start_ingest, IngestOptions};
+use crate::stack::{start_ingest_with_ops, IngestOptions};
 use crate::stats::Summary;
 
 const TITLE: &str = "6. Spool: accepts with the broker cut, and drain";
@@ -49,9 +49,14 @@ fn fsync_rate(dir: &Path, record_bytes: usize, duration: Duration) -> anyhow::Re
     Ok(rounds as f64 / elapsed)
 }
 
-async fn spoolz(http: &reqwest::Client, addr: std::net::SocketAddr) -> anyhow::Result<u64> {
-    let v: serde_json::Value = http.get(format!("http://{addr}/spoolz")).send().await?.json().await?;
-    v["records"].as_u64().context("spoolz without records")
+async fn spoolz(http: &reqwest::Client, ops: std::net::SocketAddr) -> anyhow::Result<u64> {
+    Ok(spool_status(http, ops).await?.0)
+}
+
+/// Records and bytes the spool holds, from `/spoolz` on the ops port.
+async fn spool_status(http: &reqwest::Client, ops: std::net::SocketAddr) -> anyhow::Result<(u64, u64)> {
+    let v: serde_json::Value = http.get(format!("http://{ops}/spoolz")).send().await?.json().await?;
+    Ok((v["records"].as_u64().context("spoolz without records")?, v["bytes"].as_u64().context("spoolz without bytes")?))
 }
 
 /// Sum of the samples of a Prometheus counter (0 when absent).
@@ -100,7 +105,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         health_only: true,
         ..Default::default()
     };
-    let (ingest, addr) = start_ingest(&ctx.bins, &env, &options).await?;
+    let (ingest, addr, ops, fresh_start) = start_ingest_with_ops(&ctx.bins, &env, &options).await?;
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let body: BodyFn = Arc::new(|seq, _| webhook_body("s", seq, 600));
     let record_bytes =
@@ -109,7 +114,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let (warmup, dur) = (ctx.secs(1.0, 0.3), ctx.secs(4.0, 1.5));
     closed_loop(&target, 64, Duration::ZERO, ctx.secs(1.0, 0.3)).await?;
 
-    let fsyncs_before = counter(&http, addr, "wafleet_ingest_spool_fsyncs_total").await;
+    let fsyncs_before = counter(&http, ops, "wafleet_ingest_spool_fsyncs_total").await;
     let mut accepts = Vec::new();
     let mut disk = Vec::new();
     let mut accept_secs = 0.0;
@@ -126,7 +131,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         errors += r.error_count();
         accepted += r.ok;
     }
-    let metrics = http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
+    let metrics = http.get(format!("http://{ops}/metrics")).send().await?.text().await?;
     let batch = histogram_mean(&metrics, "wafleet_ingest_spool_batch_records");
     let (a, f) = (Summary::of(&accepts), Summary::of(&disk));
     section.rows.push(Row {
@@ -137,14 +142,27 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         target: "≥ 1.0×".into(),
         verdict: Verdict::from_bool(med(&a) >= med(&f) && errors == 0),
     });
-    let fsyncs = counter(&http, addr, "wafleet_ingest_spool_fsyncs_total").await - fsyncs_before;
+    let fsyncs = counter(&http, ops, "wafleet_ingest_spool_fsyncs_total").await - fsyncs_before;
     section.rows.push(Row::info(
         "mean records per fsync (group commit) / spool fsyncs per second while accepting",
         format!("{} / {:.0}/s", batch.map_or("n/a".into(), |b| format!("{b:.1}")), fsyncs / accept_secs.max(1e-9)),
     ));
 
+    // A restart reads the whole spool back before its ports answer: time that replay, which is
+    // what an ingest startupProbe must allow for (docs/deployment.md sizes it in s/GiB).
+    let (_, spooled_bytes) = spool_status(&http, ops).await?;
+    ingest.stop(Duration::from_secs(30)).await?;
+    let kept = IngestOptions { keep_spool: true, ..options };
+    let (ingest, _, ops, replay_start) = start_ingest_with_ops(&ctx.bins, &env, &kept).await?;
+    let replay = replay_start.saturating_sub(fresh_start).as_secs_f64();
+    let gib = spooled_bytes as f64 / (1u64 << 30) as f64;
+    section.rows.push(Row::info(
+        format!("spool replay at start ({:.0} MiB spooled; start with it − start with an empty spool)", gib * 1024.0),
+        format!("{replay:.2} s = {:.0} s per GiB", replay / gib.max(1e-9)),
+    ));
+
     // The broker returns: forward the cut port to RabbitMQ and time the drain.
-    let records = spoolz(&http, addr).await?;
+    let records = spoolz(&http, ops).await?;
     let raw_ceiling = {
         let messages = Arc::new(
             tenants
@@ -166,7 +184,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let limit = Duration::from_secs(300);
     while left > 0 && returned.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        left = spoolz(&http, addr).await.unwrap_or(left);
+        left = spoolz(&http, ops).await.unwrap_or(left);
         if left < records && first_drained.is_none() {
             first_drained = Some(Instant::now());
         }

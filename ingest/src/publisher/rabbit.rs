@@ -25,7 +25,7 @@ use wafleet_shared::topology::{INBOUND_EXCHANGE, UNROUTED_EXCHANGE, UNROUTED_QUE
 use wafleet_shared::{CustomerRef, IngestId};
 
 use super::{PublishError, Publisher};
-use crate::config::Config;
+use crate::config::{Config, DrainConfig};
 
 /// First reconnect delay; doubled after each failed attempt.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -64,17 +64,36 @@ impl LapinPublisher {
     /// Starts the supervisor, which connects in the background (so ingest starts, not ready,
     /// while the broker is down) and closes the connection once `shutdown` fires.
     pub fn start(config: &Config, shutdown: CancellationToken) -> (Arc<Self>, JoinHandle<()>) {
-        let inner = Arc::new(Inner {
-            live: RwLock::new(None),
-            exchange_confirmed: AtomicBool::new(false),
-            wake: Notify::new(),
-            publish_timeout: config.publish_timeout,
-        });
         let settings = Settings {
             amqp_url: config.amqp_url.clone(),
             declare_topology: config.declare_topology,
             ready_recheck: config.ready_recheck,
         };
+        Self::start_with(settings, config.publish_timeout, shutdown)
+    }
+
+    /// Like [`LapinPublisher::start`] for `wafleet-ingest drain`, which has no full [`Config`];
+    /// it never declares topology.
+    pub fn start_for_drain(config: &DrainConfig, shutdown: CancellationToken) -> (Arc<Self>, JoinHandle<()>) {
+        let settings = Settings {
+            amqp_url: config.amqp_url.clone(),
+            declare_topology: false,
+            ready_recheck: config.ready_recheck,
+        };
+        Self::start_with(settings, config.publish_timeout, shutdown)
+    }
+
+    fn start_with(
+        settings: Settings,
+        publish_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, JoinHandle<()>) {
+        let inner = Arc::new(Inner {
+            live: RwLock::new(None),
+            exchange_confirmed: AtomicBool::new(false),
+            wake: Notify::new(),
+            publish_timeout,
+        });
         let supervisor = tokio::spawn(supervise(Arc::clone(&inner), settings, shutdown));
         (Arc::new(Self { inner }), supervisor)
     }

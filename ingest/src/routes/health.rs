@@ -1,5 +1,6 @@
-//! `/healthz` (the process answers), `/readyz` (an event could be accepted durably now),
-//! `/spoolz` (what the disk spool still owes the broker) and `/metrics` (Prometheus text).
+//! The ops port's routes: `/healthz` (the process answers), `/readyz` (an event could be accepted
+//! durably now), `/spoolz` (what the disk spool still owes the broker) and `/metrics` (Prometheus
+//! text). They are never served on the webhook port.
 //!
 //! These handlers must stay cheap and must not touch the broker themselves: readiness is what the
 //! publisher's supervisor last observed, combined with the spool's state.
@@ -13,7 +14,7 @@
 //! ```yaml
 //! lifecycle:
 //!   preStop:
-//!     httpGet: { path: "/spoolz?wait_secs=20", port: 8080 }
+//!     httpGet: { path: "/spoolz?wait_secs=20", port: ops }
 //! ```
 
 use std::time::Duration;

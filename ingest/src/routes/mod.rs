@@ -1,5 +1,8 @@
-//! The HTTP surface: shared state, the merged router, request logging and request metrics.
+//! The HTTP surface: shared state, the two routers, request logging and request metrics.
 //!
+//! The webhook router is the public port and serves the webhook routes only; the ops router
+//! (health, readiness, spool status, metrics) is served on a separate listener, so whoever can
+//! reach the webhook cannot read metrics or hold a connection in `/spoolz?wait_secs`.
 //! This module owns what wraps every route. It must not log a request URI (the webhook URL carries
 //! its token): spans name the matched route template, and the tenant once it is verified.
 
@@ -66,11 +69,18 @@ impl AppState {
     }
 }
 
-/// Every route, with logging, request metrics and JSON 404/405 answers.
+/// The public webhook routes, with logging, request metrics and JSON 404/405 answers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(webhook::router())
-        .merge(health::router())
+    wrap(webhook::router(), state)
+}
+
+/// The ops routes (`/healthz`, `/readyz`, `/spoolz`, `/metrics`), wrapped like [`router`].
+pub fn ops_router(state: AppState) -> Router {
+    wrap(health::router(), state)
+}
+
+fn wrap(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn(count_requests))

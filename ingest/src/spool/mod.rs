@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wafleet_shared::CustomerRef;
 
+pub(crate) use recovery::LOCK_FILE;
 pub use writer::{OsIo, SegmentIo};
 
 use crate::metric;

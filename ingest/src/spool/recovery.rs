@@ -16,7 +16,7 @@ use super::SpoolError;
 use crate::metric;
 
 /// The lock file's name inside the spool directory.
-const LOCK_FILE: &str = "LOCK";
+pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// Permissions of the spool folder: owner only.
 const DIR_MODE: u32 = 0o700;

@@ -157,13 +157,13 @@ pub(crate) async fn declare_tenant_queue(channel: &Channel, customer_ref: &str) 
     Ok(queue)
 }
 
-/// Polls `/readyz` until `accept` holds for (status, body), or fails after [`OVERALL`].
-pub(crate) async fn wait_for_readyz(base: &str, accept: impl Fn(u16, &Value) -> bool) -> anyhow::Result<(u16, Value)> {
+/// Polls `/readyz` (on the ops base URL) until `accept` holds for (status, body), or fails after [`OVERALL`].
+pub(crate) async fn wait_for_readyz(ops: &str, accept: impl Fn(u16, &Value) -> bool) -> anyhow::Result<(u16, Value)> {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + OVERALL;
     let mut last = String::from("no answer");
     loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+        if let Ok(response) = client.get(format!("{ops}/readyz")).send().await {
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if accept(status, &body) {
@@ -181,14 +181,16 @@ pub(crate) async fn post_webhook(url: &str, body: &Value) -> anyhow::Result<(u16
     Ok((response.status().as_u16(), response.json().await.unwrap_or(Value::Null)))
 }
 
+/// Starts ingest; returns the webhook base URL, the ops base URL, the stop token and the task.
 pub(crate) async fn start(
     config: Config,
-) -> anyhow::Result<(String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+) -> anyhow::Result<(String, String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let app = Application::build(config).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
+    let ops = format!("http://127.0.0.1:{}", app.ops_port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Ok((base, shutdown, server))
+    Ok((base, ops, shutdown, server))
 }
 
 pub(crate) async fn stop(
@@ -208,9 +210,9 @@ async fn an_accepted_webhook_lands_in_its_tenant_queue_on_the_real_broker() {
         let queue_b = declare_tenant_queue(&channel, "cust_b").await?;
         let config = vhost.config();
         let token = config.keyring.sign(&cref("cust_a"), generation(4));
-        let (base, shutdown, server) = start(config).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
 
-        let (status, _) = wait_for_readyz(&base, |status, _| status == 200).await?;
+        let (status, _) = wait_for_readyz(&ops, |status, _| status == 200).await?;
         assert_eq!(status, 200);
         let body = json!({"event": "message", "message_id": "3EB0REAL", "bridge_id": "cust_b"});
         let (status, answer) = post_webhook(&format!("{base}/webhook/cust_a/{token}"), &body).await?;
@@ -245,11 +247,11 @@ async fn readyz_is_503_until_wa_inbound_exists_and_publishing_is_refused_meanwhi
     with_vhost(|vhost| async move {
         let config = vhost.config();
         let token = config.keyring.sign(&cref("cust_a"), generation(1));
-        let (base, shutdown, server) = start(config).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
 
         // Connected, but the passive declare finds no exchange.
         let (status, body) =
-            wait_for_readyz(&base, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
+            wait_for_readyz(&ops, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
         assert_eq!(status, 503);
         assert_eq!(body["status"], json!("not ready"));
         let (status, answer) = post_webhook(&format!("{base}/webhook/cust_a/{token}"), &json!({})).await?;
@@ -257,7 +259,7 @@ async fn readyz_is_503_until_wa_inbound_exists_and_publishing_is_refused_meanwhi
 
         let (_connection, channel) = vhost.channel().await?;
         declare_inbound(&channel).await?;
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
         stop(shutdown, server).await
     })
     .await;
@@ -272,8 +274,8 @@ async fn an_unroutable_event_is_not_acknowledged_as_accepted() {
         declare_inbound(&channel).await?;
         let config = vhost.config();
         let token = config.keyring.sign(&cref("cust_nobody"), generation(1));
-        let (base, shutdown, server) = start(config).await?;
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
         let (status, answer) = post_webhook(&format!("{base}/webhook/cust_nobody/{token}"), &json!({})).await?;
         assert_eq!((status, answer), (503, json!({"error": "broker unavailable"})));
         // The shared channel survives a return: the next routable publish works.
@@ -290,7 +292,7 @@ async fn the_publisher_reconnects_after_the_broker_drops_its_connection() {
     with_vhost(|vhost| async move {
         let config = vhost.config();
         let token = config.keyring.sign(&cref("cust_a"), generation(1));
-        let (base, shutdown, server) = start(config).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
         // Declared by a short-lived connection, so only ingest's connection remains afterwards.
         {
             let (connection, channel) = vhost.channel().await?;
@@ -298,7 +300,7 @@ async fn the_publisher_reconnects_after_the_broker_drops_its_connection() {
             declare_tenant_queue(&channel, "cust_a").await?;
             connection.close(200, "done").await?;
         }
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
 
         // The management API lists a new connection with a short delay: poll until one is closed.
         let deadline = tokio::time::Instant::now() + OVERALL;
@@ -306,8 +308,8 @@ async fn the_publisher_reconnects_after_the_broker_drops_its_connection() {
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "ingest's connection never listed");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        wait_for_readyz(&base, |status, _| status == 503).await?;
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 503).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
         let (status, _) = post_webhook(&format!("{base}/webhook/cust_a/{token}"), &json!({})).await?;
         assert_eq!(status, 200);
         stop(shutdown, server).await
@@ -323,20 +325,20 @@ async fn a_deleted_exchange_makes_ingest_unready_until_it_is_declared_again() {
         let queue = declare_tenant_queue(&channel, "cust_a").await?;
         let config = vhost.config();
         let token = config.keyring.sign(&cref("cust_a"), generation(1));
-        let (base, shutdown, server) = start(config).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
         let url = format!("{base}/webhook/cust_a/{token}");
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
 
         channel.exchange_delete(INBOUND_EXCHANGE, Default::default()).await?;
         // Whether the publish meets the missing exchange (which closes the shared channel) or
         // the re-check got there first, the event is not accepted.
         let (status, _) = post_webhook(&url, &json!({})).await?;
         assert_eq!(status, 503, "publishing to a deleted exchange is not accepted");
-        wait_for_readyz(&base, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
+        wait_for_readyz(&ops, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
 
         declare_inbound(&channel).await?;
         declare_tenant_queue(&channel, "cust_a").await?;
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
         let (status, _) = post_webhook(&url, &json!({"event": "after"})).await?;
         assert_eq!(status, 200, "a fresh publishing channel was opened");
         let message = channel.basic_get(&queue, BasicGetOptions { no_ack: true }).await?;

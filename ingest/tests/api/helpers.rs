@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::Value;
 use tower::ServiceExt;
-use wafleet_ingest::{router, AppState, Config, FakePublisher};
+use wafleet_ingest::{ops_router, router, AppState, Config, FakePublisher};
 use wafleet_shared::{CustomerRef, Envelope, Generation, Keyring};
 
 /// The key that signs new URLs.
@@ -29,14 +29,18 @@ pub fn generation(n: u64) -> Generation {
     Generation::parse_canonical(&n.to_string()).unwrap()
 }
 
-/// A config with the rotated keyring (new key first, old key still verifying).
+/// A config with the rotated keyring (new key first, old key still verifying), and a free ops
+/// port wherever it is bound (tests run in parallel).
 pub fn config() -> Config {
-    Config::new(keyring(&format!("{NEW_KEY},{OLD_KEY}")))
+    let mut config = Config::new(keyring(&format!("{NEW_KEY},{OLD_KEY}")));
+    config.ops_addr = "127.0.0.1:0".parse().unwrap();
+    config
 }
 
-/// A router over a fake publisher.
+/// The webhook router and the ops router over a fake publisher.
 pub struct TestRouter {
     pub router: Router,
+    pub ops: Router,
     pub publisher: Arc<FakePublisher>,
     pub config: Config,
 }
@@ -67,7 +71,7 @@ impl TestRouter {
         adjust(&mut config);
         let publisher = Arc::new(FakePublisher::new());
         let state = AppState::new(&config, publisher.clone(), None);
-        Self { router: router(state), publisher, config }
+        Self { router: router(state.clone()), ops: ops_router(state), publisher, config }
     }
 
     /// The signed webhook path for `customer_ref` at `generation`.
@@ -77,10 +81,12 @@ impl TestRouter {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer { status, text: String::from_utf8_lossy(&bytes).into_owned() }
+        answer(self.router.clone(), request).await
+    }
+
+    /// A request to the ops port's router.
+    pub async fn send_ops(&self, request: Request<Body>) -> Answer {
+        answer(self.ops.clone(), request).await
     }
 
     /// POSTs `body` as `application/json`.
@@ -100,6 +106,11 @@ impl TestRouter {
         self.send(Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
+    /// GET on the ops port.
+    pub async fn ops_get(&self, uri: &str) -> Answer {
+        self.send_ops(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
     /// The single published envelope, with its routing key.
     pub fn only_envelope(&self) -> (CustomerRef, Envelope) {
         let mut envelopes = self.publisher.envelopes();
@@ -111,4 +122,11 @@ impl TestRouter {
     pub fn assert_nothing_published(&self) {
         assert!(self.publisher.published().is_empty(), "nothing may be published");
     }
+}
+
+async fn answer(router: Router, request: Request<Body>) -> Answer {
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, text: String::from_utf8_lossy(&bytes).into_owned() }
 }

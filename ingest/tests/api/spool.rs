@@ -18,7 +18,9 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use wafleet_ingest::{router, AppState, Application, Config, FakeMode, FakePublisher, PublishError, Publisher, Spool};
+use wafleet_ingest::{
+    ops_router, router, AppState, Application, Config, FakeMode, FakePublisher, PublishError, Publisher, Spool,
+};
 use wafleet_shared::{CustomerRef, Envelope};
 
 use crate::helpers::{config, cref, generation, Answer, TestRouter};
@@ -28,6 +30,7 @@ const OVERALL: Duration = Duration::from_secs(15);
 /// A router whose state has an open spool (in a temporary directory) and a running drain.
 struct SpoolRouter<P> {
     router: Router,
+    ops: Router,
     publisher: Arc<P>,
     spool: Spool,
     config: Config,
@@ -48,7 +51,7 @@ impl<P: Publisher> SpoolRouter<P> {
         let stop = CancellationToken::new();
         let drain = spool.start_drain(publisher.clone(), config.publish_timeout, stop.clone());
         let state = AppState::new(&config, publisher.clone(), None).with_spool(spool.clone());
-        Self { router: router(state), publisher, spool, config, stop, drain, dir }
+        Self { router: router(state.clone()), ops: ops_router(state), publisher, spool, config, stop, drain, dir }
     }
 
     fn url(&self, customer_ref: &str) -> String {
@@ -69,8 +72,12 @@ impl<P: Publisher> SpoolRouter<P> {
         self.send(request.body(Body::from(body)).unwrap()).await
     }
 
+    /// GET on the ops router (`/readyz`, `/spoolz`).
     async fn get(&self, uri: &str) -> Answer {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        let response = self.ops.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer { status, text: String::from_utf8_lossy(&bytes).into_owned() }
     }
 
     async fn stop(self) {
@@ -325,7 +332,7 @@ async fn spoolz_reports_what_is_owed_and_can_wait_until_it_is_drained() {
     assert!(owed["oldest_age_seconds"].as_f64().unwrap() >= 0.0);
 
     let waiting = {
-        let router = app.router.clone();
+        let router = app.ops.clone();
         tokio::spawn(async move {
             let request = Request::get("/spoolz?wait_secs=10").body(Body::empty()).unwrap();
             let response = router.oneshot(request).await.unwrap();
@@ -336,7 +343,7 @@ async fn spoolz_reports_what_is_owed_and_can_wait_until_it_is_drained() {
     app.publisher.set_mode(FakeMode::Accept);
     let drained = tokio::time::timeout(OVERALL, waiting).await.unwrap().unwrap();
     assert_eq!(drained["records"], json!(0));
-    let off = TestRouter::new().get("/spoolz").await.json();
+    let off = TestRouter::new().ops_get("/spoolz").await.json();
     assert_eq!((off["enabled"].clone(), off["records"].clone()), (json!(false), json!(0)));
     app.stop().await;
 }

@@ -19,7 +19,7 @@ use crate::broker::{
 };
 use crate::helpers::{cref, generation};
 
-fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
+pub(crate) fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
     let mut config = vhost.config();
     config.spool_enabled = true;
     config.spool_dir = dir.to_path_buf();
@@ -28,7 +28,7 @@ fn spool_config(vhost: &TestVhost, dir: &Path) -> Config {
 }
 
 /// Ingest ids in the spool directory's segment files (the envelopes are JSON inside records).
-fn spooled_ids(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn spooled_ids(dir: &Path) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for item in std::fs::read_dir(dir).unwrap() {
         let path = item.unwrap().path();
@@ -42,7 +42,7 @@ fn spooled_ids(dir: &Path) -> BTreeSet<String> {
     ids
 }
 
-fn segment_count(dir: &Path) -> usize {
+pub(crate) fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
@@ -50,7 +50,7 @@ fn segment_count(dir: &Path) -> usize {
 }
 
 /// Takes `count` messages from `queue`, polling under [`OVERALL`], and returns their envelopes.
-async fn take_messages(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<Vec<EnvelopeV1>> {
+pub(crate) async fn take_messages(channel: &Channel, queue: &str, count: usize) -> anyhow::Result<Vec<EnvelopeV1>> {
     let deadline = tokio::time::Instant::now() + OVERALL;
     let mut taken = Vec::new();
     while taken.len() < count {
@@ -83,7 +83,7 @@ async fn events_spooled_while_the_broker_is_unreachable_arrive_after_a_restart_w
         config.amqp_url = SecretString::from(format!("amqp://guest:guest@127.0.0.1:1/{}", vhost.name));
         config.shutdown_drain = Duration::ZERO;
         let url_path = format!("/webhook/cust_a/{}", config.keyring.sign(&cref("cust_a"), generation(2)));
-        let (base, shutdown, server) = start(config.clone()).await?;
+        let (base, _ops, shutdown, server) = start(config.clone()).await?;
         for n in 0..3 {
             let body = json!({"event": "message", "message_id": format!("OFFLINE{n}")});
             let (status, answer) = post_webhook(&format!("{base}{url_path}"), &body).await?;
@@ -97,7 +97,7 @@ async fn events_spooled_while_the_broker_is_unreachable_arrive_after_a_restart_w
         declare_inbound(&channel).await?;
         let queue = declare_tenant_queue(&channel, "cust_a").await?;
         config.amqp_url = SecretString::from(vhost.amqp_url.clone());
-        let (base, shutdown, server) = start(config).await?;
+        let (_base, ops, shutdown, server) = start(config).await?;
         let arrived = take_messages(&channel, &queue, 3).await?;
         let ids: BTreeSet<String> = arrived.iter().map(|v1| v1.ingest_id.to_string()).collect();
         assert_eq!(ids, spooled, "the same ingest ids, so the worker can dedupe");
@@ -108,7 +108,7 @@ async fn events_spooled_while_the_broker_is_unreachable_arrive_after_a_restart_w
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + OVERALL;
         loop {
-            let spoolz: serde_json::Value = client.get(format!("{base}/spoolz")).send().await?.json().await?;
+            let spoolz: serde_json::Value = client.get(format!("{ops}/spoolz")).send().await?.json().await?;
             if spoolz["records"] == json!(0) && segment_count(dir.path()) == 0 {
                 break;
             }
@@ -126,9 +126,9 @@ async fn events_spooled_while_wa_inbound_is_missing_drain_once_it_is_declared() 
         let dir = tempfile::tempdir()?;
         let config = spool_config(&vhost, dir.path());
         let url_path = format!("/webhook/cust_b/{}", config.keyring.sign(&cref("cust_b"), generation(1)));
-        let (base, shutdown, server) = start(config).await?;
+        let (base, ops, shutdown, server) = start(config).await?;
         // Connected but never ready: the rollout would stop here, yet nothing sent is lost.
-        wait_for_readyz(&base, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
+        wait_for_readyz(&ops, |_, body| body["reason"] == json!("exchange wa.inbound not confirmed")).await?;
         let (status, _) = post_webhook(&format!("{base}{url_path}"), &json!({"event": "message"})).await?;
         assert_eq!(status, 200);
         let spooled = spooled_ids(dir.path());
@@ -137,7 +137,7 @@ async fn events_spooled_while_wa_inbound_is_missing_drain_once_it_is_declared() 
         let (_connection, channel) = vhost.channel().await?;
         declare_inbound(&channel).await?;
         let queue = declare_tenant_queue(&channel, "cust_b").await?;
-        wait_for_readyz(&base, |status, _| status == 200).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
         let arrived = take_messages(&channel, &queue, 1).await?;
         assert_eq!(BTreeSet::from([arrived[0].ingest_id.to_string()]), spooled);
         stop(shutdown, server).await?;

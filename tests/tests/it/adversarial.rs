@@ -69,7 +69,7 @@ impl Stack {
 
     /// Ingest is alive, and the worker still turns A's event into a reply on A's bridge only.
     async fn assert_still_serving(&self) {
-        let health = self.http.get(format!("{}/healthz", self.env.ingest_url)).send().await.unwrap();
+        let health = self.http.get(format!("{}/healthz", self.env.ingest_ops_url)).send().await.unwrap();
         assert_eq!(health.status().as_u16(), 200, "ingest /healthz after the attack");
         let control = format!("control-{}", uuid::Uuid::now_v7().simple());
         let status = self.env.sim.fire_message(A, CHAT_A, &control, None, true).await.unwrap();

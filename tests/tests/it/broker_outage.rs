@@ -82,11 +82,12 @@ async fn kill_9_of_a_spooling_ingest_process_keeps_every_accepted_event() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|p| p.parent()).unwrap().join("wafleet-ingest");
     let spool = tempfile_dir(&env.name);
-    let port = free_port();
+    let (port, ops_port) = (free_port(), free_port());
     let spawn = |amqp: String| {
         Command::new(&bin)
             .env("AMQP_URL", amqp)
             .env("WAFLEET_INGEST_ADDR", format!("127.0.0.1:{port}"))
+            .env("WAFLEET_INGEST_OPS_ADDR", format!("127.0.0.1:{ops_port}"))
             .env("WAFLEET_SIGNING_KEY", TEST_SIGNING_KEY)
             .env("WAFLEET_SPOOL_DIR", &spool)
             .env("WAFLEET_READY_RECHECK_MS", "200")
@@ -99,9 +100,12 @@ async fn kill_9_of_a_spooling_ingest_process_keeps_every_accepted_event() {
     // The broker is unreachable (closed port): every accepted event is spooled.
     let mut first = spawn("amqp://guest:guest@127.0.0.1:1/x".into());
     let base = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), || async { reqwest::get(format!("{base}/healthz")).await.is_ok() })
-        .await
-        .unwrap();
+    let health = format!("http://127.0.0.1:{ops_port}/healthz");
+    wait_until(Duration::from_secs(20), || async {
+        reqwest::get(&health).await.is_ok_and(|r| r.status().is_success())
+    })
+    .await
+    .unwrap();
     let url = env.webhook_url("spooled").await.unwrap().replace(&env.ingest_url, &base);
     for i in 0..20 {
         assert_eq!(post_json(&url, &message_event("15553000001", &format!("k{i}"), &format!("K{i}"))).await, 200);

@@ -311,14 +311,16 @@ async fn ingest_user_can_only_publish_to_wa_inbound(env: &TestEnv, users: &Users
     let mut config = wafleet_ingest::config::Config::new(keyring);
     config.amqp_url = SecretString::from(url);
     config.addr = "127.0.0.1:0".parse().unwrap();
+    config.ops_addr = "127.0.0.1:0".parse().unwrap();
     config.ready_recheck = Duration::from_millis(200);
     let app = wafleet_ingest::startup::Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let ops = format!("http://127.0.0.1:{}", app.ops_port());
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
     let ready =
-        wait_until(Duration::from_secs(20), || async { http_status(http.get(format!("{base}/readyz"))).await == 200 })
+        wait_until(Duration::from_secs(20), || async { http_status(http.get(format!("{ops}/readyz"))).await == 200 })
             .await;
     let mut event = message_event("15550008001", "through least privilege", "BU-2");
     event["customer_ref"] = TENANT.into();

@@ -104,7 +104,7 @@ async fn a_flooding_tenant_ends_in_503_alone_while_another_keeps_200_and_every_a
     );
     // The queue stopped at its bound; the rest of the flood's accepted events wait in the spool.
     assert!(env.queue_depth("wa.tenant.flood_a").await < flood_ok as u32);
-    let ready = reqwest::get(format!("{}/readyz", env.ingest_url)).await.unwrap();
+    let ready = reqwest::get(format!("{}/readyz", env.ingest_ops_url)).await.unwrap();
     assert_eq!(ready.status(), 200, "a tenant's full share never makes ingest unready");
     assert_eq!(alarmed_nodes(&management).await, Vec::<String>::new(), "no broker alarm");
 
