@@ -22,6 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wafleet_fleet::bridge_recheck::RecheckPolicy;
 use wafleet_fleet::service::{self, Endpoints};
 use wafleet_fleet::tenant::{BotKind, NewTenant};
 use wafleet_fleet::topology::RetryTier;
@@ -289,10 +290,7 @@ impl TestEnv {
                 poll_interval: Duration::from_millis(100),
                 // Room for the simulator's from_me echo to come back; short for the 503 tests.
                 echo_window: Duration::from_secs(3),
-                recheck: wafleet_fleet::bridge_recheck::RecheckPolicy {
-                    base: Duration::from_secs(1),
-                    max: Duration::from_secs(2),
-                },
+                recheck: RecheckPolicy { base: Duration::from_secs(1), max: Duration::from_secs(2) },
                 // Far above the simulator's (unlimited) default, so suites that are not about the
                 // budget are not slowed by it; the budget suite sets the production values.
                 budget: wafleet_fleet::budget::BudgetConfig {
