@@ -142,6 +142,13 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
         Some(r) => vec![r.clone()],
         None => tenant::list(pool).await?.into_iter().map(|t| t.customer_ref).collect(),
     };
+    let mut out = summarize(amqp_url, &refs).await?;
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.customer_ref.cmp(&b.customer_ref)));
+    Ok(out)
+}
+
+/// The summaries of `refs`' dead-letter queues, in the order of `refs`.
+pub async fn summarize(amqp_url: &str, refs: &[CustomerRef]) -> Result<Vec<DlqSummary>> {
     let connection = wafleet_shared::amqp::connect(amqp_url, "wafleet-cli-dlq").await?;
     let mut out = Vec::new();
     for customer_ref in refs {
@@ -154,7 +161,7 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
             oldest_age_secs: None,
             reasons: BTreeMap::new(),
         };
-        if let Ok(messages) = browse(&channel, &names::dlq_queue(&customer_ref), 1000).await {
+        if let Ok(messages) = browse(&channel, &names::dlq_queue(customer_ref), 1000).await {
             summary.count = messages.len() as u32;
             let mut oldest: Option<DateTime<Utc>> = None;
             for m in &messages {
@@ -172,7 +179,6 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
         out.push(summary);
     }
     wafleet_shared::amqp::close(connection).await;
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.customer_ref.cmp(&b.customer_ref)));
     Ok(out)
 }
 

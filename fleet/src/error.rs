@@ -127,6 +127,9 @@ pub enum InvalidInput {
     /// `--queue-max-bytes` out of range.
     #[error("--queue-max-bytes must be a positive number of bytes")]
     QueueBound,
+    /// A page cursor this release did not hand out (or one of another listing).
+    #[error("cursor is not one this listing returned; start again without it")]
+    Cursor,
     /// A rule keyword that is empty or too long.
     #[error("keyword must be 1-200 characters")]
     RuleKeyword,

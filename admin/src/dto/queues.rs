@@ -28,6 +28,19 @@ impl From<dlq::DlqSummary> for DlqSummary {
     }
 }
 
+/// One page of dead-letter summaries, in ref order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DlqPage {
+    /// One summary per tenant of this page.
+    pub items: Vec<DlqSummary>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// One dead letter: metadata, and the payload only with `?body=true`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
@@ -334,4 +347,10 @@ pub struct OutboxRows {
     pub customer_ref: String,
     /// Newest first.
     pub rows: Vec<OutboxRow>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same filters, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

@@ -121,6 +121,9 @@ pub struct TenantPage {
     /// Opaque cursor of the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Bot of a new tenant.

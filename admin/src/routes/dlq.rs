@@ -15,9 +15,11 @@ use wafleet_fleet::audit::Entry;
 use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
-use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{
+    audited, limit, next_link, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors,
+};
 use crate::auth::Caller;
-use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
+use crate::dto::{DeadLetter, DlqPage, DlqSummary, Purged, ReplayReport, ReplayRequest};
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
@@ -34,21 +36,35 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this tenant.
+    /// Only this tenant (one item, no next page).
     #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub customer_ref: Option<String>,
+    /// Tenants per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// Count, oldest age and reasons per tenant, largest first (`wafleet dlq list`).
+/// Count, oldest age and reasons per tenant, in ref order, one page of tenants at a time
+/// (`wafleet dlq list`, which sorts the whole fleet largest first instead).
 #[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(ListQuery),
-    responses((status = 200, description = "One summary per tenant", body = Vec<DlqSummary>), ReadErrors))]
+    responses((status = 200, description = "One summary per tenant of the page", body = DlqPage), ReadErrors))]
 async fn list_dead_letter_queues(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<DlqSummary>>, ApiError> {
-    let only = query.customer_ref.as_deref().map(parse_ref).transpose()?;
-    let summaries = service::dlq_list(&state.pool, &state.endpoints.amqp_url, only.as_ref()).await?;
-    Ok(Json(summaries.into_iter().map(DlqSummary::from).collect()))
+) -> Result<Json<DlqPage>, ApiError> {
+    let limit = limit(query.limit, 50, 500)?;
+    if let Some(only) = query.customer_ref.as_deref().map(parse_ref).transpose()? {
+        let summaries = service::dlq_list(&state.pool, &state.endpoints.amqp_url, Some(&only)).await?;
+        let items = summaries.into_iter().map(DlqSummary::from).collect();
+        return Ok(Json(DlqPage { items, next_cursor: None, next: None }));
+    }
+    let (summaries, next_cursor) =
+        service::dlq_list_page(&state.pool, &state.endpoints.amqp_url, query.cursor.as_deref(), limit).await?;
+    let next = next_cursor.as_deref().map(|c| next_link("/v1/dlq", &[("limit", Some(limit.to_string()))], c));
+    Ok(Json(DlqPage { items: summaries.into_iter().map(DlqSummary::from).collect(), next_cursor, next }))
 }
 
 /// Query of `GET .../dlq`.

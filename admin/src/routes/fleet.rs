@@ -13,9 +13,9 @@ use uuid::Uuid;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::{depth, service};
 
-use super::{audited, limit, parse_ref, Path, Query, ReadErrors, RefPath};
+use super::{audited, limit, next_link, parse_ref, Path, Query, ReadErrors, RefPath};
 use crate::auth::Caller;
-use crate::dto::{AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
+use crate::dto::{AuditPage, AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
 use crate::operations;
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
@@ -69,6 +69,16 @@ pub enum AttentionStatus {
     Failed,
 }
 
+impl AttentionStatus {
+    /// The stored status (and query value).
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Query of `GET .../outbox`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -81,9 +91,12 @@ pub struct OutboxQuery {
     pub limit: Option<u32>,
     /// Include the reply texts (personal data).
     pub body: Option<bool>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// A tenant's unknown and failed replies, newest first, to resolve by hand. The reply texts
+/// A tenant's unknown and failed replies, newest first, one page at a time, to resolve by hand. The reply texts
 /// (`?body=true`) need the `pii` scope and are audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/outbox", tag = "outbox", params(RefPath, OutboxQuery),
     responses((status = 200, description = "The rows", body = OutboxRows), ReadErrors))]
@@ -95,22 +108,31 @@ async fn list_outbox_rows(
 ) -> Result<Json<OutboxRows>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let statuses: Vec<String> = match query.status {
-        Some(AttentionStatus::Unknown) => vec!["unknown".into()],
-        Some(AttentionStatus::Failed) => vec!["failed".into()],
+        Some(status) => vec![status.as_str().to_owned()],
         None => service::ATTENTION_STATUSES.iter().map(|s| (*s).to_owned()).collect(),
     };
     let limit = limit(query.limit, 100, 1000)?;
+    let after = query.cursor.as_deref().map(service::OutboxCursor::parse).transpose()?;
     let body = query.body.unwrap_or(false);
-    let result = service::outbox_rows(&state.pool, &customer_ref, &statuses, limit, body).await;
-    let rows = if body {
+    let result = service::outbox_rows(&state.pool, &customer_ref, &statuses, (limit, after), body).await;
+    let (rows, next) = if body {
         let entry = Entry::new("outbox rows", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
         audited(&state, &caller, entry, false, result).await?
     } else {
         result?
     };
+    let next_cursor = next.map(service::OutboxCursor::encode);
+    let next = next_cursor.as_deref().map(|c| {
+        let status = query.status.map(|s| s.as_str().to_owned());
+        let filters =
+            [("status", status), ("limit", Some(limit.to_string())), ("body", query.body.map(|b| b.to_string()))];
+        next_link(&format!("/v1/tenants/{customer_ref}/outbox"), &filters, c)
+    });
     Ok(Json(OutboxRows {
         customer_ref: customer_ref.to_string(),
         rows: rows.into_iter().map(OutboxRow::from).collect(),
+        next_cursor,
+        next,
     }))
 }
 
@@ -124,21 +146,31 @@ pub struct AuditQuery {
     /// Only records about this tenant ref or account.
     #[param(min_length = 1, max_length = 256)]
     pub target: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// The operator audit log, newest first (`wafleet audit`): CLI operators and admin tokens alike.
+/// The operator audit log, newest first, one page at a time (`wafleet audit`): CLI operators and
+/// admin tokens alike. Paging by cursor returns every record that existed when the first page
+/// was read exactly once; records written meanwhile appear only on a new first page.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "Newest first", body = Vec<AuditRecord>), ReadErrors))]
+    responses((status = 200, description = "One page, newest first", body = AuditPage), ReadErrors))]
 async fn list_audit_records(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = limit(query.limit, 50, 1000)?;
     if query.target.as_deref().is_some_and(|t| t.is_empty() || t.chars().count() > 256) {
         return Err(ApiError::new(Kind::InvalidRequest, "target must be 1-256 characters"));
     }
-    let records = service::list_audit(&state.pool, i64::from(limit), query.target.as_deref()).await?;
-    Ok(Json(records.into_iter().map(AuditRecord::from).collect()))
+    let after = query.cursor.as_deref().map(service::AuditCursor::parse).transpose()?;
+    let page = service::audit_page(&state.pool, limit, query.target.as_deref(), after).await?;
+    let next_cursor = page.next.map(service::AuditCursor::encode);
+    let next = next_cursor
+        .as_deref()
+        .map(|c| next_link("/v1/audit", &[("limit", Some(limit.to_string())), ("target", query.target.clone())], c));
+    Ok(Json(AuditPage { items: page.records.into_iter().map(AuditRecord::from).collect(), next_cursor, next }))
 }
 
 /// The `{operation_id}` path segment.

@@ -92,6 +92,19 @@ pub fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError
     }
 }
 
+/// The relative URL of the next page of a listing at `path`: the same filters (`query`, the
+/// unset ones left out) and `cursor`, so a client follows it without rebuilding the query.
+pub fn next_link(path: &str, query: &[(&str, Option<String>)], cursor: &str) -> String {
+    let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in query {
+        if let Some(value) = value {
+            pairs.append_pair(name, value);
+        }
+    }
+    pairs.append_pair("cursor", cursor);
+    format!("{path}?{}", pairs.finish())
+}
+
 /// Errors of a read endpoint.
 #[derive(IntoResponses)]
 #[allow(dead_code)]

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +18,9 @@ use wafleet_fleet::{bot_settings, service};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
 
-use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{
+    audited, limit, next_link, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors,
+};
 use crate::auth::Caller;
 use crate::dto::{
     BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
@@ -56,18 +57,12 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-const CURSOR_PREFIX: &str = "t1:";
-
-fn encode_cursor(last_ref: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{last_ref}"))
-}
+/// Tag of tenant-list cursors (see [`wafleet_fleet::paging`]).
+const CURSOR_TAG: &str = "t1";
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
+    wafleet_fleet::paging::decode(CURSOR_TAG, cursor)
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(CURSOR_PREFIX).map(str::to_owned))
         .filter(|r| parse_ref(r).is_ok())
         .ok_or_else(|| ApiError::new(Kind::InvalidRequest, "cursor is not one this API returned"))
 }
@@ -84,11 +79,12 @@ async fn list_tenants(
     let mut tenants = service::list_tenants_page(&state.pool, after.as_deref(), limit + 1).await?;
     let next_cursor = if tenants.len() > limit as usize {
         tenants.truncate(limit as usize);
-        tenants.last().map(|t| encode_cursor(t.customer_ref.as_str()))
+        tenants.last().map(|t| wafleet_fleet::paging::encode(CURSOR_TAG, t.customer_ref.as_str()))
     } else {
         None
     };
-    Ok(Json(TenantPage { items: tenants.into_iter().map(Tenant::from).collect(), next_cursor }))
+    let next = next_cursor.as_deref().map(|c| next_link("/v1/tenants", &[("limit", Some(limit.to_string()))], c));
+    Ok(Json(TenantPage { items: tenants.into_iter().map(Tenant::from).collect(), next_cursor, next }))
 }
 
 /// Add a tenant and declare its queue (`wafleet tenants add`). Idempotent for an identical

@@ -8,6 +8,7 @@ mod auth;
 mod contract;
 mod idempotency;
 mod operations;
+mod paging;
 mod scopes;
 mod tenants;
 
