@@ -101,7 +101,10 @@ curl -fsS -H 'content-type: application/json' -d '{"customer_ref":"cust_8842"}' 
 TOKEN=$("$BIN/wafleet" admin-tokens create schemathesis --scopes read,credentials,pii,write,admin 2>/dev/null | tail -n 1)
 
 ADMIN_PORT=$(free_port)
-WAFLEET_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" WAFLEET_ADMIN_RATE_PER_SEC=10000 WAFLEET_ADMIN_RATE_BURST=10000 \
+# The ops port on a free port too, so parallel runs never collide on 9082.
+WAFLEET_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" WAFLEET_ADMIN_OPS_ADDR=127.0.0.1:0 \
+  WAFLEET_ADMIN_RATE_PER_SEC=10000 WAFLEET_ADMIN_RATE_BURST=10000 \
+  WAFLEET_ADMIN_ADDR_RATE_PER_SEC=10000 WAFLEET_ADMIN_ADDR_RATE_BURST=10000 \
   "$BIN/wafleet-admin" >"$WORK/admin.log" 2>&1 &
 ADMIN_PID=$!
 wait_http "http://127.0.0.1:$ADMIN_PORT/healthz" 60

@@ -605,9 +605,17 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         for s_ in by_kind.get("Service", []):
             if all(pod_labels(admin).get(k) == v for k, v in s_["spec"].get("selector", {}).items()):
                 C.ok(s_["spec"].get("type", "ClusterIP") == "ClusterIP", f"{where}: {key(s_)} exposes the admin API beyond the cluster")
-                C.ok(not any(selector_matches(sm["spec"]["selector"], s_["metadata"].get("labels", {}))
-                             for sm in by_kind.get("ServiceMonitor", [])),
-                     f"{where}: a ServiceMonitor selects {key(s_)}, but the admin API serves no /metrics")
+                # Metrics are on the ops port only; the API port has no /metrics.
+                for sm in by_kind.get("ServiceMonitor", []):
+                    if selector_matches(sm["spec"]["selector"], s_["metadata"].get("labels", {})):
+                        ports = [e.get("port") for e in sm["spec"].get("endpoints", [])]
+                        C.ok(bool(ports) and all(p == "ops" for p in ports),
+                             f"{where}: {key(sm)} scrapes {key(s_)} on {ports}; the admin API's metrics are on port `ops` only")
+        ops_ports = [p for p in pod_spec(admin)["containers"][0].get("ports", []) if p.get("name") == "ops"]
+        C.ok(bool(ops_ports) and conf.get("WAFLEET_ADMIN_OPS_ADDR", "").endswith(f":{ops_ports[0]['containerPort']}")
+             and conf.get("WAFLEET_ADMIN_OPS_ADDR", "").startswith("0.0.0.0:"),
+             f"{where}: the admin container's port `ops` must be WAFLEET_ADMIN_OPS_ADDR's, bound on 0.0.0.0 "
+             f"({conf.get('WAFLEET_ADMIN_OPS_ADDR')})")
         C.ok(not by_kind.get("Ingress"), f"{where}: renders an Ingress; the admin API must not be routed from outside, "
              "and the webhook's route is the operator's")
         rules = ingress_rules(admin)

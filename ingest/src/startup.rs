@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::metric;
 use crate::publisher::{LapinPublisher, Publisher};
 use crate::routes::{router, AppState};
-use crate::server::ServerLimits;
 use crate::spool::Spool;
+use wafleet_shared::server::ServerLimits;
 
 /// A bound, ready-to-run ingest server.
 pub struct Application {
@@ -120,7 +120,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { listener, router, port, publisher_stop, supervisor, spool, limits } = self;
         tracing::info!(port, "ingest listening");
-        crate::server::serve(listener, router, limits, shutdown).await;
+        wafleet_shared::server::serve(listener, move |_| router.clone(), limits, shutdown).await;
         let served: anyhow::Result<()> = Ok(());
         if let Some(spool) = spool {
             spool.stop().await?;

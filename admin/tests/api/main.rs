@@ -6,6 +6,7 @@
 
 mod auth;
 mod contract;
+mod hardening;
 mod idempotency;
 mod operations;
 mod paging;
@@ -56,6 +57,19 @@ impl Answer {
     }
 }
 
+/// An application state over `env` with the per-token `rate` and the per-address `address_rate`.
+pub fn state_over(env: &TestEnv, rate: RateLimit, address_rate: RateLimit) -> AppState {
+    let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
+    AppState::new(
+        env.admin_pool.clone(),
+        env.endpoints.clone(),
+        env.fleet(budget.clone()),
+        Some(SecretString::from(TEST_SIGNING_KEY)),
+        budget,
+        (rate, address_rate),
+    )
+}
+
 impl Admin {
     /// A fresh environment (no worker) and router with a high rate limit.
     pub async fn new() -> Self {
@@ -68,14 +82,10 @@ impl Admin {
         let (_, full) = admin_tokens::create(&env.admin_pool, "ops", &Scopes::all(), "test").await.unwrap();
         let (_, read_only) =
             admin_tokens::create(&env.admin_pool, "viewer", &Scopes::read_only(), "test").await.unwrap();
-        let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
-        let state = AppState::new(
-            env.admin_pool.clone(),
-            env.endpoints.clone(),
-            env.fleet(budget.clone()),
-            Some(SecretString::from(TEST_SIGNING_KEY)),
-            budget,
+        let state = state_over(
+            &env,
             rate,
+            RateLimit { per_second: 10_000.try_into().unwrap(), burst: 10_000.try_into().unwrap() },
         );
         let router = wafleet_admin::router(state);
         Self { env, router, full: full.expose_secret().to_owned(), read_only: read_only.expose_secret().to_owned() }
