@@ -299,6 +299,26 @@ impl From<outbox::OutboxSummary> for OutboxSummary {
     }
 }
 
+/// How a reply's send ended, for the rows an operator resolves by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendOutcome {
+    /// May or may not have reached the person: never resent automatically.
+    Unknown,
+    /// Refused by WA Bridges.
+    Failed,
+}
+
+impl SendOutcome {
+    /// The stored status (and query value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// An outbox row that needs an operator (`unknown` or `failed`).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct OutboxRow {
@@ -308,8 +328,8 @@ pub struct OutboxRow {
     pub ingest_id: Uuid,
     /// Chat the reply was for.
     pub chat: String,
-    /// `unknown` or `failed`.
-    pub status: String,
+    /// How its send ended.
+    pub status: SendOutcome,
     /// Send attempts.
     pub attempts: i32,
     /// Last error.
@@ -330,7 +350,8 @@ impl From<service::OutboxRow> for OutboxRow {
             outbox_id: r.outbox_id,
             ingest_id: r.ingest_id,
             chat: r.chat,
-            status: r.status,
+            // The query selects only these two statuses (service::ATTENTION_STATUSES).
+            status: if r.status == "failed" { SendOutcome::Failed } else { SendOutcome::Unknown },
             attempts: r.attempts,
             last_error: r.last_error,
             created_at: r.created_at,

@@ -16,7 +16,8 @@ use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
 use super::{
-    audited, limit, next_link, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors,
+    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path,
+    Query, RefPath, WriteErrors,
 };
 use crate::auth::Caller;
 use crate::dto::{DeadLetter, DlqPage, DlqSummary, Purged, ReplayReport, ReplayRequest};
@@ -50,7 +51,7 @@ pub struct ListQuery {
 /// Count, oldest age and reasons per tenant, in ref order, one page of tenants at a time
 /// (`wafleet dlq list`, which sorts the whole fleet largest first instead).
 #[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(ListQuery),
-    responses((status = 200, description = "One summary per tenant of the page", body = DlqPage), ReadErrors))]
+    responses((status = 200, description = "One summary per tenant of the page", body = DlqPage), BadRequest, NotFound, CommonErrors))]
 async fn list_dead_letter_queues(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -81,7 +82,7 @@ pub struct ShowQuery {
 /// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`),
 /// which needs the `pii` scope and is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
-    responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), ReadErrors))]
+    responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), BadRequest, NotFound, CommonErrors))]
 async fn show_dead_letters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -136,7 +137,7 @@ async fn replay_dead_letters(
 
 /// Delete every dead letter of a tenant, for good (`wafleet dlq purge --yes`).
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Purged", body = Purged), WriteErrors))]
+    responses((status = 200, description = "Purged", body = Purged), ActionErrors))]
 async fn purge_dead_letters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

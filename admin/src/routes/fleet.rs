@@ -13,9 +13,11 @@ use uuid::Uuid;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::{depth, service};
 
-use super::{audited, limit, next_link, parse_ref, Path, Query, ReadErrors, RefPath};
+use super::{audited, limit, next_link, parse_ref, BadRequest, CommonErrors, Conflict, NotFound, Path, Query, RefPath};
 use crate::auth::Caller;
-use crate::dto::{AuditPage, AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
+use crate::dto::{
+    AuditPage, AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary, SendOutcome,
+};
 use crate::operations;
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
@@ -33,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Depth of every tenant that is not offboarded, deepest first (`wafleet depth`).
 #[utoipa::path(get, path = "/v1/depth", tag = "queues",
-    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), ReadErrors))]
+    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), CommonErrors))]
 async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, ApiError> {
     let (rows, source) = depth::depth(&state.pool, &state.endpoints).await?;
     Ok(Json(FleetDepth { source: source.into(), tenants: rows.into_iter().map(Into::into).collect() }))
@@ -41,7 +43,7 @@ async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, Ap
 
 /// One tenant's queue depth: ready, unacked, retrying, DLQ, oldest age, consumers.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/depth", tag = "queues", params(RefPath),
-    responses((status = 200, description = "The tenant's depth", body = OneDepth), ReadErrors))]
+    responses((status = 200, description = "The tenant's depth", body = OneDepth), BadRequest, NotFound, Conflict, CommonErrors))]
 async fn get_tenant_depth(
     State(state): State<AppState>,
     Path(path): Path<RefPath>,
@@ -54,29 +56,9 @@ async fn get_tenant_depth(
 /// Backlog per account and per tenant, in minutes of budget, with unknown and failed counts
 /// (`wafleet outbox`).
 #[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
-    responses((status = 200, description = "The outbox summary", body = OutboxSummary), ReadErrors))]
+    responses((status = 200, description = "The outbox summary", body = OutboxSummary), CommonErrors))]
 async fn get_outbox_summary(State(state): State<AppState>) -> Result<Json<OutboxSummary>, ApiError> {
     Ok(Json(service::outbox_summary(&state.pool, &state.budget, None).await?.into()))
-}
-
-/// Which rows.
-#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionStatus {
-    /// May or may not have reached the person: never resent automatically.
-    Unknown,
-    /// Refused by WA Bridges.
-    Failed,
-}
-
-impl AttentionStatus {
-    /// The stored status (and query value).
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 /// Query of `GET .../outbox`.
@@ -85,7 +67,7 @@ impl AttentionStatus {
 pub struct OutboxQuery {
     /// Only this status (default: both).
     #[param(inline)]
-    pub status: Option<AttentionStatus>,
+    pub status: Option<SendOutcome>,
     /// How many rows (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -99,7 +81,7 @@ pub struct OutboxQuery {
 /// A tenant's unknown and failed replies, newest first, one page at a time, to resolve by hand. The reply texts
 /// (`?body=true`) need the `pii` scope and are audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/outbox", tag = "outbox", params(RefPath, OutboxQuery),
-    responses((status = 200, description = "The rows", body = OutboxRows), ReadErrors))]
+    responses((status = 200, description = "The rows", body = OutboxRows), BadRequest, NotFound, CommonErrors))]
 async fn list_outbox_rows(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -155,7 +137,7 @@ pub struct AuditQuery {
 /// admin tokens alike. Paging by cursor returns every record that existed when the first page
 /// was read exactly once; records written meanwhile appear only on a new first page.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "One page, newest first", body = AuditPage), ReadErrors))]
+    responses((status = 200, description = "One page, newest first", body = AuditPage), BadRequest, CommonErrors))]
 async fn list_audit_records(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
@@ -183,7 +165,7 @@ pub struct OperationPath {
 
 /// An asynchronous operation: pending → running → succeeded or failed, with its steps.
 #[utoipa::path(get, path = "/v1/operations/{operation_id}", tag = "operations", params(OperationPath),
-    responses((status = 200, description = "The operation", body = Operation), ReadErrors))]
+    responses((status = 200, description = "The operation", body = Operation), BadRequest, NotFound, CommonErrors))]
 async fn get_operation(
     State(state): State<AppState>,
     Path(path): Path<OperationPath>,

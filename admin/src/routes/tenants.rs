@@ -19,12 +19,13 @@ use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
 
 use super::{
-    audited, limit, next_link, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors,
+    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path,
+    Query, RefPath, WriteErrors,
 };
 use crate::auth::Caller;
 use crate::dto::{
     BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
-    TenantPage,
+    TenantDetail, TenantPage,
 };
 use crate::idempotency::{self, Begin};
 use crate::operations;
@@ -69,7 +70,7 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 
 /// List tenants, in ref order, one page at a time (`wafleet tenants list`).
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery),
-    responses((status = 200, description = "One page of tenants", body = TenantPage), ReadErrors))]
+    responses((status = 200, description = "One page of tenants", body = TenantPage), BadRequest, CommonErrors))]
 async fn list_tenants(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -188,10 +189,10 @@ fn replayed(status: StatusCode, body: serde_json::Value) -> Response {
 
 /// Show one tenant, whatever its status.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}", tag = "tenants", params(RefPath),
-    responses((status = 200, description = "The tenant", body = Tenant), ReadErrors))]
-async fn get_tenant(State(state): State<AppState>, Path(path): Path<RefPath>) -> Result<Json<Tenant>, ApiError> {
+    responses((status = 200, description = "The tenant, its account and limits", body = TenantDetail), BadRequest, NotFound, CommonErrors))]
+async fn get_tenant(State(state): State<AppState>, Path(path): Path<RefPath>) -> Result<Json<TenantDetail>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
-    Ok(Json(service::get_tenant(&state.pool, &customer_ref).await?.into()))
+    Ok(Json(service::show_tenant(&state.pool, &customer_ref).await?.into()))
 }
 
 async fn set_status(
@@ -212,7 +213,7 @@ async fn set_status(
 
 /// Disable a tenant: its messages are dropped with a warning, its queue is kept.
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/disable", tag = "tenants", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Disabled", body = Tenant), WriteErrors))]
+    responses((status = 200, description = "Disabled", body = Tenant), ActionErrors))]
 async fn disable_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -223,7 +224,7 @@ async fn disable_tenant(
 
 /// Enable a disabled tenant.
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/enable", tag = "tenants", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Enabled", body = Tenant), WriteErrors))]
+    responses((status = 200, description = "Enabled", body = Tenant), ActionErrors))]
 async fn enable_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -246,7 +247,7 @@ pub struct OffboardQuery {
     responses(
         (status = 202, description = "Accepted; poll the operation", body = Operation,
             headers(("Location" = String, description = "The operation"))),
-        WriteErrors))]
+        ActionErrors))]
 async fn offboard_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -297,7 +298,7 @@ pub struct ExportQuery {
     responses(
         (status = 200, description = "The tenant's rows",
             content((Vec<ExportRow> = "application/json"), (String = "application/x-ndjson"))),
-        ReadErrors))]
+        BadRequest, NotFound, CommonErrors))]
 async fn export_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

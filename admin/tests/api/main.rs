@@ -10,6 +10,7 @@ mod hardening;
 mod idempotency;
 mod operations;
 mod paging;
+mod schemas;
 mod scopes;
 mod tenants;
 
