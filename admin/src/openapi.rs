@@ -34,6 +34,8 @@ use crate::state::AppState;
         (name = "queues", description = "Queue depth (`wafleet depth`)"),
         (name = "outbox", description = "Replies waiting, unknown or failed (`wafleet outbox`)"),
         (name = "audit", description = "The operator audit log (`wafleet audit`)"),
+        (name = "rules", description = "Keyword rules of the `rules` bot (`wafleet rules`)"),
+        (name = "upkeep", description = "Fleet upkeep (`wafleet retention run`)"),
         (name = "operations", description = "Asynchronous commands"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -57,6 +59,8 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .merge(routes::bridges::router())
         .merge(routes::dlq::router())
         .merge(routes::fleet::router())
+        .merge(routes::rules::router())
+        .merge(routes::upkeep::router())
 }
 
 /// The authenticated `/v1` router, the unauthenticated one, and the document of both.

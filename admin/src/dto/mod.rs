@@ -5,7 +5,9 @@
 mod queues;
 mod records;
 mod tenants;
+mod upkeep;
 
 pub use queues::*;
 pub use records::*;
 pub use tenants::*;
+pub use upkeep::*;

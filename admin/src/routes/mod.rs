@@ -6,7 +6,9 @@ pub mod bridges;
 pub mod dlq;
 pub mod fleet;
 pub mod meta;
+pub mod rules;
 pub mod tenants;
+pub mod upkeep;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use serde::Deserialize;

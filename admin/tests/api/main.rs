@@ -13,6 +13,7 @@ mod paging;
 mod schemas;
 mod scopes;
 mod tenants;
+mod upkeep;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -143,6 +144,11 @@ impl Admin {
     /// `POST` with the full token and a JSON body.
     pub async fn post(&self, uri: &str, body: serde_json::Value) -> Answer {
         self.call(Method::POST, uri, Some(&self.full), Some(body), &[]).await
+    }
+
+    /// `POST` with the full token and a JSON body, to an owned URI.
+    pub async fn post_json(&self, uri: String, body: serde_json::Value) -> Answer {
+        self.post(&uri, body).await
     }
 
     /// Creates a tenant through the API (its bridge registered at the simulator).

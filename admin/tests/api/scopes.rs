@@ -41,6 +41,11 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [Scope])> {
         (Method::GET, "/v1/tenants/nobody/outbox", None, &[Read]),
         (Method::GET, "/v1/tenants/nobody/outbox?body=true", None, &[Read, Pii]),
         (Method::GET, "/v1/audit", None, &[Read]),
+        (Method::GET, "/v1/tenants/nobody/rules", None, &[Read]),
+        (Method::POST, "/v1/tenants/nobody/rules", Some(json!({"keyword": "k", "reply": "r"})), &[Write]),
+        (Method::DELETE, "/v1/tenants/nobody/rules/k", None, &[Write]),
+        (Method::POST, "/v1/retention/run", Some(json!({"days": 30})), &[Write]),
+        (Method::POST, "/v1/bridges/reconcile", Some(json!({})), &[Write]),
         (Method::GET, "/v1/operations/0190b7a2-6f5e-7c3a-8000-000000000000", None, &[Read]),
     ]
 }
