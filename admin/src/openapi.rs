@@ -34,6 +34,7 @@ use crate::state::AppState;
         (name = "queues", description = "Queue depth (`wafleet depth`)"),
         (name = "outbox", description = "Replies waiting, unknown or failed (`wafleet outbox`)"),
         (name = "audit", description = "The operator audit log (`wafleet audit`)"),
+        (name = "accounts", description = "WA Bridges accounts and their budgets (`wafleet accounts`)"),
         (name = "rules", description = "Keyword rules of the `rules` bot (`wafleet rules`)"),
         (name = "upkeep", description = "Fleet upkeep (`wafleet retention run`)"),
         (name = "operations", description = "Asynchronous commands"),
@@ -60,6 +61,7 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .merge(routes::dlq::router())
         .merge(routes::fleet::router())
         .merge(routes::rules::router())
+        .merge(routes::accounts::router())
         .merge(routes::upkeep::router())
 }
 

@@ -22,9 +22,9 @@ pub fn required(method: &Method, route: &str, body: bool) -> Option<Vec<Scope>> 
         ("GET", "/tenants/{customer_ref}/dlq" | "/tenants/{customer_ref}/outbox") => &[Read],
         ("GET", "/tenants/{customer_ref}/webhook-url") => &[Credentials],
         ("GET", "/tenants/{customer_ref}/export") => &[Pii],
-        ("GET", "/tenants/{customer_ref}/rules") => &[Read],
+        ("GET", "/tenants/{customer_ref}/rules" | "/accounts") => &[Read],
         // Reconciling lists every account's bridges: it spends send budget, like a bridge status.
-        ("POST", "/tenants/{customer_ref}/rules" | "/retention/run" | "/bridges/reconcile") => &[Write],
+        ("POST", "/tenants/{customer_ref}/rules" | "/retention/run" | "/bridges/reconcile" | "/accounts") => &[Write],
         ("DELETE", "/tenants/{customer_ref}/rules/{rule}") => &[Write],
         // A live status spends a proxy token of the account's shared send budget.
         ("GET", "/tenants/{customer_ref}/bridge-status") => &[Write],

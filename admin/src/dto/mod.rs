@@ -2,11 +2,13 @@
 //! are converted from the service layer's types here, so an internal change cannot silently
 //! change the contract (the OpenAPI check fails instead).
 
+mod accounts;
 mod queues;
 mod records;
 mod tenants;
 mod upkeep;
 
+pub use accounts::*;
 pub use queues::*;
 pub use records::*;
 pub use tenants::*;

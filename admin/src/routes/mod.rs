@@ -2,6 +2,7 @@
 //! route and its OpenAPI entry cannot drift apart), merged by [`crate::startup::router`].
 //! Handlers are thin: extract, call one service function, map the result.
 
+pub mod accounts;
 pub mod bridges;
 pub mod dlq;
 pub mod fleet;

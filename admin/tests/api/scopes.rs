@@ -46,6 +46,8 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [Scope])> {
         (Method::DELETE, "/v1/tenants/nobody/rules/k", None, &[Write]),
         (Method::POST, "/v1/retention/run", Some(json!({"days": 30})), &[Write]),
         (Method::POST, "/v1/bridges/reconcile", Some(json!({})), &[Write]),
+        (Method::GET, "/v1/accounts", None, &[Read]),
+        (Method::POST, "/v1/accounts", Some(json!({"name": "scoped", "key_ref": "env:WA_API_KEY"})), &[Write]),
         (Method::GET, "/v1/operations/0190b7a2-6f5e-7c3a-8000-000000000000", None, &[Read]),
     ]
 }

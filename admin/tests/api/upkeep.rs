@@ -134,3 +134,51 @@ async fn bridge_reconciliation_reports_read_only_and_fix_records_ids_audited() {
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     admin.env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_added_once_listed_without_keys_and_audited() {
+    let admin = Admin::new().await;
+    let base = admin.env.sim.base_url();
+    let new = json!({"name": "acc_eu", "key_ref": "env:WA_API_KEY_EU", "base_url": base, "rate_per_min": 60,
+                     "test_account": true});
+    let added = admin.post("/v1/accounts", new.clone()).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert_eq!((added.json["name"].as_str(), added.json["created"].as_bool()), (Some("acc_eu"), Some(true)));
+    let warnings = added.json["warnings"].to_string();
+    assert!(warnings.contains("WA_API_KEY_EU"), "the unreadable key is said: {warnings}");
+    let again = admin.post("/v1/accounts", new).await;
+    assert_eq!((again.status, again.json["created"].as_bool()), (StatusCode::OK, Some(false)), "{}", again.text);
+    let changed = json!({"name": "acc_eu", "key_ref": "env:WA_API_KEY_EU", "rate_per_min": 5});
+    let refused = admin.post("/v1/accounts", changed).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "another account under the same name: {}", refused.text);
+    let literal = admin.post("/v1/accounts", json!({"name": "acc_bad", "key_ref": "wak_live_secret"})).await;
+    assert_eq!(literal.status, StatusCode::BAD_REQUEST, "a key is not a key reference: {}", literal.text);
+
+    let listed = admin.get("/v1/accounts").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let eu = listed.json.as_array().unwrap().iter().find(|a| a["name"] == "acc_eu").cloned().unwrap();
+    assert_eq!(
+        (eu["key_ref"].as_str(), eu["rate_per_min"].as_i64(), eu["tenants"].as_i64()),
+        (Some("env:WA_API_KEY_EU"), Some(60), Some(0))
+    );
+    assert!(!listed.text.contains("account_id") && !listed.text.contains("\"id\""), "no internal id: {}", listed.text);
+    let read = admin.call(Method::GET, "/v1/accounts", Some(&admin.read_only), None, &[]).await;
+    assert_eq!(read.status, StatusCode::OK);
+    let denied = admin
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(&admin.read_only),
+            Some(json!({"name": "x", "key_ref": "env:WA_API_KEY"})),
+            &[],
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+
+    let audit = admin.audit_of("acc_eu").await;
+    let outcomes: Vec<(&str, &str)> = audit.iter().map(|(op, _, _, o)| (op.as_str(), o.as_str())).collect();
+    assert_eq!(outcomes, [("admin-token:ops", "ok"), ("admin-token:ops", "ok"), ("admin-token:ops", "error")]);
+    assert!(audit.iter().all(|(_, c, _, _)| c == "accounts add"));
+    assert!(!admin.audit_of("acc_bad").await[0].2.to_string().is_empty(), "a refused add is audited too");
+    admin.env.cleanup().await;
+}
