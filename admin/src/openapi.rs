@@ -20,7 +20,7 @@ use crate::state::AppState;
         title = "wafleet admin API",
         description = "The operator CLI's commands over HTTP, for internal tooling. Every `/v1` request \
             needs `Authorization: Bearer <token>` (create one with `wafleet admin-tokens create --scopes`); \
-            a call needs the token's scopes for it (read, credentials, pii, write; else 403 \
+            a call needs the token's scopes for it (read, credentials, pii, write, admin; else 403 \
             insufficient-scope). Errors are RFC 9457 problem details.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
@@ -35,6 +35,7 @@ use crate::state::AppState;
         (name = "outbox", description = "Replies waiting, unknown or failed (`wafleet outbox`)"),
         (name = "audit", description = "The operator audit log (`wafleet audit`)"),
         (name = "accounts", description = "WA Bridges accounts and their budgets (`wafleet accounts`)"),
+        (name = "admin tokens", description = "Tokens of this API (`wafleet admin-tokens`)"),
         (name = "rules", description = "Keyword rules of the `rules` bot (`wafleet rules`)"),
         (name = "upkeep", description = "Fleet upkeep (`wafleet retention run`)"),
         (name = "operations", description = "Asynchronous commands"),
@@ -62,6 +63,7 @@ fn authenticated() -> OpenApiRouter<AppState> {
         .merge(routes::fleet::router())
         .merge(routes::rules::router())
         .merge(routes::accounts::router())
+        .merge(routes::tokens::router())
         .merge(routes::upkeep::router())
 }
 

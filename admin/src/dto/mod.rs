@@ -6,10 +6,12 @@ mod accounts;
 mod queues;
 mod records;
 mod tenants;
+mod tokens;
 mod upkeep;
 
 pub use accounts::*;
 pub use queues::*;
 pub use records::*;
 pub use tenants::*;
+pub use tokens::*;
 pub use upkeep::*;

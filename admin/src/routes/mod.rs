@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod meta;
 pub mod rules;
 pub mod tenants;
+pub mod tokens;
 pub mod upkeep;
 
 use axum::extract::{FromRequest, FromRequestParts};

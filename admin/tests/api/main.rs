@@ -13,6 +13,7 @@ mod paging;
 mod schemas;
 mod scopes;
 mod tenants;
+mod tokens;
 mod upkeep;
 
 use axum::body::Body;
