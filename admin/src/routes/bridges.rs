@@ -91,7 +91,13 @@ async fn get_webhook_url(
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/rotate-url", tag = "bridges", params(RefPath, IdempotencyKey),
     request_body = BaseUrl,
     responses((status = 200, description = "The new URL (a credential); the previous one no longer works",
-        body = WebhookUrl), WriteErrors))]
+        body = WebhookUrl,
+        links(
+            ("ReadUrl" = (operation_id = "get_webhook_url",
+                parameters(("customer_ref" = "$response.body#/customer_ref")))),
+            ("Offboard" = (operation_id = "offboard_tenant",
+                parameters(("customer_ref" = "$response.body#/customer_ref"))))
+        )), WriteErrors))]
 async fn rotate_webhook_url(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -96,7 +96,17 @@ async fn list_tenants(
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = CreatedTenant,
-            headers(("Location" = String, description = "The tenant"))),
+            headers(("Location" = String, description = "The tenant")),
+            // The lifecycle a client (and Schemathesis' stateful phase) follows from here:
+            // rotate the URL, read it, offboard.
+            links(
+                ("RotateUrl" = (operation_id = "rotate_webhook_url",
+                    parameters(("customer_ref" = "$response.body#/customer_ref")))),
+                ("ReadUrl" = (operation_id = "get_webhook_url",
+                    parameters(("customer_ref" = "$response.body#/customer_ref")))),
+                ("Offboard" = (operation_id = "offboard_tenant",
+                    parameters(("customer_ref" = "$response.body#/customer_ref"))))
+            )),
         (status = 200, description = "An identical tenant existed; nothing changed", body = CreatedTenant),
         WriteErrors))]
 async fn create_tenant(
