@@ -75,6 +75,8 @@ pub async fn attention_rows(
     with_body: bool,
 ) -> Result<(Vec<OutboxRow>, Option<OutboxCursor>)> {
     // One row more than asked tells whether a next page exists.
+    // ISOLATION: a cursor names no tenant and is the client's word; the `where` on the tenant
+    // (and RLS) decides whose rows a page holds, so another tenant's cursor only moves the key.
     let rows = sqlx::query(
         "select outbox_id, ingest_id, chat, status, attempts, last_error, created_at, updated_at, \
          case when $4 then body end as body from outbox \
