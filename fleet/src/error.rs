@@ -290,6 +290,10 @@ pub enum Conflict {
     /// The tenant is a tombstone and its queues are deleted.
     #[error("tenant {0} was offboarded; its queues are gone")]
     QueuesGone(CustomerRef),
+    /// A page of dead letters asked to continue after a message that is no longer where the
+    /// previous page saw it (a replay or purge moved the queue).
+    #[error("the dead letters of {0} changed since the previous page; start again without a cursor")]
+    DeadLettersMoved(CustomerRef),
     /// WA Bridges answered for another bridge than the one asked about.
     #[error(
         "WA Bridges answered customer_ref {answered:?} (id {instance_id}) for bridge {expected:?}; nothing was stored"

@@ -9,7 +9,8 @@ mod setup;
 mod tenants;
 
 pub use inspect::{
-    depth_of, dlq_list, dlq_list_page, dlq_purge, dlq_show, outbox_rows, tenant_depth, ATTENTION_STATUSES,
+    depth_of, dlq_list, dlq_list_page, dlq_purge, dlq_show, dlq_show_page, outbox_rows, tenant_depth,
+    ATTENTION_STATUSES,
 };
 pub use setup::{migrate, migrate_with};
 pub use tenants::{

@@ -41,6 +41,19 @@ pub struct DlqPage {
     pub next: Option<String>,
 }
 
+/// One page of a tenant's dead letters, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// The dead letters of this page.
+    pub items: Vec<DeadLetter>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit and `body`, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// One dead letter: metadata, and the payload only with `?body=true`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {

@@ -16,11 +16,11 @@ use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
 use super::{
-    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path,
-    Query, RefPath, WriteErrors,
+    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, Conflict, IdempotencyKey,
+    NotFound, Path, Query, RefPath, WriteErrors,
 };
 use crate::auth::Caller;
-use crate::dto::{DeadLetter, DlqPage, DlqSummary, Purged, ReplayReport, ReplayRequest};
+use crate::dto::{DeadLetter, DeadLetterPage, DlqPage, DlqSummary, Purged, ReplayReport, ReplayRequest};
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
@@ -77,29 +77,39 @@ pub struct ShowQuery {
     pub limit: Option<u32>,
     /// Include the webhook payloads (personal data: handle with care).
     pub body: Option<bool>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`),
-/// which needs the `pii` scope and is audited like a change.
+/// A tenant's dead letters, oldest first, one page at a time: metadata, and the payload only
+/// with `?body=true` (`wafleet dlq show`), which needs the `pii` scope and is audited like a
+/// change. A page whose cursor no longer matches the queue (a replay or purge moved it) is 409.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
-    responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), BadRequest, NotFound, CommonErrors))]
+    responses((status = 200, description = "Oldest first", body = DeadLetterPage), BadRequest, NotFound, Conflict,
+        CommonErrors))]
 async fn show_dead_letters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<ShowQuery>,
-) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+) -> Result<Json<DeadLetterPage>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let limit = limit(query.limit, 20, 1000)?;
     let body = query.body.unwrap_or(false);
-    let result = service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, body).await;
-    let letters = if body {
+    let page = (query.cursor.as_deref(), limit);
+    let result = service::dlq_show_page(&state.pool, &state.endpoints.amqp_url, &customer_ref, page, body).await;
+    let (letters, next_cursor) = if body {
         let entry = Entry::new("dlq show", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
         audited(&state, &caller, entry, false, result).await?
     } else {
         result?
     };
-    Ok(Json(letters.into_iter().map(DeadLetter::from).collect()))
+    let next = next_cursor.as_deref().map(|c| {
+        let filters = [("limit", Some(limit.to_string())), ("body", query.body.map(|b| b.to_string()))];
+        next_link(&format!("/v1/tenants/{customer_ref}/dlq"), &filters, c)
+    });
+    Ok(Json(DeadLetterPage { items: letters.into_iter().map(DeadLetter::from).collect(), next_cursor, next }))
 }
 
 /// Move dead letters back into the tenant's own queue (`wafleet dlq replay`): only while the

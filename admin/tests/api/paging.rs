@@ -196,3 +196,59 @@ async fn the_fleet_dead_letter_listing_pages_tenants_in_ref_order() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "a cursor of another listing: {}", refused.text);
     admin.env.cleanup().await;
 }
+
+/// Dead-letters `count` messages into `customer_ref`'s DLQ, each named by its last-error header.
+async fn dead_letters(admin: &Admin, customer_ref: &str, count: usize) {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let conn = wafleet_shared::amqp::connect(&admin.env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    for i in 0..count {
+        let mut headers = FieldTable::default();
+        let name = ShortString::from(wafleet_shared::topology::LAST_ERROR_HEADER);
+        headers.insert(name, AMQPValue::LongString(LongString::from(format!("m{i}"))));
+        let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        let queue = format!("wa.dlq.{customer_ref}");
+        let publish = channel.basic_publish("", &queue, Default::default(), b"not an envelope", properties);
+        publish.await.unwrap().await.unwrap();
+    }
+    let _ = conn.close(200, "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_dead_letters_page_oldest_first_and_a_moved_queue_refuses_the_stale_cursor() {
+    let admin = Admin::new().await;
+    admin.create_tenant("dlqm_a").await;
+    dead_letters(&admin, "dlqm_a", 5).await;
+    let mut seen = Vec::new();
+    let mut uri = "/v1/tenants/dlqm_a/dlq?limit=2".to_owned();
+    let mut second_page = None;
+    for page_number in 0..5 {
+        let page = admin.get(&uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        seen.extend(
+            page.json["items"].as_array().unwrap().iter().map(|d| d["last_error"].as_str().unwrap().to_owned()),
+        );
+        let Some(next) = page.json["next"].as_str() else { break };
+        assert_eq!(
+            next,
+            format!("/v1/tenants/dlqm_a/dlq?limit=2&cursor={}", page.json["next_cursor"].as_str().unwrap())
+        );
+        if page_number == 0 {
+            second_page = Some(next.to_owned());
+        }
+        uri = next.to_owned();
+    }
+    assert_eq!(seen, ["m0", "m1", "m2", "m3", "m4"], "each once, oldest first");
+    // Browsing returned every message: the queue still holds all five.
+    assert_eq!(admin.env.queue_depth("wa.dlq.dlqm_a").await, 5);
+
+    // The queue moves under the cursor (a purge): the stale page is refused, not made up.
+    let purged = admin.post("/v1/tenants/dlqm_a/dlq/purge", json!({})).await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text);
+    let stale = admin.get(&second_page.unwrap()).await;
+    assert_eq!((stale.status, stale.problem()), (StatusCode::CONFLICT, "conflict".to_owned()), "{}", stale.text);
+    let foreign = admin.get("/v1/tenants/dlqm_a/dlq?cursor=bm90LWEtY3Vyc29y").await;
+    assert_eq!(foreign.status, StatusCode::BAD_REQUEST, "{}", foreign.text);
+    admin.env.cleanup().await;
+}

@@ -75,8 +75,13 @@ fn each_operation_declares_only_the_answers_it_can_give_and_429_says_when_to_ret
             }
         }
     }
-    let expected: BTreeSet<&str> =
-        ["/v1/tenants/{customer_ref}/bridge-status", "/v1/tenants/{customer_ref}/depth"].into_iter().collect();
+    let expected: BTreeSet<&str> = [
+        "/v1/tenants/{customer_ref}/bridge-status",
+        "/v1/tenants/{customer_ref}/depth",
+        "/v1/tenants/{customer_ref}/dlq",
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(conflict_reads, expected, "only reads that depend on the tenant's state declare 409");
 }
 

@@ -92,6 +92,20 @@ pub async fn dlq_show(
     dlq::show(amqp_url, customer_ref, limit, with_body).await
 }
 
+/// One page of `dlq show` of a known tenant (see [`dlq::show_page`]).
+pub async fn dlq_show_page(
+    pool: &PgPool,
+    amqp_url: &str,
+    customer_ref: &CustomerRef,
+    (cursor, limit): (Option<&str>, u32),
+    with_body: bool,
+) -> Result<(Vec<DeadLetter>, Option<String>)> {
+    let after = cursor.map(dlq::DlqCursor::parse).transpose()?;
+    require_tenant(pool, customer_ref).await?;
+    let (letters, next) = dlq::show_page(amqp_url, customer_ref, after.as_ref(), limit, with_body).await?;
+    Ok((letters, next.map(|c| c.encode())))
+}
+
 /// `dlq purge` of a known tenant; returns how many messages were deleted.
 pub async fn dlq_purge(pool: &PgPool, amqp_url: &str, customer_ref: &CustomerRef) -> Result<u32> {
     require_tenant(pool, customer_ref).await?;
