@@ -24,6 +24,10 @@ use wafleet_shared::Keyring;
 /// with the public webhook edge.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8082";
 
+/// Default ops address (`/metrics`, `/healthz`): loopback only; never the API port, so a
+/// scraper needs no token and the API's NetworkPolicy need not admit it.
+pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:9082";
+
 /// Largest request body (64 KiB); larger ones get 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
@@ -32,6 +36,17 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct Config {
     /// `WAFLEET_ADMIN_ADDR`: listen address (default 127.0.0.1:8082).
     pub addr: SocketAddr,
+    /// `WAFLEET_ADMIN_OPS_ADDR`: ops address for `/metrics` and `/healthz` (default 127.0.0.1:9082).
+    pub ops_addr: SocketAddr,
+    /// `WAFLEET_ADMIN_HEADER_TIMEOUT_MS`: a client must send its request headers within this
+    /// time, or its connection is closed (default 5000).
+    pub header_timeout: Duration,
+    /// `WAFLEET_ADMIN_MAX_CONNECTIONS`: open connections at most; further clients wait in the
+    /// kernel's accept backlog (default 256).
+    pub max_connections: usize,
+    /// `WAFLEET_ADMIN_ADDR_RATE_PER_SEC` and `WAFLEET_ADMIN_ADDR_RATE_BURST`: requests per client
+    /// address, checked before the token (defaults 50 and 100).
+    pub address_rate: crate::state::RateLimit,
     /// `ADMIN_DATABASE_URL`, `AMQP_URL`, `RABBITMQ_API_URL`: the CLI's services (administration role).
     pub endpoints: Endpoints,
     /// `WAFLEET_SIGNING_KEY`: signs webhook URLs (webhook-url, rotate-url, provision). Optional:
@@ -92,6 +107,21 @@ pub struct AdminArgs {
     /// Burst per admin token.
     #[arg(long, env = "WAFLEET_ADMIN_RATE_BURST", default_value_t = NonZeroU32::MIN.saturating_add(19))]
     pub rate_burst: NonZeroU32,
+    /// Ops address (`/metrics`, `/healthz`); never exposed outside the cluster.
+    #[arg(long, env = "WAFLEET_ADMIN_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
+    pub ops_addr: SocketAddr,
+    /// Milliseconds a client has to send its request headers.
+    #[arg(long, env = "WAFLEET_ADMIN_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    pub header_timeout_ms: u64,
+    /// Open connections at most.
+    #[arg(long, env = "WAFLEET_ADMIN_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Requests per second per client address, before authentication.
+    #[arg(long, env = "WAFLEET_ADMIN_ADDR_RATE_PER_SEC", default_value_t = NonZeroU32::MIN.saturating_add(49))]
+    pub addr_rate_per_sec: NonZeroU32,
+    /// Burst per client address.
+    #[arg(long, env = "WAFLEET_ADMIN_ADDR_RATE_BURST", default_value_t = NonZeroU32::MIN.saturating_add(99))]
+    pub addr_rate_burst: NonZeroU32,
     /// How long (seconds) a request that calls WA Bridges waits for send budget.
     #[arg(long, env = "WAFLEET_ADMIN_BUDGET_WAIT_SECS", default_value_t = 10)]
     pub budget_wait_secs: u64,
@@ -115,8 +145,15 @@ impl AdminArgs {
         if let Some(key) = self.wa_api.wa_api_key.filter(|k| !k.expose_secret().is_empty()) {
             key_overrides.insert("env:WA_API_KEY".to_owned(), key);
         }
+        if self.header_timeout_ms == 0 || self.max_connections == 0 {
+            anyhow::bail!("WAFLEET_ADMIN_HEADER_TIMEOUT_MS and WAFLEET_ADMIN_MAX_CONNECTIONS must be positive");
+        }
         Ok(Config {
             addr: self.addr,
+            ops_addr: self.ops_addr,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            max_connections: self.max_connections,
+            address_rate: crate::state::RateLimit { per_second: self.addr_rate_per_sec, burst: self.addr_rate_burst },
             endpoints: Endpoints {
                 database_url: self.database.admin_database_url,
                 amqp_url: self.broker.amqp.amqp_url,
@@ -150,6 +187,9 @@ mod tests {
         assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
         assert_eq!((config.pool_size, config.rate_per_sec.get(), config.rate_burst.get()), (5, 10, 20));
         assert_eq!(config.max_budget_wait, Duration::from_secs(10));
+        assert_eq!(config.ops_addr.to_string(), DEFAULT_OPS_ADDR);
+        assert_eq!((config.header_timeout, config.max_connections), (Duration::from_secs(5), 256));
+        assert_eq!((config.address_rate.per_second.get(), config.address_rate.burst.get()), (50, 100));
         assert_eq!(config.directory.budget, BudgetConfig::default());
     }
 
@@ -159,5 +199,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("WAFLEET_ADMIN_RATE_PER_SEC"), "{e}");
+        let e = AdminArgs::try_parse_from(["wafleet-admin", "--max-connections=0"]).unwrap().into_config();
+        assert!(e.err().unwrap().to_string().contains("WAFLEET_ADMIN_MAX_CONNECTIONS"));
     }
 }

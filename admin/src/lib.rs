@@ -10,7 +10,9 @@
 pub mod auth;
 pub mod config;
 pub mod dto;
+pub mod edge;
 pub mod idempotency;
+pub mod metric;
 pub mod openapi;
 pub mod operations;
 pub mod problem;

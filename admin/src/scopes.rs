@@ -4,11 +4,11 @@
 //!
 //! Rules: reading state needs `read`; a webhook URL needs `credentials`; message bodies and
 //! exports need `pii`; every change, and every call that spends send budget (provisioning, a
-//! live bridge status), needs `write`; erasing needs `write` and `pii`. Rotating a URL needs
+//! live bridge status), needs `write`; erasing needs `write` and `pii`; token management needs `admin`. Rotating a URL needs
 //! `write` and shows the new URL only with `credentials` too (decided by its handler).
 
 use axum::http::Method;
-use wafleet_fleet::admin_tokens::Scope::{self, Credentials, Pii, Read, Write};
+use wafleet_fleet::admin_tokens::Scope::{self, Admin, Credentials, Pii, Read, Write};
 
 /// The scopes `method route` needs, where `route` is the route template
 /// (`/v1/tenants/{customer_ref}/dlq`) and `body` whether the query asks for message bodies
@@ -22,6 +22,11 @@ pub fn required(method: &Method, route: &str, body: bool) -> Option<Vec<Scope>> 
         ("GET", "/tenants/{customer_ref}/dlq" | "/tenants/{customer_ref}/outbox") => &[Read],
         ("GET", "/tenants/{customer_ref}/webhook-url") => &[Credentials],
         ("GET", "/tenants/{customer_ref}/export") => &[Pii],
+        ("GET", "/tenants/{customer_ref}/rules" | "/accounts") => &[Read],
+        // Reconciling lists every account's bridges: it spends send budget, like a bridge status.
+        ("POST", "/tenants/{customer_ref}/rules" | "/retention/run" | "/bridges/reconcile" | "/accounts") => &[Write],
+        ("DELETE", "/tenants/{customer_ref}/rules/{rule}") => &[Write],
+        ("GET" | "POST", "/admin-tokens") | ("POST", "/admin-tokens/{name}/revoke") => &[Admin],
         // A live status spends a proxy token of the account's shared send budget.
         ("GET", "/tenants/{customer_ref}/bridge-status") => &[Write],
         ("POST", "/tenants/{customer_ref}/erase") => &[Write, Pii],

@@ -1,7 +1,8 @@
 //! The shared state of the admin API: the application-role pool, the CLI's endpoints and fleet
-//! context, the signing key, the budget settings and the per-token rate limiter. Small and
+//! context, the signing key, the budget settings and the rate limiters (per token, per client address). Small and
 //! `Clone`; nothing in it belongs to one tenant.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -38,11 +39,14 @@ pub struct Inner {
     pub budget: BudgetConfig,
     /// Requests per token.
     pub limiter: DefaultKeyedRateLimiter<Uuid>,
+    /// Requests per client address, checked before the token is (so a flood of bad tokens
+    /// never reaches the database).
+    pub address_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Background operations (offboarding), awaited for a bounded time at shutdown.
     pub tasks: TaskTracker,
 }
 
-/// The per-token rate limit.
+/// A rate limit (per token, or per client address).
 #[derive(Clone, Copy, Debug)]
 pub struct RateLimit {
     /// Sustained requests per second.
@@ -59,9 +63,11 @@ impl AppState {
         fleet: Fleet,
         signing_key: Option<SecretString>,
         budget: BudgetConfig,
-        rate: RateLimit,
+        (rate, address_rate): (RateLimit, RateLimit),
     ) -> Self {
         let limiter = RateLimiter::keyed(Quota::per_second(rate.per_second).allow_burst(rate.burst));
+        let address_limiter =
+            RateLimiter::keyed(Quota::per_second(address_rate.per_second).allow_burst(address_rate.burst));
         let background_fleet = Fleet {
             pool: fleet.pool.clone(),
             accounts: fleet.accounts.clone(),
@@ -77,6 +83,7 @@ impl AppState {
             signing_key,
             budget,
             limiter,
+            address_limiter,
             tasks: TaskTracker::new(),
         };
         Self { inner: Arc::new(inner) }

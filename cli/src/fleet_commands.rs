@@ -53,6 +53,9 @@ pub enum FleetCommand {
         /// Only records about this tenant ref or account.
         #[arg(long)]
         target: Option<String>,
+        /// Continue below the last page: the cursor printed (on stderr) after a full page.
+        #[arg(long)]
+        cursor: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -252,8 +255,15 @@ pub async fn run_fleet(settings: &Settings, command: FleetCommand) -> Result<()>
                 );
             }
         }
-        FleetCommand::Audit { limit, target, json } => {
-            let records = service::list_audit(&pool, limit.clamp(1, 10_000), target.as_deref()).await?;
+        FleetCommand::Audit { limit, target, cursor, json } => {
+            let after = cursor.as_deref().map(service::AuditCursor::parse).transpose()?;
+            let limit = u32::try_from(limit.clamp(1, 10_000)).unwrap_or(50);
+            let page = service::audit_page(&pool, limit, target.as_deref(), after).await?;
+            let records = page.records;
+            // On stderr, so `--json` output stays one array that scripts can parse.
+            if let Some(next) = page.next {
+                eprintln!("more: --cursor {}", next.encode());
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
             } else {

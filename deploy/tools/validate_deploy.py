@@ -69,9 +69,8 @@ ADMIN_PORT = 8082
 OPS_PORTS = {"ingest": ("ops", 9080), "worker": ("metrics", 8081), "admin": ("ops", 9082)}
 MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
 INGEST_WEBHOOK_PORT = 8080
-# Container ports a monitor may name before the workload declares them: the admin API's ops
-# listener (WAFLEET_ADMIN_OPS_ADDR) lands in admin/ and admin-deployment.yaml separately.
-PENDING_PORTS = {("admin", "ops")}
+# Container ports a monitor may name before the workload declares them (none today).
+PENDING_PORTS: set[tuple[str, str]] = set()
 # wafleet-admin: OPERATIONS_DRAIN of admin/src/startup.rs, background operations after the server stopped.
 ADMIN_OPERATIONS_DRAIN_SECS = 20
 # Egress the admin API may have: DNS, OTLP, RabbitMQ AMQP + management API, Postgres, WA Bridges (443).
@@ -650,6 +649,11 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
                              for sm in by_kind.get("ServiceMonitor", [])),
                      f"{where}: a ServiceMonitor selects {key(s_)}, the API's Service; the admin API's metrics are on its "
                      "ops port (PodMonitor wafleet-admin)")
+        ops_ports = [p for p in pod_spec(admin)["containers"][0].get("ports", []) if p.get("name") == "ops"]
+        C.ok(bool(ops_ports) and conf.get("WAFLEET_ADMIN_OPS_ADDR", "").endswith(f":{ops_ports[0]['containerPort']}")
+             and conf.get("WAFLEET_ADMIN_OPS_ADDR", "").startswith("0.0.0.0:"),
+             f"{where}: the admin container's port `ops` must be WAFLEET_ADMIN_OPS_ADDR's, bound on 0.0.0.0 "
+             f"({conf.get('WAFLEET_ADMIN_OPS_ADDR')})")
         C.ok(not by_kind.get("Ingress"), f"{where}: renders an Ingress; the admin API must not be routed from outside, "
              "and the webhook's route is the operator's")
         # The API port's rules; the ops port's are check_ops_ports'.

@@ -251,6 +251,11 @@ impl AccountDirectory {
         &self.settings.budget
     }
 
+    /// Where account keys and base URLs may point (checked when an account is added or used).
+    pub fn policy(&self) -> &AccountPolicy {
+        &self.settings.policy
+    }
+
     /// Re-reads every account. An account whose key cannot be resolved is reported in the
     /// second list (its replies wait) and does not stop the others.
     pub async fn refresh(&self) -> Result<(Vec<Arc<AccountRuntime>>, Vec<(String, Error)>)> {

@@ -160,36 +160,93 @@ pub struct Record {
     pub detail: Option<String>,
 }
 
-/// The most recent `limit` records, newest first; `target` filters by tenant ref or account.
-pub async fn list(pool: &PgPool, limit: i64, target: Option<&str>) -> Result<Vec<Record>> {
+/// Tag of audit-log cursors (see [`crate::paging`]).
+const CURSOR_TAG: &str = "a1";
+
+/// Where the next page of the audit log starts: below the record with this id.
+///
+/// The keyset is the record id alone, not its time: many records share one `at` (a whole
+/// transaction has one `now()`), and ids are unique and only ever grow. Paging newest first with
+/// `audit_id < cursor` therefore returns every record that existed when paging began exactly
+/// once, and records written meanwhile (higher ids) never shift a later page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditCursor(i64);
+
+impl AuditCursor {
+    /// Parses a cursor that [`AuditCursor::encode`] made; anything else is
+    /// [`crate::error::InvalidInput::Cursor`].
+    pub fn parse(cursor: &str) -> Result<Self> {
+        crate::paging::decode(CURSOR_TAG, cursor)?
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Self)
+            .ok_or_else(|| crate::error::InvalidInput::Cursor.into())
+    }
+
+    /// The opaque form handed to clients.
+    pub fn encode(self) -> String {
+        crate::paging::encode(CURSOR_TAG, &self.0.to_string())
+    }
+}
+
+/// One page of the audit log, newest first.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<AuditCursor>,
+}
+
+/// Up to `limit` records, newest first, below `after` (the first page when `None`); `target`
+/// filters by tenant ref or account.
+pub async fn page(pool: &PgPool, limit: u32, target: Option<&str>, after: Option<AuditCursor>) -> Result<Page> {
     // Mapped by hand: deriving sqlx::FromRow in this crate would change the compile-fail
-    // snapshots of worker/tests/ui.
+    // snapshots of worker/tests/ui. One row more than asked tells whether a next page exists.
     let rows = sqlx::query(
-        "select at, operator, command, target, arguments, outcome, detail from audit_log \
-         where ($2::text is null or target = $2) order by audit_id desc limit $1",
+        "select audit_id, at, operator, command, target, arguments, outcome, detail from audit_log \
+         where ($2::text is null or target = $2) and ($3::bigint is null or audit_id < $3) \
+         order by audit_id desc limit $1",
     )
-    .bind(limit)
+    .bind(i64::from(limit) + 1)
     .bind(target)
+    .bind(after.map(|c| c.0))
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(Record {
-                at: row.try_get("at")?,
-                operator: row.try_get("operator")?,
-                command: row.try_get("command")?,
-                target: row.try_get("target")?,
-                arguments: row.try_get("arguments")?,
-                outcome: row.try_get("outcome")?,
-                detail: row.try_get("detail")?,
-            })
-        })
-        .collect()
+    let mut records = Vec::with_capacity(rows.len());
+    let mut last_id = None;
+    for row in rows.iter().take(limit as usize) {
+        last_id = Some(row.try_get::<i64, _>("audit_id")?);
+        records.push(Record {
+            at: row.try_get("at")?,
+            operator: row.try_get("operator")?,
+            command: row.try_get("command")?,
+            target: row.try_get("target")?,
+            arguments: row.try_get("arguments")?,
+            outcome: row.try_get("outcome")?,
+            detail: row.try_get("detail")?,
+        });
+    }
+    let next = if rows.len() > limit as usize { last_id.map(AuditCursor) } else { None };
+    Ok(Page { records, next })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audit_cursor_round_trips_and_refuses_what_it_did_not_make() {
+        let c = AuditCursor(7_000_000_001);
+        assert_eq!(AuditCursor::parse(&c.encode()).unwrap(), c);
+        for bad in
+            [crate::paging::encode("a1", "0"), crate::paging::encode("a1", "x"), crate::paging::encode("o1", "5")]
+        {
+            assert!(AuditCursor::parse(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn secrets_tokens_and_erased_contacts_never_reach_the_audit_log() {

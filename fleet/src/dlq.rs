@@ -142,6 +142,13 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
         Some(r) => vec![r.clone()],
         None => tenant::list(pool).await?.into_iter().map(|t| t.customer_ref).collect(),
     };
+    let mut out = summarize(amqp_url, &refs).await?;
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.customer_ref.cmp(&b.customer_ref)));
+    Ok(out)
+}
+
+/// The summaries of `refs`' dead-letter queues, in the order of `refs`.
+pub async fn summarize(amqp_url: &str, refs: &[CustomerRef]) -> Result<Vec<DlqSummary>> {
     let connection = wafleet_shared::amqp::connect(amqp_url, "wafleet-cli-dlq").await?;
     let mut out = Vec::new();
     for customer_ref in refs {
@@ -154,7 +161,7 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
             oldest_age_secs: None,
             reasons: BTreeMap::new(),
         };
-        if let Ok(messages) = browse(&channel, &names::dlq_queue(&customer_ref), 1000).await {
+        if let Ok(messages) = browse(&channel, &names::dlq_queue(customer_ref), 1000).await {
             summary.count = messages.len() as u32;
             let mut oldest: Option<DateTime<Utc>> = None;
             for m in &messages {
@@ -172,7 +179,6 @@ pub async fn list(pool: &PgPool, amqp_url: &str, only: Option<&CustomerRef>) -> 
         out.push(summary);
     }
     wafleet_shared::amqp::close(connection).await;
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.customer_ref.cmp(&b.customer_ref)));
     Ok(out)
 }
 
@@ -184,6 +190,88 @@ pub async fn show(amqp_url: &str, customer_ref: &CustomerRef, limit: u32, with_b
     // Closing the channel returns every browsed message to the queue.
     wafleet_shared::amqp::close(connection).await;
     Ok(out)
+}
+
+/// Tag of dead-letter page cursors (see [`crate::paging`]).
+const CURSOR_TAG: &str = "q1";
+
+/// Deepest position a page may reach: browsing holds every message before it unacked.
+pub const MAX_BROWSE: u32 = 10_000;
+
+/// Where the next page of a tenant's dead letters starts. A queue has no key to page on, so the
+/// cursor names a position from the head and a fingerprint of the message just before it; a
+/// page whose position now holds another message (a replay or purge moved the queue) is refused
+/// instead of silently skipping or repeating dead letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DlqCursor {
+    position: u32,
+    fingerprint: String,
+}
+
+impl DlqCursor {
+    /// Parses a cursor that [`DlqCursor::encode`] made; anything else is
+    /// [`crate::error::InvalidInput::Cursor`].
+    pub fn parse(cursor: &str) -> Result<Self> {
+        let key = crate::paging::decode(CURSOR_TAG, cursor)?;
+        key.split_once('.')
+            .and_then(|(position, fingerprint)| {
+                let position: u32 = position.parse().ok().filter(|p| (1..MAX_BROWSE).contains(p))?;
+                let hex = fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit());
+                hex.then(|| Self { position, fingerprint: fingerprint.to_owned() })
+            })
+            .ok_or_else(|| crate::error::InvalidInput::Cursor.into())
+    }
+
+    /// The opaque form handed to clients.
+    pub fn encode(&self) -> String {
+        crate::paging::encode(CURSOR_TAG, &format!("{}.{}", self.position, self.fingerprint))
+    }
+}
+
+/// The first 8 bytes of the SHA-256 of a message's body and headers, in hex. Quorum queues add
+/// or bump `x-delivery-count` each time a browse returns the message, so it is left out.
+fn fingerprint(message: &BasicGetMessage) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(&message.delivery.data);
+    if let Some(headers) = message.delivery.properties.headers() {
+        for (name, value) in headers.inner().iter().filter(|(name, _)| name.as_str() != "x-delivery-count") {
+            hash.update(format!("{name}={value:?}\n").as_bytes());
+        }
+    }
+    hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `dlq show` one page at a time: up to `limit` dead letters after `after` (from the head when
+/// `None`), oldest first, metadata only unless `with_body`; with the cursor of the next page.
+pub async fn show_page(
+    amqp_url: &str,
+    customer_ref: &CustomerRef,
+    after: Option<&DlqCursor>,
+    limit: u32,
+    with_body: bool,
+) -> Result<(Vec<DeadLetter>, Option<DlqCursor>)> {
+    let start = after.map_or(0, |c| c.position);
+    let window = start.saturating_add(limit).saturating_add(1).min(MAX_BROWSE);
+    let (connection, channel) = open(amqp_url).await?;
+    let browsed = browse(&channel, &names::dlq_queue(customer_ref), window).await;
+    let described = browsed.map(|messages| {
+        let seen_before = start.checked_sub(1).and_then(|i| messages.get(i as usize)).map(fingerprint);
+        let page: Vec<&BasicGetMessage> = messages.iter().skip(start as usize).take(limit as usize).collect();
+        let more = messages.len() > (start + limit) as usize;
+        let next = page
+            .last()
+            .filter(|_| more)
+            .map(|m| DlqCursor { position: start + page.len() as u32, fingerprint: fingerprint(m) });
+        (seen_before, page.into_iter().map(|m| describe(m, with_body)).collect::<Vec<_>>(), next)
+    });
+    // Closing the connection returns every browsed message to the queue.
+    wafleet_shared::amqp::close(connection).await;
+    let (seen_before, letters, next) = described?;
+    if after.is_some_and(|c| seen_before.as_deref() != Some(c.fingerprint.as_str())) {
+        return Err(Conflict::DeadLettersMoved(customer_ref.clone()).into());
+    }
+    Ok((letters, next))
 }
 
 /// `dlq replay`: moves selected dead letters back to the tenant's own queue.
@@ -264,4 +352,19 @@ pub async fn purge(amqp_url: &str, customer_ref: &CustomerRef) -> Result<u32> {
         channel.queue_purge(&names::dlq_queue(customer_ref), lapin::options::QueuePurgeOptions::default()).await?;
     wafleet_shared::amqp::close(connection).await;
     Ok(purged)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_cursor_round_trips_and_refuses_positions_and_fingerprints_it_never_makes() {
+        let c = DlqCursor { position: 40, fingerprint: "0123456789abcdef".into() };
+        assert_eq!(DlqCursor::parse(&c.encode()).unwrap(), c);
+        for key in ["0.0123456789abcdef", "10000.0123456789abcdef", "4.0123", "4.zzzzzzzzzzzzzzzz", "4"] {
+            assert!(DlqCursor::parse(&crate::paging::encode(CURSOR_TAG, key)).is_err(), "{key}");
+        }
+    }
 }

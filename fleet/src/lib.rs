@@ -25,6 +25,7 @@ pub mod locks;
 pub mod metric;
 pub mod offboard;
 pub mod outbox;
+pub mod paging;
 pub mod retention;
 pub mod rules;
 pub mod service;

@@ -27,7 +27,7 @@ pub use claim::{claim, ClaimedRow};
 pub use insert::{insert_with_event, InboundRecord, Replies};
 pub use lease::{ClaimLease, CLAIM_LOCK_CLASS};
 pub use pick::{pick, Pick};
-pub use queries::{attention_rows, nonce_counts, nonce_rows, NonceRow, OutboxRow};
+pub use queries::{attention_rows, nonce_counts, nonce_rows, NonceRow, OutboxCursor, OutboxRow};
 pub use settle::{await_echo, echo_already_seen, finish, mark_retry, mark_sent, reconcile_from_me};
 pub use summary::{publish_metrics, summary, AccountBacklog, OutboxSummary, TenantBacklog};
 pub use upkeep::{cancel_pending, erase_contact, mark_stale_sending, pending_count, prune_finished, settle};

@@ -8,7 +8,10 @@ mod inspect;
 mod setup;
 mod tenants;
 
-pub use inspect::{depth_of, dlq_list, dlq_purge, dlq_show, outbox_rows, tenant_depth, ATTENTION_STATUSES};
+pub use inspect::{
+    depth_of, dlq_list, dlq_list_page, dlq_purge, dlq_show, dlq_show_page, outbox_rows, tenant_depth,
+    ATTENTION_STATUSES,
+};
 pub use setup::{migrate, migrate_with};
 pub use tenants::{
     add_rule, add_tenant, add_tenant_in_account, check_base_url, get_tenant, list_tenants, list_tenants_page,
@@ -17,11 +20,11 @@ pub use tenants::{
 };
 
 pub use crate::accounts::{add as add_account, list as list_accounts};
-pub use crate::audit::{list as list_audit, record as record_audit, Actor};
+pub use crate::audit::{page as audit_page, record as record_audit, Actor, AuditCursor};
 pub use crate::endpoints::Endpoints;
 pub use crate::lifecycle::{bridge_status, provision, reconcile_bridges, rotate_url, Fleet};
 pub use crate::offboard::offboard;
-pub use crate::outbox::{summary as outbox_summary, OutboxRow};
+pub use crate::outbox::{summary as outbox_summary, OutboxCursor, OutboxRow};
 pub use crate::retention::{erase_contact, export as export_tenant, run_once as run_retention};
 pub use crate::rules::{list as list_rules, remove as remove_rule};
 pub use crate::tenant::detail as show_tenant;

@@ -16,7 +16,6 @@ pub mod metric;
 pub mod payload;
 pub mod publisher;
 pub mod routes;
-pub mod server;
 pub mod spool;
 pub mod startup;
 

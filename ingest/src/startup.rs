@@ -22,8 +22,8 @@ use crate::config::Config;
 use crate::metric;
 use crate::publisher::{LapinPublisher, Publisher};
 use crate::routes::{ops_router, router, AppState};
-use crate::server::ServerLimits;
 use crate::spool::Spool;
+use wafleet_shared::server::ServerLimits;
 
 /// A bound, ready-to-run ingest server.
 pub struct Application {
@@ -158,9 +158,14 @@ impl Application {
         // The ops listener outlives the webhook one: a preStop hook polling `/spoolz` and the
         // probes keep their answers while the spool drains on the way out.
         let ops_stop = CancellationToken::new();
-        let ops = tokio::spawn(crate::server::serve(ops_listener, ops_router, limits, ops_stop.clone()));
+        let ops = tokio::spawn(wafleet_shared::server::serve(
+            ops_listener,
+            move |_| ops_router.clone(),
+            limits,
+            ops_stop.clone(),
+        ));
         let _ops_stop = ops_stop.clone().drop_guard();
-        crate::server::serve(listener, router, limits, shutdown).await;
+        wafleet_shared::server::serve(listener, move |_| router.clone(), limits, shutdown).await;
         if let Some(spool) = spool {
             spool.stop().await?;
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod envelope;
 pub mod ids;
 pub mod publish;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

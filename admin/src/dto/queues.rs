@@ -28,6 +28,32 @@ impl From<dlq::DlqSummary> for DlqSummary {
     }
 }
 
+/// One page of dead-letter summaries, in ref order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DlqPage {
+    /// One summary per tenant of this page.
+    pub items: Vec<DlqSummary>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One page of a tenant's dead letters, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// The dead letters of this page.
+    pub items: Vec<DeadLetter>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit and `body`, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// One dead letter: metadata, and the payload only with `?body=true`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
@@ -286,6 +312,26 @@ impl From<outbox::OutboxSummary> for OutboxSummary {
     }
 }
 
+/// How a reply's send ended, for the rows an operator resolves by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendOutcome {
+    /// May or may not have reached the person: never resent automatically.
+    Unknown,
+    /// Refused by WA Bridges.
+    Failed,
+}
+
+impl SendOutcome {
+    /// The stored status (and query value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// An outbox row that needs an operator (`unknown` or `failed`).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct OutboxRow {
@@ -295,8 +341,8 @@ pub struct OutboxRow {
     pub ingest_id: Uuid,
     /// Chat the reply was for.
     pub chat: String,
-    /// `unknown` or `failed`.
-    pub status: String,
+    /// How its send ended.
+    pub status: SendOutcome,
     /// Send attempts.
     pub attempts: i32,
     /// Last error.
@@ -317,7 +363,8 @@ impl From<service::OutboxRow> for OutboxRow {
             outbox_id: r.outbox_id,
             ingest_id: r.ingest_id,
             chat: r.chat,
-            status: r.status,
+            // The query selects only these two statuses (service::ATTENTION_STATUSES).
+            status: if r.status == "failed" { SendOutcome::Failed } else { SendOutcome::Unknown },
             attempts: r.attempts,
             last_error: r.last_error,
             created_at: r.created_at,
@@ -334,4 +381,10 @@ pub struct OutboxRows {
     pub customer_ref: String,
     /// Newest first.
     pub rows: Vec<OutboxRow>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same filters, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

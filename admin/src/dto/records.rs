@@ -21,8 +21,8 @@ pub struct AuditRecord {
     /// Its (redacted) arguments.
     #[schema(value_type = Object)]
     pub arguments: serde_json::Value,
-    /// `ok`, `error` or `dry_run`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
     /// Error or summary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -36,10 +36,40 @@ impl From<wafleet_fleet::audit::Record> for AuditRecord {
             command: r.command,
             target: r.target,
             arguments: r.arguments,
-            outcome: r.outcome,
+            // A check constraint on audit_log allows only these three.
+            outcome: match r.outcome.as_str() {
+                "ok" => AuditOutcome::Ok,
+                "dry_run" => AuditOutcome::DryRun,
+                _ => AuditOutcome::Error,
+            },
             detail: r.detail,
         }
     }
+}
+
+/// How an audited command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// It did what it said.
+    Ok,
+    /// It failed (possibly half-way; `detail` says where).
+    Error,
+    /// A dry run: nothing changed.
+    DryRun,
+}
+
+/// One page of the audit log, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// The records of this page.
+    pub items: Vec<AuditRecord>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same filters, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Status of an operation.

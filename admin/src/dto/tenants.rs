@@ -1,41 +1,127 @@
 //! Tenants, their bots, webhook URLs, bridges and data (export, erasure).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wafleet_fleet::{retention, tenant};
 
-/// A tenant (metadata only).
+/// A tenant (metadata only). Its database id is internal and never leaves the server: the ref
+/// names it.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
-    /// Database id.
-    pub tenant_id: i64,
     /// The tenant's ref (routing key and webhook path segment).
     pub customer_ref: String,
     /// The bridge's `/proxy/*` key at WA Bridges.
     pub bridge: String,
-    /// `active`, `disabled` or `offboarded`.
-    pub status: String,
+    /// Lifecycle status.
+    pub status: TenantStatus,
     /// Current webhook URL generation (bumped by rotate-url).
     pub generation: i64,
-    /// `token` or `open`.
-    pub auth_mode: String,
-    /// `quorum` or `classic`.
-    pub queue_type: String,
-    /// `echo` or `rules`.
-    pub bot_kind: String,
+    /// Webhook authentication.
+    pub auth_mode: AuthMode,
+    /// Type of its queue.
+    pub queue_type: QueueType,
+    /// Its bot.
+    pub bot_kind: BotKind,
 }
 
 impl From<tenant::TenantSummary> for Tenant {
     fn from(t: tenant::TenantSummary) -> Self {
         Self {
-            tenant_id: t.tenant_id.get(),
             customer_ref: t.customer_ref.to_string(),
             bridge: t.bridge,
-            status: t.status.as_str().to_owned(),
+            status: t.status.into(),
             generation: t.generation.to_db(),
-            auth_mode: t.auth_mode.as_str().to_owned(),
-            queue_type: t.queue_type.as_str().to_owned(),
-            bot_kind: t.bot_kind.as_str().to_owned(),
+            auth_mode: t.auth_mode.into(),
+            queue_type: t.queue_type.into(),
+            bot_kind: t.bot_kind.into(),
+        }
+    }
+}
+
+/// Lifecycle status of a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Messages are processed and replies sent.
+    Active,
+    /// Messages are dropped with a warning; the queue is kept.
+    Disabled,
+    /// Tombstone: the ref can never be used again.
+    Offboarded,
+}
+
+impl From<tenant::TenantStatus> for TenantStatus {
+    fn from(s: tenant::TenantStatus) -> Self {
+        match s {
+            tenant::TenantStatus::Active => Self::Active,
+            tenant::TenantStatus::Disabled => Self::Disabled,
+            tenant::TenantStatus::Offboarded => Self::Offboarded,
+        }
+    }
+}
+
+/// One tenant in full (`GET /v1/tenants/{customer_ref}`, `wafleet tenants show`): its metadata,
+/// the account that sends its replies, and its limits.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantDetail {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// The WA Bridges account that sends its replies.
+    pub account: String,
+    /// Its send limits and queue bound.
+    pub limits: TenantLimits,
+    /// The bridge's id at WA Bridges, once provisioned or reconciled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<i64>,
+    /// Last bridge state reported by a connection event or a status call.
+    pub bridge_state: String,
+    /// When the tenant was added.
+    pub created_at: DateTime<Utc>,
+    /// Last change of its row.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A tenant's limits, as `PATCH .../limits` sets them.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantLimits {
+    /// Consecutive sends per round-robin turn (1-100).
+    pub weight: i32,
+    /// At most this many sends per minute (budget window); absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_min: Option<i32>,
+    /// At most this many sends per day; absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_day: Option<i32>,
+    /// Bound of its queue in bytes; absent: the fleet-wide default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_max_bytes: Option<i64>,
+}
+
+impl From<tenant::TenantDetail> for TenantDetail {
+    fn from(t: tenant::TenantDetail) -> Self {
+        Self {
+            tenant: Tenant {
+                customer_ref: t.customer_ref.to_string(),
+                bridge: t.bridge,
+                status: t.status.into(),
+                generation: t.generation.to_db(),
+                auth_mode: t.auth_mode.into(),
+                queue_type: t.queue_type.into(),
+                bot_kind: t.bot_kind.into(),
+            },
+            account: t.account,
+            limits: TenantLimits {
+                weight: t.limits.weight,
+                max_per_min: t.limits.max_per_min,
+                max_per_day: t.limits.max_per_day,
+                queue_max_bytes: t.queue_max_bytes,
+            },
+            instance_id: t.instance_id,
+            bridge_state: t.bridge_state,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
         }
     }
 }
@@ -121,9 +207,12 @@ pub struct TenantPage {
     /// Opaque cursor of the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
-/// Bot of a new tenant.
+/// A tenant's bot.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BotKind {
@@ -136,7 +225,7 @@ pub enum BotKind {
     Http,
 }
 
-/// Webhook authentication of a new tenant.
+/// A tenant's webhook authentication.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
@@ -147,7 +236,7 @@ pub enum AuthMode {
     Open,
 }
 
-/// Queue type of a new tenant's queue.
+/// Type of a tenant's queue.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueType {
@@ -156,6 +245,34 @@ pub enum QueueType {
     Quorum,
     /// Classic v2, for fleets far past ~5k tenants.
     Classic,
+}
+
+impl From<tenant::BotKind> for BotKind {
+    fn from(b: tenant::BotKind) -> Self {
+        match b {
+            tenant::BotKind::Echo => Self::Echo,
+            tenant::BotKind::Rules => Self::Rules,
+            tenant::BotKind::Http => Self::Http,
+        }
+    }
+}
+
+impl From<wafleet_shared::AuthMode> for AuthMode {
+    fn from(a: wafleet_shared::AuthMode) -> Self {
+        match a {
+            wafleet_shared::AuthMode::Token => Self::Token,
+            wafleet_shared::AuthMode::Open => Self::Open,
+        }
+    }
+}
+
+impl From<wafleet_shared::topology::QueueType> for QueueType {
+    fn from(q: wafleet_shared::topology::QueueType) -> Self {
+        match q {
+            wafleet_shared::topology::QueueType::Quorum => Self::Quorum,
+            wafleet_shared::topology::QueueType::Classic => Self::Classic,
+        }
+    }
 }
 
 impl From<BotKind> for tenant::BotKind {
@@ -248,7 +365,7 @@ pub struct WebhookUrl {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The tenant's status; events for a tenant that is not active are dropped.
-    pub status: String,
+    pub status: TenantStatus,
     /// The URL generation the URL is signed for (a rotation moves to the next one).
     pub generation: i64,
     /// Set when the URL will not work as is (tenant not active), or was withheld.

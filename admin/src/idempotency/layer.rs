@@ -2,8 +2,9 @@
 //! keeps its own record): a middleware after authentication. The request is identified by its
 //! method, path, query and JSON body (parsed, so spacing and key order do not matter); its
 //! answer is stored as the client saw it, except for credentials, which are never stored: a
-//! bot's signing secret is not repeated (it is shown once), and a rotated webhook URL is signed
-//! again from its stored generation, for a token that may read credentials.
+//! bot's signing secret and a new admin token are not repeated (each is shown once), and a
+//! rotated webhook URL is signed again from its stored generation, for a token that may read
+//! credentials.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{MatchedPath, Request, State};
@@ -73,6 +74,8 @@ async fn capture(response: Response) -> (Response, Value) {
     if let Some(Value::Object(fields)) = stored_body.as_mut() {
         fields.remove("bot_secret");
         fields.remove("url");
+        // A new admin token, shown once.
+        fields.remove("token");
     }
     let header = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let stored = json!({

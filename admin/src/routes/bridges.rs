@@ -15,7 +15,10 @@ use wafleet_fleet::audit::Entry;
 use wafleet_fleet::service;
 use wafleet_fleet::tenant::{TenantMeta, TenantStatus};
 
-use super::{audited, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{
+    audited, parse_ref, BadRequest, Body, CommonErrors, Conflict, IdempotencyKey, NotFound, Path, Query, RefPath,
+    Upstream, WriteErrors,
+};
 use crate::auth::Caller;
 use crate::dto::{BaseUrl, BridgeStatus, Provisioned, WebhookUrl};
 use crate::problem::ApiError;
@@ -54,7 +57,7 @@ fn webhook_url(customer_ref: &str, url: Option<String>, meta: &TenantMeta) -> We
     WebhookUrl {
         customer_ref: customer_ref.to_owned(),
         url,
-        status: status.as_str().to_owned(),
+        status: status.into(),
         generation: meta.generation.to_db(),
         warning,
     }
@@ -63,7 +66,7 @@ fn webhook_url(customer_ref: &str, url: Option<String>, meta: &TenantMeta) -> We
 /// The signed webhook URL to configure on the tenant's bridge (`wafleet webhook-url`). Needs
 /// the `credentials` scope; every read is audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/webhook-url", tag = "bridges", params(RefPath, BaseQuery),
-    responses((status = 200, description = "The URL (a credential)", body = WebhookUrl), ReadErrors))]
+    responses((status = 200, description = "The URL (a credential)", body = WebhookUrl), BadRequest, NotFound, CommonErrors))]
 async fn get_webhook_url(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -88,7 +91,13 @@ async fn get_webhook_url(
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/rotate-url", tag = "bridges", params(RefPath, IdempotencyKey),
     request_body = BaseUrl,
     responses((status = 200, description = "The new URL (a credential); the previous one no longer works",
-        body = WebhookUrl), WriteErrors))]
+        body = WebhookUrl,
+        links(
+            ("ReadUrl" = (operation_id = "get_webhook_url",
+                parameters(("customer_ref" = "$response.body#/customer_ref")))),
+            ("Offboard" = (operation_id = "offboard_tenant",
+                parameters(("customer_ref" = "$response.body#/customer_ref"))))
+        )), WriteErrors))]
 async fn rotate_webhook_url(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -131,7 +140,7 @@ async fn provision_bridge(
 /// The bridge's session status at WA Bridges (`wafleet bridges status`). Spends one proxy token
 /// of the tenant's account, like a send, so it needs the `write` scope.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/bridge-status", tag = "bridges", params(RefPath),
-    responses((status = 200, description = "The bridge's status", body = BridgeStatus), ReadErrors))]
+    responses((status = 200, description = "The bridge's status", body = BridgeStatus), BadRequest, NotFound, Conflict, Upstream, CommonErrors))]
 async fn get_bridge_status(
     State(state): State<AppState>,
     Path(path): Path<RefPath>,

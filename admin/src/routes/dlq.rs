@@ -15,9 +15,12 @@ use wafleet_fleet::audit::Entry;
 use wafleet_fleet::dlq::{self, Selection};
 use wafleet_fleet::service;
 
-use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{
+    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, Conflict, IdempotencyKey,
+    NotFound, Path, Query, RefPath, WriteErrors,
+};
 use crate::auth::Caller;
-use crate::dto::{DeadLetter, DlqSummary, Purged, ReplayReport, ReplayRequest};
+use crate::dto::{DeadLetter, DeadLetterPage, DlqPage, DlqSummary, Purged, ReplayReport, ReplayRequest};
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
@@ -34,21 +37,35 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this tenant.
+    /// Only this tenant (one item, no next page).
     #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub customer_ref: Option<String>,
+    /// Tenants per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// Count, oldest age and reasons per tenant, largest first (`wafleet dlq list`).
+/// Count, oldest age and reasons per tenant, in ref order, one page of tenants at a time
+/// (`wafleet dlq list`, which sorts the whole fleet largest first instead).
 #[utoipa::path(get, path = "/v1/dlq", tag = "dead letters", params(ListQuery),
-    responses((status = 200, description = "One summary per tenant", body = Vec<DlqSummary>), ReadErrors))]
+    responses((status = 200, description = "One summary per tenant of the page", body = DlqPage), BadRequest, NotFound, CommonErrors))]
 async fn list_dead_letter_queues(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<DlqSummary>>, ApiError> {
-    let only = query.customer_ref.as_deref().map(parse_ref).transpose()?;
-    let summaries = service::dlq_list(&state.pool, &state.endpoints.amqp_url, only.as_ref()).await?;
-    Ok(Json(summaries.into_iter().map(DlqSummary::from).collect()))
+) -> Result<Json<DlqPage>, ApiError> {
+    let limit = limit(query.limit, 50, 500)?;
+    if let Some(only) = query.customer_ref.as_deref().map(parse_ref).transpose()? {
+        let summaries = service::dlq_list(&state.pool, &state.endpoints.amqp_url, Some(&only)).await?;
+        let items = summaries.into_iter().map(DlqSummary::from).collect();
+        return Ok(Json(DlqPage { items, next_cursor: None, next: None }));
+    }
+    let (summaries, next_cursor) =
+        service::dlq_list_page(&state.pool, &state.endpoints.amqp_url, query.cursor.as_deref(), limit).await?;
+    let next = next_cursor.as_deref().map(|c| next_link("/v1/dlq", &[("limit", Some(limit.to_string()))], c));
+    Ok(Json(DlqPage { items: summaries.into_iter().map(DlqSummary::from).collect(), next_cursor, next }))
 }
 
 /// Query of `GET .../dlq`.
@@ -60,29 +77,39 @@ pub struct ShowQuery {
     pub limit: Option<u32>,
     /// Include the webhook payloads (personal data: handle with care).
     pub body: Option<bool>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// A tenant's dead letters: metadata, and the payload only with `?body=true` (`wafleet dlq show`),
-/// which needs the `pii` scope and is audited like a change.
+/// A tenant's dead letters, oldest first, one page at a time: metadata, and the payload only
+/// with `?body=true` (`wafleet dlq show`), which needs the `pii` scope and is audited like a
+/// change. A page whose cursor no longer matches the queue (a replay or purge moved it) is 409.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/dlq", tag = "dead letters", params(RefPath, ShowQuery),
-    responses((status = 200, description = "Oldest first", body = Vec<DeadLetter>), ReadErrors))]
+    responses((status = 200, description = "Oldest first", body = DeadLetterPage), BadRequest, NotFound, Conflict,
+        CommonErrors))]
 async fn show_dead_letters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(path): Path<RefPath>,
     Query(query): Query<ShowQuery>,
-) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+) -> Result<Json<DeadLetterPage>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let limit = limit(query.limit, 20, 1000)?;
     let body = query.body.unwrap_or(false);
-    let result = service::dlq_show(&state.pool, &state.endpoints.amqp_url, &customer_ref, limit, body).await;
-    let letters = if body {
+    let page = (query.cursor.as_deref(), limit);
+    let result = service::dlq_show_page(&state.pool, &state.endpoints.amqp_url, &customer_ref, page, body).await;
+    let (letters, next_cursor) = if body {
         let entry = Entry::new("dlq show", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
         audited(&state, &caller, entry, false, result).await?
     } else {
         result?
     };
-    Ok(Json(letters.into_iter().map(DeadLetter::from).collect()))
+    let next = next_cursor.as_deref().map(|c| {
+        let filters = [("limit", Some(limit.to_string())), ("body", query.body.map(|b| b.to_string()))];
+        next_link(&format!("/v1/tenants/{customer_ref}/dlq"), &filters, c)
+    });
+    Ok(Json(DeadLetterPage { items: letters.into_iter().map(DeadLetter::from).collect(), next_cursor, next }))
 }
 
 /// Move dead letters back into the tenant's own queue (`wafleet dlq replay`): only while the
@@ -120,7 +147,7 @@ async fn replay_dead_letters(
 
 /// Delete every dead letter of a tenant, for good (`wafleet dlq purge --yes`).
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/dlq/purge", tag = "dead letters", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Purged", body = Purged), WriteErrors))]
+    responses((status = 200, description = "Purged", body = Purged), ActionErrors))]
 async fn purge_dead_letters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -13,9 +13,11 @@ use uuid::Uuid;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::{depth, service};
 
-use super::{audited, limit, parse_ref, Path, Query, ReadErrors, RefPath};
+use super::{audited, limit, next_link, parse_ref, BadRequest, CommonErrors, Conflict, NotFound, Path, Query, RefPath};
 use crate::auth::Caller;
-use crate::dto::{AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary};
+use crate::dto::{
+    AuditPage, AuditRecord, FleetDepth, OneDepth, Operation, OutboxRow, OutboxRows, OutboxSummary, SendOutcome,
+};
 use crate::operations;
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
@@ -33,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Depth of every tenant that is not offboarded, deepest first (`wafleet depth`).
 #[utoipa::path(get, path = "/v1/depth", tag = "queues",
-    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), ReadErrors))]
+    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), CommonErrors))]
 async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, ApiError> {
     let (rows, source) = depth::depth(&state.pool, &state.endpoints).await?;
     Ok(Json(FleetDepth { source: source.into(), tenants: rows.into_iter().map(Into::into).collect() }))
@@ -41,7 +43,7 @@ async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, Ap
 
 /// One tenant's queue depth: ready, unacked, retrying, DLQ, oldest age, consumers.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/depth", tag = "queues", params(RefPath),
-    responses((status = 200, description = "The tenant's depth", body = OneDepth), ReadErrors))]
+    responses((status = 200, description = "The tenant's depth", body = OneDepth), BadRequest, NotFound, Conflict, CommonErrors))]
 async fn get_tenant_depth(
     State(state): State<AppState>,
     Path(path): Path<RefPath>,
@@ -54,19 +56,9 @@ async fn get_tenant_depth(
 /// Backlog per account and per tenant, in minutes of budget, with unknown and failed counts
 /// (`wafleet outbox`).
 #[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
-    responses((status = 200, description = "The outbox summary", body = OutboxSummary), ReadErrors))]
+    responses((status = 200, description = "The outbox summary", body = OutboxSummary), CommonErrors))]
 async fn get_outbox_summary(State(state): State<AppState>) -> Result<Json<OutboxSummary>, ApiError> {
     Ok(Json(service::outbox_summary(&state.pool, &state.budget, None).await?.into()))
-}
-
-/// Which rows.
-#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionStatus {
-    /// May or may not have reached the person: never resent automatically.
-    Unknown,
-    /// Refused by WA Bridges.
-    Failed,
 }
 
 /// Query of `GET .../outbox`.
@@ -75,18 +67,21 @@ pub enum AttentionStatus {
 pub struct OutboxQuery {
     /// Only this status (default: both).
     #[param(inline)]
-    pub status: Option<AttentionStatus>,
+    pub status: Option<SendOutcome>,
     /// How many rows (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Include the reply texts (personal data).
     pub body: Option<bool>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// A tenant's unknown and failed replies, newest first, to resolve by hand. The reply texts
+/// A tenant's unknown and failed replies, newest first, one page at a time, to resolve by hand. The reply texts
 /// (`?body=true`) need the `pii` scope and are audited like a change.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}/outbox", tag = "outbox", params(RefPath, OutboxQuery),
-    responses((status = 200, description = "The rows", body = OutboxRows), ReadErrors))]
+    responses((status = 200, description = "The rows", body = OutboxRows), BadRequest, NotFound, CommonErrors))]
 async fn list_outbox_rows(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -95,22 +90,31 @@ async fn list_outbox_rows(
 ) -> Result<Json<OutboxRows>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
     let statuses: Vec<String> = match query.status {
-        Some(AttentionStatus::Unknown) => vec!["unknown".into()],
-        Some(AttentionStatus::Failed) => vec!["failed".into()],
+        Some(status) => vec![status.as_str().to_owned()],
         None => service::ATTENTION_STATUSES.iter().map(|s| (*s).to_owned()).collect(),
     };
     let limit = limit(query.limit, 100, 1000)?;
+    let after = query.cursor.as_deref().map(service::OutboxCursor::parse).transpose()?;
     let body = query.body.unwrap_or(false);
-    let result = service::outbox_rows(&state.pool, &customer_ref, &statuses, limit, body).await;
-    let rows = if body {
+    let result = service::outbox_rows(&state.pool, &customer_ref, &statuses, (limit, after), body).await;
+    let (rows, next) = if body {
         let entry = Entry::new("outbox rows", Some(&path.customer_ref), json!({"limit": limit, "body": true}));
         audited(&state, &caller, entry, false, result).await?
     } else {
         result?
     };
+    let next_cursor = next.map(service::OutboxCursor::encode);
+    let next = next_cursor.as_deref().map(|c| {
+        let status = query.status.map(|s| s.as_str().to_owned());
+        let filters =
+            [("status", status), ("limit", Some(limit.to_string())), ("body", query.body.map(|b| b.to_string()))];
+        next_link(&format!("/v1/tenants/{customer_ref}/outbox"), &filters, c)
+    });
     Ok(Json(OutboxRows {
         customer_ref: customer_ref.to_string(),
         rows: rows.into_iter().map(OutboxRow::from).collect(),
+        next_cursor,
+        next,
     }))
 }
 
@@ -124,21 +128,31 @@ pub struct AuditQuery {
     /// Only records about this tenant ref or account.
     #[param(min_length = 1, max_length = 256)]
     pub target: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
 }
 
-/// The operator audit log, newest first (`wafleet audit`): CLI operators and admin tokens alike.
+/// The operator audit log, newest first, one page at a time (`wafleet audit`): CLI operators and
+/// admin tokens alike. Paging by cursor returns every record that existed when the first page
+/// was read exactly once; records written meanwhile appear only on a new first page.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, description = "Newest first", body = Vec<AuditRecord>), ReadErrors))]
+    responses((status = 200, description = "One page, newest first", body = AuditPage), BadRequest, CommonErrors))]
 async fn list_audit_records(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = limit(query.limit, 50, 1000)?;
     if query.target.as_deref().is_some_and(|t| t.is_empty() || t.chars().count() > 256) {
         return Err(ApiError::new(Kind::InvalidRequest, "target must be 1-256 characters"));
     }
-    let records = service::list_audit(&state.pool, i64::from(limit), query.target.as_deref()).await?;
-    Ok(Json(records.into_iter().map(AuditRecord::from).collect()))
+    let after = query.cursor.as_deref().map(service::AuditCursor::parse).transpose()?;
+    let page = service::audit_page(&state.pool, limit, query.target.as_deref(), after).await?;
+    let next_cursor = page.next.map(service::AuditCursor::encode);
+    let next = next_cursor
+        .as_deref()
+        .map(|c| next_link("/v1/audit", &[("limit", Some(limit.to_string())), ("target", query.target.clone())], c));
+    Ok(Json(AuditPage { items: page.records.into_iter().map(AuditRecord::from).collect(), next_cursor, next }))
 }
 
 /// The `{operation_id}` path segment.
@@ -151,7 +165,7 @@ pub struct OperationPath {
 
 /// An asynchronous operation: pending → running → succeeded or failed, with its steps.
 #[utoipa::path(get, path = "/v1/operations/{operation_id}", tag = "operations", params(OperationPath),
-    responses((status = 200, description = "The operation", body = Operation), ReadErrors))]
+    responses((status = 200, description = "The operation", body = Operation), BadRequest, NotFound, CommonErrors))]
 async fn get_operation(
     State(state): State<AppState>,
     Path(path): Path<OperationPath>,

@@ -2,11 +2,15 @@
 //! route and its OpenAPI entry cannot drift apart), merged by [`crate::startup::router`].
 //! Handlers are thin: extract, call one service function, map the result.
 
+pub mod accounts;
 pub mod bridges;
 pub mod dlq;
 pub mod fleet;
 pub mod meta;
+pub mod rules;
 pub mod tenants;
+pub mod tokens;
+pub mod upkeep;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use serde::Deserialize;
@@ -92,13 +96,28 @@ pub fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError
     }
 }
 
-/// Errors of a read endpoint.
+/// The relative URL of the next page of a listing at `path`: the same filters (`query`, the
+/// unset ones left out) and `cursor`, so a client follows it without rebuilding the query.
+pub fn next_link(path: &str, query: &[(&str, Option<String>)], cursor: &str) -> String {
+    let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in query {
+        if let Some(value) = value {
+            pairs.append_pair(name, value);
+        }
+    }
+    pairs.append_pair("cursor", cursor);
+    format!("{path}?{}", pairs.finish())
+}
+
+// Error responses of the read endpoints, in parts: each operation lists only the parts it can
+// answer with (`Common` always; `BadRequest` when it takes parameters; `NotFound` when its
+// subject may not exist; `Conflict` and `Upstream` where the tenant's state or WA Bridges can
+// refuse), so a client is not told to expect answers that never come.
+
+/// Errors every `/v1` read can answer with.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-pub enum ReadErrors {
-    /// Malformed path or query.
-    #[response(status = 400, description = "Invalid request", content_type = "application/problem+json")]
-    BadRequest(Problem),
+pub enum CommonErrors {
     /// Missing, malformed, unknown or revoked bearer token.
     #[response(
         status = 401,
@@ -106,26 +125,66 @@ pub enum ReadErrors {
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
-    /// The token lacks a scope this read needs (`credentials`, `pii`, or `write` for a call
-    /// that spends send budget).
+    /// The token lacks a scope this read needs (`read`; `credentials` or `pii` for those reads;
+    /// `write` for a call that spends send budget).
     #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
     Forbidden(Problem),
+    /// The client address's or the token's rate limit is exhausted.
+    #[response(
+        status = 429,
+        description = "Rate limit exceeded",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before the next request"))
+    )]
+    RateLimited(Problem),
+    /// Postgres, RabbitMQ or WA Bridges unavailable, or a setting missing.
+    #[response(
+        status = 503,
+        description = "A dependency is unavailable",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when known"))
+    )]
+    Unavailable(Problem),
+}
+
+/// 400 of a read with path or query parameters.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BadRequest {
+    /// Malformed path or query (a limit out of range, a cursor this listing did not hand out).
+    #[response(status = 400, description = "Invalid request", content_type = "application/problem+json")]
+    BadRequest(Problem),
+}
+
+/// 404 of a read whose subject may not exist.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum NotFound {
     /// No such tenant, queue, bridge or operation.
     #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
     NotFound(Problem),
-    /// The tenant's state forbids it (e.g. offboarded).
+}
+
+/// 409 of a read the tenant's state can forbid.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Conflict {
+    /// The tenant's state forbids it (offboarded: its queues are gone), or WA Bridges answered 409.
     #[response(
         status = 409,
         description = "Conflict with the current state",
         content_type = "application/problem+json"
     )]
     Conflict(Problem),
-    /// The token's rate limit is exhausted (see Retry-After).
-    #[response(status = 429, description = "Rate limit exceeded", content_type = "application/problem+json")]
-    RateLimited(Problem),
-    /// Postgres, RabbitMQ or WA Bridges unavailable, or a setting missing (see Retry-After).
-    #[response(status = 503, description = "A dependency is unavailable", content_type = "application/problem+json")]
-    Unavailable(Problem),
+}
+
+/// 422 of a read that asks WA Bridges.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Upstream {
+    /// WA Bridges refused the call.
+    #[response(status = 422, description = "WA Bridges refused", content_type = "application/problem+json")]
+    Upstream(Problem),
 }
 
 /// Errors of a mutating endpoint.
@@ -164,11 +223,71 @@ pub enum WriteErrors {
     /// Wrong field, type or value in the body; Idempotency-Key reused; WA Bridges refused.
     #[response(status = 422, description = "Unprocessable request", content_type = "application/problem+json")]
     Unprocessable(Problem),
-    /// The token's rate limit is exhausted (see Retry-After).
-    #[response(status = 429, description = "Rate limit exceeded", content_type = "application/problem+json")]
+    /// The client address's or the token's rate limit is exhausted.
+    #[response(
+        status = 429,
+        description = "Rate limit exceeded",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before the next request"))
+    )]
     RateLimited(Problem),
     /// Postgres, RabbitMQ or WA Bridges unavailable, a setting missing, or the audit record not
-    /// written (see Retry-After).
-    #[response(status = 503, description = "A dependency is unavailable", content_type = "application/problem+json")]
+    /// written.
+    #[response(
+        status = 503,
+        description = "A dependency is unavailable",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when known"))
+    )]
+    Unavailable(Problem),
+}
+
+/// Errors of a mutating endpoint that takes no body (disable, enable, offboard, purge): those
+/// of [`WriteErrors`] but for the body's.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ActionErrors {
+    /// Malformed path, query, header or value.
+    #[response(status = 400, description = "Invalid request", content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing, malformed, unknown or revoked bearer token.
+    #[response(
+        status = 401,
+        description = "Missing or invalid bearer token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// The token lacks a scope this call needs (`write`; erasing also `pii`).
+    #[response(status = 403, description = "Insufficient scope", content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such tenant, queue or bridge.
+    #[response(status = 404, description = "Not found", content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Conflicts with the current state (offboarded ref, bridge of another tenant, key in use).
+    #[response(
+        status = 409,
+        description = "Conflict with the current state",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    /// Idempotency-Key reused with another request; WA Bridges refused.
+    #[response(status = 422, description = "Unprocessable request", content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// The client address's or the token's rate limit is exhausted.
+    #[response(
+        status = 429,
+        description = "Rate limit exceeded",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before the next request"))
+    )]
+    RateLimited(Problem),
+    /// Postgres, RabbitMQ or WA Bridges unavailable, a setting missing, or the audit record not
+    /// written.
+    #[response(
+        status = 503,
+        description = "A dependency is unavailable",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait, when known"))
+    )]
     Unavailable(Problem),
 }

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -19,11 +18,14 @@ use wafleet_fleet::{bot_settings, service};
 use wafleet_shared::topology::QueueType;
 use wafleet_shared::AuthMode;
 
-use super::{audited, limit, parse_ref, Body, IdempotencyKey, Path, Query, ReadErrors, RefPath, WriteErrors};
+use super::{
+    audited, limit, next_link, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path,
+    Query, RefPath, WriteErrors,
+};
 use crate::auth::Caller;
 use crate::dto::{
     BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
-    TenantPage,
+    TenantDetail, TenantPage,
 };
 use crate::idempotency::{self, Begin};
 use crate::operations;
@@ -56,25 +58,19 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-const CURSOR_PREFIX: &str = "t1:";
-
-fn encode_cursor(last_ref: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{last_ref}"))
-}
+/// Tag of tenant-list cursors (see [`wafleet_fleet::paging`]).
+const CURSOR_TAG: &str = "t1";
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
+    wafleet_fleet::paging::decode(CURSOR_TAG, cursor)
         .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(CURSOR_PREFIX).map(str::to_owned))
         .filter(|r| parse_ref(r).is_ok())
         .ok_or_else(|| ApiError::new(Kind::InvalidRequest, "cursor is not one this API returned"))
 }
 
 /// List tenants, in ref order, one page at a time (`wafleet tenants list`).
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListQuery),
-    responses((status = 200, description = "One page of tenants", body = TenantPage), ReadErrors))]
+    responses((status = 200, description = "One page of tenants", body = TenantPage), BadRequest, CommonErrors))]
 async fn list_tenants(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -84,11 +80,12 @@ async fn list_tenants(
     let mut tenants = service::list_tenants_page(&state.pool, after.as_deref(), limit + 1).await?;
     let next_cursor = if tenants.len() > limit as usize {
         tenants.truncate(limit as usize);
-        tenants.last().map(|t| encode_cursor(t.customer_ref.as_str()))
+        tenants.last().map(|t| wafleet_fleet::paging::encode(CURSOR_TAG, t.customer_ref.as_str()))
     } else {
         None
     };
-    Ok(Json(TenantPage { items: tenants.into_iter().map(Tenant::from).collect(), next_cursor }))
+    let next = next_cursor.as_deref().map(|c| next_link("/v1/tenants", &[("limit", Some(limit.to_string()))], c));
+    Ok(Json(TenantPage { items: tenants.into_iter().map(Tenant::from).collect(), next_cursor, next }))
 }
 
 /// Add a tenant and declare its queue (`wafleet tenants add`). Idempotent for an identical
@@ -99,7 +96,17 @@ async fn list_tenants(
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = CreatedTenant,
-            headers(("Location" = String, description = "The tenant"))),
+            headers(("Location" = String, description = "The tenant")),
+            // The lifecycle a client (and Schemathesis' stateful phase) follows from here:
+            // rotate the URL, read it, offboard.
+            links(
+                ("RotateUrl" = (operation_id = "rotate_webhook_url",
+                    parameters(("customer_ref" = "$response.body#/customer_ref")))),
+                ("ReadUrl" = (operation_id = "get_webhook_url",
+                    parameters(("customer_ref" = "$response.body#/customer_ref")))),
+                ("Offboard" = (operation_id = "offboard_tenant",
+                    parameters(("customer_ref" = "$response.body#/customer_ref"))))
+            )),
         (status = 200, description = "An identical tenant existed; nothing changed", body = CreatedTenant),
         WriteErrors))]
 async fn create_tenant(
@@ -193,10 +200,10 @@ fn replayed(status: StatusCode, body: serde_json::Value) -> Response {
 
 /// Show one tenant, whatever its status.
 #[utoipa::path(get, path = "/v1/tenants/{customer_ref}", tag = "tenants", params(RefPath),
-    responses((status = 200, description = "The tenant", body = Tenant), ReadErrors))]
-async fn get_tenant(State(state): State<AppState>, Path(path): Path<RefPath>) -> Result<Json<Tenant>, ApiError> {
+    responses((status = 200, description = "The tenant, its account and limits", body = TenantDetail), BadRequest, NotFound, CommonErrors))]
+async fn get_tenant(State(state): State<AppState>, Path(path): Path<RefPath>) -> Result<Json<TenantDetail>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
-    Ok(Json(service::get_tenant(&state.pool, &customer_ref).await?.into()))
+    Ok(Json(service::show_tenant(&state.pool, &customer_ref).await?.into()))
 }
 
 async fn set_status(
@@ -217,7 +224,7 @@ async fn set_status(
 
 /// Disable a tenant: its messages are dropped with a warning, its queue is kept.
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/disable", tag = "tenants", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Disabled", body = Tenant), WriteErrors))]
+    responses((status = 200, description = "Disabled", body = Tenant), ActionErrors))]
 async fn disable_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -228,7 +235,7 @@ async fn disable_tenant(
 
 /// Enable a disabled tenant.
 #[utoipa::path(post, path = "/v1/tenants/{customer_ref}/enable", tag = "tenants", params(RefPath, IdempotencyKey),
-    responses((status = 200, description = "Enabled", body = Tenant), WriteErrors))]
+    responses((status = 200, description = "Enabled", body = Tenant), ActionErrors))]
 async fn enable_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -251,7 +258,7 @@ pub struct OffboardQuery {
     responses(
         (status = 202, description = "Accepted; poll the operation", body = Operation,
             headers(("Location" = String, description = "The operation"))),
-        WriteErrors))]
+        ActionErrors))]
 async fn offboard_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -302,7 +309,7 @@ pub struct ExportQuery {
     responses(
         (status = 200, description = "The tenant's rows",
             content((Vec<ExportRow> = "application/json"), (String = "application/x-ndjson"))),
-        ReadErrors))]
+        BadRequest, NotFound, CommonErrors))]
 async fn export_tenant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -61,6 +61,10 @@ async fn the_admin_api_refuses_to_start_as_a_role_that_can_bypass_row_level_secu
     endpoints.database_url = admin.env.owner_url.clone();
     let config = wafleet_admin::Config {
         addr: "127.0.0.1:0".parse().unwrap(),
+        ops_addr: "127.0.0.1:0".parse().unwrap(),
+        header_timeout: std::time::Duration::from_secs(5),
+        max_connections: 8,
+        address_rate: wafleet_admin::RateLimit { per_second: 10.try_into().unwrap(), burst: 20.try_into().unwrap() },
         endpoints,
         signing_key: None,
         allow_unsafe_db_role: false,

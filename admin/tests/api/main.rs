@@ -6,10 +6,15 @@
 
 mod auth;
 mod contract;
+mod hardening;
 mod idempotency;
 mod operations;
+mod paging;
+mod schemas;
 mod scopes;
 mod tenants;
+mod tokens;
+mod upkeep;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -55,6 +60,19 @@ impl Answer {
     }
 }
 
+/// An application state over `env` with the per-token `rate` and the per-address `address_rate`.
+pub fn state_over(env: &TestEnv, rate: RateLimit, address_rate: RateLimit) -> AppState {
+    let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
+    AppState::new(
+        env.admin_pool.clone(),
+        env.endpoints.clone(),
+        env.fleet(budget.clone()),
+        Some(SecretString::from(TEST_SIGNING_KEY)),
+        budget,
+        (rate, address_rate),
+    )
+}
+
 impl Admin {
     /// A fresh environment (no worker) and router with a high rate limit.
     pub async fn new() -> Self {
@@ -67,14 +85,10 @@ impl Admin {
         let (_, full) = admin_tokens::create(&env.admin_pool, "ops", &Scopes::all(), "test").await.unwrap();
         let (_, read_only) =
             admin_tokens::create(&env.admin_pool, "viewer", &Scopes::read_only(), "test").await.unwrap();
-        let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
-        let state = AppState::new(
-            env.admin_pool.clone(),
-            env.endpoints.clone(),
-            env.fleet(budget.clone()),
-            Some(SecretString::from(TEST_SIGNING_KEY)),
-            budget,
+        let state = state_over(
+            &env,
             rate,
+            RateLimit { per_second: 10_000.try_into().unwrap(), burst: 10_000.try_into().unwrap() },
         );
         let router = wafleet_admin::router(state);
         Self { env, router, full: full.expose_secret().to_owned(), read_only: read_only.expose_secret().to_owned() }
@@ -131,6 +145,11 @@ impl Admin {
     /// `POST` with the full token and a JSON body.
     pub async fn post(&self, uri: &str, body: serde_json::Value) -> Answer {
         self.call(Method::POST, uri, Some(&self.full), Some(body), &[]).await
+    }
+
+    /// `POST` with the full token and a JSON body, to an owned URI.
+    pub async fn post_json(&self, uri: String, body: serde_json::Value) -> Answer {
+        self.post(&uri, body).await
     }
 
     /// Creates a tenant through the API (its bridge registered at the simulator).

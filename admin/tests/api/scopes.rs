@@ -13,7 +13,7 @@ use crate::Admin;
 /// Every route of the API: method, a URI on a tenant that does not exist (so an allowed call
 /// changes nothing and answers 4xx, never 403), a body, and the scopes it needs.
 fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [Scope])> {
-    use Scope::{Credentials, Pii, Read, Write};
+    use Scope::{Admin, Credentials, Pii, Read, Write};
     let base = json!({"base": "https://hooks.example.com"});
     vec![
         (Method::GET, "/v1/tenants", None, &[Read]),
@@ -41,6 +41,16 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [Scope])> {
         (Method::GET, "/v1/tenants/nobody/outbox", None, &[Read]),
         (Method::GET, "/v1/tenants/nobody/outbox?body=true", None, &[Read, Pii]),
         (Method::GET, "/v1/audit", None, &[Read]),
+        (Method::GET, "/v1/tenants/nobody/rules", None, &[Read]),
+        (Method::POST, "/v1/tenants/nobody/rules", Some(json!({"keyword": "k", "reply": "r"})), &[Write]),
+        (Method::DELETE, "/v1/tenants/nobody/rules/k", None, &[Write]),
+        (Method::POST, "/v1/retention/run", Some(json!({"days": 30})), &[Write]),
+        (Method::POST, "/v1/bridges/reconcile", Some(json!({})), &[Write]),
+        (Method::GET, "/v1/accounts", None, &[Read]),
+        (Method::GET, "/v1/admin-tokens", None, &[Admin]),
+        (Method::POST, "/v1/admin-tokens", Some(json!({"name": "minted", "scopes": ["admin"]})), &[Admin]),
+        (Method::POST, "/v1/admin-tokens/nobody/revoke", None, &[Admin]),
+        (Method::POST, "/v1/accounts", Some(json!({"name": "scoped", "key_ref": "env:WA_API_KEY"})), &[Write]),
         (Method::GET, "/v1/operations/0190b7a2-6f5e-7c3a-8000-000000000000", None, &[Read]),
     ]
 }

@@ -32,27 +32,70 @@ pub struct OutboxRow {
     pub body: Option<String>,
 }
 
-/// `tenant`'s rows in `statuses`, newest first, at most `limit`; the reply text only when
-/// `with_body` (personal data). The caller validates `statuses`.
+/// Tag of outbox-row cursors (see [`crate::paging`]).
+const CURSOR_TAG: &str = "o1";
+
+/// Where the next page of a tenant's outbox rows starts: below this row in the
+/// (`created_at`, `outbox_id`) order, newest first. The id breaks ties between rows queued in
+/// one transaction, so no row is skipped or repeated; rows that change status meanwhile simply
+/// leave or join the later pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxCursor {
+    created_at: DateTime<Utc>,
+    outbox_id: i64,
+}
+
+impl OutboxCursor {
+    /// Parses a cursor that [`OutboxCursor::encode`] made; anything else is
+    /// [`crate::error::InvalidInput::Cursor`].
+    pub fn parse(cursor: &str) -> Result<Self> {
+        let key = crate::paging::decode(CURSOR_TAG, cursor)?;
+        key.split_once('.')
+            .and_then(|(micros, id)| {
+                let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+                Some(Self { created_at, outbox_id: id.parse().ok()? })
+            })
+            .ok_or_else(|| crate::error::InvalidInput::Cursor.into())
+    }
+
+    /// The opaque form handed to clients. Postgres keeps microseconds, so the key is exact.
+    pub fn encode(self) -> String {
+        crate::paging::encode(CURSOR_TAG, &format!("{}.{}", self.created_at.timestamp_micros(), self.outbox_id))
+    }
+}
+
+/// `tenant`'s rows in `statuses`, newest first, at most `limit`, below `after`; the reply text
+/// only when `with_body` (personal data). The caller validates `statuses`. Returns the rows and
+/// the cursor of the next page (`None` on the last).
 pub async fn attention_rows(
     tx: &mut Transaction<'static, Postgres>,
     tenant: TenantId,
     statuses: &[String],
-    limit: u32,
+    (limit, after): (u32, Option<OutboxCursor>),
     with_body: bool,
-) -> Result<Vec<OutboxRow>> {
+) -> Result<(Vec<OutboxRow>, Option<OutboxCursor>)> {
+    // One row more than asked tells whether a next page exists.
+    // ISOLATION: a cursor names no tenant and is the client's word; the `where` on the tenant
+    // (and RLS) decides whose rows a page holds, so another tenant's cursor only moves the key.
     let rows = sqlx::query(
         "select outbox_id, ingest_id, chat, status, attempts, last_error, created_at, updated_at, \
          case when $4 then body end as body from outbox \
-         where tenant_id = $1 and status = any($2) order by created_at desc, outbox_id desc limit $3",
+         where tenant_id = $1 and status = any($2) \
+         and ($5::timestamptz is null or (created_at, outbox_id) < ($5, $6)) \
+         order by created_at desc, outbox_id desc limit $3",
     )
     .bind(tenant.get())
     .bind(statuses)
-    .bind(i64::from(limit))
+    .bind(i64::from(limit) + 1)
     .bind(with_body)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map_or(0, |c| c.outbox_id))
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
+    let more = rows.len() > limit as usize;
+    let rows = rows
+        .into_iter()
+        .take(limit as usize)
         .map(|row| {
             Ok(OutboxRow {
                 outbox_id: row.try_get("outbox_id")?,
@@ -66,7 +109,13 @@ pub async fn attention_rows(
                 body: row.try_get("body")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let next = if more {
+        rows.last().map(|r| OutboxCursor { created_at: r.created_at, outbox_id: r.outbox_id })
+    } else {
+        None
+    };
+    Ok((rows, next))
 }
 
 /// A reply row found by the canary's nonce.
@@ -115,4 +164,21 @@ pub async fn nonce_counts(
     .bind(nonce)
     .fetch_one(&mut **tx)
     .await?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_cursor_keeps_the_microsecond_and_the_id() {
+        let created_at = DateTime::from_timestamp_micros(1_764_800_000_123_456).unwrap();
+        let c = OutboxCursor { created_at, outbox_id: 9 };
+        assert_eq!(OutboxCursor::parse(&c.encode()).unwrap(), c);
+        for key in ["1", "x.1", "1.x", ""] {
+            assert!(OutboxCursor::parse(&crate::paging::encode(CURSOR_TAG, key)).is_err(), "{key}");
+        }
+        assert!(OutboxCursor::parse(&crate::paging::encode("a1", "1.1")).is_err());
+    }
 }

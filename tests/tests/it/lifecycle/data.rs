@@ -264,5 +264,20 @@ async fn every_mutating_cli_command_is_audited_with_its_operator_and_without_sec
     assert!(!all.contains("15550000451"), "an erased contact is not re-recorded");
     let human = run(&["audit", "--target", "au_t"]);
     assert!(text(&human.stdout).contains("tenants rotate-url"));
+    // Paged by cursor, the same records come back one page at a time, none twice.
+    let mut paged = Vec::new();
+    let mut args = vec!["audit".to_owned(), "--json".into(), "--limit".into(), "3".into()];
+    loop {
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let page: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        paged.extend(page);
+        let Some(cursor) = text(&out.stderr).lines().find_map(|l| l.strip_prefix("more: --cursor ").map(str::to_owned))
+        else {
+            break;
+        };
+        args.truncate(4);
+        args.extend(["--cursor".to_owned(), cursor]);
+    }
+    assert_eq!(paged, records, "--cursor pages the listing --limit 100 gave at once");
     env.cleanup().await;
 }
