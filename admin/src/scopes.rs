@@ -37,6 +37,7 @@ pub fn required(method: &Method, route: &str, body: bool) -> Option<Vec<Scope>> 
             | "/tenants/{customer_ref}/enable"
             | "/tenants/{customer_ref}/offboard"
             | "/tenants/{customer_ref}/bot"
+            | "/tenants/{customer_ref}/groups"
             | "/tenants/{customer_ref}/rotate-url"
             | "/tenants/{customer_ref}/provision"
             | "/tenants/{customer_ref}/dlq/replay"

@@ -187,6 +187,15 @@ pub struct SetBot {
     pub allow_other_chats: Option<bool>,
 }
 
+/// `POST .../groups`: the argument of `wafleet tenants groups`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetGroups {
+    /// Whether the built-in bots (echo, rules) answer in group chats. An http bot decides for
+    /// itself.
+    pub reply_in_groups: bool,
+}
+
 /// Answer of `POST .../bot`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BotSet {

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::dto::{
-    BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetLimits, Tenant,
-    TenantDetail, TenantPage,
+    BotSet, CreateTenant, CreatedTenant, EraseRequest, Erasure, ExportRow, Operation, SetBot, SetGroups, SetLimits,
+    Tenant, TenantDetail, TenantPage,
 };
 use crate::idempotency::{self, Begin};
 use crate::operations;
@@ -43,6 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_tenant))
         .routes(routes!(erase_contact))
         .routes(routes!(set_bot))
+        .routes(routes!(set_groups))
         .routes(routes!(set_limits))
 }
 
@@ -389,6 +390,23 @@ async fn set_bot(
         bot: kind.as_str().to_owned(),
         bot_secret: secret.map(|s| s.expose_secret().to_owned()),
     }))
+}
+
+/// Whether the tenant's built-in bot answers in group chats (`wafleet tenants groups`).
+#[utoipa::path(post, path = "/v1/tenants/{customer_ref}/groups", tag = "tenants", params(RefPath, IdempotencyKey),
+    request_body = SetGroups,
+    responses((status = 204, description = "The setting was changed"), WriteErrors))]
+async fn set_groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(path): Path<RefPath>,
+    Body(request): Body<SetGroups>,
+) -> Result<StatusCode, ApiError> {
+    let entry = Entry::new("tenants groups", Some(&path.customer_ref), json!({"reply": request.reply_in_groups}));
+    let customer_ref = parse_ref(&path.customer_ref)?;
+    let result = service::set_reply_in_groups(&state.pool, &customer_ref, request.reply_in_groups).await;
+    audited(&state, &caller, entry, false, result).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Change a tenant's limits (`wafleet tenants limits`); fields left out stay as they were. The

@@ -22,6 +22,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [Scope])> {
         (Method::POST, "/v1/tenants/nobody/disable", None, &[Write]),
         (Method::POST, "/v1/tenants/nobody/enable", None, &[Write]),
         (Method::POST, "/v1/tenants/nobody/bot", Some(json!({"bot": "echo"})), &[Write]),
+        (Method::POST, "/v1/tenants/nobody/groups", Some(json!({"reply_in_groups": true})), &[Write]),
         (Method::PATCH, "/v1/tenants/nobody/limits", Some(json!({"queue_max_bytes": 4096})), &[Write]),
         (Method::POST, "/v1/tenants/nobody/rotate-url", Some(base.clone()), &[Write]),
         (Method::POST, "/v1/tenants/nobody/offboard", None, &[Write]),

@@ -423,3 +423,33 @@ async fn a_limits_patch_changes_only_the_fields_it_names() {
     assert_eq!(limits().await, (5, Some(12), None));
     admin.env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_turns_group_replies_of_the_built_in_bots_on_and_off_and_is_audited() {
+    let admin = Admin::new().await;
+    admin.create_tenant("grp_t").await;
+    let stored = || async {
+        sqlx::query_scalar::<_, Option<bool>>(
+            "select (bot_config->>'reply_in_groups')::boolean from tenants where customer_ref = 'grp_t'",
+        )
+        .fetch_one(&admin.env.owner_pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(stored().await, None, "off until turned on");
+    let on = admin.post("/v1/tenants/grp_t/groups", json!({"reply_in_groups": true})).await;
+    assert_eq!(on.status, StatusCode::NO_CONTENT, "{}", on.text);
+    assert_eq!(stored().await, Some(true));
+    let off = admin.post("/v1/tenants/grp_t/groups", json!({"reply_in_groups": false})).await;
+    assert_eq!(off.status, StatusCode::NO_CONTENT, "{}", off.text);
+    assert_eq!(stored().await, Some(false));
+    let unknown = admin.post("/v1/tenants/nobody/groups", json!({"reply_in_groups": true})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where command = 'tenants groups' and target = 'grp_t'")
+            .fetch_one(&admin.env.owner_pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    admin.env.cleanup().await;
+}
