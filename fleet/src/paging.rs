@@ -32,10 +32,49 @@ pub fn decode(tag: &str, cursor: &str) -> Result<String> {
         .ok_or_else(|| InvalidInput::Cursor.into())
 }
 
+/// One page of a listing computed in memory (queue depths, backlog summaries): the items whose
+/// unique `key` sorts after the cursor's, in key order, at most `limit`, and the cursor of the
+/// next page when more follow.
+pub fn page_by_key<T>(
+    mut items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    tag: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<T>, Option<String>)> {
+    let after = cursor.map(|c| decode(tag, c)).transpose()?;
+    items.retain(|item| after.as_deref().is_none_or(|a| key(item).as_str() > a));
+    items.sort_by_cached_key(|item| key(item));
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode(tag, &key(last)))
+    } else {
+        None
+    };
+    Ok((items, next))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_by_key_return_every_item_once_in_key_order() {
+        let items: Vec<String> = ["c", "a", "e", "b", "d"].iter().map(|s| s.to_string()).collect();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (page, next) = page_by_key(items.clone(), String::clone, "k1", cursor.as_deref(), 2).unwrap();
+            seen.extend(page);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        assert!(page_by_key(items, String::clone, "k1", Some(&encode("k2", "a")), 2).is_err());
+    }
 
     #[test]
     fn a_cursor_round_trips_and_is_refused_by_another_listing() {

@@ -78,3 +78,16 @@ pub struct AccountAdded {
     /// read (the worker must be able to).
     pub warnings: Vec<String>,
 }
+
+/// One page of accounts, by name.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccountPage {
+    /// The accounts, by name of this page.
+    pub items: Vec<Account>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

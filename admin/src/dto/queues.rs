@@ -205,13 +205,19 @@ impl From<depth::DepthSource> for DepthSource {
     }
 }
 
-/// Depth of every tenant that is not offboarded, deepest first.
+/// Depth of the tenants that are not offboarded, one page in ref order.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct FleetDepth {
     /// Where the numbers came from.
     pub source: DepthSource,
-    /// One entry per tenant.
+    /// One entry per tenant of this page.
     pub tenants: Vec<TenantDepth>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Depth of one tenant.
@@ -271,10 +277,16 @@ pub struct TenantBacklog {
 /// `wafleet outbox`: backlog per account and per tenant with unknown, failed or pending replies.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct OutboxSummary {
-    /// Per account.
+    /// Per account (every account, on every page).
     pub accounts: Vec<AccountBacklog>,
-    /// Per tenant.
+    /// Per tenant, one page in ref order.
     pub tenants: Vec<TenantBacklog>,
+    /// Opaque cursor of the next page of tenants; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl From<outbox::OutboxSummary> for OutboxSummary {
@@ -308,6 +320,8 @@ impl From<outbox::OutboxSummary> for OutboxSummary {
                     backlog_minutes: t.backlog_minutes,
                 })
                 .collect(),
+            next_cursor: None,
+            next: None,
         }
     }
 }

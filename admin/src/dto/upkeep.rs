@@ -179,3 +179,16 @@ impl From<lifecycle::ReconcileReport> for ReconcileReport {
         }
     }
 }
+
+/// One page of rules, by keyword.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RulePage {
+    /// The rules, by keyword of this page.
+    pub items: Vec<Rule>,
+    /// Opaque cursor of the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The next page's URL (same limit, this cursor); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

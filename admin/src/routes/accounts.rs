@@ -13,9 +13,10 @@ use wafleet_fleet::accounts::KeyRef;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::service;
 
-use super::{audited, Body, CommonErrors, IdempotencyKey, WriteErrors};
+use super::fleet::{key_page, PageQuery};
+use super::{audited, BadRequest, Body, CommonErrors, IdempotencyKey, Query, WriteErrors};
 use crate::auth::Caller;
-use crate::dto::{Account, AccountAdded, NewAccount};
+use crate::dto::{Account, AccountAdded, AccountPage, NewAccount};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -25,10 +26,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Every account, by name, with its tenant count (`wafleet accounts list`).
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
-    responses((status = 200, description = "The accounts", body = Vec<Account>), CommonErrors))]
-async fn list_accounts(State(state): State<AppState>) -> Result<Json<Vec<Account>>, ApiError> {
-    Ok(Json(service::list_accounts(&state.pool).await?.into_iter().map(Account::from).collect()))
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(PageQuery),
+    responses((status = 200, description = "The accounts", body = AccountPage), BadRequest, CommonErrors))]
+async fn list_accounts(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<AccountPage>, ApiError> {
+    let accounts: Vec<Account> = service::list_accounts(&state.pool).await?.into_iter().map(Account::from).collect();
+    let (items, next_cursor, next) = key_page(accounts, |a| a.name.clone(), "a1", "/v1/accounts", &query)?;
+    Ok(Json(AccountPage { items, next_cursor, next }))
 }
 
 /// Add an account (`wafleet accounts add`): 201 when created, 200 when an identical one existed.

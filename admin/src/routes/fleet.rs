@@ -33,12 +33,52 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_operation))
 }
 
-/// Depth of every tenant that is not offboarded, deepest first (`wafleet depth`).
-#[utoipa::path(get, path = "/v1/depth", tag = "queues",
-    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), CommonErrors))]
-async fn get_depth(State(state): State<AppState>) -> Result<Json<FleetDepth>, ApiError> {
+/// Query of the listings computed per call (depth, outbox summary, accounts, tokens, rules).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 400)]
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing: its items, the next page's cursor and its URL.
+pub(super) type KeyPage<T> = (Vec<T>, Option<String>, Option<String>);
+
+/// The page of `items` after `query.cursor`, by a unique key, and its next link on `path`.
+pub(super) fn key_page<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    tag: &str,
+    path: &str,
+    query: &PageQuery,
+) -> Result<KeyPage<T>, ApiError> {
+    let limit = limit(query.limit, 100, 1000)?;
+    let (page, next_cursor) =
+        wafleet_fleet::paging::page_by_key(items, key, tag, query.cursor.as_deref(), limit as usize)?;
+    let next = next_cursor.as_deref().map(|c| next_link(path, &[("limit", Some(limit.to_string()))], c));
+    Ok((page, next_cursor, next))
+}
+
+/// Depth of the tenants that are not offboarded, one page in ref order (`wafleet depth`, which
+/// shows the whole fleet deepest first).
+#[utoipa::path(get, path = "/v1/depth", tag = "queues", params(PageQuery),
+    responses((status = 200, description = "Per-tenant depth", body = FleetDepth), BadRequest, CommonErrors))]
+async fn get_depth(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<FleetDepth>, ApiError> {
     let (rows, source) = depth::depth(&state.pool, &state.endpoints).await?;
-    Ok(Json(FleetDepth { source: source.into(), tenants: rows.into_iter().map(Into::into).collect() }))
+    let (rows, next_cursor, next) = key_page(rows, |d| d.customer_ref.clone(), "d1", "/v1/depth", &query)?;
+    Ok(Json(FleetDepth {
+        source: source.into(),
+        tenants: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+        next,
+    }))
 }
 
 /// One tenant's queue depth: ready, unacked, retrying, DLQ, oldest age, consumers.
@@ -55,10 +95,19 @@ async fn get_tenant_depth(
 
 /// Backlog per account and per tenant, in minutes of budget, with unknown and failed counts
 /// (`wafleet outbox`).
-#[utoipa::path(get, path = "/v1/outbox", tag = "outbox",
-    responses((status = 200, description = "The outbox summary", body = OutboxSummary), CommonErrors))]
-async fn get_outbox_summary(State(state): State<AppState>) -> Result<Json<OutboxSummary>, ApiError> {
-    Ok(Json(service::outbox_summary(&state.pool, &state.budget, None).await?.into()))
+#[utoipa::path(get, path = "/v1/outbox", tag = "outbox", params(PageQuery),
+    responses((status = 200, description = "The outbox summary", body = OutboxSummary), BadRequest, CommonErrors))]
+async fn get_outbox_summary(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<OutboxSummary>, ApiError> {
+    let mut summary: OutboxSummary = service::outbox_summary(&state.pool, &state.budget, None).await?.into();
+    let (tenants, next_cursor, next) =
+        key_page(summary.tenants, |t| t.customer_ref.clone(), "b1", "/v1/outbox", &query)?;
+    summary.tenants = tenants;
+    summary.next_cursor = next_cursor;
+    summary.next = next;
+    Ok(Json(summary))
 }
 
 /// Query of `GET .../outbox`.

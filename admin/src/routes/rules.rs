@@ -15,12 +15,13 @@ use utoipa_axum::routes;
 use wafleet_fleet::audit::Entry;
 use wafleet_fleet::service;
 
+use super::fleet::{key_page, PageQuery};
 use super::{
-    audited, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path, RefPath,
+    audited, parse_ref, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, NotFound, Path, Query, RefPath,
     WriteErrors,
 };
 use crate::auth::Caller;
-use crate::dto::{NewRule, Rule, RuleRemoved};
+use crate::dto::{NewRule, Rule, RulePage, RuleRemoved};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -30,12 +31,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A tenant's rules, in keyword order (`wafleet rules list`).
-#[utoipa::path(get, path = "/v1/tenants/{customer_ref}/rules", tag = "rules", params(RefPath),
-    responses((status = 200, description = "The rules", body = Vec<Rule>), BadRequest, NotFound, CommonErrors))]
-async fn list_rules(State(state): State<AppState>, Path(path): Path<RefPath>) -> Result<Json<Vec<Rule>>, ApiError> {
+#[utoipa::path(get, path = "/v1/tenants/{customer_ref}/rules", tag = "rules", params(RefPath, PageQuery),
+    responses((status = 200, description = "The rules", body = RulePage), BadRequest, NotFound, CommonErrors))]
+async fn list_rules(
+    State(state): State<AppState>,
+    Path(path): Path<RefPath>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<RulePage>, ApiError> {
     let customer_ref = parse_ref(&path.customer_ref)?;
-    let rules = service::list_rules(&state.pool, &customer_ref).await?;
-    Ok(Json(rules.into_iter().map(Rule::from).collect()))
+    let rules: Vec<Rule> = service::list_rules(&state.pool, &customer_ref).await?.into_iter().map(Rule::from).collect();
+    let path = format!("/v1/tenants/{customer_ref}/rules");
+    let (items, next_cursor, next) = key_page(rules, |r| r.keyword.clone(), "r1", &path, &query)?;
+    Ok(Json(RulePage { items, next_cursor, next }))
 }
 
 /// Add a rule, or give an existing keyword a new reply (`wafleet rules add`).

@@ -16,9 +16,10 @@ use utoipa_axum::routes;
 use wafleet_fleet::admin_tokens::{self, Scope, Scopes};
 use wafleet_fleet::audit::Entry;
 
-use super::{audited, ActionErrors, Body, CommonErrors, IdempotencyKey, Path, WriteErrors};
+use super::fleet::{key_page, PageQuery};
+use super::{audited, ActionErrors, BadRequest, Body, CommonErrors, IdempotencyKey, Path, Query, WriteErrors};
 use crate::auth::Caller;
-use crate::dto::{AdminToken, CreateToken, CreatedToken};
+use crate::dto::{AdminToken, AdminTokenPage, CreateToken, CreatedToken};
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
@@ -28,10 +29,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Every token, live and revoked, by name; never a token (`wafleet admin-tokens list`).
-#[utoipa::path(get, path = "/v1/admin-tokens", tag = "admin tokens",
-    responses((status = 200, description = "The tokens", body = Vec<AdminToken>), CommonErrors))]
-async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<AdminToken>>, ApiError> {
-    Ok(Json(admin_tokens::list(&state.pool).await?.into_iter().map(AdminToken::from).collect()))
+#[utoipa::path(get, path = "/v1/admin-tokens", tag = "admin tokens", params(PageQuery),
+    responses((status = 200, description = "The tokens", body = AdminTokenPage), BadRequest, CommonErrors))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<AdminTokenPage>, ApiError> {
+    let tokens: Vec<AdminToken> = admin_tokens::list(&state.pool).await?.into_iter().map(AdminToken::from).collect();
+    // A revoked token's name can be used again, so the key adds the creation time.
+    let key =
+        |t: &AdminToken| format!("{}|{}", t.created_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), t.name);
+    let (items, next_cursor, next) = key_page(tokens, key, "k1", "/v1/admin-tokens", &query)?;
+    Ok(Json(AdminTokenPage { items, next_cursor, next }))
 }
 
 /// Create a token (`wafleet admin-tokens create`): 201 with the token, shown once.

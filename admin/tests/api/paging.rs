@@ -252,3 +252,43 @@ async fn a_tenants_dead_letters_page_oldest_first_and_a_moved_queue_refuses_the_
     assert_eq!(foreign.status, StatusCode::BAD_REQUEST, "{}", foreign.text);
     admin.env.cleanup().await;
 }
+
+/// Follows `next` links from `first`, collecting `field` of every item under `list`.
+async fn follow(admin: &Admin, first: &str, list: &str, field: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut uri = Some(first.to_owned());
+    while let Some(u) = uri {
+        let page = admin.get(&u).await;
+        assert_eq!(page.status, StatusCode::OK, "{u}: {}", page.text);
+        let items = page.json[list].as_array().unwrap();
+        assert!(items.len() <= 2, "{u}: the limit holds");
+        seen.extend(items.iter().map(|i| i[field].as_str().unwrap().to_owned()));
+        uri = page.json["next"].as_str().map(str::to_owned);
+        assert_eq!(uri.is_some(), page.json["next_cursor"].is_string());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_computed_per_call_page_by_key_and_return_every_item_once() {
+    let admin = Admin::new().await;
+    for t in ["pg_c", "pg_a", "pg_b"] {
+        admin.create_tenant(t).await;
+    }
+    for (keyword, reply) in [("zeta", "z"), ("alpha", "a"), ("mid", "m")] {
+        let added = admin.post("/v1/tenants/pg_a/rules", json!({"keyword": keyword, "reply": reply})).await;
+        assert_eq!(added.status, StatusCode::NO_CONTENT, "{}", added.text);
+    }
+    for name in ["acc_q", "acc_p"] {
+        let added = admin.post("/v1/accounts", json!({"name": name, "key_ref": "env:WA_API_KEY"})).await;
+        assert!(added.status.is_success(), "{}", added.text);
+    }
+    assert_eq!(follow(&admin, "/v1/depth?limit=2", "tenants", "customer_ref").await, ["pg_a", "pg_b", "pg_c"]);
+    assert_eq!(follow(&admin, "/v1/tenants/pg_a/rules?limit=2", "items", "keyword").await, ["alpha", "mid", "zeta"]);
+    assert_eq!(follow(&admin, "/v1/accounts?limit=2", "items", "name").await, ["acc_p", "acc_q", "default"]);
+    let tokens = follow(&admin, "/v1/admin-tokens?limit=2", "items", "name").await;
+    assert_eq!(tokens, ["ops", "viewer"], "oldest first");
+    let foreign = admin.get(&format!("/v1/accounts?cursor={}", wafleet_fleet::paging::encode("d1", "pg_a"))).await;
+    assert_eq!(foreign.status, StatusCode::BAD_REQUEST, "a depth cursor is not an accounts cursor");
+    admin.env.cleanup().await;
+}

@@ -33,7 +33,8 @@ async fn a_token_created_over_http_is_shown_once_works_with_its_scopes_and_stops
 
     let listed = admin.get("/v1/admin-tokens").await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
-    let names: Vec<&str> = listed.json.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed.json["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names.iter().filter(|n| **n == "ci-new").count(), 1, "one token minted: {names:?}");
     assert!(!listed.text.contains("wfa_") && !listed.text.contains("token_id"), "{}", listed.text);
 

@@ -29,23 +29,23 @@ async fn rules_are_listed_added_and_removed_per_tenant_audited_and_never_across_
     assert_eq!(add("rul_b", "price", "ask us").await.status, StatusCode::NO_CONTENT);
     let listed = admin.get("/v1/tenants/rul_a/rules").await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
-    let rules = listed.json.as_array().unwrap();
+    let rules = listed.json["items"].as_array().unwrap();
     assert_eq!(rules.len(), 1, "{}", listed.text);
     assert_eq!((rules[0]["keyword"].as_str(), rules[0]["reply"].as_str()), (Some("hours"), Some("8-18")));
 
     // ISOLATION: tenant B's rule, named by its id or keyword under tenant A, removes nothing.
-    let b_rule = admin.get("/v1/tenants/rul_b/rules").await.json[0]["id"].as_i64().unwrap();
+    let b_rule = admin.get("/v1/tenants/rul_b/rules").await.json["items"][0]["id"].as_i64().unwrap();
     for other in [b_rule.to_string(), "price".to_owned()] {
         let refused =
             admin.call(Method::DELETE, &format!("/v1/tenants/rul_a/rules/{other}"), Some(&admin.full), None, &[]).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
     }
-    assert_eq!(admin.get("/v1/tenants/rul_b/rules").await.json.as_array().unwrap().len(), 1);
+    assert_eq!(admin.get("/v1/tenants/rul_b/rules").await.json["items"].as_array().unwrap().len(), 1);
 
     let removed = admin.call(Method::DELETE, "/v1/tenants/rul_a/rules/hours", Some(&admin.full), None, &[]).await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.text);
     assert_eq!(removed.json, json!({"customer_ref": "rul_a", "keyword": "hours"}));
-    assert!(admin.get("/v1/tenants/rul_a/rules").await.json.as_array().unwrap().is_empty());
+    assert!(admin.get("/v1/tenants/rul_a/rules").await.json["items"].as_array().unwrap().is_empty());
 
     // A read token may list, not change.
     let read = admin.call(Method::GET, "/v1/tenants/rul_b/rules", Some(&admin.read_only), None, &[]).await;
@@ -156,7 +156,7 @@ async fn accounts_are_added_once_listed_without_keys_and_audited() {
 
     let listed = admin.get("/v1/accounts").await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
-    let eu = listed.json.as_array().unwrap().iter().find(|a| a["name"] == "acc_eu").cloned().unwrap();
+    let eu = listed.json["items"].as_array().unwrap().iter().find(|a| a["name"] == "acc_eu").cloned().unwrap();
     assert_eq!(
         (eu["key_ref"].as_str(), eu["rate_per_min"].as_i64(), eu["tenants"].as_i64()),
         (Some("env:WA_API_KEY_EU"), Some(60), Some(0))
