@@ -60,6 +60,7 @@ export WA_API_KEY=sk_schemathesis
 export WAFLEET_OPERATOR=schemathesis
 # The simulator is unlimited; keep the fleet's own budget out of the way too.
 export WAFLEET_SEND_RATE_PER_MIN=100000 WAFLEET_SEND_BURST=100000
+export WAFLEET_EGRESS_RATE_PER_MIN=100000 WAFLEET_EGRESS_BURST=100000
 unset WAFLEET_ALLOW_UNSAFE_DB_ROLE
 
 SIM_PID="" ADMIN_PID=""

@@ -636,7 +636,7 @@ def check_overlay(name: str, objs: list[dict], secret_keys: dict[str, set[str]],
         if worker is not None:
             wconf = container_env(pod_spec(worker)["containers"][0])
             for k in ("WA_API_BASE_URL", "WAFLEET_SEND_RATE_PER_MIN", "WAFLEET_SEND_BURST", "WAFLEET_BUDGET_WINDOW_SECS",
-                      "WAFLEET_SEND_TIMEOUT_MS"):
+                      "WAFLEET_SEND_TIMEOUT_MS", "WAFLEET_EGRESS_RATE_PER_MIN", "WAFLEET_EGRESS_BURST"):
                 C.ok(conf.get(k) == wconf.get(k), f"{where}: admin {k}={conf.get(k)} differs from the worker's ({wconf.get(k)}): "
                      "the send budget is the fleet's")
         drain = int(conf.get("WAFLEET_ADMIN_BUDGET_WAIT_SECS", "10")) + int(conf.get("WAFLEET_SEND_TIMEOUT_MS", "10000")) / 1000

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, Row};
 
 use crate::bridge_client::BridgeClient;
-use crate::budget::{BucketSettings, BudgetConfig};
+use crate::budget::{BucketSettings, BudgetConfig, EgressBucket};
 use crate::error::{Conflict, Error, InvalidInput, Result, SetupError};
 
 mod id;
@@ -204,6 +204,8 @@ pub struct AccountRuntime {
     pub provision: BucketSettings,
     /// Every other `/api/*` call.
     pub other: BucketSettings,
+    /// The egress group every call also spends from (the per-IP limit).
+    pub egress: EgressBucket,
     fingerprint: String,
     key: SecretString,
 }
@@ -303,6 +305,7 @@ impl AccountDirectory {
             proxy: budget.proxy(account.rate_per_min, account.burst),
             provision: budget.provision(),
             other: budget.other(),
+            egress: budget.egress_bucket(),
             fingerprint,
             key,
         });

@@ -17,9 +17,10 @@ use crate::accounts::{AccountId, AccountRuntime};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
+pub mod egress;
 mod settings;
 
-pub use settings::{BucketSettings, BudgetConfig};
+pub use settings::{BucketSettings, BudgetConfig, EgressBucket, EgressConfig, PER_IP_LIMIT_PER_MIN};
 
 /// Documented WA Bridges limit of `/proxy/*` and other `/api/*` calls per key per minute.
 pub const API_LIMIT_PER_MIN: u32 = 120;
@@ -61,9 +62,11 @@ pub(crate) fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1))
 }
 
-/// Takes one token from `bucket` of `account`, or reports the wait. One statement.
+/// Takes one token from `bucket` of `account` and one from its egress group, or reports the
+/// wait. One transaction: a refusal by either bucket leaves both as they were.
 pub async fn take(pool: &PgPool, account: &AccountRuntime, bucket: Bucket, now: Option<DateTime<Utc>>) -> Result<Take> {
     let settings = settings_of(account, bucket);
+    let mut tx = pool.begin().await?;
     let (granted, wait_ms, tokens): (bool, i64, f64) =
         sqlx::query_as("select granted, wait_ms, tokens from wafleet_budget_take($1, $2, $3, $4, $5, $6)")
             .bind(account.id.get())
@@ -72,11 +75,26 @@ pub async fn take(pool: &PgPool, account: &AccountRuntime, bucket: Bucket, now: 
             .bind(settings.burst)
             .bind(settings.window_secs)
             .bind(now)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
     metrics::gauge!(crate::metric::BUDGET_TOKENS, "account" => account.name.clone(), "bucket" => bucket.as_str())
         .set(tokens.max(0.0));
-    Ok(if granted { Take::Granted(tokens) } else { Take::Wait(millis(wait_ms)) })
+    if !granted {
+        // Only the refill changed, which the next take recomputes from the stored state.
+        tx.rollback().await?;
+        return Ok(Take::Wait(millis(wait_ms)));
+    }
+    match egress::take_in(&mut tx, &account.egress, account.id, now).await? {
+        Take::Granted(_) => {
+            tx.commit().await?;
+            Ok(Take::Granted(tokens))
+        }
+        Take::Wait(wait) => {
+            tx.rollback().await?;
+            egress::note_waiting(pool, &account.egress, account.id, &account.name, now).await?;
+            Ok(Take::Wait(wait))
+        }
+    }
 }
 
 /// Takes a token, sleeping (real time) while the bucket is empty or paused, for at most

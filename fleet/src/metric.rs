@@ -25,6 +25,10 @@ pub const OUTBOX_UNKNOWN: &str = "wafleet_outbox_unknown";
 pub const BUDGET_TOKENS: &str = "wafleet_budget_tokens";
 /// Histogram (seconds), labels `account` and `bucket`: time spent waiting for a budget token.
 pub const BUDGET_WAIT_SECONDS: &str = "wafleet_budget_wait_seconds";
+/// Gauge, label `group`: tokens left in the egress group's bucket (the per-IP limit).
+pub const EGRESS_TOKENS: &str = "wafleet_egress_tokens";
+/// Counter, labels `group` and `account`: calls that waited for an egress token.
+pub const EGRESS_WAITS_TOTAL: &str = "wafleet_egress_waits_total";
 /// Gauge (0 or 1), label `tenant`: whether the tenant's bridge was last seen connected.
 pub const BRIDGE_CONNECTED: &str = "wafleet_bridge_connected";
 /// Gauge, label `state` ([`BRIDGE_STATES`]): bridges of the fleet per state.

@@ -160,6 +160,19 @@ pub struct BudgetSettings {
     #[arg(long, env = "WAFLEET_BUDGET_WINDOW_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub budget_window_secs: u64,
+    /// The egress group: every process that leaves through the same public IP names the same
+    /// group, and the group shares one budget under WA Bridges' per-IP limit.
+    #[arg(long, env = "WAFLEET_EGRESS_GROUP", default_value = "default", global = true)]
+    pub egress_group: String,
+    /// Calls per window of the whole egress group, all accounts together; rate + burst must fit
+    /// the documented 300 requests a minute per IP.
+    #[arg(long, env = "WAFLEET_EGRESS_RATE_PER_MIN", default_value_t = 290,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub egress_rate_per_min: u32,
+    /// Capacity of the egress group's bucket.
+    #[arg(long, env = "WAFLEET_EGRESS_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub egress_burst: u32,
 }
 
 /// How long tenant data is kept (the worker's retention runs and `wafleet retention run`).

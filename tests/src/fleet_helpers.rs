@@ -27,6 +27,12 @@ pub fn test_account_policy() -> wafleet_fleet::accounts::AccountPolicy {
     wafleet_fleet::accounts::AccountPolicy::new(std::env::temp_dir(), Vec::new())
 }
 
+/// An egress group far above the simulator's (unlimited) default, for suites that are not about
+/// the per-IP limit; the budget suite keeps the production group.
+pub fn lifted_egress() -> wafleet_fleet::budget::EgressConfig {
+    wafleet_fleet::budget::EgressConfig { rate_per_window: 60_000, burst: 1_000, ..Default::default() }
+}
+
 /// Writes `key` to a fresh file and returns its path, for `file:` key references.
 pub fn key_file(key: &str) -> std::path::PathBuf {
     let id = uuid::Uuid::now_v7().simple().to_string();

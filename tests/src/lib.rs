@@ -11,7 +11,7 @@ pub mod fault_proxy;
 mod fleet_helpers;
 pub mod poison;
 
-pub use fleet_helpers::{key_file, test_account_policy, wafleet_cli_path};
+pub use fleet_helpers::{key_file, lifted_egress, test_account_policy, wafleet_cli_path};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -291,11 +291,11 @@ impl TestEnv {
                 // Room for the simulator's from_me echo to come back; short for the 503 tests.
                 echo_window: Duration::from_secs(3),
                 recheck: RecheckPolicy { base: Duration::from_secs(1), max: Duration::from_secs(2) },
-                // Far above the simulator's (unlimited) default, so suites that are not about the
-                // budget are not slowed by it; the budget suite sets the production values.
+                // Lifted (the simulator is unlimited); the budget suites set production values.
                 budget: wafleet_fleet::budget::BudgetConfig {
                     rate_per_window: 60_000,
                     burst: 1_000,
+                    egress: fleet_helpers::lifted_egress(),
                     ..Default::default()
                 },
                 ..SenderConfig::default()

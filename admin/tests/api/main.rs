@@ -62,7 +62,12 @@ impl Answer {
 
 /// An application state over `env` with the per-token `rate` and the per-address `address_rate`.
 pub fn state_over(env: &TestEnv, rate: RateLimit, address_rate: RateLimit) -> AppState {
-    let budget = BudgetConfig { rate_per_window: 60_000, burst: 1_000, ..BudgetConfig::default() };
+    let budget = BudgetConfig {
+        rate_per_window: 60_000,
+        burst: 1_000,
+        egress: wafleet_tests::lifted_egress(),
+        ..BudgetConfig::default()
+    };
     AppState::new(
         env.admin_pool.clone(),
         env.endpoints.clone(),

@@ -49,7 +49,12 @@ pub fn present(repo: &Path) -> bool {
 
 /// Worker settings that lift the budget out of the way (scenarios other than this one).
 pub fn lifted_env() -> Vec<(String, String)> {
-    vec![("WAFLEET_SEND_RATE_PER_MIN".into(), "1000000".into()), ("WAFLEET_SEND_BURST".into(), "100000".into())]
+    vec![
+        ("WAFLEET_SEND_RATE_PER_MIN".into(), "1000000".into()),
+        ("WAFLEET_SEND_BURST".into(), "100000".into()),
+        ("WAFLEET_EGRESS_RATE_PER_MIN".into(), "1000000".into()),
+        ("WAFLEET_EGRESS_BURST".into(), "100000".into()),
+    ]
 }
 
 /// Runs the scenario.

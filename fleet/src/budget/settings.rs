@@ -1,6 +1,6 @@
-//! The budget's settings: the default account's rate, burst and window, and the settings of one
-//! bucket. Plain values, so the accounts module can build an account's buckets without reaching
-//! into the token bucket's database code.
+//! The budget's settings: the default account's rate, burst and window, the egress group, and the
+//! settings of one bucket. Plain values, so the accounts module can build an account's buckets
+//! without reaching into the token bucket's database code.
 
 use std::time::Duration;
 
@@ -18,11 +18,13 @@ pub struct BudgetConfig {
     pub burst: u32,
     /// `WAFLEET_BUDGET_WINDOW_SECS`: the API's "minute" (default 60; tests compress it).
     pub window: Duration,
+    /// The egress group every call of this process also spends from (`WAFLEET_EGRESS_*`).
+    pub egress: EgressConfig,
 }
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { rate_per_window: 110, burst: 5, window: Duration::from_secs(60) }
+        Self { rate_per_window: 110, burst: 5, window: Duration::from_secs(60), egress: EgressConfig::default() }
     }
 }
 
@@ -52,6 +54,11 @@ impl From<&BudgetSettings> for BudgetConfig {
             rate_per_window: settings.send_rate_per_min,
             burst: settings.send_burst,
             window: Duration::from_secs(settings.budget_window_secs),
+            egress: EgressConfig {
+                group: settings.egress_group.clone(),
+                rate_per_window: settings.egress_rate_per_min,
+                burst: settings.egress_burst,
+            },
         }
     }
 }
@@ -64,12 +71,20 @@ impl BudgetConfig {
                 "WAFLEET_SEND_RATE_PER_MIN, WAFLEET_SEND_BURST and WAFLEET_BUDGET_WINDOW_SECS must be > 0".into(),
             ));
         }
-        Ok(())
+        self.egress.validate()
     }
 
-    /// Startup warnings: a default budget that does not fit the documented limit.
+    /// Startup warnings: a default budget or an egress group that does not fit the documented
+    /// limits.
     pub fn warnings(&self) -> Vec<String> {
-        self.account_warnings("default", &self.proxy(None, None))
+        let mut warnings = self.account_warnings("default", &self.proxy(None, None));
+        warnings.extend(self.egress.warnings());
+        warnings
+    }
+
+    /// The egress group's bucket over this budget's window.
+    pub fn egress_bucket(&self) -> EgressBucket {
+        self.egress.bucket(self.window)
     }
 
     /// Warnings for one account's proxy bucket.
@@ -114,6 +129,80 @@ impl BudgetConfig {
     }
 }
 
+/// Documented WA Bridges floor: requests per minute per client IP, across all keys.
+pub const PER_IP_LIMIT_PER_MIN: u32 = 300;
+
+/// The group of a process and its bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EgressBucket {
+    /// `WAFLEET_EGRESS_GROUP`: the name every process behind the same public IP shares.
+    pub group: String,
+    /// Rate, capacity and window of the group's bucket.
+    pub bucket: BucketSettings,
+}
+
+/// Egress settings as the binaries parse them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressConfig {
+    /// `WAFLEET_EGRESS_GROUP` (default `default`).
+    pub group: String,
+    /// `WAFLEET_EGRESS_RATE_PER_MIN`: calls per window of the whole group (default 290).
+    pub rate_per_window: u32,
+    /// `WAFLEET_EGRESS_BURST`: the group bucket's capacity (default 5).
+    pub burst: u32,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self { group: "default".to_owned(), rate_per_window: 290, burst: 5 }
+    }
+}
+
+impl EgressConfig {
+    /// Refuses a group name the database would refuse, and a zero rate or burst.
+    pub fn validate(&self) -> Result<()> {
+        let name_ok = self.group.len() <= 64
+            && self.group.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && self.group.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        if !name_ok {
+            return Err(Error::Config(format!(
+                "WAFLEET_EGRESS_GROUP {:?} must be 1-64 characters of a-z, 0-9, '_', '.' or '-', starting with a letter or digit",
+                self.group
+            )));
+        }
+        if self.rate_per_window == 0 || self.burst == 0 {
+            return Err(Error::Config("WAFLEET_EGRESS_RATE_PER_MIN and WAFLEET_EGRESS_BURST must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// A startup warning when rate + burst exceed the documented per-IP floor.
+    pub fn warnings(&self) -> Vec<String> {
+        let total = self.rate_per_window + self.burst;
+        if total > PER_IP_LIMIT_PER_MIN {
+            vec![format!(
+                "egress group {}: rate {} + burst {} = {total} per window exceeds the documented {PER_IP_LIMIT_PER_MIN} \
+                 requests per minute per IP; expect 429s unless this group has more than one public IP",
+                self.group, self.rate_per_window, self.burst
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The group's bucket over `window`.
+    pub fn bucket(&self, window: Duration) -> EgressBucket {
+        EgressBucket {
+            group: self.group.clone(),
+            bucket: BucketSettings {
+                rate_per_window: f64::from(self.rate_per_window),
+                burst: f64::from(self.burst),
+                window_secs: window.as_secs_f64(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +239,33 @@ mod tests {
     fn zero_rate_or_window_is_refused() {
         assert!(BudgetConfig { rate_per_window: 0, ..BudgetConfig::default() }.validate().is_err());
         assert!(BudgetConfig { window: Duration::ZERO, ..BudgetConfig::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_group_fits_the_documented_per_ip_floor() {
+        let config = EgressConfig::default();
+        assert_eq!((config.group.as_str(), config.rate_per_window, config.burst), ("default", 290, 5));
+        assert!(config.rate_per_window + config.burst <= PER_IP_LIMIT_PER_MIN);
+        assert!(config.warnings().is_empty());
+        let greedy = EgressConfig { rate_per_window: 300, ..EgressConfig::default() };
+        assert!(greedy.warnings()[0].contains("per IP"), "{:?}", greedy.warnings());
+    }
+
+    #[test]
+    fn group_names_outside_the_database_format_and_zero_rates_are_refused() {
+        for bad in ["", "Nat-A", "-a", "a b", &"x".repeat(65)] {
+            let config = EgressConfig { group: bad.to_owned(), ..EgressConfig::default() };
+            assert!(config.validate().is_err(), "{bad:?} accepted");
+        }
+        for good in ["default", "nat-a", "pool_2.eu"] {
+            assert!(EgressConfig { group: good.to_owned(), ..EgressConfig::default() }.validate().is_ok());
+        }
+        assert!(EgressConfig { rate_per_window: 0, ..EgressConfig::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn the_bucket_uses_the_budget_window() {
+        let bucket = EgressConfig::default().bucket(Duration::from_secs(6)).bucket;
+        assert_eq!((bucket.rate_per_window, bucket.burst, bucket.window_secs), (290.0, 5.0, 6.0));
     }
 }

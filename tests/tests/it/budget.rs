@@ -3,6 +3,7 @@
 //! rules run on an injected manual clock; the multi-replica budget test runs the limiter and the
 //! simulator on a compressed 6 s "minute".
 
+mod egress;
 mod fairness;
 
 use std::sync::Arc;
@@ -124,7 +125,7 @@ async fn three_sender_replicas_and_the_cli_together_stay_under_the_api_limit_in_
         env.add_tenant(&r, &r).await.unwrap();
         env.queue_replies(&r, "15550000110", &bodies(&r, total / 3), None, Duration::from_secs(3600)).await;
     }
-    let budget = BudgetConfig { rate_per_window: 110, burst: 5, window };
+    let budget = BudgetConfig { rate_per_window: 110, burst: 5, window, ..BudgetConfig::default() };
     let config =
         SenderConfig { budget: budget.clone(), poll_interval: Duration::from_millis(100), ..SenderConfig::default() };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -232,7 +233,7 @@ async fn real_429s_from_an_overcommitted_budget_lose_and_double_nothing() {
     env.add_tenant("over", "over").await.unwrap();
     env.queue_replies("over", "15550000130", &bodies("o", 30), None, Duration::from_secs(3600)).await;
     // Ten times what the simulated API allows: only the 429 pause keeps this in check.
-    let budget = BudgetConfig { rate_per_window: 100, burst: 10, window };
+    let budget = BudgetConfig { rate_per_window: 100, burst: 10, window, ..BudgetConfig::default() };
     let config = SenderConfig { budget, poll_interval: Duration::from_millis(50), ..SenderConfig::default() };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let replicas: Vec<_> =

@@ -34,6 +34,8 @@ pub(crate) fn worker_command(env: &TestEnv) -> Command {
         // The simulator runs unlimited; lift the send budget so it does not pace the test.
         .env("WAFLEET_SEND_RATE_PER_MIN", "60000")
         .env("WAFLEET_SEND_BURST", "1000")
+        .env("WAFLEET_EGRESS_RATE_PER_MIN", "60000")
+        .env("WAFLEET_EGRESS_BURST", "1000")
         // A send cut by the kill is found `sending` and becomes `unknown` quickly in the test.
         .env("WAFLEET_STALE_SENDING_SECS", "1")
         .env("RUST_LOG", "error")

@@ -1,0 +1,126 @@
+//! The egress budget: WA Bridges allows 300 requests a minute per client IP across all keys, so
+//! accounts behind one public IP share one group budget (290 + 5 by default), fairly. Three
+//! accounts at the production 110 + 5 each would make ~345 calls a minute without it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use wafleet_fleet::accounts::{KeyRef, NewAccount};
+use wafleet_fleet::budget::BudgetConfig;
+use wafleet_fleet::clock::ManualClock;
+use wafleet_fleet::service;
+use wafleet_sim::SimConfig;
+use wafleet_tests::{key_file, test_account_policy, EnvOptions, TestEnv, TEST_API_KEY};
+use wafleet_worker::sender::{SenderConfig, Step};
+
+use super::bodies;
+
+const ACCOUNTS: [(&str, &str); 3] = [("default", TEST_API_KEY), ("acct_b", "sk_egress_b"), ("acct_c", "sk_egress_c")];
+
+/// Adds the two extra accounts (production budget: their own rate is the default 110 + 5) and
+/// one tenant with `backlog` queued replies in each account. Returns the key files to remove.
+async fn three_accounts_with_backlogs(env: &TestEnv, backlog: usize) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for (name, key) in &ACCOUNTS[1..] {
+        let file = key_file(key);
+        let account = NewAccount {
+            name: (*name).into(),
+            key_ref: KeyRef::File(file.clone()),
+            base_url: None,
+            rate_per_min: None,
+            burst: None,
+            test_account: false,
+        };
+        service::add_account(&env.admin_pool, &account, &test_account_policy()).await.unwrap();
+        files.push(file);
+    }
+    for (name, key) in ACCOUNTS {
+        let tenant = format!("eg_{}", name.trim_start_matches("acct_"));
+        env.add_tenant_in(&tenant, &tenant, name).await.unwrap();
+        let url = env.webhook_url(&tenant).await.unwrap();
+        env.sim.add_bridge(&tenant, Some(&url), Some(key));
+        env.queue_replies(&tenant, "15550000300", &bodies(&tenant, backlog), None, Duration::from_secs(7200)).await;
+    }
+    files
+}
+
+/// Every send attempt so far: its account and when it was attempted (the sender's clock).
+async fn attempts(env: &TestEnv) -> Vec<(String, DateTime<Utc>)> {
+    sqlx::query_as(
+        "select a.name, o.attempted_at from outbox o join tenants t using (tenant_id) join accounts a using (account_id) \
+         where o.attempted_at is not null order by o.attempted_at",
+    )
+    .fetch_all(&env.owner_pool)
+    .await
+    .unwrap()
+}
+
+fn max_in_any_minute(times: &[DateTime<Utc>]) -> usize {
+    let minute = chrono::Duration::seconds(60);
+    let mut start = 0;
+    let mut max = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= minute {
+            start += 1;
+        }
+        max = max.max(end - start + 1);
+    }
+    max
+}
+
+/// Asserts each account's count is within ±10 % of an equal share of `total`.
+fn assert_equal_shares(per_account: &HashMap<String, usize>, total: usize) {
+    let equal = total as f64 / ACCOUNTS.len() as f64;
+    for (name, _) in ACCOUNTS {
+        let got = per_account.get(name).copied().unwrap_or(0) as f64;
+        assert!(
+            (got - equal).abs() <= 0.10 * equal,
+            "account {name}: {got} calls, equal share {equal:.1}: {per_account:?}"
+        );
+    }
+}
+
+/// Two simulated minutes on a manual clock: the group's rate holds in every minute, all of it is
+/// used, and each account gets a third. Without the group, the three account buckets would let
+/// 345 a minute through; without the fairness rule, the account asked first each round would
+/// take its whole 115 and the last one what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_accounts_share_the_egress_group_equally_and_never_exceed_it_in_any_minute() {
+    const MINUTES: i64 = 2;
+    let keys = ACCOUNTS.iter().map(|(_, key)| (*key).to_owned()).collect();
+    let sim = SimConfig { api_keys: keys, unlimited: true, ..SimConfig::default() };
+    let env = TestEnv::with(EnvOptions { sim: Some(sim), no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let files = three_accounts_with_backlogs(&env, 600).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let start = clock.get();
+    let sender =
+        env.sender(SenderConfig { budget: BudgetConfig::default(), ..SenderConfig::default() }, Some(clock.clone()));
+    while clock.get() - start < chrono::Duration::seconds(60 * MINUTES) {
+        match sender.step().await.unwrap() {
+            Step::Wait(d) => clock.advance(d),
+            Step::Sent | Step::Skipped => {}
+            Step::Idle(_) => panic!("the backlogs ran out before {MINUTES} minutes"),
+        }
+    }
+    let rows = attempts(&env).await;
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|(_, at)| *at).collect();
+    let busiest = max_in_any_minute(&times);
+    assert!(busiest <= 295, "{busiest} calls in one minute: over the group's 290 + 5");
+    let budget = 290.0 * MINUTES as f64 + 5.0;
+    assert!(rows.len() as f64 >= 0.95 * budget, "{} calls of a budget of {budget}: the group was not used", rows.len());
+    let mut per_account = HashMap::new();
+    for (name, _) in &rows {
+        *per_account.entry(name.clone()).or_insert(0) += 1;
+    }
+    assert_equal_shares(&per_account, rows.len());
+    let shares = wafleet_fleet::budget::egress::state(&env.admin_pool).await.unwrap();
+    let passes: Vec<f64> = shares.iter().filter(|s| s.group == "default").filter_map(|s| s.pass).collect();
+    assert_eq!(passes.len(), ACCOUNTS.len(), "one share per account in the default group: {shares:?}");
+    assert!(passes.iter().all(|p| (p - passes[0]).abs() <= 2.0), "passes drifted apart: {passes:?}");
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+    env.cleanup().await;
+}
