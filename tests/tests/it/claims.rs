@@ -141,10 +141,16 @@ async fn a_black_holed_worker_loses_its_claim_within_the_lease_and_nothing_is_se
     let proxy = FaultProxy::start(wafleet_tests::pg_addr()).await.unwrap();
     let mut via = url::Url::parse(&env.worker_url).unwrap();
     via.set_port(Some(proxy.addr().port())).unwrap();
-    // The first send hangs at the bridge while the worker's database traffic goes silent.
-    env.sim.set_bridge_fault("hole", Some(Fault::delay_only(3_000).with_remaining(1)));
+    // The first send hangs at the bridge (below the 10 s send timeout) while the worker's database
+    // traffic goes silent. Every message must be in the outbox, and so acked, before the stall: a
+    // delivery still held by the silent worker would wait for it, not for the healthy one.
+    env.sim.set_bridge_fault("hole", Some(Fault::delay_only(8_000).with_remaining(1)));
     let _silent = worker(&env, via.as_str(), LEASE_SECS);
-    wait_until(Duration::from_secs(60), || async { sending_claims(&env).await.len() == 1 }).await.unwrap();
+    wait_until(Duration::from_secs(60), || async {
+        env.count("select count(*) from outbox").await == MESSAGES as i64 && sending_claims(&env).await.len() == 1
+    })
+    .await
+    .unwrap();
     let (cut, token) = sending_claims(&env).await[0];
     proxy.stall();
     let stalled = Instant::now();
