@@ -51,6 +51,9 @@ pub struct Cli {
     /// What `/api/instances/:id` resolves: `either` (numeric id, then customer_ref), `id` or `ref`.
     #[arg(long, env = "WAFLEET_SIM_INSTANCE_ID", value_enum, default_value_t = InstanceIdKind::Either)]
     pub instance_id: InstanceIdKind,
+    /// Seconds a webhook receiver has to answer before the delivery counts as failed.
+    #[arg(long, env = "WAFLEET_SIM_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_secs: u64,
     /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
     /// repeatable.
     #[arg(long = "bridge", value_parser = parse_bridge_spec)]
@@ -96,6 +99,7 @@ impl Cli {
             provision_per_window: self.provision_per_window,
             send_when_not_connected: self.send_when_not_connected,
             instance_id: self.instance_id,
+            webhook_timeout: Duration::from_secs(self.webhook_timeout_secs),
         }
     }
 }
@@ -133,6 +137,8 @@ mod tests {
             "ref",
             "--send-when-not-connected",
             "conflict",
+            "--webhook-timeout-secs",
+            "3",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -145,6 +151,7 @@ mod tests {
         assert_eq!(config.instance_id, InstanceIdKind::Ref);
         assert_eq!(config.send_when_not_connected, NotConnectedSend::Conflict);
         assert_eq!(config.window, Duration::from_secs(6));
+        assert_eq!(config.webhook_timeout, Duration::from_secs(3));
         assert_eq!(cli.bridges.len(), 2);
     }
 
@@ -156,10 +163,12 @@ mod tests {
         assert_eq!(config.window, Duration::from_secs(60));
         assert_eq!((config.proxy_per_window, config.other_per_window, config.provision_per_window), (120, 120, 10));
         assert!(cli.bridges.is_empty());
+        assert_eq!(config.webhook_timeout, Duration::from_secs(10));
     }
 
     #[test]
     fn zero_window_is_refused() {
         assert!(Cli::try_parse_from(["wafleet-sim", "--window-secs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["wafleet-sim", "--webhook-timeout-secs", "0"]).is_err());
     }
 }

@@ -26,6 +26,9 @@ pub struct SimConfig {
     pub send_when_not_connected: NotConnectedSend,
     /// What `:id` of `GET`/`DELETE /api/instances/:id` names. The reference does not say.
     pub instance_id: InstanceIdKind,
+    /// How long `fire` and echo deliveries wait for the webhook receiver (documented: 10 s, after
+    /// which the delivery counts as failed and the event is dropped).
+    pub webhook_timeout: Duration,
 }
 
 /// The answer to `POST /proxy/send/text` on a bridge whose status is not `connected`.
@@ -65,6 +68,7 @@ impl Default for SimConfig {
             provision_per_window: 10,
             send_when_not_connected: NotConnectedSend::Accept,
             instance_id: InstanceIdKind::Either,
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -75,7 +79,8 @@ impl SimConfig {
         self.api_keys.first().map(String::as_str)
     }
 
-    /// Reject configurations the simulator cannot serve: no keys, a blank key or a zero window.
+    /// Reject configurations the simulator cannot serve: no keys, a blank key, a zero window or
+    /// a zero webhook timeout.
     pub fn validate(&self) -> Result<(), String> {
         if self.api_keys.is_empty() {
             return Err("at least one API key is required".to_owned());
@@ -85,6 +90,9 @@ impl SimConfig {
         }
         if self.window.is_zero() {
             return Err("the rate-limit window must be longer than zero".to_owned());
+        }
+        if self.webhook_timeout.is_zero() {
+            return Err("the webhook timeout must be longer than zero".to_owned());
         }
         Ok(())
     }
@@ -101,6 +109,8 @@ mod tests {
         assert_eq!(c.window, Duration::from_secs(60));
         assert_eq!(c.default_api_key(), Some("sk_test_default"));
         assert!(!c.unlimited && !c.echo_from_me);
+        // Reference §8.2: a 10 s webhook timeout.
+        assert_eq!(c.webhook_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
     }
 
@@ -112,5 +122,7 @@ mod tests {
         assert!(blank.validate().is_err());
         let zero = SimConfig { window: Duration::ZERO, ..SimConfig::default() };
         assert!(zero.validate().is_err());
+        let no_timeout = SimConfig { webhook_timeout: Duration::ZERO, ..SimConfig::default() };
+        assert!(no_timeout.validate().is_err());
     }
 }

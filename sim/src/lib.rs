@@ -42,9 +42,6 @@ pub use model::{Bridge, Fault, RecordedSend, RejectedAttempt, SimStats};
 
 use state::SimState;
 
-/// How long `fire` and echo deliveries wait for the webhook receiver.
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// A cheap, cloneable handle to a running simulator's shared state.
 #[derive(Clone)]
 pub struct Simulator {
@@ -71,7 +68,9 @@ impl Simulator {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding simulator to {addr}"))?;
         let addr = listener.local_addr().context("reading the simulator's bound address")?;
-        let http = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().context("building the HTTP client")?;
+        // The whole delivery (connect, send, answer) must fit the reference's webhook timeout.
+        let http =
+            reqwest::Client::builder().timeout(config.webhook_timeout).build().context("building the HTTP client")?;
         let sim = Simulator {
             shared: Arc::new(Shared {
                 state: Mutex::new(SimState::new(config, tokio::time::Instant::now())),
