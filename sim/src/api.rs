@@ -29,6 +29,13 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/api/{*rest}", axum::routing::any(unsupported_api))
 }
 
+/// The bearer token of `Authorization: Bearer <key>`, whether or not it is a configured key.
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
 /// Parse a JSON request body, answering the documented `{"error": ..}` shape on failure.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T> {
     serde_json::from_slice(raw).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
@@ -37,10 +44,8 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T
 impl Simulator {
     /// The account named by `Authorization: Bearer <key>`, if it is configured.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<String> {
-        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(Error::Unauthorized)?;
-        let (scheme, key) = header.trim().split_once(' ').ok_or(Error::Unauthorized)?;
-        let key = key.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || !self.lock().is_known_key(key) {
+        let key = bearer_key(headers).ok_or(Error::Unauthorized)?;
+        if !self.lock().is_known_key(key) {
             return Err(Error::Unauthorized);
         }
         Ok(key.to_owned())

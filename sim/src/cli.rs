@@ -26,7 +26,7 @@ pub struct Cli {
         hide_default_value = true
     )]
     pub api_keys: Vec<String>,
-    /// Disable all rate limits.
+    /// Disable all rate limits, the per-IP floor included.
     #[arg(long, env = "WAFLEET_SIM_UNLIMITED", action = ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
     pub unlimited: bool,
     /// Length in seconds of one rate-limit window (the API's "minute").
@@ -51,6 +51,13 @@ pub struct Cli {
     /// What `/api/instances/:id` resolves: `either` (numeric id, then customer_ref), `id` or `ref`.
     #[arg(long, env = "WAFLEET_SIM_INSTANCE_ID", value_enum, default_value_t = InstanceIdKind::Either)]
     pub instance_id: InstanceIdKind,
+    /// `/api/*` calls allowed per client address per window, across all keys (the per-IP floor).
+    #[arg(long, env = "WAFLEET_SIM_PER_IP_PER_WINDOW", default_value_t = 300)]
+    pub per_ip_per_window: u32,
+    /// A request header whose value names the client for the per-IP floor instead of the peer
+    /// address (for tests on loopback that stand in for several egress IPs).
+    #[arg(long, env = "WAFLEET_SIM_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
     /// Seconds a webhook receiver has to answer before the delivery counts as failed.
     #[arg(long, env = "WAFLEET_SIM_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_timeout_secs: u64,
@@ -99,6 +106,13 @@ impl Cli {
             provision_per_window: self.provision_per_window,
             send_when_not_connected: self.send_when_not_connected,
             instance_id: self.instance_id,
+            per_ip_per_window: self.per_ip_per_window,
+            client_ip_header: self
+                .client_ip_header
+                .as_deref()
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned),
             webhook_timeout: Duration::from_secs(self.webhook_timeout_secs),
         }
     }
@@ -137,6 +151,10 @@ mod tests {
             "ref",
             "--send-when-not-connected",
             "conflict",
+            "--per-ip-per-window",
+            "40",
+            "--client-ip-header",
+            "x-client-ip",
             "--webhook-timeout-secs",
             "3",
             "--bridge",
@@ -151,6 +169,8 @@ mod tests {
         assert_eq!(config.instance_id, InstanceIdKind::Ref);
         assert_eq!(config.send_when_not_connected, NotConnectedSend::Conflict);
         assert_eq!(config.window, Duration::from_secs(6));
+        assert_eq!(config.per_ip_per_window, 40);
+        assert_eq!(config.client_ip_header.as_deref(), Some("x-client-ip"));
         assert_eq!(config.webhook_timeout, Duration::from_secs(3));
         assert_eq!(cli.bridges.len(), 2);
     }
@@ -163,7 +183,10 @@ mod tests {
         assert_eq!(config.window, Duration::from_secs(60));
         assert_eq!((config.proxy_per_window, config.other_per_window, config.provision_per_window), (120, 120, 10));
         assert!(cli.bridges.is_empty());
-        assert_eq!(config.webhook_timeout, Duration::from_secs(10));
+        // The flags' defaults are the library's, so the binary is as strict as the reference.
+        assert_eq!((config.per_ip_per_window, config.webhook_timeout), (300, Duration::from_secs(10)));
+        assert_eq!(config.client_ip_header, None);
+        assert_eq!(config, SimConfig { api_keys: config.api_keys.clone(), ..SimConfig::default() });
     }
 
     #[test]

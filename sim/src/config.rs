@@ -1,6 +1,6 @@
 //! Simulator configuration: which API keys exist, how long a rate-limit "minute" lasts, the three
-//! per-key limits and optional behaviours. It owns validation of those values and nothing else; the
-//! binary maps its CLI flags onto [`SimConfig`].
+//! per-key limits, the per-IP floor, the webhook timeout and optional behaviours. It owns
+//! validation of those values and nothing else; the binary maps its CLI flags onto [`SimConfig`].
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ pub struct SimConfig {
     /// API keys accepted in `Authorization: Bearer <key>`; each key is one account. The first one
     /// owns bridges registered without an explicit key.
     pub api_keys: Vec<String>,
-    /// Disable every rate limit (proxy calls are still counted per window).
+    /// Disable every rate limit, the per-IP floor included (calls are still counted and logged).
     pub unlimited: bool,
     /// Length of one rate-limit window, the API's "minute". Tests and benchmarks compress it.
     pub window: Duration,
@@ -26,6 +26,13 @@ pub struct SimConfig {
     pub send_when_not_connected: NotConnectedSend,
     /// What `:id` of `GET`/`DELETE /api/instances/:id` names. The reference does not say.
     pub instance_id: InstanceIdKind,
+    /// `/api/*` calls allowed per client address per window, across all keys and buckets
+    /// (documented: 300 per minute per IP, "a global floor" on top of the per-key limits).
+    pub per_ip_per_window: u32,
+    /// A request header naming the client instead of the TCP peer address, when present and
+    /// non-empty. Every test runs on loopback, so this lets one test stand in for several egress
+    /// IPs. `None` (the default): the peer address always names the client.
+    pub client_ip_header: Option<String>,
     /// How long `fire` and echo deliveries wait for the webhook receiver (documented: 10 s, after
     /// which the delivery counts as failed and the event is dropped).
     pub webhook_timeout: Duration,
@@ -68,6 +75,8 @@ impl Default for SimConfig {
             provision_per_window: 10,
             send_when_not_connected: NotConnectedSend::Accept,
             instance_id: InstanceIdKind::Either,
+            per_ip_per_window: 300,
+            client_ip_header: None,
             webhook_timeout: Duration::from_secs(10),
         }
     }
@@ -80,7 +89,7 @@ impl SimConfig {
     }
 
     /// Reject configurations the simulator cannot serve: no keys, a blank key, a zero window or
-    /// a zero webhook timeout.
+    /// webhook timeout, or a client header that is not a header name.
     pub fn validate(&self) -> Result<(), String> {
         if self.api_keys.is_empty() {
             return Err("at least one API key is required".to_owned());
@@ -93,6 +102,11 @@ impl SimConfig {
         }
         if self.webhook_timeout.is_zero() {
             return Err("the webhook timeout must be longer than zero".to_owned());
+        }
+        if let Some(header) = &self.client_ip_header {
+            if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(format!("client IP header {header:?} is not a valid header name"));
+            }
         }
         Ok(())
     }
@@ -109,8 +123,10 @@ mod tests {
         assert_eq!(c.window, Duration::from_secs(60));
         assert_eq!(c.default_api_key(), Some("sk_test_default"));
         assert!(!c.unlimited && !c.echo_from_me);
-        // Reference §8.2: a 10 s webhook timeout.
+        // Reference §3: 300 per minute per IP; §8.2: a 10 s webhook timeout.
+        assert_eq!(c.per_ip_per_window, 300);
         assert_eq!(c.webhook_timeout, Duration::from_secs(10));
+        assert_eq!(c.client_ip_header, None);
         assert!(c.validate().is_ok());
     }
 
@@ -124,5 +140,13 @@ mod tests {
         assert!(zero.validate().is_err());
         let no_timeout = SimConfig { webhook_timeout: Duration::ZERO, ..SimConfig::default() };
         assert!(no_timeout.validate().is_err());
+    }
+
+    #[test]
+    fn a_client_header_that_is_not_a_header_name_is_rejected() {
+        let header = SimConfig { client_ip_header: Some("x client".into()), ..SimConfig::default() };
+        assert!(header.validate().is_err());
+        let good_header = SimConfig { client_ip_header: Some("x-client-ip".into()), ..SimConfig::default() };
+        assert!(good_header.validate().is_ok());
     }
 }
