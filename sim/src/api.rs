@@ -27,6 +27,9 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/api/instances/{key}/proxy/send/text", post(send_text))
         .route("/api/instances/{key}/proxy/{*rest}", axum::routing::any(unsupported_proxy))
         .route("/api/{*rest}", axum::routing::any(unsupported_api))
+        // After the routes: it applies to the routes registered so far. Answering through
+        // `Error` keeps the documented body shape and lets `error_statuses` apply to it too.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// The bearer token of `Authorization: Bearer <key>`, whether or not it is a configured key.
@@ -142,6 +145,10 @@ async fn unsupported_proxy(
     let api_key = sim.authenticate(&headers)?;
     sim.admit_proxy(&api_key, &key, &rest)?;
     Err(Error::NotFound("endpoint not simulated"))
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
 }
 
 async fn unsupported_api(State(sim): State<Simulator>, headers: HeaderMap) -> Result<Response> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{InstanceIdKind, NotConnectedSend, SimConfig};
+use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -61,6 +61,13 @@ pub struct Cli {
     /// Seconds a webhook receiver has to answer before the delivery counts as failed.
     #[arg(long, env = "WAFLEET_SIM_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_timeout_secs: u64,
+    /// Statuses of the undocumented `/api/*` errors: `conventional` (400/401/403/404/405/409) or
+    /// `uniform` (all `--uniform-error-status`).
+    #[arg(long, env = "WAFLEET_SIM_ERROR_STATUSES", value_enum, default_value_t = ErrorStatuses::Conventional)]
+    pub error_statuses: ErrorStatuses,
+    /// The one status of every undocumented `/api/*` error under `--error-statuses uniform`.
+    #[arg(long, env = "WAFLEET_SIM_UNIFORM_ERROR_STATUS", default_value_t = 400, value_parser = uniform_status)]
+    pub uniform_error_status: u16,
     /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
     /// repeatable.
     #[arg(long = "bridge", value_parser = parse_bridge_spec)]
@@ -93,6 +100,15 @@ pub fn parse_bridge_spec(raw: &str) -> Result<BridgeSpec, String> {
     Ok(BridgeSpec { customer_ref: customer_ref.to_owned(), webhook_url })
 }
 
+/// An HTTP error status that cannot be mistaken for the documented 429.
+fn uniform_status(raw: &str) -> Result<u16, String> {
+    let status: u16 = raw.parse().map_err(|_| format!("{raw:?} is not a status code"))?;
+    if !(400..=599).contains(&status) || status == 429 {
+        return Err("must be 400-599 and not 429".into());
+    }
+    Ok(status)
+}
+
 impl Cli {
     /// The simulator configuration these flags describe.
     pub fn sim_config(&self) -> SimConfig {
@@ -114,6 +130,8 @@ impl Cli {
                 .filter(|h| !h.is_empty())
                 .map(str::to_owned),
             webhook_timeout: Duration::from_secs(self.webhook_timeout_secs),
+            error_statuses: self.error_statuses,
+            uniform_error_status: self.uniform_error_status,
         }
     }
 }
@@ -157,6 +175,10 @@ mod tests {
             "x-client-ip",
             "--webhook-timeout-secs",
             "3",
+            "--error-statuses",
+            "uniform",
+            "--uniform-error-status",
+            "422",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -172,6 +194,7 @@ mod tests {
         assert_eq!(config.per_ip_per_window, 40);
         assert_eq!(config.client_ip_header.as_deref(), Some("x-client-ip"));
         assert_eq!(config.webhook_timeout, Duration::from_secs(3));
+        assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Uniform, 422));
         assert_eq!(cli.bridges.len(), 2);
     }
 
@@ -186,6 +209,7 @@ mod tests {
         // The flags' defaults are the library's, so the binary is as strict as the reference.
         assert_eq!((config.per_ip_per_window, config.webhook_timeout), (300, Duration::from_secs(10)));
         assert_eq!(config.client_ip_header, None);
+        assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Conventional, 400));
         assert_eq!(config, SimConfig { api_keys: config.api_keys.clone(), ..SimConfig::default() });
     }
 
@@ -193,5 +217,12 @@ mod tests {
     fn zero_window_is_refused() {
         assert!(Cli::try_parse_from(["wafleet-sim", "--window-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["wafleet-sim", "--webhook-timeout-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_uniform_error_status_that_is_no_error_or_reads_as_a_rate_limit_is_refused() {
+        for status in ["200", "429", "600", "x"] {
+            assert!(Cli::try_parse_from(["wafleet-sim", "--uniform-error-status", status]).is_err(), "{status}");
+        }
     }
 }

@@ -36,6 +36,24 @@ pub struct SimConfig {
     /// How long `fire` and echo deliveries wait for the webhook receiver (documented: 10 s, after
     /// which the delivery counts as failed and the event is dropped).
     pub webhook_timeout: Duration,
+    /// Which statuses the undocumented API errors get. The reference documents only 200, 204
+    /// and 429, so 400/401/403/404/409 are guesses a client must not rely on.
+    pub error_statuses: ErrorStatuses,
+    /// The one status every undocumented API error answers under [`ErrorStatuses::Uniform`]
+    /// (400–599, not 429, which means "rate limited").
+    pub uniform_error_status: u16,
+}
+
+/// The statuses of `/api/*` errors the reference does not document (bad request, bad key,
+/// foreign bridge, unknown bridge or route, conflict). Injected faults and 429 never change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorStatuses {
+    /// 400, 401, 403, 404, 405 and 409, each where a REST API would conventionally use it.
+    #[default]
+    Conventional,
+    /// Every undocumented error answers [`SimConfig::uniform_error_status`], so a client that
+    /// branches on those codes is caught.
+    Uniform,
 }
 
 /// The answer to `POST /proxy/send/text` on a bridge whose status is not `connected`.
@@ -78,6 +96,8 @@ impl Default for SimConfig {
             per_ip_per_window: 300,
             client_ip_header: None,
             webhook_timeout: Duration::from_secs(10),
+            error_statuses: ErrorStatuses::Conventional,
+            uniform_error_status: 400,
         }
     }
 }
@@ -89,7 +109,8 @@ impl SimConfig {
     }
 
     /// Reject configurations the simulator cannot serve: no keys, a blank key, a zero window or
-    /// webhook timeout, or a client header that is not a header name.
+    /// webhook timeout, a client header that is not a header name, or a uniform error status that
+    /// is not an error or would read as a rate limit.
     pub fn validate(&self) -> Result<(), String> {
         if self.api_keys.is_empty() {
             return Err("at least one API key is required".to_owned());
@@ -107,6 +128,9 @@ impl SimConfig {
             if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 return Err(format!("client IP header {header:?} is not a valid header name"));
             }
+        }
+        if !(400..=599).contains(&self.uniform_error_status) || self.uniform_error_status == 429 {
+            return Err("the uniform error status must be 400-599 and not 429".to_owned());
         }
         Ok(())
     }
@@ -127,6 +151,8 @@ mod tests {
         assert_eq!(c.per_ip_per_window, 300);
         assert_eq!(c.webhook_timeout, Duration::from_secs(10));
         assert_eq!(c.client_ip_header, None);
+        // Conventional stays the default so suites written against it keep their meaning.
+        assert_eq!((c.error_statuses, c.uniform_error_status), (ErrorStatuses::Conventional, 400));
         assert!(c.validate().is_ok());
     }
 
@@ -148,5 +174,14 @@ mod tests {
         assert!(header.validate().is_err());
         let good_header = SimConfig { client_ip_header: Some("x-client-ip".into()), ..SimConfig::default() };
         assert!(good_header.validate().is_ok());
+    }
+
+    #[test]
+    fn a_uniform_error_status_that_is_no_error_or_reads_as_a_rate_limit_is_rejected() {
+        for status in [200, 399, 429, 600] {
+            let config = SimConfig { uniform_error_status: status, ..SimConfig::default() };
+            assert!(config.validate().is_err(), "{status}");
+        }
+        assert!(SimConfig { uniform_error_status: 422, ..SimConfig::default() }.validate().is_ok());
     }
 }

@@ -1,12 +1,13 @@
 //! The gate in front of every `/api/*` route. In this order, which is part of the contract:
 //! name the client (peer address, or the `client_ip_header` value), charge the per-IP floor —
 //! a request refused there is answered 429 at once and never reaches its route, so it costs no
-//! per-key quota — run the route, and log the call with the status answered. The `/_sim` control API is never behind it.
+//! per-key quota — run the route, apply the `error_statuses` setting to a guessed status, and log
+//! the call with the status actually answered. The `/_sim` control API is never behind it.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -14,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::api::bearer_key;
 use crate::calls::ApiCall;
+use crate::error::UndocumentedStatus;
 use crate::limiter::Bucket;
-use crate::{SimConfig, Simulator};
+use crate::{ErrorStatuses, SimConfig, Simulator};
 
 /// Axum middleware for the `/api` router (see the module comment for the order of checks).
 pub(crate) async fn api_gate(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
@@ -30,12 +32,20 @@ pub(crate) async fn api_gate(State(sim): State<Simulator>, request: Request, nex
         let floor = state.admit_ip(&client, bucket, arrived);
         (client, api_key, floor)
     };
-    let response = match floor {
+    let mut response = match floor {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     };
+    let mut state = sim.lock();
+    if state.config.error_statuses == ErrorStatuses::Uniform
+        && response.extensions().get::<UndocumentedStatus>().is_some()
+    {
+        // `validate` keeps the setting a real error status; 400 only guards the conversion.
+        *response.status_mut() =
+            StatusCode::from_u16(state.config.uniform_error_status).unwrap_or(StatusCode::BAD_REQUEST);
+    }
     let status = response.status().as_u16();
-    sim.lock().calls.push(arrived, ApiCall { at, api_key, client, bucket, status });
+    state.calls.push(arrived, ApiCall { at, api_key, client, bucket, status });
     response
 }
 

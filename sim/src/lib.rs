@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use calls::{ApiCall, API_CALL_LOG_CAPACITY};
-pub use config::{InstanceIdKind, NotConnectedSend, SimConfig};
+pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
 pub use error::{Error, Result};
 pub use inbound::Inbound;
 pub use limiter::Bucket;
