@@ -69,6 +69,11 @@ pub struct Send {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Printed under every section whose simulator runs with `--unlimited`: its figures come from
+/// traffic the real API would refuse, and a reader comparing them with production must know.
+pub const UNLIMITED_NOTE: &str = "simulator limits lifted (--unlimited): this scenario sends more than the documented \
+     120/key and 300/IP per minute";
+
 impl Sim {
     /// Starts `wafleet-sim` with `args` (e.g. `--unlimited`).
     pub async fn start(bins: &Bins, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Self> {

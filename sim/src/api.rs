@@ -27,6 +27,16 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/api/instances/{key}/proxy/send/text", post(send_text))
         .route("/api/instances/{key}/proxy/{*rest}", axum::routing::any(unsupported_proxy))
         .route("/api/{*rest}", axum::routing::any(unsupported_api))
+        // After the routes: it applies to the routes registered so far. Answering through
+        // `Error` keeps the documented body shape and lets `error_statuses` apply to it too.
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The bearer token of `Authorization: Bearer <key>`, whether or not it is a configured key.
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 /// Parse a JSON request body, answering the documented `{"error": ..}` shape on failure.
@@ -37,10 +47,8 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T
 impl Simulator {
     /// The account named by `Authorization: Bearer <key>`, if it is configured.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<String> {
-        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(Error::Unauthorized)?;
-        let (scheme, key) = header.trim().split_once(' ').ok_or(Error::Unauthorized)?;
-        let key = key.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || !self.lock().is_known_key(key) {
+        let key = bearer_key(headers).ok_or(Error::Unauthorized)?;
+        if !self.lock().is_known_key(key) {
             return Err(Error::Unauthorized);
         }
         Ok(key.to_owned())
@@ -137,6 +145,10 @@ async fn unsupported_proxy(
     let api_key = sim.authenticate(&headers)?;
     sim.admit_proxy(&api_key, &key, &rest)?;
     Err(Error::NotFound("endpoint not simulated"))
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
 }
 
 async fn unsupported_api(State(sim): State<Simulator>, headers: HeaderMap) -> Result<Response> {

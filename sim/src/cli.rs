@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{InstanceIdKind, NotConnectedSend, SimConfig};
+use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -26,7 +26,7 @@ pub struct Cli {
         hide_default_value = true
     )]
     pub api_keys: Vec<String>,
-    /// Disable all rate limits.
+    /// Disable all rate limits, the per-IP floor included.
     #[arg(long, env = "WAFLEET_SIM_UNLIMITED", action = ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
     pub unlimited: bool,
     /// Length in seconds of one rate-limit window (the API's "minute").
@@ -51,6 +51,23 @@ pub struct Cli {
     /// What `/api/instances/:id` resolves: `either` (numeric id, then customer_ref), `id` or `ref`.
     #[arg(long, env = "WAFLEET_SIM_INSTANCE_ID", value_enum, default_value_t = InstanceIdKind::Either)]
     pub instance_id: InstanceIdKind,
+    /// `/api/*` calls allowed per client address per window, across all keys (the per-IP floor).
+    #[arg(long, env = "WAFLEET_SIM_PER_IP_PER_WINDOW", default_value_t = 300)]
+    pub per_ip_per_window: u32,
+    /// A request header whose value names the client for the per-IP floor instead of the peer
+    /// address (for tests on loopback that stand in for several egress IPs).
+    #[arg(long, env = "WAFLEET_SIM_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// Seconds a webhook receiver has to answer before the delivery counts as failed.
+    #[arg(long, env = "WAFLEET_SIM_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_secs: u64,
+    /// Statuses of the undocumented `/api/*` errors: `conventional` (400/401/403/404/405/409) or
+    /// `uniform` (all `--uniform-error-status`).
+    #[arg(long, env = "WAFLEET_SIM_ERROR_STATUSES", value_enum, default_value_t = ErrorStatuses::Conventional)]
+    pub error_statuses: ErrorStatuses,
+    /// The one status of every undocumented `/api/*` error under `--error-statuses uniform`.
+    #[arg(long, env = "WAFLEET_SIM_UNIFORM_ERROR_STATUS", default_value_t = 400, value_parser = uniform_status)]
+    pub uniform_error_status: u16,
     /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
     /// repeatable.
     #[arg(long = "bridge", value_parser = parse_bridge_spec)]
@@ -83,6 +100,15 @@ pub fn parse_bridge_spec(raw: &str) -> Result<BridgeSpec, String> {
     Ok(BridgeSpec { customer_ref: customer_ref.to_owned(), webhook_url })
 }
 
+/// An HTTP error status that cannot be mistaken for the documented 429.
+fn uniform_status(raw: &str) -> Result<u16, String> {
+    let status: u16 = raw.parse().map_err(|_| format!("{raw:?} is not a status code"))?;
+    if !(400..=599).contains(&status) || status == 429 {
+        return Err("must be 400-599 and not 429".into());
+    }
+    Ok(status)
+}
+
 impl Cli {
     /// The simulator configuration these flags describe.
     pub fn sim_config(&self) -> SimConfig {
@@ -96,6 +122,16 @@ impl Cli {
             provision_per_window: self.provision_per_window,
             send_when_not_connected: self.send_when_not_connected,
             instance_id: self.instance_id,
+            per_ip_per_window: self.per_ip_per_window,
+            client_ip_header: self
+                .client_ip_header
+                .as_deref()
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned),
+            webhook_timeout: Duration::from_secs(self.webhook_timeout_secs),
+            error_statuses: self.error_statuses,
+            uniform_error_status: self.uniform_error_status,
         }
     }
 }
@@ -133,6 +169,16 @@ mod tests {
             "ref",
             "--send-when-not-connected",
             "conflict",
+            "--per-ip-per-window",
+            "40",
+            "--client-ip-header",
+            "x-client-ip",
+            "--webhook-timeout-secs",
+            "3",
+            "--error-statuses",
+            "uniform",
+            "--uniform-error-status",
+            "422",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -145,6 +191,10 @@ mod tests {
         assert_eq!(config.instance_id, InstanceIdKind::Ref);
         assert_eq!(config.send_when_not_connected, NotConnectedSend::Conflict);
         assert_eq!(config.window, Duration::from_secs(6));
+        assert_eq!(config.per_ip_per_window, 40);
+        assert_eq!(config.client_ip_header.as_deref(), Some("x-client-ip"));
+        assert_eq!(config.webhook_timeout, Duration::from_secs(3));
+        assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Uniform, 422));
         assert_eq!(cli.bridges.len(), 2);
     }
 
@@ -156,10 +206,23 @@ mod tests {
         assert_eq!(config.window, Duration::from_secs(60));
         assert_eq!((config.proxy_per_window, config.other_per_window, config.provision_per_window), (120, 120, 10));
         assert!(cli.bridges.is_empty());
+        // The flags' defaults are the library's, so the binary is as strict as the reference.
+        assert_eq!((config.per_ip_per_window, config.webhook_timeout), (300, Duration::from_secs(10)));
+        assert_eq!(config.client_ip_header, None);
+        assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Conventional, 400));
+        assert_eq!(config, SimConfig { api_keys: config.api_keys.clone(), ..SimConfig::default() });
     }
 
     #[test]
     fn zero_window_is_refused() {
         assert!(Cli::try_parse_from(["wafleet-sim", "--window-secs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["wafleet-sim", "--webhook-timeout-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_uniform_error_status_that_is_no_error_or_reads_as_a_rate_limit_is_refused() {
+        for status in ["200", "429", "600", "x"] {
+            assert!(Cli::try_parse_from(["wafleet-sim", "--uniform-error-status", status]).is_err(), "{status}");
+        }
     }
 }

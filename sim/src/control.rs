@@ -1,10 +1,10 @@
 //! The unauthenticated `/_sim` control and inspection API used by tests, the demo script and
-//! benchmarks: registering bridges, reading and clearing the send log, setting faults, firing
-//! webhook events and reading stats. It bypasses rate limits and must never be reachable through
-//! the simulated `/api` surface.
+//! benchmarks: registering bridges, reading and clearing the send log and the API call log, setting
+//! faults, firing webhook events and reading stats. It bypasses rate limits and must never be
+//! reachable through the simulated `/api` surface.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::parse_json;
+use crate::calls::ApiCall;
 use crate::error::{Error, Result};
 use crate::model::{Bridge, Fault, RecordedSend, RejectedAttempt, SimStats};
 use crate::webhook::{inbound_message_event, random_message_id};
@@ -28,6 +29,8 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/_sim/sends", get(list_sends).delete(clear_sends))
         .route("/_sim/rejected", get(list_rejected))
         .route("/_sim/fault", post(set_fault).delete(clear_fault))
+        .route("/_sim/api-calls", get(list_api_calls).delete(clear_api_calls))
+        .route("/_sim/api-calls/max", get(max_api_calls))
         .route("/_sim/stats", get(get_stats))
 }
 
@@ -135,6 +138,30 @@ async fn fire_message(State(sim): State<Simulator>, Path(key): Path<String>, bod
     let event = inbound_message_event(&request.chat, &request.body, &message_id);
     let status = sim.fire_event(&key, event, request.include_customer_ref).await?;
     Ok(Json(json!({ "status": status, "message_id": message_id })))
+}
+
+async fn list_api_calls(State(sim): State<Simulator>) -> Json<Vec<ApiCall>> {
+    Json(sim.api_calls())
+}
+
+async fn clear_api_calls(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_api_calls();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct MaxQuery {
+    span_ms: u64,
+}
+
+/// `?span_ms=60000` -> `{"span_ms": 60000, "max_calls": n, "rate_limited_answers": n}`.
+async fn max_api_calls(State(sim): State<Simulator>, Query(query): Query<MaxQuery>) -> Result<Json<Value>> {
+    if query.span_ms == 0 {
+        return Err(Error::BadRequest("span_ms must be at least 1".into()));
+    }
+    let max_calls = sim.max_calls_in_any(std::time::Duration::from_millis(query.span_ms));
+    let rate_limited_answers = sim.rate_limited_answers();
+    Ok(Json(json!({ "span_ms": query.span_ms, "max_calls": max_calls, "rate_limited_answers": rate_limited_answers })))
 }
 
 async fn get_stats(State(sim): State<Simulator>) -> Json<SimStats> {

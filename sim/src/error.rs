@@ -1,5 +1,7 @@
 //! The simulator's one error enum and how each variant becomes an HTTP answer. Every error body
-//! has the only documented shape, `{"error": "<message>"}`; the 429 carries `Retry-After`.
+//! has the only documented shape, `{"error": "<message>"}`; the 429 carries `Retry-After`. An
+//! answer whose status the reference does not document is marked with [`UndocumentedStatus`], so
+//! the `/api` gate can apply the `error_statuses` setting without knowing the variants.
 
 use axum::http::{header::RETRY_AFTER, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,9 @@ pub enum Error {
     /// The request body or parameters are invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// The path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// An injected fault answered instead of the simulated API.
     #[error("injected fault (HTTP {status})")]
     Injected {
@@ -59,8 +64,23 @@ impl Error {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Conflict(_) | Self::NoWebhook(_) => StatusCode::CONFLICT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Injected { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Self::Webhook(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the reference leaves this answer's status undocumented (a guess the
+    /// `error_statuses` setting may replace). Injected faults and 429 are deliberate, so never.
+    fn is_undocumented(&self) -> bool {
+        match self {
+            Self::Unauthorized
+            | Self::NotFound(_)
+            | Self::Forbidden
+            | Self::Conflict(_)
+            | Self::BadRequest(_)
+            | Self::MethodNotAllowed => true,
+            Self::RateLimited { .. } | Self::Injected { .. } | Self::NoWebhook(_) | Self::Webhook(_) => false,
         }
     }
 
@@ -88,9 +108,16 @@ impl IntoResponse for Error {
         if let Some(secs) = retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.is_undocumented() {
+            response.extensions_mut().insert(UndocumentedStatus);
+        }
         response
     }
 }
+
+/// Response extension on an error answer whose status the reference does not document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UndocumentedStatus;
 
 #[cfg(test)]
 mod tests {
@@ -108,6 +135,16 @@ mod tests {
         let response = Error::Injected { status: 503, retry_after: None }.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn guessed_statuses_are_marked_and_deliberate_ones_are_not() {
+        let marked = |e: Error| e.into_response().extensions().get::<UndocumentedStatus>().is_some();
+        assert!(marked(Error::Unauthorized));
+        assert!(marked(Error::NotFound("instance not found")));
+        assert!(marked(Error::BadRequest("x".into())));
+        assert!(!marked(Error::RateLimited { retry_after_secs: 1 }));
+        assert!(!marked(Error::Injected { status: 404, retry_after: None }));
     }
 
     #[test]

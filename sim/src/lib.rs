@@ -1,8 +1,9 @@
 //! An in-process simulator of the WA Bridges HTTP API for wafleet's integration tests, demo and
-//! benchmarks. It owns a fake fleet of bridges, records every send per bridge, enforces the
-//! documented per-key rate limits (with a compressible "minute"), injects faults and fires
-//! inbound webhook events at the system under test. It must not depend on other wafleet crates:
-//! it stands in for an external service and only speaks its HTTP contract.
+//! benchmarks. It owns a fake fleet of bridges, records every send per bridge and every `/api/*`
+//! call, enforces the documented per-key rate limits and per-IP floor (with a compressible
+//! "minute"), injects faults and fires inbound webhook events at the system under test. It must
+//! not depend on other wafleet crates: it stands in for an external service and only speaks its
+//! HTTP contract.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -14,10 +15,12 @@
 //! ```
 
 mod api;
+mod calls;
 pub mod cli;
 mod config;
 mod control;
 mod error;
+mod gate;
 mod inbound;
 mod limiter;
 mod model;
@@ -35,15 +38,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{InstanceIdKind, NotConnectedSend, SimConfig};
+pub use calls::{ApiCall, API_CALL_LOG_CAPACITY};
+pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
 pub use error::{Error, Result};
 pub use inbound::Inbound;
+pub use limiter::Bucket;
 pub use model::{Bridge, Fault, RecordedSend, RejectedAttempt, SimStats};
 
 use state::SimState;
-
-/// How long `fire` and echo deliveries wait for the webhook receiver.
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A cheap, cloneable handle to a running simulator's shared state.
 #[derive(Clone)]
@@ -71,7 +73,9 @@ impl Simulator {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding simulator to {addr}"))?;
         let addr = listener.local_addr().context("reading the simulator's bound address")?;
-        let http = reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().context("building the HTTP client")?;
+        // The whole delivery (connect, send, answer) must fit the reference's webhook timeout.
+        let http =
+            reqwest::Client::builder().timeout(config.webhook_timeout).build().context("building the HTTP client")?;
         let sim = Simulator {
             shared: Arc::new(Shared {
                 state: Mutex::new(SimState::new(config, tokio::time::Instant::now())),
@@ -83,7 +87,12 @@ impl Simulator {
                 id_counter: AtomicU64::new(1),
             }),
         };
-        let app = api::router().merge(control::router()).with_state(sim.clone());
+        // Only `/api` is behind the gate: the control API is the simulator's own, not the
+        // reference's, so it is neither limited nor logged.
+        let gate = axum::middleware::from_fn_with_state(sim.clone(), gate::api_gate);
+        let app = api::router().layer(gate).merge(control::router()).with_state(sim.clone());
+        // The peer address names the client for the per-IP floor.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let stop = sim.shared.shutdown.clone().cancelled_owned();
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
@@ -209,6 +218,30 @@ impl Simulator {
             window_secs: state.config.window.as_secs_f64(),
             max_sends_in_flight: state.max_sends_in_flight,
         }
+    }
+
+    /// The `/api/*` calls answered so far (at most the last [`API_CALL_LOG_CAPACITY`]), in the
+    /// order they were answered; refused and failed ones included.
+    pub fn api_calls(&self) -> Vec<ApiCall> {
+        self.lock().calls.calls()
+    }
+
+    /// Forget the logged `/api/*` calls (rate-limit windows and counters are unaffected).
+    pub fn clear_api_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// The most `/api/*` calls, over all keys and addresses, that arrived within any `span` of
+    /// the logged history (a sliding window, unlike the limiter's fixed ones): a client that
+    /// keeps to 120 per minute per key in fixed windows can still show 240 here.
+    pub fn max_calls_in_any(&self, span: Duration) -> usize {
+        self.lock().calls.max_in_any(span)
+    }
+
+    /// Requests the rate limiter answered 429 (per-key buckets and the per-IP floor); injected
+    /// 429 faults are not counted. Not bounded by the call log.
+    pub fn rate_limited_answers(&self) -> u64 {
+        self.lock().rejected_429
     }
 
     /// Most send requests on `bridge` in flight at once.

@@ -1,18 +1,20 @@
-//! Per-key fixed-window rate limiting for the three documented buckets, plus the per-window
-//! history of proxy calls that benchmarks read. Windows are aligned to the simulator's start so
-//! every key shares the same boundaries. Pure logic: callers pass the current instant, which keeps
-//! it testable without sleeping.
+//! Per-key fixed-window rate limiting for the three documented buckets, the per-IP floor over all
+//! of them, plus the per-window history of proxy calls that benchmarks read. Windows are aligned to
+//! the simulator's start so every key and address shares the same boundaries. Pure logic: callers
+//! pass the current instant, which keeps it testable without sleeping.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::SimConfig;
 
-/// Which documented limit a request counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Bucket {
+/// Which documented per-key limit an `/api/*` request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
     /// `POST /api/instances`.
     Provision,
     /// `/api/instances/{key}/proxy/*`.
@@ -34,7 +36,14 @@ pub(crate) struct RateLimiter {
     counts: HashMap<(String, Bucket), (u64, u32)>,
     /// Proxy calls that arrived per window index, across all keys.
     proxy_history: Vec<u32>,
+    ip_limit: u32,
+    /// client address -> (window index, requests admitted in that window).
+    ip_counts: HashMap<String, (u64, u32)>,
 }
+
+/// Past this many client addresses, entries of finished windows are dropped: the client header
+/// lets a caller invent addresses, and a test double should not grow without bound.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 impl RateLimiter {
     pub(crate) fn new(config: &SimConfig, epoch: Instant) -> Self {
@@ -47,6 +56,8 @@ impl RateLimiter {
             provision_limit: config.provision_per_window,
             counts: HashMap::new(),
             proxy_history: Vec::new(),
+            ip_limit: config.per_ip_per_window,
+            ip_counts: HashMap::new(),
         }
     }
 
@@ -95,6 +106,31 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Count one `/api/*` request from `client` against the per-IP floor, before any per-key
+    /// bucket. `Err(secs)` means "over the floor, retry after"; such a proxy call still counts
+    /// as arrived, like one refused by its key's bucket.
+    pub(crate) fn admit_ip(&mut self, client: &str, bucket: Bucket, now: Instant) -> Result<(), u64> {
+        if self.unlimited {
+            return Ok(());
+        }
+        let index = self.window_index(now);
+        if self.ip_counts.len() >= MAX_TRACKED_ADDRESSES && !self.ip_counts.contains_key(client) {
+            self.ip_counts.retain(|_, (window, _)| *window == index);
+        }
+        let entry = self.ip_counts.entry(client.to_owned()).or_insert((index, 0));
+        if entry.0 != index {
+            *entry = (index, 0);
+        }
+        if entry.1 >= self.ip_limit {
+            if bucket == Bucket::Proxy {
+                self.record_proxy_call(index);
+            }
+            return Err(self.retry_after_secs(now, index));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
     fn record_proxy_call(&mut self, index: u64) {
         let slot = usize::try_from(index).unwrap_or(usize::MAX);
         if self.proxy_history.len() <= slot {
@@ -123,6 +159,7 @@ mod tests {
     fn limiter(unlimited: bool) -> (RateLimiter, Instant) {
         let config = SimConfig {
             unlimited,
+            per_ip_per_window: 4,
             window: Duration::from_secs(10),
             proxy_per_window: 3,
             other_per_window: 2,
@@ -178,5 +215,35 @@ mod tests {
         let _ = rl.admit("k", Bucket::Proxy, t0 + Duration::from_secs(25));
         let _ = rl.admit("k", Bucket::Other, t0 + Duration::from_secs(25));
         assert_eq!(rl.proxy_calls_per_window(t0 + Duration::from_secs(31)), vec![5, 0, 1, 0]);
+    }
+
+    #[test]
+    fn the_ip_floor_spans_buckets_and_keys_and_resets_with_the_window() {
+        let (mut rl, t0) = limiter(false);
+        for bucket in [Bucket::Proxy, Bucket::Other, Bucket::Provision, Bucket::Proxy] {
+            assert_eq!(rl.admit_ip("10.0.0.1", bucket, t0), Ok(()));
+        }
+        assert_eq!(rl.admit_ip("10.0.0.1", Bucket::Other, t0 + Duration::from_millis(2500)), Err(8));
+        // Another address has its own floor; the next window starts afresh.
+        assert_eq!(rl.admit_ip("10.0.0.2", Bucket::Other, t0), Ok(()));
+        assert_eq!(rl.admit_ip("10.0.0.1", Bucket::Other, t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn a_proxy_call_refused_by_the_floor_still_counts_as_arrived() {
+        let (mut rl, t0) = limiter(false);
+        for _ in 0..4 {
+            assert_eq!(rl.admit_ip("ip", Bucket::Other, t0), Ok(()));
+        }
+        assert!(rl.admit_ip("ip", Bucket::Proxy, t0).is_err());
+        assert_eq!(rl.proxy_calls_per_window(t0), vec![1]);
+    }
+
+    #[test]
+    fn unlimited_lifts_the_ip_floor() {
+        let (mut rl, t0) = limiter(true);
+        for _ in 0..50 {
+            assert_eq!(rl.admit_ip("ip", Bucket::Other, t0), Ok(()));
+        }
     }
 }

@@ -147,7 +147,8 @@ pub struct SimStats {
     /// Proxy calls that arrived in each window since start (rate-limited ones included); the
     /// last entry is the current, still-open window.
     pub proxy_calls_per_window: Vec<u32>,
-    /// Requests answered 429 by the rate limiter (injected 429s are not counted here).
+    /// Requests answered 429 by the rate limiter, per-key buckets and per-IP floor alike (injected
+    /// 429s are not counted here).
     pub rejected_429: u64,
     /// Requests answered with an injected error fault.
     pub faulted: u64,

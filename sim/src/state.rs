@@ -1,12 +1,13 @@
 //! The simulator's mutable world behind one lock: bridges, the send log, rejected cross-account
-//! attempts, per-bridge attempt counters, injected faults and the rate limiter. Everything here is
-//! synchronous and short; nothing may `.await` while holding the lock.
+//! attempts, per-bridge attempt counters, injected faults, the rate limiter and the API call log.
+//! Everything here is synchronous and short; nothing may `.await` while holding the lock.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use tokio::time::Instant;
 
+use crate::calls::CallLog;
 use crate::error::{Error, Result};
 use crate::limiter::{Bucket, RateLimiter};
 use crate::model::{Bridge, Fault, RecordedSend, RejectedAttempt};
@@ -27,7 +28,9 @@ pub(crate) struct SimState {
     pub(crate) attempts: HashMap<String, u64>,
     pub(crate) fault: Option<Fault>,
     pub(crate) bridge_faults: HashMap<String, Fault>,
+    /// Requests the rate limiter answered 429 (per-key buckets and the per-IP floor).
     pub(crate) rejected_429: u64,
+    pub(crate) calls: CallLog,
     pub(crate) faulted: u64,
     /// Send requests being answered right now, in all and per bridge, and the most seen at once
     /// (tests check that a sender overlaps sends, but never two of one bridge).
@@ -50,6 +53,7 @@ impl SimState {
             fault: None,
             bridge_faults: HashMap::new(),
             rejected_429: 0,
+            calls: CallLog::default(),
             faulted: 0,
             sends_in_flight: 0,
             max_sends_in_flight: 0,
@@ -66,6 +70,15 @@ impl SimState {
     /// Count a request against `bucket`, turning an exhausted bucket into a 429.
     pub(crate) fn admit(&mut self, api_key: &str, bucket: Bucket) -> Result<()> {
         self.limiter.admit(api_key, bucket, Instant::now()).map_err(|retry_after_secs| {
+            self.rejected_429 += 1;
+            Error::RateLimited { retry_after_secs }
+        })
+    }
+
+    /// Count a request from `client` against the per-IP floor, turning an exhausted floor into
+    /// a 429.
+    pub(crate) fn admit_ip(&mut self, client: &str, bucket: Bucket, arrived: Instant) -> Result<()> {
+        self.limiter.admit_ip(client, bucket, arrived).map_err(|retry_after_secs| {
             self.rejected_429 += 1;
             Error::RateLimited { retry_after_secs }
         })

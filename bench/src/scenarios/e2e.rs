@@ -17,7 +17,7 @@ use crate::payload::webhook_body;
 use crate::procs::CpuSnapshot;
 use crate::raw::{prepare_raw_tables, raw_e2e, RawLoop};
 use crate::report::{Row, Section, Verdict};
-use crate::stack::{epoch_secs, replies_by_marker, start_ingest, start_worker, IngestOptions, Sim};
+use crate::stack::{epoch_secs, replies_by_marker, start_ingest, start_worker, IngestOptions, Sim, UNLIMITED_NOTE};
 use crate::stats::{middle_rate, Latencies, Summary};
 
 /// Tenants the load is spread over: 16 × 4 in flight = the worker's 64.
@@ -196,6 +196,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let env = BenchEnv::recreate(&ctx.services).await?;
     let tenants = env.add_tenants(TENANTS, QueueType::Quorum).await?;
     let sim = Sim::start(&ctx.bins, &["--unlimited"], &[]).await?;
+    section.notes.push(UNLIMITED_NOTE.to_owned());
     register_bridges(&sim.base, &tenants).await?;
     let owner = env.owner_pool(10).await?;
     prepare_raw_tables(&owner).await?;

@@ -10,7 +10,7 @@ use super::{load_backlog, med, mib, ratio, show, Ctx};
 use crate::env::{register_bridges, BenchEnv, BENCH_NAME};
 use crate::procs::Mem;
 use crate::report::{Row, Section, Verdict};
-use crate::stack::{start_worker, Sim};
+use crate::stack::{start_worker, Sim, UNLIMITED_NOTE};
 use crate::stats::{middle_rate, Summary};
 
 /// What one fleet size measured.
@@ -185,6 +185,8 @@ fn first_line(e: &anyhow::Error) -> String {
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let started = Instant::now();
     let mut section = Section::new("fleet", "4. Fleet size (10% of tenants active)");
+    // Every fleet size's simulator (in `measure_in`) runs with `--unlimited`.
+    section.notes.push(UNLIMITED_NOTE.to_owned());
     let sizes: Vec<(usize, QueueType)> = if ctx.quick {
         vec![(10, QueueType::Quorum), (50, QueueType::Quorum)]
     } else {

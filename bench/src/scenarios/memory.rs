@@ -12,7 +12,7 @@ use crate::load::{closed_loop, BodyFn, Target};
 use crate::payload::webhook_body;
 use crate::procs::RssSampler;
 use crate::report::{Row, Section, Verdict};
-use crate::stack::{start_ingest, IngestOptions};
+use crate::stack::{start_ingest, IngestOptions, UNLIMITED_NOTE};
 
 /// Runs the scenario.
 // layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
@@ -69,6 +69,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
             let qt = if n <= cap { QueueType::Quorum } else { QueueType::Classic };
             let backlog = if ctx.quick { 200 } else { 1000 };
             let p = super::fleet::measure(ctx, n, qt, backlog, 1, Duration::from_secs(120)).await?;
+            section.notes.push(format!("fleet of {n}: {UNLIMITED_NOTE}"));
             if let Some(problem) = p.problem {
                 section.notes.push(format!("fleet of {n}: {problem}"));
             }

@@ -11,7 +11,7 @@ use super::{med, ratio, show, Ctx};
 use crate::env::{register_bridges, BenchEnv};
 use crate::load::per_tenant;
 use crate::report::{Row, Section, Verdict};
-use crate::stack::{start_ingest, start_worker, IngestOptions, Sim};
+use crate::stack::{start_ingest, start_worker, IngestOptions, Sim, UNLIMITED_NOTE};
 use crate::stats::Summary;
 
 /// Quiet tenants.
@@ -24,6 +24,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let env = BenchEnv::recreate(&ctx.services).await?;
     let tenants = env.add_tenants(QUIET + 1, QueueType::Quorum).await?;
     let sim = Sim::start(&ctx.bins, &["--unlimited"], &[]).await?;
+    section.notes.push(UNLIMITED_NOTE.to_owned());
     register_bridges(&sim.base, &tenants).await?;
     let saturation = match ctx.shared.e2e_saturation {
         Some(s) => s,

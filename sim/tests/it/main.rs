@@ -8,4 +8,5 @@ mod control;
 mod faults;
 mod helpers;
 mod limits;
+mod strict;
 mod webhooks;
