@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
+use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WindowKind};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -32,6 +32,10 @@ pub struct Cli {
     /// Length in seconds of one rate-limit window (the API's "minute").
     #[arg(long, env = "WAFLEET_SIM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub window_secs: u64,
+    /// How every limit, the per-IP floor included, counts per window: `fixed` (windows aligned to
+    /// the start) or `sliding` (at most the limit in any last window).
+    #[arg(long, env = "WAFLEET_SIM_WINDOW_KIND", value_enum, default_value_t = WindowKind::Fixed)]
+    pub window_kind: WindowKind,
     /// Post a `from_me: true` message event to the bridge's webhook after every successful send.
     #[arg(long, env = "WAFLEET_SIM_ECHO_FROM_ME", action = ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
     pub echo_from_me: bool,
@@ -116,6 +120,7 @@ impl Cli {
             api_keys: self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
             unlimited: self.unlimited,
             window: Duration::from_secs(self.window_secs),
+            window_kind: self.window_kind,
             echo_from_me: self.echo_from_me,
             proxy_per_window: self.proxy_per_window,
             other_per_window: self.other_per_window,
@@ -179,6 +184,8 @@ mod tests {
             "uniform",
             "--uniform-error-status",
             "422",
+            "--window-kind",
+            "sliding",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -195,6 +202,7 @@ mod tests {
         assert_eq!(config.client_ip_header.as_deref(), Some("x-client-ip"));
         assert_eq!(config.webhook_timeout, Duration::from_secs(3));
         assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Uniform, 422));
+        assert_eq!(config.window_kind, WindowKind::Sliding);
         assert_eq!(cli.bridges.len(), 2);
     }
 
@@ -210,7 +218,16 @@ mod tests {
         assert_eq!((config.per_ip_per_window, config.webhook_timeout), (300, Duration::from_secs(10)));
         assert_eq!(config.client_ip_header, None);
         assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Conventional, 400));
+        assert_eq!(config.window_kind, WindowKind::Fixed);
         assert_eq!(config, SimConfig { api_keys: config.api_keys.clone(), ..SimConfig::default() });
+    }
+
+    #[test]
+    fn the_window_kind_takes_its_default_by_name_and_refuses_unknown_values() {
+        // An unknown reading must fail at start rather than silently fall back to the default.
+        let cli = Cli::try_parse_from(["wafleet-sim", "--window-kind", "fixed"]);
+        assert_eq!(cli.unwrap().sim_config().window_kind, WindowKind::Fixed);
+        assert!(Cli::try_parse_from(["wafleet-sim", "--window-kind", "rolling"]).is_err());
     }
 
     #[test]

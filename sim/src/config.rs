@@ -1,5 +1,6 @@
-//! Simulator configuration: which API keys exist, how long a rate-limit "minute" lasts, the three
-//! per-key limits, the per-IP floor, the webhook timeout and optional behaviours. It owns
+//! Simulator configuration: which API keys exist, how long a rate-limit "minute" lasts and whether
+//! it is fixed or sliding, the three per-key limits, the per-IP floor, the webhook timeout and
+//! optional behaviours. It owns
 //! validation of those values and nothing else; the binary maps its CLI flags onto [`SimConfig`].
 
 use std::time::Duration;
@@ -14,6 +15,9 @@ pub struct SimConfig {
     pub unlimited: bool,
     /// Length of one rate-limit window, the API's "minute". Tests and benchmarks compress it.
     pub window: Duration,
+    /// Whether the limits count in fixed windows or a sliding one. The reference says "per
+    /// minute" and not which, so a client must keep to the limits under either.
+    pub window_kind: WindowKind,
     /// After a successful send, post a `from_me: true` `message` event to the bridge's webhook.
     pub echo_from_me: bool,
     /// `/api/instances/{key}/proxy/*` calls allowed per key per window (documented: 120).
@@ -42,6 +46,19 @@ pub struct SimConfig {
     /// The one status every undocumented API error answers under [`ErrorStatuses::Uniform`]
     /// (400–599, not 429, which means "rate limited").
     pub uniform_error_status: u16,
+}
+
+/// How the rate limits (every per-key bucket and the per-IP floor) count "per minute".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WindowKind {
+    /// Windows aligned to the simulator's start; a counter resets at each boundary, so a full
+    /// burst at the end of one window and another at the start of the next are both admitted.
+    /// `Retry-After` runs to the window's end.
+    #[default]
+    Fixed,
+    /// A request is admitted only if fewer than the limit were admitted in the last window;
+    /// `Retry-After` runs until the oldest of those leaves it.
+    Sliding,
 }
 
 /// The statuses of `/api/*` errors the reference does not document (bad request, bad key,
@@ -87,6 +104,7 @@ impl Default for SimConfig {
             api_keys: vec!["sk_test_default".to_owned()],
             unlimited: false,
             window: Duration::from_secs(60),
+            window_kind: WindowKind::Fixed,
             echo_from_me: false,
             proxy_per_window: 120,
             other_per_window: 120,
@@ -153,6 +171,8 @@ mod tests {
         assert_eq!(c.client_ip_header, None);
         // Conventional stays the default so suites written against it keep their meaning.
         assert_eq!((c.error_statuses, c.uniform_error_status), (ErrorStatuses::Conventional, 400));
+        // The reading the simulator always had stays the default.
+        assert_eq!(c.window_kind, WindowKind::Fixed);
         assert!(c.validate().is_ok());
     }
 

@@ -27,6 +27,7 @@ mod model;
 mod proxy;
 mod state;
 mod webhook;
+mod window;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use calls::{ApiCall, API_CALL_LOG_CAPACITY};
-pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig};
+pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WindowKind};
 pub use error::{Error, Result};
 pub use inbound::Inbound;
 pub use limiter::Bucket;
@@ -232,8 +233,8 @@ impl Simulator {
     }
 
     /// The most `/api/*` calls, over all keys and addresses, that arrived within any `span` of
-    /// the logged history (a sliding window, unlike the limiter's fixed ones): a client that
-    /// keeps to 120 per minute per key in fixed windows can still show 240 here.
+    /// the logged history (a sliding window, like the limiter's under [`WindowKind::Sliding`]): a
+    /// client that keeps to 120 per minute per key in fixed windows can still show 240 here.
     pub fn max_calls_in_any(&self, span: Duration) -> usize {
         self.lock().calls.max_in_any(span)
     }

@@ -1,14 +1,15 @@
-//! Per-key fixed-window rate limiting for the three documented buckets, the per-IP floor over all
-//! of them, plus the per-window history of proxy calls that benchmarks read. Windows are aligned to
-//! the simulator's start so every key and address shares the same boundaries. Pure logic: callers
-//! pass the current instant, which keeps it testable without sleeping.
+//! Per-key rate limiting for the three documented buckets, the per-IP floor over all of them, plus
+//! the per-window history of proxy calls that benchmarks read. Every counter is fixed or sliding as
+//! `window_kind` says (`window` owns the two); fixed windows are aligned to the simulator's start so
+//! every key and address shares the same boundaries. Pure logic: callers pass the current instant,
+//! which keeps it testable without sleeping.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::window::{Admitted, Windows};
 use crate::SimConfig;
 
 /// Which documented per-key limit an `/api/*` request counts against.
@@ -23,33 +24,30 @@ pub enum Bucket {
     Other,
 }
 
-/// Fixed-window counters per (API key, bucket).
+/// Rate-limit counters per (API key, bucket) and per client address, fixed or sliding as
+/// configured (see `window`).
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    epoch: Instant,
-    window: Duration,
+    windows: Windows,
     unlimited: bool,
     proxy_limit: u32,
     other_limit: u32,
     provision_limit: u32,
-    /// (key, bucket) -> (window index, requests admitted in that window).
-    counts: HashMap<(String, Bucket), (u64, u32)>,
-    /// Proxy calls that arrived per window index, across all keys.
+    counts: HashMap<(String, Bucket), Admitted>,
+    /// Proxy calls that arrived per fixed window index, across all keys, whatever the kind.
     proxy_history: Vec<u32>,
     ip_limit: u32,
-    /// client address -> (window index, requests admitted in that window).
-    ip_counts: HashMap<String, (u64, u32)>,
+    ip_counts: HashMap<String, Admitted>,
 }
 
-/// Past this many client addresses, entries of finished windows are dropped: the client header
-/// lets a caller invent addresses, and a test double should not grow without bound.
+/// Past this many client addresses, idle entries are dropped: the client header lets a caller
+/// invent addresses, and a test double should not grow without bound.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 impl RateLimiter {
     pub(crate) fn new(config: &SimConfig, epoch: Instant) -> Self {
         Self {
-            epoch,
-            window: config.window,
+            windows: Windows::new(config.window_kind, epoch, config.window),
             unlimited: config.unlimited,
             proxy_limit: config.proxy_per_window,
             other_limit: config.other_per_window,
@@ -61,13 +59,6 @@ impl RateLimiter {
         }
     }
 
-    fn window_index(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
-        // `validate` guarantees a non-zero window; max(1) keeps this total anyway.
-        let index = elapsed / self.window.as_nanos().max(1);
-        u64::try_from(index).unwrap_or(u64::MAX)
-    }
-
     fn limit(&self, bucket: Bucket) -> u32 {
         match bucket {
             Bucket::Provision => self.provision_limit,
@@ -76,34 +67,18 @@ impl RateLimiter {
         }
     }
 
-    /// Whole seconds from `now` until the current window ends, rounded up, at least 1.
-    fn retry_after_secs(&self, now: Instant, index: u64) -> u64 {
-        let window_nanos = self.window.as_nanos();
-        let end = window_nanos.saturating_mul(u128::from(index) + 1);
-        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
-        let remaining_ms = end.saturating_sub(elapsed).div_ceil(1_000_000);
-        u64::try_from(remaining_ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
-    }
-
     /// Count one request for `key` in `bucket`. `Err(secs)` means "over the limit, retry after".
     pub(crate) fn admit(&mut self, key: &str, bucket: Bucket, now: Instant) -> Result<(), u64> {
-        let index = self.window_index(now);
         if bucket == Bucket::Proxy {
-            self.record_proxy_call(index);
+            self.record_proxy_call(now);
         }
         if self.unlimited {
             return Ok(());
         }
         let limit = self.limit(bucket);
-        let entry = self.counts.entry((key.to_owned(), bucket)).or_insert((index, 0));
-        if entry.0 != index {
-            *entry = (index, 0);
-        }
-        if entry.1 >= limit {
-            return Err(self.retry_after_secs(now, index));
-        }
-        entry.1 += 1;
-        Ok(())
+        let windows = self.windows;
+        let counter = self.counts.entry((key.to_owned(), bucket)).or_insert_with(|| windows.fresh(now));
+        windows.admit(counter, limit, now)
     }
 
     /// Count one `/api/*` request from `client` against the per-IP floor, before any per-key
@@ -113,26 +88,20 @@ impl RateLimiter {
         if self.unlimited {
             return Ok(());
         }
-        let index = self.window_index(now);
+        let windows = self.windows;
         if self.ip_counts.len() >= MAX_TRACKED_ADDRESSES && !self.ip_counts.contains_key(client) {
-            self.ip_counts.retain(|_, (window, _)| *window == index);
+            self.ip_counts.retain(|_, counter| !windows.is_idle(counter, now));
         }
-        let entry = self.ip_counts.entry(client.to_owned()).or_insert((index, 0));
-        if entry.0 != index {
-            *entry = (index, 0);
+        let counter = self.ip_counts.entry(client.to_owned()).or_insert_with(|| windows.fresh(now));
+        let answer = windows.admit(counter, self.ip_limit, now);
+        if answer.is_err() && bucket == Bucket::Proxy {
+            self.record_proxy_call(now);
         }
-        if entry.1 >= self.ip_limit {
-            if bucket == Bucket::Proxy {
-                self.record_proxy_call(index);
-            }
-            return Err(self.retry_after_secs(now, index));
-        }
-        entry.1 += 1;
-        Ok(())
+        answer
     }
 
-    fn record_proxy_call(&mut self, index: u64) {
-        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+    fn record_proxy_call(&mut self, now: Instant) {
+        let slot = usize::try_from(self.windows.index(now)).unwrap_or(usize::MAX);
         if self.proxy_history.len() <= slot {
             self.proxy_history.resize(slot.saturating_add(1), 0);
         }
@@ -143,7 +112,7 @@ impl RateLimiter {
 
     /// Proxy calls per window from the first window up to and including the current one.
     pub(crate) fn proxy_calls_per_window(&self, now: Instant) -> Vec<u32> {
-        let current = usize::try_from(self.window_index(now)).unwrap_or(usize::MAX);
+        let current = usize::try_from(self.windows.index(now)).unwrap_or(usize::MAX);
         let mut history = self.proxy_history.clone();
         if history.len() <= current {
             history.resize(current.saturating_add(1), 0);
@@ -154,11 +123,19 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::WindowKind;
 
     fn limiter(unlimited: bool) -> (RateLimiter, Instant) {
+        limiter_of(unlimited, WindowKind::Fixed)
+    }
+
+    fn limiter_of(unlimited: bool, window_kind: WindowKind) -> (RateLimiter, Instant) {
         let config = SimConfig {
             unlimited,
+            window_kind,
             per_ip_per_window: 4,
             window: Duration::from_secs(10),
             proxy_per_window: 3,
@@ -245,5 +222,63 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(rl.admit_ip("ip", Bucket::Other, t0), Ok(()));
         }
+    }
+
+    type Answers = Vec<Result<(), u64>>;
+
+    /// Bursts of 3 proxy calls from one key and 4 calls from one address, each just before and
+    /// just after the 10 s boundary: (per-key answers, per-IP answers).
+    fn boundary_bursts(kind: WindowKind) -> (Answers, Answers) {
+        let (mut rl, t0) = limiter_of(false, kind);
+        let (mut keyed, mut floor) = (Vec::new(), Vec::new());
+        for start in [9_500, 10_500] {
+            let at = t0 + Duration::from_millis(start);
+            keyed.extend((0..3).map(|_| rl.admit("k", Bucket::Proxy, at)));
+            floor.extend((0..4).map(|_| rl.admit_ip("ip", Bucket::Other, at)));
+        }
+        (keyed, floor)
+    }
+
+    #[test]
+    fn fixed_windows_admit_a_full_burst_on_each_side_of_a_boundary_for_keys_and_addresses() {
+        let (keyed, floor) = boundary_bursts(WindowKind::Fixed);
+        assert!(keyed.iter().chain(&floor).all(Result::is_ok), "{keyed:?} {floor:?}");
+    }
+
+    #[test]
+    fn a_sliding_window_refuses_the_second_burst_for_keys_and_addresses() {
+        let (keyed, floor) = boundary_bursts(WindowKind::Sliding);
+        // The first burst (9.5 s) leaves the window at 19.5 s: 9 s after the second.
+        assert_eq!(keyed, [Ok(()), Ok(()), Ok(()), Err(9), Err(9), Err(9)]);
+        assert_eq!(floor, [Ok(()), Ok(()), Ok(()), Ok(()), Err(9), Err(9), Err(9), Err(9)]);
+    }
+
+    #[test]
+    fn sliding_buckets_and_keys_are_counted_separately_and_proxy_history_stays_per_fixed_window() {
+        let (mut rl, t0) = limiter_of(false, WindowKind::Sliding);
+        assert_eq!(rl.admit("a", Bucket::Provision, t0), Ok(()));
+        assert!(rl.admit("a", Bucket::Provision, t0).is_err());
+        assert_eq!(rl.admit("b", Bucket::Provision, t0), Ok(()));
+        assert_eq!(rl.admit("a", Bucket::Other, t0), Ok(()));
+        for _ in 0..4 {
+            let _ = rl.admit("a", Bucket::Proxy, t0 + Duration::from_secs(9));
+        }
+        let _ = rl.admit("a", Bucket::Proxy, t0 + Duration::from_secs(11));
+        assert_eq!(rl.proxy_calls_per_window(t0 + Duration::from_secs(11)), vec![4, 1]);
+    }
+
+    #[test]
+    fn only_idle_addresses_are_dropped_when_too_many_are_tracked() {
+        let (mut rl, t0) = limiter_of(false, WindowKind::Sliding);
+        for _ in 0..4 {
+            assert_eq!(rl.admit_ip("busy", Bucket::Other, t0 + Duration::from_secs(5)), Ok(()));
+        }
+        for n in 0..MAX_TRACKED_ADDRESSES {
+            let _ = rl.admit_ip(&format!("10.0.{n}"), Bucket::Other, t0);
+        }
+        // At 12 s the 10 000 addresses of 0 s are idle, "busy" (5 s) is not: it keeps its count.
+        assert!(rl.admit_ip("newcomer", Bucket::Other, t0 + Duration::from_secs(12)).is_ok());
+        assert_eq!(rl.ip_counts.len(), 2);
+        assert_eq!(rl.admit_ip("busy", Bucket::Other, t0 + Duration::from_secs(12)), Err(3));
     }
 }
