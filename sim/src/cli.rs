@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::FalseyValueParser;
 use clap::{ArgAction, Parser};
 
-use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WindowKind};
+use crate::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WebhookRef, WindowKind};
 
 /// `wafleet-sim`: a WA Bridges API simulator for demos and benchmarks.
 #[derive(Debug, Clone, Parser)]
@@ -72,6 +72,10 @@ pub struct Cli {
     /// The one status of every undocumented `/api/*` error under `--error-statuses uniform`.
     #[arg(long, env = "WAFLEET_SIM_UNIFORM_ERROR_STATUS", default_value_t = 400, value_parser = uniform_status)]
     pub uniform_error_status: u16,
+    /// Whether webhook events carry a top-level `customer_ref`: `include` or `omit` (from every
+    /// event, the `from_me` echo and caller-supplied ones included).
+    #[arg(long, env = "WAFLEET_SIM_WEBHOOK_CUSTOMER_REF", value_enum, default_value_t = WebhookRef::Include)]
+    pub webhook_customer_ref: WebhookRef,
     /// Pre-register a bridge as `<customer_ref>=<webhook_url>` (or just `<customer_ref>`);
     /// repeatable.
     #[arg(long = "bridge", value_parser = parse_bridge_spec)]
@@ -137,6 +141,7 @@ impl Cli {
             webhook_timeout: Duration::from_secs(self.webhook_timeout_secs),
             error_statuses: self.error_statuses,
             uniform_error_status: self.uniform_error_status,
+            webhook_customer_ref: self.webhook_customer_ref,
         }
     }
 }
@@ -186,6 +191,8 @@ mod tests {
             "422",
             "--window-kind",
             "sliding",
+            "--webhook-customer-ref",
+            "omit",
             "--bridge",
             "cust_1=http://h/x",
             "--bridge",
@@ -202,7 +209,7 @@ mod tests {
         assert_eq!(config.client_ip_header.as_deref(), Some("x-client-ip"));
         assert_eq!(config.webhook_timeout, Duration::from_secs(3));
         assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Uniform, 422));
-        assert_eq!(config.window_kind, WindowKind::Sliding);
+        assert_eq!((config.window_kind, config.webhook_customer_ref), (WindowKind::Sliding, WebhookRef::Omit));
         assert_eq!(cli.bridges.len(), 2);
     }
 
@@ -218,16 +225,18 @@ mod tests {
         assert_eq!((config.per_ip_per_window, config.webhook_timeout), (300, Duration::from_secs(10)));
         assert_eq!(config.client_ip_header, None);
         assert_eq!((config.error_statuses, config.uniform_error_status), (ErrorStatuses::Conventional, 400));
-        assert_eq!(config.window_kind, WindowKind::Fixed);
+        assert_eq!((config.window_kind, config.webhook_customer_ref), (WindowKind::Fixed, WebhookRef::Include));
         assert_eq!(config, SimConfig { api_keys: config.api_keys.clone(), ..SimConfig::default() });
     }
 
     #[test]
-    fn the_window_kind_takes_its_default_by_name_and_refuses_unknown_values() {
+    fn the_open_point_flags_take_their_defaults_by_name_and_refuse_unknown_values() {
         // An unknown reading must fail at start rather than silently fall back to the default.
-        let cli = Cli::try_parse_from(["wafleet-sim", "--window-kind", "fixed"]);
-        assert_eq!(cli.unwrap().sim_config().window_kind, WindowKind::Fixed);
+        let cli = Cli::try_parse_from(["wafleet-sim", "--window-kind", "fixed", "--webhook-customer-ref", "include"]);
+        let config = cli.unwrap().sim_config();
+        assert_eq!((config.window_kind, config.webhook_customer_ref), (WindowKind::Fixed, WebhookRef::Include));
         assert!(Cli::try_parse_from(["wafleet-sim", "--window-kind", "rolling"]).is_err());
+        assert!(Cli::try_parse_from(["wafleet-sim", "--webhook-customer-ref", "nested"]).is_err());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct SimConfig {
     /// The one status every undocumented API error answers under [`ErrorStatuses::Uniform`]
     /// (400–599, not 429, which means "rate limited").
     pub uniform_error_status: u16,
+    /// Whether the events posted to webhooks carry a top-level `customer_ref`. The tenant-routing
+    /// guide says every inbound payload does; the webhook reference lists it in no event.
+    pub webhook_customer_ref: WebhookRef,
 }
 
 /// How the rate limits (every per-key bucket and the per-IP floor) count "per minute".
@@ -59,6 +62,18 @@ pub enum WindowKind {
     /// A request is admitted only if fewer than the limit were admitted in the last window;
     /// `Retry-After` runs until the oldest of those leaves it.
     Sliding,
+}
+
+/// Whether webhook events carry the bridge's `customer_ref` at the top level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookRef {
+    /// As the tenant-routing guide says: fired events get it unless the caller leaves it out,
+    /// and the `from_me` echo has it.
+    #[default]
+    Include,
+    /// As the webhook reference shows: no event leaves with a top-level `customer_ref`, not even
+    /// one whose caller supplied it, so a client must attribute events by its webhook URL.
+    Omit,
 }
 
 /// The statuses of `/api/*` errors the reference does not document (bad request, bad key,
@@ -116,6 +131,7 @@ impl Default for SimConfig {
             webhook_timeout: Duration::from_secs(10),
             error_statuses: ErrorStatuses::Conventional,
             uniform_error_status: 400,
+            webhook_customer_ref: WebhookRef::Include,
         }
     }
 }
@@ -171,8 +187,8 @@ mod tests {
         assert_eq!(c.client_ip_header, None);
         // Conventional stays the default so suites written against it keep their meaning.
         assert_eq!((c.error_statuses, c.uniform_error_status), (ErrorStatuses::Conventional, 400));
-        // The reading the simulator always had stays the default.
-        assert_eq!(c.window_kind, WindowKind::Fixed);
+        // The readings the simulator always had stay the defaults: fixed windows, tagged events.
+        assert_eq!((c.window_kind, c.webhook_customer_ref), (WindowKind::Fixed, WebhookRef::Include));
         assert!(c.validate().is_ok());
     }
 

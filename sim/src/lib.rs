@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use calls::{ApiCall, API_CALL_LOG_CAPACITY};
-pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WindowKind};
+pub use config::{ErrorStatuses, InstanceIdKind, NotConnectedSend, SimConfig, WebhookRef, WindowKind};
 pub use error::{Error, Result};
 pub use inbound::Inbound;
 pub use limiter::Bucket;
