@@ -8,5 +8,6 @@ mod control;
 mod faults;
 mod helpers;
 mod limits;
+mod open_points;
 mod strict;
 mod webhooks;
