@@ -151,9 +151,10 @@ impl BridgeClient {
         expect_json(response).await
     }
 
-    /// `DELETE /api/instances/{id}` with the numeric id. `Ok(false)` when the API answers 404,
-    /// which may also mean it takes another identifier there: the reference does not say, so a
-    /// caller proves a delete by listing the bridges again.
+    /// `DELETE /api/instances/{id}` with the numeric id. `Ok(false)` when the API refuses it
+    /// with a 4xx other than 401 and 429 (404 in a conventional API; the reference documents no
+    /// error code), which may also mean it takes another identifier there: the reference does
+    /// not say, so a caller proves a delete by listing the bridges again.
     pub async fn delete_instance(&self, id: i64) -> Result<bool, ApiError> {
         self.delete_instance_at(id.to_string()).await
     }
@@ -174,7 +175,9 @@ impl BridgeClient {
             .map_err(ApiError::Transport)?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
-            404 => Ok(false),
+            // The key was refused or the budget is spent: nothing was tried, so say so.
+            401 | 429 => Err(api_error(response).await),
+            400..=499 => Ok(false),
             _ => Err(api_error(response).await),
         }
     }
