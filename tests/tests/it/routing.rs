@@ -137,3 +137,28 @@ async fn publish_confirmed_succeeds_only_when_a_queue_took_the_message() {
     let _ = connection.close(200, "done").await;
     env.cleanup().await;
 }
+
+/// The reference only assumes that WA Bridges repeats `customer_ref` in webhook bodies. On the
+/// signed route the tenant comes from the URL, so an event without it is answered on its own
+/// bridge all the same (events with it are every other test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_without_customer_ref_in_the_body_are_answered_on_the_urls_tenant_bridge() {
+    let sim = wafleet_sim::SimConfig {
+        api_keys: vec![wafleet_tests::TEST_API_KEY.into()],
+        unlimited: true,
+        webhook_customer_ref: wafleet_sim::WebhookRef::Omit,
+        ..wafleet_sim::SimConfig::default()
+    };
+    let env = TestEnv::with(EnvOptions { sim: Some(sim), ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant("noref_a", "noref_a").await.unwrap();
+    env.add_tenant("noref_b", "noref_b").await.unwrap();
+    for (i, tenant) in ["noref_a", "noref_b", "noref_a"].into_iter().enumerate() {
+        let status = env.sim.fire_message(tenant, "15550000400", &format!("{tenant} {i}"), None, true).await.unwrap();
+        assert_eq!(status, 200, "an event without customer_ref is accepted on the signed route");
+    }
+    wait_until(Duration::from_secs(20), || async { env.sim.all_sends().len() == 3 }).await.unwrap();
+    for send in env.sim.all_sends() {
+        assert!(send.body.contains(&send.bridge), "{} answered on {}", send.body, send.bridge);
+    }
+    env.cleanup().await;
+}
