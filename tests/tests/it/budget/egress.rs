@@ -124,3 +124,52 @@ async fn three_accounts_share_the_egress_group_equally_and_never_exceed_it_in_an
     }
     env.cleanup().await;
 }
+
+/// The end-to-end case in real time: three accounts with backlogs, two sender replicas,
+/// production budgets, against the simulator with its documented limits (120 per key, 300 per
+/// IP, a 60 s window) for 90 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_accounts_behind_one_ip_for_90_seconds_get_no_429_and_share_the_per_ip_limit() {
+    let keys = ACCOUNTS.iter().map(|(_, key)| (*key).to_owned()).collect();
+    let sim = SimConfig { api_keys: keys, ..SimConfig::default() };
+    assert_eq!(sim.per_ip_per_window, 300, "the simulator's documented per-IP floor");
+    let env = TestEnv::with(EnvOptions { sim: Some(sim), no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    let files = three_accounts_with_backlogs(&env, 300).await;
+    let config = SenderConfig { budget: BudgetConfig::default(), ..SenderConfig::default() };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let replicas: Vec<_> =
+        (0..2).map(|_| tokio::spawn(env.sender(config.clone(), None).run(shutdown.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    shutdown.cancel();
+    for r in replicas {
+        r.await.unwrap();
+    }
+    let calls = env.sim.api_calls();
+    assert_eq!(env.sim.rate_limited_answers(), 0, "the simulator answered 429");
+    let busiest = env.sim.max_calls_in_any(Duration::from_secs(60));
+    assert!(busiest <= 300, "{busiest} calls in 60 s");
+    let first = calls.first().map(|c| c.at).expect("no call reached the simulator");
+    let last = calls.last().map(|c| c.at).unwrap_or(first);
+    let span = (last - first).to_std().unwrap_or_default().as_secs_f64();
+    let budget = 5.0 + 290.0 * span / 60.0;
+    assert!(calls.len() as f64 >= 0.95 * budget, "{} calls over {span:.0} s, budget {budget:.0}", calls.len());
+    let mut per_account = HashMap::new();
+    for call in &calls {
+        let name = ACCOUNTS.iter().find(|(_, key)| call.api_key.as_deref() == Some(*key)).map_or("?", |(name, _)| name);
+        *per_account.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    eprintln!(
+        "{} calls over {span:.0} s (budget {budget:.0}), busiest 60 s: {busiest}, per account: {per_account:?}",
+        calls.len()
+    );
+    assert_equal_shares(&per_account, calls.len());
+    let sent = env.sim.all_sends();
+    let mut distinct: Vec<&str> = sent.iter().map(|s| s.body.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), sent.len(), "a reply was sent twice");
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+    env.cleanup().await;
+}
