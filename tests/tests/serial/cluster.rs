@@ -123,6 +123,15 @@ async fn explain_missing(env: &TestEnv, answered: &HashMap<String, usize>) {
             eprintln!("unanswered {body}: processed {processed:?}, reply {reply:?}");
         }
     }
+    // An event answered 200 from the spool and not yet drained sits here, not in a queue.
+    if let Ok(response) = reqwest::get(format!("{}/spoolz", env.ingest_ops_url)).await {
+        eprintln!("ingest /spoolz: {}", response.text().await.unwrap_or_default());
+    }
+    // Ingest and the worker run in this process: one recorder holds both sides' counters.
+    let rendered = wafleet_tests::metrics_handle().render();
+    for line in rendered.lines().filter(|l| !l.starts_with('#') && l.contains("_total")) {
+        eprintln!("metric {line}");
+    }
     let queues = reqwest::Client::new()
         .get(format!("http://127.0.0.1:15672/api/queues/{}", env.name))
         .basic_auth("guest", Some("guest"))
