@@ -154,3 +154,26 @@ async fn a_tenant_whose_bridge_key_is_not_its_ref_is_named_by_migrate_and_never_
     assert!(env.sim.bridges().is_empty(), "no bridge was made for it");
     env.cleanup().await;
 }
+
+/// WA Bridges repeats the bridge key as `customer_ref` in every event, and ingest accepts only a
+/// body whose `customer_ref` is the URL's ref: so a bridge key other than the ref is refused up
+/// front, and a tenant named after its bridge gets its events answered on that bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_key_other_than_the_ref_is_refused_and_a_tenant_named_after_its_bridge_is_answered_on_it() {
+    let env = TestEnv::new().await.unwrap();
+    let refused = wafleet(&env, &["tenants", "add", "shop", "--bridge", "wa-shop"]);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("differs from the tenant's ref shop") && stderr.contains("wa-shop"), "{stderr}");
+    let added = wafleet(&env, &["tenants", "add", "wa-shop"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let url = env.webhook_url("wa-shop").await.unwrap();
+    env.sim.add_bridge("wa-shop", Some(&url), None);
+    // The simulator puts the bridge's customer_ref, "wa-shop", into the body it posts.
+    let status = env.sim.fire_message("wa-shop", "15550000500", "where is my order", None, true).await.unwrap();
+    assert_eq!(status, 200);
+    let sends = env.sim.wait_for_sends("wa-shop", 1, std::time::Duration::from_secs(20)).await;
+    assert_eq!(sends.len(), 1, "answered on bridge wa-shop");
+    assert!(env.sim.all_sends().iter().all(|s| s.bridge == "wa-shop"));
+    env.cleanup().await;
+}
