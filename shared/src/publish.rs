@@ -1,7 +1,8 @@
 //! One confirmed publish: `mandatory`, persistent as the caller's properties say, and a deadline
 //! over both `basic.publish` and the broker's confirm. Used by every publisher that sends one
 //! message at a time (worker retries, dead letters and quarantine, the unrouted sweep, DLQ
-//! replay). Ingest keeps its own pipelined publisher.
+//! replay). Ingest keeps its own publisher (deadline, spool, metrics) and serializes its
+//! `basic.publish` calls the same way.
 //!
 //! A returned (unroutable) message and a nack are failures, never a success: the caller must keep
 //! the original (requeue it, leave it in its queue) when this returns an error.

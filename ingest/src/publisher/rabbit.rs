@@ -52,6 +52,12 @@ struct Inner {
 struct Live {
     channel: Channel,
     connection: ConnectionStatus,
+    /// Held over each `basic_publish`. lapin numbers a publish for its confirm and then queues
+    /// its frames in two steps, so two publishes racing on the shared channel can reach the
+    /// broker in the other order than they were numbered; the broker's ack or nack for one
+    /// would then settle the other, and a nacked event would be answered 200. The lock makes
+    /// numbering and sending one step; confirms are still awaited concurrently.
+    publish_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Settings {
@@ -159,7 +165,10 @@ impl Publisher for LapinPublisher {
         let deadline = tokio::time::Instant::now() + self.inner.publish_timeout;
         // ISOLATION: the routing key is the verified ref, verbatim; wa.inbound is a direct
         // exchange, so it can only reach wa.tenant.<ref> or the alternate exchange.
-        let publishing = live.channel.basic_publish(INBOUND_EXCHANGE, routing_key.as_str(), options, &body, properties);
+        let publishing = async {
+            let _numbered_in_order = live.publish_order.lock().await;
+            live.channel.basic_publish(INBOUND_EXCHANGE, routing_key.as_str(), options, &body, properties).await
+        };
         let outcome = match tokio::time::timeout_at(deadline, publishing).await {
             Err(_) => Err(PublishError::Deadline),
             Ok(Err(err)) => Err(PublishError::Amqp(err)),
@@ -273,7 +282,11 @@ async fn hold(inner: &Arc<Inner>, connection: &Connection, settings: &Settings, 
                 Ok(Ok(fresh)) => {
                     let waker = Arc::clone(inner);
                     fresh.on_error(move |_| waker.wake.notify_one());
-                    inner.set_live(Some(Live { channel: fresh.clone(), connection: connection.status().clone() }));
+                    inner.set_live(Some(Live {
+                        channel: fresh.clone(),
+                        connection: connection.status().clone(),
+                        publish_order: Arc::default(),
+                    }));
                     channel = Some(fresh);
                     opened = true;
                 }

@@ -348,3 +348,59 @@ async fn a_deleted_exchange_makes_ingest_unready_until_it_is_declared_again() {
     })
     .await;
 }
+
+/// Concurrent requests share one publishing channel, and the broker confirms its publishes in
+/// the order the frames reached it. With a tenant whose queue nacks every message next to one
+/// whose queue takes every message, a nack or ack settling the wrong request would show as a
+/// 200 for the full tenant (an event answered as accepted that no queue holds) or a 503 for the
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_each_get_their_own_ack_or_nack() {
+    const PER_TENANT: usize = 150;
+    with_vhost(|vhost| async move {
+        let (_connection, channel) = vhost.channel().await?;
+        declare_inbound(&channel).await?;
+        let open_queue = declare_tenant_queue(&channel, "cust_open").await?;
+        let mut full = FieldTable::default();
+        full.insert("x-max-length".into(), lapin::types::AMQPValue::LongLongInt(0));
+        full.insert("x-overflow".into(), lapin::types::AMQPValue::LongString("reject-publish".into()));
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let full_queue = tenant_queue(&cref("cust_full"));
+        channel.queue_declare(&full_queue, durable, full).await?;
+        channel
+            .queue_bind(&full_queue, INBOUND_EXCHANGE, "cust_full", QueueBindOptions::default(), FieldTable::default())
+            .await?;
+        let mut config = vhost.config();
+        config.spool_enabled = false;
+        let open_url = format!("/webhook/cust_open/{}", config.keyring.sign(&cref("cust_open"), generation(1)));
+        let full_url = format!("/webhook/cust_full/{}", config.keyring.sign(&cref("cust_full"), generation(1)));
+        let (base, ops, shutdown, server) = start(config).await?;
+        wait_for_readyz(&ops, |status, _| status == 200).await?;
+
+        let client = reqwest::Client::new();
+        let requests = (0..PER_TENANT * 2).map(|i| {
+            let (tenant, path) = if i % 2 == 0 { ("cust_open", &open_url) } else { ("cust_full", &full_url) };
+            let (client, url) = (client.clone(), format!("{base}{path}"));
+            tokio::spawn(async move {
+                let body = json!({"event": "message", "message_id": format!("3EB0{i:04}")});
+                let status = client.post(url).json(&body).send().await.map(|r| r.status().as_u16());
+                (tenant, status)
+            })
+        });
+        let mut answers = std::collections::BTreeMap::<(&str, u16), usize>::new();
+        for request in requests.collect::<Vec<_>>() {
+            let (tenant, status) = request.await?;
+            *answers.entry((tenant, status?)).or_default() += 1;
+        }
+        let expected = [(("cust_full", 503), PER_TENANT), (("cust_open", 200), PER_TENANT)];
+        assert_eq!(answers, expected.into_iter().collect(), "every request answered by its own confirm");
+        let held = channel.queue_declare(&open_queue, passive(), FieldTable::default()).await?.message_count();
+        assert_eq!(held as usize, PER_TENANT, "every 200 is a message in the open tenant's queue");
+        stop(shutdown, server).await
+    })
+    .await;
+}
+
+fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() }
+}
