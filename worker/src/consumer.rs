@@ -257,6 +257,9 @@ impl ConsumerSupervisor {
 /// Numbers consumer tags, so each subscription has its own.
 static SUBSCRIPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// How long a stopped consumer keeps handing back deliveries while its cancel is on the way.
+const HAND_BACK_WITHIN: Duration = Duration::from_secs(30);
+
 /// Pause between a consumer ended by the broker and the refresh that subscribes it again.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
 
@@ -294,7 +297,10 @@ impl TenantConsumer {
         let this = Arc::new(self);
         loop {
             let delivery = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    this.hand_back_undelivered(consumer).await;
+                    return;
+                }
                 next = consumer.next() => match next {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => {
@@ -319,6 +325,21 @@ impl TenantConsumer {
                 let _slots = (tenant_slot, global_slot);
                 this.handle(delivery).await;
             });
+        }
+    }
+
+    /// After `stop` the supervisor cancels the subscription on the channel every tenant shares.
+    /// Deliveries the broker sent before its cancel-ok sit in this stream, unacked: dropped with
+    /// the stream, they would stay unacked on that channel, out of every consumer's reach, until
+    /// the session ends. Each goes back to its queue; the stream ends at the cancel-ok, or when
+    /// the channel closes.
+    async fn hand_back_undelivered(&self, mut consumer: lapin::Consumer) {
+        let deadline = tokio::time::Instant::now() + HAND_BACK_WITHIN;
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, consumer.next()).await {
+            let requeue = BasicRejectOptions { requeue: true };
+            if let Err(e) = delivery.acker.reject(requeue).await {
+                debug!(tenant = %self.customer_ref, error = %e, "could not hand a delivery back; the channel's close will");
+            }
         }
     }
 
