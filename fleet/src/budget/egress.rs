@@ -63,7 +63,7 @@ pub async fn note_waiting(
     Ok(())
 }
 
-/// One account's share of a group, for `wafleet outbox` and the tests.
+/// One account's share of a group. Read by the tests; `wafleet outbox` does not show it yet.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EgressShare {
     /// The group.

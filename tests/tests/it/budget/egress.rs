@@ -15,7 +15,7 @@ use wafleet_sim::SimConfig;
 use wafleet_tests::{key_file, test_account_policy, EnvOptions, TestEnv, TEST_API_KEY};
 use wafleet_worker::sender::{SenderConfig, Step};
 
-use super::bodies;
+use super::{attempts, bodies, max_in_any_minute};
 
 const ACCOUNTS: [(&str, &str); 3] = [("default", TEST_API_KEY), ("acct_b", "sk_egress_b"), ("acct_c", "sk_egress_c")];
 
@@ -44,30 +44,6 @@ async fn three_accounts_with_backlogs(env: &TestEnv, backlog: usize) -> Vec<std:
         env.queue_replies(&tenant, "15550000300", &bodies(&tenant, backlog), None, Duration::from_secs(7200)).await;
     }
     files
-}
-
-/// Every send attempt so far: its account and when it was attempted (the sender's clock).
-async fn attempts(env: &TestEnv) -> Vec<(String, DateTime<Utc>)> {
-    sqlx::query_as(
-        "select a.name, o.attempted_at from outbox o join tenants t using (tenant_id) join accounts a using (account_id) \
-         where o.attempted_at is not null order by o.attempted_at",
-    )
-    .fetch_all(&env.owner_pool)
-    .await
-    .unwrap()
-}
-
-fn max_in_any_minute(times: &[DateTime<Utc>]) -> usize {
-    let minute = chrono::Duration::seconds(60);
-    let mut start = 0;
-    let mut max = 0;
-    for end in 0..times.len() {
-        while times[end] - times[start] >= minute {
-            start += 1;
-        }
-        max = max.max(end - start + 1);
-    }
-    max
 }
 
 /// Asserts each account's count is within ±10 % of an equal share of `total`.
