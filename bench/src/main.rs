@@ -43,10 +43,10 @@ struct Cli {
     /// target/bench/BENCHMARKS.quick.md).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Do not run `cargo build --release --bins` for the binaries first.
+    /// Do not build the binaries first (`cargo build --release --bins`; a debug bench builds debug ones).
     #[arg(long)]
     no_build: bool,
-    /// Directory of the release binaries (default: the directory of this executable).
+    /// Directory of the binaries (default: the directory of this executable, so the same profile).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Exit with status 2 when a target is missed (default: only errors fail the run).
@@ -116,16 +116,21 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
+/// The Cargo profile this bench was built with; the binaries it runs are built with the same one.
+/// Only a smoke run (`--quick`, as CI does after its test build) may use `debug`.
+const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+
 fn build_binaries(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("[bench] cargo build --release --bins -p wafleet-ingest -p wafleet-worker -p wafleet-sim");
-    let status = std::process::Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "--bins", "-p", "wafleet-ingest", "-p", "wafleet-worker", "-p", "wafleet-sim"])
-        .status()
-        .context("running cargo build")?;
+    let mut args = vec!["build", "--bins", "-p", "wafleet-ingest", "-p", "wafleet-worker", "-p", "wafleet-sim"];
+    if PROFILE == "release" {
+        args.insert(1, "--release");
+    }
+    eprintln!("[bench] cargo {}", args.join(" "));
+    let status =
+        std::process::Command::new(cargo).current_dir(root).args(&args).status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build --release --bins failed ({status})");
+        bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
@@ -194,7 +199,7 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
          | Kernel | {kernel} |\n\
          | RabbitMQ | {rabbit} (Erlang {erlang}), single node, loopback |\n\
          | PostgreSQL | {postgres}, loopback |\n\
-         | Binaries | `target/release` (`cargo build --release --bins`), run as child processes with production defaults |\n"
+         | Binaries | `target/{PROFILE}`, run as child processes with production defaults |\n"
     );
     (short, block)
 }
@@ -225,6 +230,9 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if PROFILE == "debug" && !cli.quick {
+        bail!("unoptimised binaries measure nothing: run the benchmark with `cargo run --release` (only --quick may use a debug build)");
+    }
     let root = workspace_root();
     procs::set_extra_child_env(cli.child_env.clone());
     if !cli.no_build {

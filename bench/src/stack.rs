@@ -34,7 +34,7 @@ impl Bins {
         };
         for b in [&bins.ingest, &bins.worker, &bins.sim] {
             if !b.is_file() {
-                bail!("{} is missing: run `cargo build --release --bins` (or drop --no-build)", b.display());
+                bail!("{} is missing: build the binaries with the bench's profile (or drop --no-build)", b.display());
             }
         }
         Ok(bins)
