@@ -28,10 +28,24 @@ if [ "$local_services" = 1 ]; then
   if [ -d /var/lib/rabbitmq/wafleet-cluster ]; then scripts/rabbitmq-cluster.sh down || true; fi
 fi
 
-# The serial test binary (tests/tests/serial) runs after the parallel suites, one test at a time;
-# its cluster tests start the three-node cluster with scripts/rabbitmq-cluster.sh when it is not
-# up and take it down again, so the parallel suites always run against the single node.
+# The serial test binary (tests/tests/serial) runs after the parallel suites, one test at a time.
 # The suites run the binaries as processes (`wafleet` above all: the CLI crate has no integration
 # test of its own, so `cargo test` alone would not build it, and a test would run an old one).
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+
+# The RabbitMQ cluster group (tests/tests/serial/cluster.rs, `#[ignore]`d so that no other run
+# picks it up): last, because it joins the system's broker into a three-node cluster, which no
+# other test may share. About 4 minutes with the cluster's start and stop. Left out of a filtered
+# run (arguments given), without the local services, or with WAFLEET_SKIP_CLUSTER_TESTS=1.
+if [ "$local_services" = 1 ] && [ $# -eq 0 ] && [ -z "${WAFLEET_SKIP_CLUSTER_TESTS:-}" ]; then
+  echo "[test] RabbitMQ cluster group: scripts/rabbitmq-cluster.sh up, the cluster tests, down" >&2
+  trap 'scripts/rabbitmq-cluster.sh down' EXIT
+  scripts/rabbitmq-cluster.sh up
+  cargo test -p wafleet-tests --test serial --locked -- --ignored cluster::
+  trap - EXIT
+  scripts/rabbitmq-cluster.sh down
+  # The single node must serve whatever runs next (CI's contract and benchmark steps): the same
+  # check as at the start, which restarts a node that cannot create vhosts any more.
+  scripts/ensure-services.sh
+fi

@@ -216,7 +216,7 @@ async fn post_phase(urls: &[String], from: f64, to: f64, pace: Duration, statuse
 // that node leads it. Killing it (SIGKILL of its VM, not a polite stop) takes the leader and
 // ingest's connection at once. The worker gets all three endpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen passing on the three-node cluster; run with --ignored (docs/testing.md)"]
+#[ignore = "cluster group: scripts/test.sh runs it last, with the three-node cluster up (docs/testing.md)"]
 async fn losing_the_node_that_leads_the_busiest_queue_and_holds_ingest_loses_and_doubles_nothing() {
     let _serial = crate::SERIAL.lock().await;
     let cluster = Cluster::up();
@@ -268,7 +268,7 @@ async fn losing_the_node_that_leads_the_busiest_queue_and_holds_ingest_loses_and
 // Rolling restart as in an upgrade: rabbit3, rabbit2, then rabbit@localhost, each stopped and
 // started again (the management API answering) before the next, while the posts go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen passing on the three-node cluster; run with --ignored (docs/testing.md)"]
+#[ignore = "cluster group: scripts/test.sh runs it last, with the three-node cluster up (docs/testing.md)"]
 async fn a_rolling_restart_of_all_three_nodes_under_load_loses_and_doubles_nothing() {
     let _serial = crate::SERIAL.lock().await;
     let cluster = Cluster::up();
