@@ -84,17 +84,11 @@ pub async fn take(pool: &PgPool, account: &AccountRuntime, bucket: Bucket, now: 
         tx.rollback().await?;
         return Ok(Take::Wait(millis(wait_ms)));
     }
-    match egress::take_in(&mut tx, &account.egress, account.id, now).await? {
-        Take::Granted(_) => {
-            tx.commit().await?;
-            Ok(Take::Granted(tokens))
-        }
-        Take::Wait(wait) => {
-            tx.rollback().await?;
-            egress::note_waiting(pool, &account.egress, account.id, &account.name, now).await?;
-            Ok(Take::Wait(wait))
-        }
-    }
+    Ok(match egress::take_and_end(pool, tx, account, now).await? {
+        // The account's tokens left, as the gauge and the callers know them.
+        Take::Granted(_) => Take::Granted(tokens),
+        wait => wait,
+    })
 }
 
 /// Takes a token, sleeping (real time) while the bucket is empty or paused, for at most

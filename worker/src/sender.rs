@@ -298,15 +298,12 @@ impl Sender {
         // The egress group's token last, so the group's row (shared by every account behind
         // the same IP) is locked only until this commit. A refusal returns the account's token
         // and the claim with one rollback.
-        if let budget::Take::Wait(wait) = budget::egress::take_in(&mut tx, &account.egress, account.id, now).await? {
-            tx.rollback().await?;
-            budget::egress::note_waiting(&self.pool, &account.egress, account.id, &account.name, now).await?;
+        if let budget::Take::Wait(wait) = budget::egress::take_and_end(&self.pool, tx, account, now).await? {
             if let Ok(mut waited) = self.waited.lock() {
                 *waited.entry(account.id).or_default() += wait;
             }
             return Ok(Step::Wait(wait));
         }
-        tx.commit().await?;
         let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
         metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
             .record(waited.as_secs_f64());

@@ -394,6 +394,7 @@ async fn limits_set_and_clear_a_tenants_queue_bound_and_an_omitted_field_stays()
     assert!(policy(management).await.is_none(), "back to the fleet-wide policy");
     assert_eq!(stored().await, None);
     assert_eq!(admin.audit_of("lim_a").await.iter().filter(|a| a.1 == "tenants limits").count(), 4);
+    admin.env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,18 +7,41 @@
 //! The group token is taken inside the caller's transaction after the account's token, so a call
 //! goes out only with both and a refusal by either is undone by one rollback. The refusal is then
 //! recorded in a statement of its own ([`note_waiting`]), which the fairness rule needs: the next
-//! token goes to the waiting account that has had the fewest.
+//! token goes to the waiting account that has had the fewest. [`take_and_end`] is that whole
+//! step, for every caller.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row as _, Transaction};
 
 use super::{millis, EgressBucket, Take};
-use crate::accounts::AccountId;
+use crate::accounts::{AccountId, AccountRuntime};
 use crate::error::Result;
+
+/// Takes `account`'s group token inside `tx`, after its own token and whatever else `tx` holds
+/// (a claimed reply), and ends `tx`: commits on a grant; on a refusal rolls back, which returns
+/// the account's token and the claim, and records the wait.
+pub async fn take_and_end(
+    pool: &PgPool,
+    mut tx: Transaction<'static, Postgres>,
+    account: &AccountRuntime,
+    now: Option<DateTime<Utc>>,
+) -> Result<Take> {
+    match take_in(&mut tx, &account.egress, account.id, now).await? {
+        Take::Granted(tokens) => {
+            tx.commit().await?;
+            Ok(Take::Granted(tokens))
+        }
+        Take::Wait(wait) => {
+            tx.rollback().await?;
+            note_waiting(pool, &account.egress, account.id, &account.name, now).await?;
+            Ok(Take::Wait(wait))
+        }
+    }
+}
 
 /// Takes a group token for `account` inside `tx` (after the account's own token). On
 /// [`Take::Wait`] the caller rolls back and then calls [`note_waiting`].
-pub async fn take_in(
+async fn take_in(
     tx: &mut Transaction<'static, Postgres>,
     egress: &EgressBucket,
     account: AccountId,
@@ -41,7 +64,7 @@ pub async fn take_in(
 
 /// Records that `account` was refused a group token and comes back for one, so the next token
 /// goes to the waiting account that has had the fewest.
-pub async fn note_waiting(
+async fn note_waiting(
     pool: &PgPool,
     egress: &EgressBucket,
     account: AccountId,
