@@ -67,6 +67,8 @@ pub struct Config {
     /// (the default account's key, when set here) and the budget (`WAFLEET_SEND_RATE_PER_MIN`,
     /// `WAFLEET_SEND_BURST`, `WAFLEET_BUDGET_WINDOW_SECS`).
     pub directory: DirectorySettings,
+    /// `WAFLEET_ADMIN_CONSOLE_SESSION_MINS`: how long a console sign-in lasts (default 30).
+    pub console_session: Duration,
 }
 
 /// `wafleet-admin`: the admin HTTP API and fleet console. Every setting is a flag and an
@@ -125,6 +127,9 @@ pub struct AdminArgs {
     /// How long (seconds) a request that calls WA Bridges waits for send budget.
     #[arg(long, env = "WAFLEET_ADMIN_BUDGET_WAIT_SECS", default_value_t = 10)]
     pub budget_wait_secs: u64,
+    /// Minutes a console sign-in lasts; signing out or revoking its token ends it sooner.
+    #[arg(long, env = "WAFLEET_ADMIN_CONSOLE_SESSION_MINS", default_value_t = 30)]
+    pub console_session_mins: u64,
 }
 
 impl AdminArgs {
@@ -144,6 +149,9 @@ impl AdminArgs {
         // error names the reference.
         if let Some(key) = self.wa_api.wa_api_key.filter(|k| !k.expose_secret().is_empty()) {
             key_overrides.insert("env:WA_API_KEY".to_owned(), key);
+        }
+        if !(1..=24 * 60).contains(&self.console_session_mins) {
+            anyhow::bail!("WAFLEET_ADMIN_CONSOLE_SESSION_MINS must be 1-1440");
         }
         if self.header_timeout_ms == 0 || self.max_connections == 0 {
             anyhow::bail!("WAFLEET_ADMIN_HEADER_TIMEOUT_MS and WAFLEET_ADMIN_MAX_CONNECTIONS must be positive");
@@ -172,6 +180,7 @@ impl AdminArgs {
                 timeout: Duration::from_millis(self.wa_api.send_timeout_ms),
                 budget,
             },
+            console_session: Duration::from_secs(self.console_session_mins * 60),
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod dto;
 pub mod edge;
 pub mod idempotency;
@@ -23,4 +24,4 @@ pub mod state;
 
 pub use config::Config;
 pub use startup::{router, Application};
-pub use state::{AppState, RateLimit};
+pub use state::{AppState, ConsoleSettings, RateLimit};

@@ -165,6 +165,20 @@ impl ApiError {
         }
     }
 
+    /// Logs a 5xx with its cause: the cause goes to the log (errors never carry a token or a
+    /// payload), not to the caller.
+    pub fn log_server_error(&self) {
+        if !self.status().is_server_error() {
+            return;
+        }
+        match &self.source {
+            Some(source) => {
+                tracing::warn!(error = %error_chain(source), problem = self.kind.describe().0, "request failed")
+            }
+            None => tracing::warn!(problem = self.kind.describe().0, detail = %self.detail, "request failed"),
+        }
+    }
+
     fn unavailable(what: &str, source: WorkerError) -> Self {
         Self {
             source: Some(source),
@@ -285,15 +299,7 @@ impl From<PathRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            // The cause goes to the log (errors never carry a token or a payload), not to the caller.
-            match &self.source {
-                Some(source) => {
-                    tracing::warn!(error = %error_chain(source), problem = self.kind.describe().0, "request failed")
-                }
-                None => tracing::warn!(problem = self.kind.describe().0, detail = %self.detail, "request failed"),
-            }
-        }
+        self.log_server_error();
         let mut response = (status, problem_body(&self.problem())).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after {

@@ -23,7 +23,7 @@ use wafleet_shared::server::{self, ServerLimits};
 
 use crate::config::{Config, BODY_LIMIT_BYTES};
 use crate::problem::{ApiError, Kind};
-use crate::state::{AppState, RateLimit};
+use crate::state::{AppState, ConsoleSettings, RateLimit};
 use crate::{edge, metric, openapi};
 
 /// How long background operations may run on after the server stopped.
@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(open)
+        .merge(crate::console::router(state.clone()))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], document_json()) }))
         .fallback(|| async { ApiError::new(Kind::NotFound, "no such endpoint; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
@@ -121,7 +122,13 @@ impl Application {
         }
         let rate = RateLimit { per_second: config.rate_per_sec, burst: config.rate_burst };
         let rates = (rate, config.address_rate);
-        let state = AppState::new(pool, config.endpoints.clone(), fleet, config.signing_key, budget, rates);
+        let console = ConsoleSettings {
+            session_lifetime: config.console_session,
+            // A browser reaches a loopback admin over plain HTTP; anywhere else through TLS.
+            secure_cookie: !config.addr.ip().is_loopback(),
+        };
+        let state = AppState::new(pool, config.endpoints.clone(), fleet, config.signing_key, budget, rates)
+            .with_console(console);
         let listen = Listen {
             addr: config.addr,
             ops_addr: config.ops_addr,

@@ -44,6 +44,25 @@ pub struct Inner {
     pub address_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// Background operations (offboarding), awaited for a bounded time at shutdown.
     pub tasks: TaskTracker,
+    /// The console's session settings.
+    pub console: ConsoleSettings,
+    /// The console's live charts.
+    pub samples: crate::console::samples::Samples,
+}
+
+/// How the console's sessions behave.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsoleSettings {
+    /// How long a sign-in lasts.
+    pub session_lifetime: std::time::Duration,
+    /// Whether the session cookie is `Secure` (off only for an admin listening on loopback).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self { session_lifetime: std::time::Duration::from_secs(30 * 60), secure_cookie: true }
+    }
 }
 
 /// A rate limit (per token, or per client address).
@@ -85,8 +104,20 @@ impl AppState {
             limiter,
             address_limiter,
             tasks: TaskTracker::new(),
+            console: ConsoleSettings::default(),
+            samples: crate::console::samples::Samples::default(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// This state with the console's `settings`; only before the state is shared (its clones
+    /// keep the settings they were made with).
+    pub fn with_console(mut self, settings: ConsoleSettings) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.console = settings,
+            None => tracing::warn!("console settings set on a shared state; the defaults stay"),
+        }
+        self
     }
 
     /// The signing key, or a configuration error (503 `not-configured`), like the CLI's.

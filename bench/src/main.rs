@@ -72,9 +72,10 @@ enum Scenario {
     Memory,
     Spool,
     Budget,
+    Console,
 }
 
-const ORDER: [Scenario; 7] = [
+const ORDER: [Scenario; 8] = [
     Scenario::Ingest,
     Scenario::E2e,
     Scenario::Noisy,
@@ -82,6 +83,7 @@ const ORDER: [Scenario; 7] = [
     Scenario::Memory,
     Scenario::Spool,
     Scenario::Budget,
+    Scenario::Console,
 ];
 
 fn title(s: Scenario) -> &'static str {
@@ -94,6 +96,7 @@ fn title(s: Scenario) -> &'static str {
         Scenario::Memory => "5. Memory",
         Scenario::Spool => "6. Spool",
         Scenario::Budget => "7. Send budget",
+        Scenario::Console => "8. Console pages against the admin API",
     }
 }
 
@@ -107,6 +110,7 @@ fn key(s: Scenario) -> &'static str {
         Scenario::Memory => "memory",
         Scenario::Spool => "spool",
         Scenario::Budget => "budget",
+        Scenario::Console => "console",
     }
 }
 
@@ -122,7 +126,18 @@ const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
 
 fn build_binaries(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["build", "--bins", "-p", "wafleet-ingest", "-p", "wafleet-worker", "-p", "wafleet-sim"];
+    let mut args = vec![
+        "build",
+        "--bins",
+        "-p",
+        "wafleet-ingest",
+        "-p",
+        "wafleet-worker",
+        "-p",
+        "wafleet-sim",
+        "-p",
+        "wafleet-admin",
+    ];
     if PROFILE == "release" {
         args.insert(1, "--release");
     }
@@ -214,6 +229,7 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
         Scenario::Memory => scenarios::memory::run(ctx).await,
         Scenario::Spool => scenarios::spool::run(ctx).await,
         Scenario::Budget => scenarios::budget::run(ctx).await,
+        Scenario::Console => scenarios::console::run(ctx).await,
         Scenario::All => Ok(Section::new("all", "all")),
     };
     match result {

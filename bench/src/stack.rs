@@ -19,6 +19,8 @@ pub struct Bins {
     pub worker: PathBuf,
     /// `wafleet-sim`.
     pub sim: PathBuf,
+    /// `wafleet-admin` (the admin API and the console).
+    pub admin: PathBuf,
     /// Logs and spool directories.
     pub work_dir: PathBuf,
 }
@@ -30,9 +32,10 @@ impl Bins {
             ingest: dir.join("wafleet-ingest"),
             worker: dir.join("wafleet-worker"),
             sim: dir.join("wafleet-sim"),
+            admin: dir.join("wafleet-admin"),
             work_dir,
         };
-        for b in [&bins.ingest, &bins.worker, &bins.sim] {
+        for b in [&bins.ingest, &bins.worker, &bins.sim, &bins.admin] {
             if !b.is_file() {
                 bail!("{} is missing: build the binaries with the bench's profile (or drop --no-build)", b.display());
             }
@@ -227,4 +230,27 @@ pub async fn start_worker(
     let base = format!("http://127.0.0.1:{port}");
     wait_http_ok(&mut proc, &format!("{base}/readyz"), ready_timeout).await?;
     Ok((proc, base, started.elapsed()))
+}
+
+/// Starts `wafleet-admin` with its production defaults (the endpoints, the signing key and rate
+/// limits high enough that the bench measures the pages, not the limiter); returns the process and
+/// its API base URL once its ops port answers.
+pub async fn start_admin(bins: &Bins, env: &BenchEnv) -> anyhow::Result<(Proc, String)> {
+    let (port, ops) = (free_port()?, free_port()?);
+    let vars = vec![
+        kv("ADMIN_DATABASE_URL", env.admin_url.clone()),
+        kv("AMQP_URL", env.amqp_url.clone()),
+        kv("RABBITMQ_API_URL", env.services.rabbit_api.clone()),
+        kv("WAFLEET_SIGNING_KEY", SIGNING_KEY),
+        kv("WAFLEET_ADMIN_ADDR", format!("127.0.0.1:{port}")),
+        kv("WAFLEET_ADMIN_OPS_ADDR", format!("127.0.0.1:{ops}")),
+        kv("WAFLEET_ADMIN_RATE_PER_SEC", "100000"),
+        kv("WAFLEET_ADMIN_RATE_BURST", "100000"),
+        kv("WAFLEET_ADMIN_ADDR_RATE_PER_SEC", "100000"),
+        kv("WAFLEET_ADMIN_ADDR_RATE_BURST", "100000"),
+        kv("RUST_LOG", "warn"),
+    ];
+    let mut proc = Proc::spawn(&bins.admin, "admin", &[], &vars, &bins.logs())?;
+    wait_http_ok(&mut proc, &format!("http://127.0.0.1:{ops}/healthz"), Duration::from_secs(60)).await?;
+    Ok((proc, format!("http://127.0.0.1:{port}")))
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::error::{Conflict, InvalidInput, Result};
 
 mod scope;
+pub mod session;
 pub use scope::{Scope, Scopes};
 
 /// Every token starts with this, so secret scanners and humans can recognise one.

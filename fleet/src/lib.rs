@@ -14,6 +14,7 @@ pub mod bridge_client;
 pub mod bridge_recheck;
 pub mod budget;
 pub mod clock;
+pub mod console;
 pub mod db;
 pub mod depth;
 pub mod dlq;

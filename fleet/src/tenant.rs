@@ -56,7 +56,8 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
-    fn parse(raw: &str) -> Result<Self> {
+    /// Parses the database spelling.
+    pub fn parse(raw: &str) -> Result<Self> {
         match raw {
             "active" => Ok(Self::Active),
             "disabled" => Ok(Self::Disabled),

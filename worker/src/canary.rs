@@ -16,7 +16,8 @@
 //!
 //! Canary tenants must run the `echo` bot. Each probe costs one send of the account's budget. One
 //! replica runs the canary: the holder of a Postgres advisory lock on a direct connection.
-//! It must never write tenant data: it only posts to ingest and reads.
+//! It must never write tenant data: it only posts to ingest and reads, and records each canary
+//! tenant's last verdict in `canary_results` (no message content), which the console shows.
 
 use std::time::{Duration, Instant};
 
@@ -171,6 +172,7 @@ impl Canary {
                 Err(failed) => failed,
             };
             self.record(t, &verdict);
+            self.store(t, &verdict).await;
             (t.clone(), verdict)
         });
         futures::future::join_all(rounds).await
@@ -311,6 +313,18 @@ impl Canary {
             }
         }
         Ok(None)
+    }
+
+    /// Stores the verdict of `tenant` for the console; a failure to store is logged, the metrics
+    /// and the log line already carry the verdict.
+    pub async fn store(&self, tenant: &CustomerRef, verdict: &Verdict) {
+        let (reason, latency) = match verdict {
+            Verdict::Passed { latency } => (None, Some(*latency)),
+            Verdict::Failed { reason, .. } => (Some(*reason), None),
+        };
+        if let Err(e) = wafleet_fleet::console::record_canary(&self.pool, tenant, reason, latency).await {
+            warn!(tenant = %tenant, error = %e, "the canary verdict was not stored for the console");
+        }
     }
 
     /// Sets the metrics and logs the verdict of `tenant`.

@@ -79,6 +79,7 @@ async fn the_admin_api_refuses_to_start_as_a_role_that_can_bypass_row_level_secu
             budget: Default::default(),
             policy: wafleet_tests::test_account_policy(),
         },
+        console_session: std::time::Duration::from_secs(60),
     };
     let refused = wafleet_admin::Application::build(config).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
     assert!(refused.contains("superuser"), "{refused}");

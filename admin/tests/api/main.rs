@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod console;
+mod console_browser;
 mod contract;
 mod hardening;
 mod idempotency;
@@ -128,6 +130,15 @@ impl Admin {
             Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", self.full));
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap()).await
+    }
+
+    /// `method uri` with only `headers` (no token) and a raw body.
+    pub async fn raw_with(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         self.send(request.body(Body::from(body.to_owned())).unwrap()).await
     }

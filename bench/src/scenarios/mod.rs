@@ -2,6 +2,7 @@
 //! binaries it needs, measures the product beside its ceiling or baseline, and tears down.
 
 pub mod budget;
+pub mod console;
 pub mod e2e;
 pub mod fleet;
 pub mod ingest;

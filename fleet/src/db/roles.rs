@@ -64,6 +64,8 @@ impl Duty {
                 "grant select on accounts to {r}",
                 // Retention and the reconciler leave records; the worker never reads the log.
                 "grant insert on audit_log to {r}",
+                // The canary replica records each canary tenant's last verdict for the console.
+                "grant select, insert, update on canary_results to {r}",
                 "grant usage on all sequences in schema public to {r}",
             ],
             Duty::Admin => &[
@@ -80,6 +82,8 @@ impl Duty {
                 "grant update (revoked_at, last_used_at) on admin_tokens to {r}",
                 "grant select, insert, update on admin_operations to {r}",
                 "grant select, insert, update, delete on admin_idempotency to {r}",
+                "grant select, insert, delete on console_sessions to {r}",
+                "grant select on canary_results to {r}",
                 "grant usage on all sequences in schema public to {r}",
             ],
         }

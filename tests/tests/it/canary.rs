@@ -73,6 +73,13 @@ async fn the_canary_in_the_worker_passes_for_two_canary_tenants_whose_replies_co
         assert_eq!(counter_value("wafleet_canary_runs_total", &[("tenant", tenant), ("result", "misrouted")]), 0.0);
     }
     assert_eq!(counter_value("wafleet_canary_leader", &[]), 1.0);
+    // The verdicts the console shows, stored by the worker's role.
+    wait_until(Duration::from_secs(10), || async {
+        let stored = wafleet_fleet::console::canary_results(&env.admin_pool).await.unwrap();
+        stored.iter().filter(|r| r.passed && r.reason.is_none() && r.latency_ms.is_some()).count() == 2
+    })
+    .await
+    .unwrap();
     // What the simulator saw: each canary bridge sent only its own canary replies, to the canary chat.
     for tenant in [&a, &b] {
         let sends = env.sim.sends_for(tenant);
