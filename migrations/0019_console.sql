@@ -51,7 +51,9 @@ language sql stable security definer set search_path = public, pg_temp as $$
 $$;
 
 -- Per account: replies sent in the last minute and the last hour, and tenants with replies
--- waiting to be sent.
+-- waiting to be sent. The sent replies of the last hour are found by this index, not by a scan
+-- of the outbox (one more index entry per sent reply).
+create index outbox_sent_at on outbox (sent_at) where status = 'sent';
 create function wafleet_console_account_sends(p_now timestamptz)
 returns table (account_id bigint, sent_last_minute bigint, sent_last_hour bigint, tenants_waiting bigint)
 language sql stable security definer set search_path = public, pg_temp as $$

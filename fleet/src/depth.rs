@@ -75,22 +75,8 @@ pub async fn depth(pool: &PgPool, endpoints: &Endpoints) -> Result<(Vec<TenantDe
         }
     };
     let now = chrono::Utc::now().timestamp();
-    let mut out: Vec<TenantDepth> = tenants
-        .iter()
-        .map(|(id, r)| {
-            let q = stats.get(&names::tenant_queue(r));
-            let d = stats.get(&names::dlq_queue(r));
-            TenantDepth {
-                customer_ref: r.to_string(),
-                ready: q.map_or(0, |q| q.ready),
-                unacked: q.and_then(|q| q.unacked),
-                retrying: retrying.get(id).copied().unwrap_or(0).max(0) as u64,
-                dlq: d.map_or(0, |d| d.ready + d.unacked.unwrap_or(0)),
-                oldest_age_secs: q.and_then(|q| q.head_timestamp).map(|t| (now - t).max(0)),
-                consumers: q.and_then(|q| q.consumers),
-            }
-        })
-        .collect();
+    let mut out: Vec<TenantDepth> =
+        tenants.iter().map(|(id, r)| depth_of(r, &stats, retrying.get(id).copied().unwrap_or(0), now)).collect();
     out.sort_by(|a, b| {
         let total = |d: &TenantDepth| d.ready + d.unacked.unwrap_or(0) + d.retrying;
         total(b).cmp(&total(a)).then_with(|| a.customer_ref.cmp(&b.customer_ref))
@@ -98,23 +84,79 @@ pub async fn depth(pool: &PgPool, endpoints: &Endpoints) -> Result<(Vec<TenantDe
     Ok((out, source))
 }
 
+/// The depth of `r` from the stats of the queues by name, on the clock `now` (Unix seconds).
+fn depth_of(r: &CustomerRef, stats: &HashMap<String, QueueStats>, retrying: i64, now: i64) -> TenantDepth {
+    let q = stats.get(&names::tenant_queue(r));
+    let d = stats.get(&names::dlq_queue(r));
+    TenantDepth {
+        customer_ref: r.to_string(),
+        ready: q.map_or(0, |q| q.ready),
+        unacked: q.and_then(|q| q.unacked),
+        retrying: retrying.max(0) as u64,
+        dlq: d.map_or(0, |d| d.ready + d.unacked.unwrap_or(0)),
+        oldest_age_secs: q.and_then(|q| q.head_timestamp).map(|t| (now - t).max(0)),
+        consumers: q.and_then(|q| q.consumers),
+    }
+}
+
+/// One queue's figures as the management API reports them.
+fn stats_of(q: &serde_json::Value) -> QueueStats {
+    let n = |k: &str| q.get(k).and_then(serde_json::Value::as_u64);
+    QueueStats {
+        ready: n("messages_ready").unwrap_or(0),
+        unacked: n("messages_unacknowledged"),
+        head_timestamp: q.get("head_message_timestamp").and_then(serde_json::Value::as_i64),
+        consumers: n("consumers"),
+    }
+}
+
+/// Depth of one tenant: its two queues only (two management API reads, or two passive
+/// declares without it), not the whole fleet's listing, so a page that polls one tenant costs
+/// the same in a fleet of ten and of ten thousand.
+pub async fn one(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    tenant_id: i64,
+    customer_ref: &CustomerRef,
+) -> Result<(TenantDepth, DepthSource)> {
+    let retrying: i64 = sqlx::query_scalar("select retrying from wafleet_retrying_counts() where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or(0);
+    let queues = [names::tenant_queue(customer_ref), names::dlq_queue(customer_ref)];
+    let from_management = async {
+        let management = endpoints.management()?;
+        let vhost = wafleet_shared::amqp::vhost_of(&endpoints.amqp_url);
+        let mut stats = HashMap::new();
+        for queue in &queues {
+            if let Some(q) = management.get_json(&["queues", &vhost, queue]).await? {
+                stats.insert(queue.clone(), stats_of(&q));
+            }
+        }
+        Ok::<_, crate::error::Error>(stats)
+    };
+    let (stats, source) = match from_management.await {
+        Ok(stats) => (stats, DepthSource::Management),
+        Err(e) => {
+            tracing::warn!(error = %e, "management API unavailable; falling back to passive declares");
+            let tenants = [(tenant_id, customer_ref.clone())];
+            (from_passive_declares(endpoints, &tenants).await?, DepthSource::PassiveDeclare)
+        }
+    };
+    Ok((depth_of(customer_ref, &stats, retrying, chrono::Utc::now().timestamp()), source))
+}
+
 async fn from_management(endpoints: &Endpoints) -> Result<HashMap<String, QueueStats>> {
     let management = endpoints.management()?;
     let vhost = wafleet_shared::amqp::vhost_of(&endpoints.amqp_url);
-    let queues = management.get_json(&["queues", &vhost]).await?.unwrap_or_default();
+    // Only the fields read below: the full listing is ~2 KiB a queue, two queues a tenant.
+    let columns = [("columns", "name,messages_ready,messages_unacknowledged,head_message_timestamp,consumers")];
+    let queues = management.get_json_query(&["queues", &vhost], &columns).await?.unwrap_or_default();
     let mut out = HashMap::new();
     for q in queues.as_array().into_iter().flatten() {
         let Some(name) = q.get("name").and_then(|n| n.as_str()) else { continue };
-        let n = |k: &str| q.get(k).and_then(serde_json::Value::as_u64);
-        out.insert(
-            name.to_owned(),
-            QueueStats {
-                ready: n("messages_ready").unwrap_or(0),
-                unacked: n("messages_unacknowledged"),
-                head_timestamp: q.get("head_message_timestamp").and_then(serde_json::Value::as_i64),
-                consumers: n("consumers"),
-            },
-        );
+        out.insert(name.to_owned(), stats_of(q));
     }
     Ok(out)
 }

@@ -275,6 +275,7 @@ impl Management {
         &self,
         method: reqwest::Method,
         segments: &[&str],
+        query: &[(&str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response> {
         let start = self.current.load(Ordering::Relaxed);
@@ -283,6 +284,9 @@ impl Management {
             let index = (start + step) % self.bases.len();
             let base = &self.bases[index];
             let mut request = Self::auth(base, self.http.request(method.clone(), Self::url(base, segments)?));
+            if !query.is_empty() {
+                request = request.query(query);
+            }
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -303,7 +307,7 @@ impl Management {
     }
 
     async fn put(&self, segments: &[&str], body: serde_json::Value) -> Result<()> {
-        let response = self.send(reqwest::Method::PUT, segments, Some(&body)).await?;
+        let response = self.send(reqwest::Method::PUT, segments, &[], Some(&body)).await?;
         if !response.status().is_success() {
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
@@ -316,7 +320,13 @@ impl Management {
 
     /// GET a JSON document; `Ok(None)` on 404.
     pub async fn get_json(&self, segments: &[&str]) -> Result<Option<serde_json::Value>> {
-        let response = self.send(reqwest::Method::GET, segments, None).await?;
+        self.get_json_query(segments, &[]).await
+    }
+
+    /// [`Self::get_json`] with query parameters (`columns=…` keeps a listing of thousands of
+    /// queues small).
+    pub async fn get_json_query(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Option<serde_json::Value>> {
+        let response = self.send(reqwest::Method::GET, segments, query, None).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -370,7 +380,7 @@ impl Management {
 
     /// DELETE; a 404 (already gone) is success.
     async fn delete(&self, segments: &[&str]) -> Result<()> {
-        let response = self.send(reqwest::Method::DELETE, segments, None).await?;
+        let response = self.send(reqwest::Method::DELETE, segments, &[], None).await?;
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());
         }
@@ -397,7 +407,7 @@ impl Management {
 
     /// Deletes the vhost (tests and the demo).
     pub async fn delete_vhost(&self) -> Result<()> {
-        let response = self.send(reqwest::Method::DELETE, &["vhosts", &self.vhost], None).await?;
+        let response = self.send(reqwest::Method::DELETE, &["vhosts", &self.vhost], &[], None).await?;
         if response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND {
             Ok(())
         } else {

@@ -37,10 +37,13 @@ pub fn panel(viewer: &Viewer, base: &str, detail: &TenantDetail) -> Markup {
                 form.inline method="post" action=(format!("{base}/bridge-status")) {
                     (viewer.csrf_field()) button type="submit" { "Check bridge status live (spends one send of the budget)" }
                 }
-                form method="post" action=(format!("{base}/dlq/replay")) {
-                    (viewer.csrf_field()) input type="hidden" name="all" value="true";
-                    button type="submit" name="dry_run" value="true" { "Dry-run replay of every dead letter" }
-                    " " button type="submit" { "Replay every dead letter" }
+                // A replay moves messages into the queue of an active tenant only.
+                @if detail.status == TenantStatus::Active {
+                    form method="post" action=(format!("{base}/dlq/replay")) {
+                        (viewer.csrf_field()) input type="hidden" name="all" value="true";
+                        button type="submit" name="dry_run" value="true" { "Dry-run replay of every dead letter" }
+                        " " button type="submit" { "Replay every dead letter" }
+                    }
                 }
                 form method="post" action=(format!("{base}/dlq/purge")) {
                     (viewer.csrf_field())

@@ -28,9 +28,10 @@ use wafleet_fleet::admin_tokens::Scope;
 
 use crate::state::AppState;
 
-/// Where a console request with the scopes of an API route goes: `(method, console route,
-/// API route)`. A console route that is not here needs every scope (fail closed); a test checks
-/// that every route of [`router`] is here and every API route named here exists.
+/// The API route whose scopes each console route needs: `(method, console route, API route)`.
+/// A guarded console route that is not here needs every scope (fail closed); a test checks that
+/// every API route named here has scopes, and the router tests that every route here refuses a
+/// request without a session.
 pub const API_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/console/fleet", "/v1/depth"),
     ("GET", "/console/fleet/panel", "/v1/depth"),
@@ -54,11 +55,13 @@ pub const API_ROUTES: &[(&str, &str, &str)] = &[
 /// it mirrors, read with the API's method (reading the webhook URL and a live bridge status are
 /// POSTs here, as actions, and GETs there). `pii` for message bodies is decided by the page.
 pub fn required(method: &Method, route: &str) -> Option<Vec<Scope>> {
+    if (method, route) == (&Method::POST, "/console/sign-out") {
+        // Ending one's own session needs no power at all.
+        return Some(Vec::new());
+    }
     let (_, _, api) = API_ROUTES.iter().find(|(m, r, _)| *m == method.as_str() && *r == route)?;
     let api_method = match *api {
         "/v1/tenants/{customer_ref}/webhook-url" | "/v1/tenants/{customer_ref}/bridge-status" => Method::GET,
-        // Signing out ends one's own session: reading is enough.
-        _ if route == "/console/sign-out" => Method::GET,
         _ => method.clone(),
     };
     crate::scopes::required(&api_method, api, false)
@@ -125,7 +128,7 @@ mod tests {
             required(&Method::POST, "/console/tenants/{customer_ref}/webhook-url").unwrap(),
             [Scope::Credentials]
         );
-        assert_eq!(required(&Method::POST, "/console/sign-out").unwrap(), [Scope::Read]);
+        assert!(required(&Method::POST, "/console/sign-out").unwrap().is_empty());
         assert!(required(&Method::POST, "/console/tenants").is_none());
     }
 }

@@ -24,19 +24,34 @@ use crate::config::BODY_LIMIT_BYTES;
 use crate::problem::{ApiError, Kind};
 use crate::state::AppState;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "wafleet_console";
+/// The session cookie's name over HTTPS: the `__Secure-` prefix makes a browser refuse it from a
+/// page that is not HTTPS, so a plain-HTTP neighbour cannot plant one.
+pub const SECURE_COOKIE: &str = "__Secure-wafleet_console";
 
-/// The session secret of the request's cookie, if it has one.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The session cookie's name on a loopback admin (plain HTTP).
+pub const LOOPBACK_COOKIE: &str = "wafleet_console";
+
+fn cookie_name(state: &AppState) -> &'static str {
+    if state.console.secure_cookie {
+        SECURE_COOKIE
+    } else {
+        LOOPBACK_COOKIE
+    }
+}
+
+/// The session secret of the request's cookie `name`, if it has exactly one: two cookies of that
+/// name mean one was planted (by a sibling domain, say), and neither is trusted.
+fn session_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// Whether a browser's `Origin` names this server (by its `Host`). A request without `Origin`
@@ -52,20 +67,30 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// (an admin listening on loopback, where a browser may use plain HTTP).
 fn cookie(state: &AppState, secret: &str, max_age: u64) -> Option<HeaderValue> {
     let secure = if state.console.secure_cookie { "; Secure" } else { "" };
+    let name = cookie_name(state);
     HeaderValue::from_str(&format!(
-        "{COOKIE}={secret}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={secret}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .ok()
 }
 
-fn to_sign_in() -> Response {
+/// Back to the sign-in page: a redirect, or for an htmx refresh (which would swap the sign-in
+/// page into a panel) 401 with `HX-Redirect`, which htmx follows as a whole-page navigation.
+fn to_sign_in(request: &Request) -> Response {
+    if request.headers().contains_key("hx-request") {
+        let mut response = StatusCode::UNAUTHORIZED.into_response();
+        response.headers_mut().insert("hx-redirect", HeaderValue::from_static("/console/sign-in"));
+        return response;
+    }
     Redirect::to("/console/sign-in").into_response()
 }
 
 /// The guard (see the module).
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, PageError> {
-    let Some(secret) = session_cookie(request.headers()).map(str::to_owned) else { return Ok(to_sign_in()) };
-    let Some(caller) = session::authenticate(&state.pool, &secret).await? else { return Ok(to_sign_in()) };
+    let Some(secret) = session_cookie(request.headers(), cookie_name(&state)).map(str::to_owned) else {
+        return Ok(to_sign_in(&request));
+    };
+    let Some(caller) = session::authenticate(&state.pool, &secret).await? else { return Ok(to_sign_in(&request)) };
     if let Err(not_until) = state.limiter.check_key(&caller.token_id) {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let limited = ApiError::new(Kind::RateLimited, format!("token {} is over its rate limit", caller.name));
@@ -79,7 +104,14 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         return Err(PageError::new(Kind::InsufficientScope, format!("token {} lacks the scope {names}", caller.name)));
     }
     let csrf = session::csrf_token(&secret);
-    let request = if request.method() == Method::POST { checked_form(request, &csrf).await? } else { request };
+    let request = if request.method() == Method::POST {
+        match checked_form(request, &csrf).await? {
+            Ok(request) => request,
+            Err(refused) => return Ok(refused),
+        }
+    } else {
+        request
+    };
     tracing::Span::current().record("token", caller.name.as_str());
     let caller = Caller { token_id: caller.token_id, name: caller.name, scopes: caller.scopes };
     let mut request = request;
@@ -93,24 +125,27 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
 #[derive(Clone)]
 pub struct SessionSecret(String);
 
-/// A POST's body, checked for the same origin and the session's CSRF token, and handed on.
-async fn checked_form(request: Request, csrf: &str) -> Result<Request, PageError> {
-    let forged =
-        || PageError::new(Kind::InsufficientScope, "this form is not from this console session; reload the page");
+/// A POST's body, checked for the same origin and the session's CSRF token, and handed on; or
+/// the 403 page of a form that is not from this session.
+async fn checked_form(request: Request, csrf: &str) -> Result<Result<Request, Response>, PageError> {
+    let forged = || {
+        let body = html! { p.error role="alert" { "This form is not from this console session. Reload the page and try again." } };
+        layout::with_status(StatusCode::FORBIDDEN, layout::page("Form refused", None, body))
+    };
     if !same_origin(request.headers()) {
-        return Err(forged());
+        return Ok(Err(forged()));
     }
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, BODY_LIMIT_BYTES)
         .await
         .map_err(|_| PageError::new(Kind::PayloadTooLarge, "the form is over 64 KiB"))?;
     let presented = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
-    match presented {
+    Ok(match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(csrf.as_bytes())) => {
             Ok(Request::from_parts(parts, Body::from(bytes)))
         }
         _ => Err(forged()),
-    }
+    })
 }
 
 /// `GET /console/sign-in`.
@@ -149,6 +184,14 @@ pub async fn sign_in(
     let Some(caller) = admin_tokens::authenticate(&state.pool, form.token.trim()).await? else {
         return Ok(sign_in_form(StatusCode::UNAUTHORIZED, Some("that is not a live admin token")));
     };
+    if !caller.scopes.contains(admin_tokens::Scope::Read) {
+        let refused = format!("token {} lacks the read scope every console page needs", caller.name);
+        return Ok(sign_in_form(StatusCode::FORBIDDEN, Some(&refused)));
+    }
+    // A session this browser already had ends: one sign-in, one session.
+    if let Some(previous) = session_cookie(&headers, cookie_name(&state)) {
+        session::close(&state.pool, previous).await?;
+    }
     let secret = session::open(&state.pool, caller.token_id, state.console.session_lifetime).await?;
     let actor = wafleet_fleet::audit::Actor::admin_token(&caller.name);
     let entry = Entry::new("console sign-in", None, json!({}));
@@ -188,11 +231,14 @@ mod tests {
     }
 
     #[test]
-    fn the_session_cookie_is_found_among_others_and_only_by_its_name() {
+    fn the_session_cookie_is_found_among_others_by_its_name_and_only_when_alone() {
         let h = headers(&[("cookie", "a=1; wafleet_console=wfs_x; b=2")]);
-        assert_eq!(session_cookie(&h), Some("wfs_x"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "xwafleet_console=1")])), None);
-        assert_eq!(session_cookie(&HeaderMap::new()), None);
+        assert_eq!(session_cookie(&h, LOOPBACK_COOKIE), Some("wfs_x"));
+        assert_eq!(session_cookie(&h, SECURE_COOKIE), None);
+        assert_eq!(session_cookie(&headers(&[("cookie", "xwafleet_console=1")]), LOOPBACK_COOKIE), None);
+        assert_eq!(session_cookie(&HeaderMap::new(), LOOPBACK_COOKIE), None);
+        let planted = headers(&[("cookie", "wafleet_console=wfs_planted"), ("cookie", "wafleet_console=wfs_x")]);
+        assert_eq!(session_cookie(&planted, LOOPBACK_COOKIE), None, "two cookies of the name: neither is trusted");
     }
 
     #[test]

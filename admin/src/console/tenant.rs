@@ -38,14 +38,15 @@ pub async fn page(
     let detail = service::show_tenant(&state.pool, &customer_ref).await?;
     let bodies = query.bodies.unwrap_or(false) && viewer.caller.may(Scope::Pii);
     let (letters, replies) = if bodies {
-        // Message content on screen is a read of personal data: audited like `dlq show --body`.
-        let entry = Entry::new("console bodies", Some(customer_ref.as_str()), serde_json::json!({}));
-        let result = async {
-            let letters = dead_letters(&state, &detail, true).await?;
-            Ok((letters, console::recent_replies(&state.pool, &customer_ref, ROWS, true).await?))
-        }
-        .await;
-        audited(&state, &viewer.caller, entry, false, result).await?
+        // Message content on screen is a read of personal data, audited as the API audits the
+        // same reads (`dlq show` and `outbox rows` with bodies).
+        let target = Some(customer_ref.as_str());
+        let letters = dead_letters(&state, &detail, true).await;
+        let letter_entry = Entry::new("dlq show", target, serde_json::json!({"limit": ROWS * 5, "body": true}));
+        let letters = audited(&state, &viewer.caller, letter_entry, false, letters).await?;
+        let replies = console::recent_replies(&state.pool, &customer_ref, ROWS, true).await;
+        let reply_entry = Entry::new("outbox rows", target, serde_json::json!({"limit": ROWS, "body": true}));
+        (letters, audited(&state, &viewer.caller, reply_entry, false, replies).await?)
     } else {
         (
             dead_letters(&state, &detail, false).await?,
@@ -70,7 +71,7 @@ pub async fn page(
         @if writes || viewer.caller.may(Scope::Credentials) { (super::actions::panel(&viewer, &base, &detail)) }
         section aria-labelledby="dlq-h" {
             h2 #dlq-h { "Dead letters" }
-            (dead_letter_table(&viewer, &base, &letters, writes && live))
+            (dead_letter_table(&viewer, &base, &letters, writes && detail.status == TenantStatus::Active))
             @if viewer.caller.may(Scope::Pii) && !bodies { p { a href=(format!("{base}?bodies=true")) { "Show payloads and reply texts (audited)" } } }
         }
         section aria-labelledby="replies-h" {

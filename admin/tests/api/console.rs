@@ -92,6 +92,14 @@ async fn signing_in_sets_a_strict_short_lived_cookie_and_a_wrong_token_gets_401(
         .await
         .unwrap();
     assert_eq!(operators, ["admin-token:ops"]);
+    // A token without `read` cannot use any page: refused at sign-in.
+    let (_, creds) =
+        admin_tokens::create(&admin.env.admin_pool, "vault", &Scopes::parse_list("credentials").unwrap(), "t")
+            .await
+            .unwrap();
+    let refused = form(&admin, "/console/sign-in", None, &[("token", creds.expose_secret())], &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(refused.headers.get("set-cookie").is_none());
     // A sign-in from a page of another origin is refused.
     let foreign =
         form(&admin, "/console/sign-in", None, &[("token", &admin.full)], &[("origin", "https://evil.test")]).await;
@@ -107,6 +115,17 @@ async fn signing_out_and_revoking_the_token_each_end_the_session() {
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text);
     assert!(out.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(get(&admin, "/console/fleet", Some(&session.cookie)).await.status, StatusCode::SEE_OTHER);
+    // A panel's htmx refresh after the session ended navigates the page instead of swapping the
+    // sign-in form into the panel.
+    let headers = [("cookie", session.cookie.as_str()), ("hx-request", "true")];
+    let poll = admin.raw_with(Method::GET, "/console/fleet/panel", &headers, "").await;
+    assert_eq!(poll.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(poll.headers["hx-redirect"], "/console/sign-in");
+    // A second sign-in in the same browser ends the first session.
+    let first = sign_in(&admin, &admin.full).await;
+    let again = form(&admin, "/console/sign-in", Some(&first.cookie), &[("token", &admin.full)], &[]).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&admin, "/console/fleet", Some(&first.cookie)).await.status, StatusCode::SEE_OTHER);
 
     let (_, token) = admin_tokens::create(&admin.env.admin_pool, "oncall", &Scopes::all(), "test").await.unwrap();
     let session = sign_in(&admin, token.expose_secret()).await;
@@ -197,6 +216,11 @@ async fn what_tenants_and_messages_control_renders_as_text() {
     assert!(page.text.contains("&lt;script&gt;alert('x')&lt;/script&gt;"), "{}", page.text);
     assert!(page.text.contains("&lt;b&gt;hi&lt;/b&gt;"));
     assert!(!page.text.contains("<script>alert"));
+    // What a failed message controls (its last error) is text too.
+    dead_letter_with_error(&admin, "esc_t", "<img src=x onerror=alert(1)>").await;
+    let page = get(&admin, "/console/tenants/esc_t", Some(&session.cookie)).await;
+    assert!(page.text.contains("&lt;img src=x onerror=alert(1)&gt;"), "{}", page.text);
+    assert!(!page.text.contains("<img src=x"));
     let search = get(&admin, "/console/tenants?q=%3Cscript%3Ex", Some(&session.cookie)).await;
     assert_eq!(search.status, StatusCode::OK);
     assert!(search.text.contains("value=\"&lt;script&gt;x\""), "{}", search.text);
@@ -206,6 +230,22 @@ async fn what_tenants_and_messages_control_renders_as_text() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(!bad.text.contains("<script>"));
     admin.env.cleanup().await;
+}
+
+/// Puts a message whose last error is `error` into `customer_ref`'s DLQ.
+async fn dead_letter_with_error(admin: &Admin, customer_ref: &str, error: &str) {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let conn = wafleet_shared::amqp::connect(&admin.env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let mut headers = FieldTable::default();
+    let name = ShortString::from(wafleet_shared::topology::LAST_ERROR_HEADER);
+    headers.insert(name, AMQPValue::LongString(LongString::from(error.to_owned())));
+    let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let queue = format!("wa.dlq.{customer_ref}");
+    let publish = channel.basic_publish("", &queue, Default::default(), b"not an envelope", properties);
+    publish.await.unwrap().await.unwrap();
+    let _ = conn.close(200, "done").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,7 +204,12 @@ async fn an_operator_finds_a_tenant_watches_its_queue_and_replays_its_dead_lette
     // Markup in a rule text is text: shown, never run.
     let rules = text_of(&client, "#rules").await;
     assert!(rules.contains(markup) && rules.contains("<b>price</b>"), "{rules}");
-    assert_eq!(client.execute("return window.pwned === undefined", vec![]).await.unwrap(), serde_json::json!(true));
+    // As text, not as elements: no script or b element in the table (the CSP would block the
+    // script's run, not its element).
+    assert!(
+        client.find_all(Locator::Css("#rules script, #rules b")).await.unwrap().is_empty(),
+        "markup became elements"
+    );
 
     // With the worker stopped, events pile up, and the open page shows the depth rise.
     env.stop_worker().await;
@@ -214,6 +219,18 @@ async fn an_operator_finds_a_tenant_watches_its_queue_and_replays_its_dead_lette
     wait_for_text(&client, "#depth-ready", "3", Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // a chart sample with the rise in it
     screenshot(&client, "tenant").await;
+    // The fleet-wide listing (one management API call for every queue) agrees.
+    let fleet: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/v1/depth"))
+        .bearer_auth(full.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shop = fleet["tenants"].as_array().unwrap().iter().find(|t| t["customer_ref"] == "console_shop").cloned();
+    assert_eq!(shop.map(|t| t["ready"].clone()), Some(serde_json::json!(3)), "{fleet}");
     client.goto(&format!("{base}/console/fleet")).await.unwrap();
     let listed = text_of(&client, "#fleet-panel").await;
     assert!(listed.contains("console_shop"), "the deepest queues list the tenant: {listed}");

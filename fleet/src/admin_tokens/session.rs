@@ -51,18 +51,28 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
         return Ok(None);
     }
     let row = sqlx::query(
-        "select t.token_id, t.name, t.scopes from console_sessions s join admin_tokens t using (token_id) \
+        "select t.token_id, t.name, t.scopes, \
+         (t.last_used_at is null or t.last_used_at < now() - interval '60 seconds') as stale \
+         from console_sessions s join admin_tokens t using (token_id) \
          where s.session_hash = $1 and s.expires_at > now() and t.revoked_at is null",
     )
     .bind(hash(presented).as_slice())
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    Ok(Some(Authenticated {
+    let caller = Authenticated {
         token_id: row.try_get("token_id")?,
         name: row.try_get("name")?,
         scopes: Scopes::from_db(&row.try_get::<Vec<String>, _>("scopes")?),
-    }))
+    };
+    // The token is in use through the console: its last use says so, as for an API request.
+    if row.try_get::<bool, _>("stale")? {
+        sqlx::query("update admin_tokens set last_used_at = now() where token_id = $1")
+            .bind(caller.token_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(Some(caller))
 }
 
 /// Ends the session `presented` names (signing out); nothing happens for an unknown one.

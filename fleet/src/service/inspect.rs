@@ -9,7 +9,7 @@ use crate::db;
 use crate::depth::{self, DepthSource, TenantDepth};
 use crate::dlq::{self, DeadLetter, DlqSummary};
 use crate::endpoints::Endpoints;
-use crate::error::{Conflict, Error, InvalidInput, Result};
+use crate::error::{Conflict, InvalidInput, Result};
 use crate::outbox::{self, OutboxCursor, OutboxRow};
 use crate::tenant::TenantStatus;
 
@@ -23,11 +23,7 @@ pub async fn tenant_depth(
     if meta.status == TenantStatus::Offboarded {
         return Err(Conflict::QueuesGone(customer_ref.clone()).into());
     }
-    let (rows, source) = depth::depth(pool, endpoints).await?;
-    rows.into_iter()
-        .find(|d| d.customer_ref == customer_ref.as_str())
-        .map(|d| (d, source))
-        .ok_or_else(|| Error::UnknownTenant(customer_ref.to_string()))
+    depth::one(pool, endpoints, meta.id.get(), customer_ref).await
 }
 
 /// `wafleet depth [<ref>...]`: the whole fleet, or only the named tenants (in the fleet's
