@@ -18,6 +18,40 @@ wait_port() {
   die "$what did not open port $port"
 }
 
+# Thousands of quorum queues need file handles (about 3 each in RabbitMQ 3.10's file-handle
+# cache, a tenant has two queues): the Debian default of 1,024 open files holds about 150 quorum
+# tenants. A broker running with less than WAFLEET_RABBITMQ_MIN_OPEN_FILES (65536), or than this
+# shell's hard limit where that is lower (a container may cap it; 20,000 still holds some 3,000
+# quorum tenants), is restarted with it; the queues are durable, nothing is lost.
+wanted_open_files=${WAFLEET_RABBITMQ_MIN_OPEN_FILES:-65536}
+hard_open_files=$(ulimit -Hn)
+if [ "$hard_open_files" = unlimited ] || [ "$hard_open_files" -ge "$wanted_open_files" ]; then
+  min_open_files=$wanted_open_files
+else
+  min_open_files=$hard_open_files
+fi
+# The broker's limit as it reports it; a node that just started reports none for a few seconds.
+open_files_limit() {
+  local n
+  for _ in $(seq 60); do
+    n=$(curl -fsS -u guest:guest http://127.0.0.1:15672/api/nodes 2>/dev/null |
+      python3 -c 'import json, sys; print(min(n.get("fd_total", 0) for n in json.load(sys.stdin)))' 2>/dev/null || true)
+    [ -n "$n" ] && [ "$n" -gt 0 ] && { echo "$n"; return 0; }
+    sleep 0.5
+  done
+}
+
+# Starts the broker with the open-files limit above. Debian's rabbitmq-server switches to the
+# rabbitmq user through su, whose pam_limits resets the soft limit to 1,024, so as root the limit
+# is raised inside the su shell, as the rabbitmq user (up to the hard limit it inherits).
+start_rabbitmq() {
+  if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    ( cd /var/lib/rabbitmq &&
+      su rabbitmq -s /bin/sh -c "ulimit -n $min_open_files && /usr/lib/rabbitmq/bin/rabbitmq-server -detached" )
+  else
+    ( ulimit -n "$min_open_files" && rabbitmq-server -detached )
+  fi
+}
 if ! port_open 5432; then
   command -v pg_ctlcluster >/dev/null || die "PostgreSQL is down and pg_ctlcluster is missing: install postgresql or set WAFLEET_TEST_PG_ADMIN_URL"
   version=$(ls /etc/postgresql | sort -V | tail -1)
@@ -29,7 +63,7 @@ fi
 if ! port_open 5672; then
   command -v rabbitmq-server >/dev/null || die "RabbitMQ is down and rabbitmq-server is missing: install rabbitmq-server or set AMQP_URL"
   log "starting RabbitMQ"
-  rabbitmq-server -detached || die "could not start RabbitMQ"
+  start_rabbitmq || die "could not start RabbitMQ"
   wait_port 5672 RabbitMQ 240
 fi
 
@@ -66,11 +100,25 @@ if ! vhost_works; then
   log "RabbitMQ answers but cannot create a vhost within 30 s: restarting it"
   timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq beam.smp || true
   for _ in $(seq 60); do port_open 5672 || break; sleep 0.5; done
-  if command -v service >/dev/null && service rabbitmq-server start >/dev/null 2>&1; then :; else
-    rabbitmq-server -detached || die "could not start RabbitMQ"
-  fi
+  start_rabbitmq || die "could not start RabbitMQ"
   wait_port 5672 RabbitMQ 240
   wait_port 15672 "RabbitMQ management" 120
   wait_management
   vhost_works || die "RabbitMQ still cannot create a vhost after a restart; see /var/log/rabbitmq"
+fi
+
+limit=$(open_files_limit || true)
+if [ -n "$limit" ] && [ "$limit" -lt "$min_open_files" ]; then
+  command -v rabbitmqctl >/dev/null || die "RabbitMQ runs with $limit open files (< $min_open_files) and rabbitmqctl is missing to restart it"
+  log "RabbitMQ runs with an open-files limit of $limit (< $min_open_files): restarting it with $min_open_files"
+  timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq beam.smp || true
+  for _ in $(seq 60); do port_open 5672 || break; sleep 0.5; done
+  start_rabbitmq || die "could not restart RabbitMQ with $min_open_files open files (ulimit -n needs root, or a hard limit that high)"
+  wait_port 5672 RabbitMQ 240
+  wait_port 15672 "RabbitMQ management" 120
+  wait_management
+  vhost_works || die "RabbitMQ cannot create a vhost after its restart; see /var/log/rabbitmq"
+  limit=$(open_files_limit || true)
+  [ -n "$limit" ] && [ "$limit" -ge "$min_open_files" ] || die "RabbitMQ restarted with ${limit:-an unknown} open-files limit, still < $min_open_files"
+  log "RabbitMQ runs with $limit open files"
 fi

@@ -182,15 +182,22 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
     let mem = read_first("/proc/meminfo", "MemTotal");
     let cpu = read_first("/proc/cpuinfo", "model name");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-    let (rabbit, erlang) = match env::Mgmt::new(&ctx.services.rabbit_api) {
-        Ok(m) => m.versions().await.unwrap_or_else(|_| ("?".into(), "?".into())),
-        Err(_) => ("?".into(), "?".into()),
+    let (rabbit, erlang, broker_files) = match env::Mgmt::new(&ctx.services.rabbit_api) {
+        Ok(m) => {
+            let (rabbit, erlang) = m.versions().await.unwrap_or_else(|_| ("?".into(), "?".into()));
+            let files = m.file_descriptors().await.map_or_else(|_| "?".into(), |(total, _)| total.to_string());
+            (rabbit, erlang, files)
+        }
+        Err(_) => ("?".into(), "?".into(), "?".into()),
     };
     let postgres = async {
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&ctx.services.pg_admin_url).await?;
-        let v: String = sqlx::query_scalar("show server_version").fetch_one(&pool).await?;
+        let mut settings = Vec::new();
+        for name in ["server_version", "fsync", "synchronous_commit"] {
+            settings.push(sqlx::query_scalar::<_, String>(&format!("show {name}")).fetch_one(&pool).await?);
+        }
         pool.close().await;
-        anyhow::Ok(v)
+        anyhow::Ok(format!("{}, fsync {}, synchronous_commit {}", settings[0], settings[1], settings[2]))
     }
     .await
     .unwrap_or_else(|_| "?".into());
@@ -212,7 +219,7 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
          | CPU | {nproc} × {cpu} |\n\
          | Memory | {mem} |\n\
          | Kernel | {kernel} |\n\
-         | RabbitMQ | {rabbit} (Erlang {erlang}), single node, loopback |\n\
+         | RabbitMQ | {rabbit} (Erlang {erlang}), single node, loopback, open-files limit {broker_files} |\n\
          | PostgreSQL | {postgres}, loopback |\n\
          | Binaries | `target/{PROFILE}`, run as child processes with production defaults |\n"
     );
