@@ -56,6 +56,11 @@ struct Cli {
     /// repeatable. Results written with it are not the production configuration.
     #[arg(long = "child-env", value_parser = parse_key_value)]
     child_env: Vec<(String, String)>,
+    /// Let a full run measure a working tree with uncommitted changes to tracked files; the
+    /// results then name the commit and a hash of the diff (a full run refuses one otherwise, so
+    /// every figure of BENCHMARKS.md can be tied to code).
+    #[arg(long)]
+    allow_dirty: bool,
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -159,9 +164,9 @@ fn read_first(path: &str, prefix: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The commit, and whether tracked files differ from it (results then describe code that is in
-/// no commit; untracked files do not count).
-fn git_commit(root: &Path) -> (String, bool) {
+/// The commit, and the SHA-256 (first 12 hex digits) of `git diff HEAD` when tracked files differ
+/// from it (results then describe code that is in no commit; untracked files do not count).
+fn git_commit(root: &Path) -> (String, Option<String>) {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .current_dir(root)
@@ -173,7 +178,29 @@ fn git_commit(root: &Path) -> (String, bool) {
     };
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "?".into());
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_none_or(|changes| !changes.is_empty());
-    (commit, dirty)
+    let diff = dirty.then(|| {
+        use sha2::Digest as _;
+        let diff = git(&["diff", "HEAD"]).unwrap_or_default();
+        let digest = sha2::Sha256::digest(diff.as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+    });
+    (commit, diff)
+}
+
+/// The filesystem the bench works in (`df`), e.g. `/dev/vda1 ext4 98G`.
+fn disk_of(dir: &Path) -> String {
+    std::process::Command::new("df")
+        .args(["--output=source,fstype,size", "-h"])
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Machine, versions and date, for the env block and each section's header line.
@@ -202,9 +229,18 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
     .await
     .unwrap_or_else(|_| "?".into());
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let (commit, dirty) = git_commit(root);
-    let (tree, tree_note) =
-        if dirty { (" + working tree", " (plus uncommitted changes in the working tree)") } else { ("", "") };
+    let (commit, diff) = git_commit(root);
+    let (tree, tree_note) = match &diff {
+        Some(hash) => (
+            format!(" + working tree (diff {hash})"),
+            format!(" plus uncommitted changes (SHA-256 of `git diff HEAD` begins {hash})"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let disk = disk_of(&root.join("target"));
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into());
     let mode = if ctx.quick { "quick (smoke test, not for targets)" } else { "full" };
     let short = format!(
         "Run {date}, {mode}, commit {commit}{tree}; {nproc} CPUs ({cpu}), {mem} RAM; RabbitMQ {rabbit}, \
@@ -219,6 +255,8 @@ async fn environment(ctx: &Ctx, root: &Path) -> (String, String) {
          | CPU | {nproc} × {cpu} |\n\
          | Memory | {mem} |\n\
          | Kernel | {kernel} |\n\
+         | Disk (bench work directory) | {disk} |\n\
+         | Load average at the start (1, 5, 15 min) | {load} |\n\
          | RabbitMQ | {rabbit} (Erlang {erlang}), single node, loopback, open-files limit {broker_files} |\n\
          | PostgreSQL | {postgres}, loopback |\n\
          | Binaries | `target/{PROFILE}`, run as child processes with production defaults |\n"
@@ -257,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("unoptimised binaries measure nothing: run the benchmark with `cargo run --release` (only --quick may use a debug build)");
     }
     let root = workspace_root();
+    if !cli.quick && !cli.allow_dirty && git_commit(&root).1.is_some() {
+        bail!("the working tree has uncommitted changes: commit them so the results name the code, or pass --allow-dirty (the results then record a hash of the diff)");
+    }
     procs::set_extra_child_env(cli.child_env.clone());
     if !cli.no_build {
         build_binaries(&root)?;

@@ -33,6 +33,7 @@ use crate::state::AppState;
 /// every API route named here has scopes, and the router tests that every route here refuses a
 /// request without a session.
 pub const API_ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/console", "/v1/depth"),
     ("GET", "/console/fleet", "/v1/depth"),
     ("GET", "/console/fleet/panel", "/v1/depth"),
     ("GET", "/console/fleet/series", "/v1/depth"),
@@ -76,6 +77,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// [`session::require`].
 pub fn router(state: AppState) -> Router<AppState> {
     let guarded = Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/fleet") }))
         .route("/console/fleet", get(fleet::page))
         .route("/console/fleet/panel", get(fleet::panel))
         .route("/console/fleet/series", get(series::fleet))
@@ -94,7 +96,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/tenants/{customer_ref}/dlq/purge", post(actions::purge))
         .route_layer(middleware::from_fn_with_state(state, session::require));
     Router::new()
-        .route("/console", get(|| async { Redirect::to("/console/fleet") }))
         .route("/console/sign-in", get(session::sign_in_page).post(session::sign_in))
         .route("/console/assets/{name}", get(assets::serve))
         .merge(guarded)
