@@ -283,7 +283,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         if !rate.is_finite() || rate <= 0.0 {
             continue;
         }
-        let (mut p50, mut p95, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut p50, mut p95, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut missing, mut errors, mut lag) = (0, 0, 0.0f64);
         for rep in 0..ctx.reps() {
             let tag = format!("l{}r{rep}", (fraction * 100.0) as u32);
@@ -292,17 +292,18 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
             p50.extend(l.percentile_ms(50.0));
             p95.extend(l.percentile_ms(95.0));
             p99.extend(l.percentile_ms(99.0));
+            p999.extend(l.percentile_ms(99.9));
             missing += run.missing;
             errors += run.errors;
             lag = lag.max(run.lag_ms);
         }
-        let (p50, p95, p99) = (Summary::of(&p50), Summary::of(&p95), Summary::of(&p99));
+        let (p50, p95, p99, p999) = (Summary::of(&p50), Summary::of(&p95), Summary::of(&p99), Summary::of(&p999));
         section.rows.push(Row {
             metric: format!(
-                "e2e latency p50 / p95 / p99 at {:.0}% of the sustained saturation ({rate:.0}/s)",
+                "e2e latency p50 / p95 / p99 / p99.9 at {:.0}% of the sustained saturation ({rate:.0}/s)",
                 fraction * 100.0
             ),
-            value: format!("{:.1} / {:.1} / {:.1} ms", med(&p50), med(&p95), med(&p99)),
+            value: format!("{:.1} / {:.1} / {:.1} / {:.1} ms", med(&p50), med(&p95), med(&p99), med(&p999)),
             ceiling: format!("p99 spread {}", show(&p99, 1, " ms")),
             ratio: String::new(),
             target: "report".into(),

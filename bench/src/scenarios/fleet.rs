@@ -207,8 +207,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
                 "{n} quorum tenants not run: {why}. Past the limit RabbitMQ 3.10 blocks classic-queue file operations \
                  in every vhost (seen in a first attempt of this run's development: `wa.unrouted` hung and the vhost \
                  could not be deleted until the quorum queues were). Measured instead: the largest quorum fleet that \
-                 fits ({} tenants) and {n} tenants on classic queues. Raise the broker's open-files limit (≥ 65536; \
-                 `scripts/ensure-services.sh` starts it from a shell with 1024) to run {n} quorum tenants.",
+                 fits ({} tenants) and {n} tenants on classic queues. Raise the broker's open-files limit \
+                 (`scripts/ensure-services.sh` restarts it with 65536, or its shell's hard limit where lower) to \
+                 run {n} quorum tenants.",
                 (cap / 10) * 10
             ));
             if cap >= 20 {

@@ -34,7 +34,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let paths = Arc::new(tenants.iter().map(|t| t.path.clone()).collect::<Vec<_>>());
     let conns_list: &[usize] = if ctx.quick { &[16, 64] } else { &[16, 64, 256] };
     let warmup = ctx.secs(1.0, 0.3);
-    let dur = ctx.secs(4.0, 1.5);
+    // Measured windows of at least 10 s in a full run: shorter ones made single stalls decide a
+    // figure.
+    let dur = ctx.secs(10.0, 1.5);
     let open_dur = ctx.secs(10.0, 3.0);
     let cpu_before = ingest.cpu_seconds().unwrap_or(0.0);
     let mut accepted_total = 0u64;
@@ -117,8 +119,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
 
         let Some(saturation) = saturation_64 else { continue };
         let rate = 0.5 * saturation;
-        let mut p50 = Vec::new();
-        let mut p99 = Vec::new();
+        let (mut p50, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new());
         let mut errors = 0usize;
         let mut lag: f64 = 0.0;
         for _ in 0..ctx.reps() {
@@ -127,15 +128,16 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
             let mut l = r.latency(|_| true);
             p50.extend(l.percentile_ms(50.0));
             p99.extend(l.percentile_ms(99.0));
+            p999.extend(l.percentile_ms(99.9));
             errors += r.errors();
             lag = lag.max(r.max_dispatch_lag_ms);
             env.purge(&tenants).await?;
         }
-        let (p50, p99) = (Summary::of(&p50), Summary::of(&p99));
+        let (p50, p99, p999) = (Summary::of(&p50), Summary::of(&p99), Summary::of(&p999));
         section.rows.push(Row {
             metric: format!("open loop at 50% of saturation ({rate:.0}/s, 64 conns, {size} B): p99 accept latency"),
             value: show(&p99, 2, " ms"),
-            ceiling: format!("p50 {}", show(&p50, 2, " ms")),
+            ceiling: format!("p50 {}; p99.9 {}", show(&p50, 2, " ms"), show(&p999, 2, " ms")),
             ratio: String::new(),
             target: "≤ 10 ms, no errors".into(),
             verdict: Verdict::from_bool(med(&p99) <= 10.0 && errors == 0),

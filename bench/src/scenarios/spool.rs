@@ -111,7 +111,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let record_bytes =
         envelope(&tenants[0].customer_ref, tenants[0].generation, &webhook_body("s", 0, 600), chrono::Utc::now()).len();
     let target = Target { addr, paths: Arc::new(tenants.iter().map(|t| t.path.clone()).collect()), body };
-    let (warmup, dur) = (ctx.secs(1.0, 0.3), ctx.secs(4.0, 1.5));
+    let (warmup, dur) = (ctx.secs(1.0, 0.3), ctx.secs(10.0, 1.5));
     closed_loop(&target, 64, Duration::ZERO, ctx.secs(1.0, 0.3)).await?;
 
     let fsyncs_before = counter(&http, ops, "wafleet_ingest_spool_fsyncs_total").await;
