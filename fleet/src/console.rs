@@ -15,6 +15,8 @@ use crate::tenant::TenantStatus;
 /// One line of the console's tenant list.
 #[derive(Clone, Debug)]
 pub struct TenantLine {
+    /// Database id (for reading its queue depth).
+    pub tenant_id: i64,
     /// The ref.
     pub customer_ref: CustomerRef,
     /// Row status.
@@ -56,7 +58,7 @@ pub async fn tenants_page(
         return Err(InvalidInput::Cursor.into());
     }
     let rows = sqlx::query(
-        "select customer_ref, status, account, bridge_state, bot_kind, queue_type, last_reply_at \
+        "select tenant_id, customer_ref, status, account, bridge_state, bot_kind, queue_type, last_reply_at \
          from wafleet_console_tenants($1, $2, $3, $4)",
     )
     .bind(filter.search.as_deref().filter(|s| !s.is_empty()))
@@ -70,6 +72,7 @@ pub async fn tenants_page(
         .map(|row| {
             let raw: String = row.try_get("customer_ref")?;
             Ok(TenantLine {
+                tenant_id: row.try_get("tenant_id")?,
                 customer_ref: CustomerRef::parse(&raw)
                     .map_err(|source| InvalidInput::CustomerRef { raw: raw.clone(), source })?,
                 status: TenantStatus::parse(row.try_get("status")?)?,

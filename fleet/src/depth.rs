@@ -110,6 +110,9 @@ fn stats_of(q: &serde_json::Value) -> QueueStats {
     }
 }
 
+/// Management API reads in flight at once when reading named tenants' queues.
+const QUEUE_READS_IN_FLIGHT: usize = 8;
+
 /// Depth of one tenant: its two queues only (two management API reads, or two passive
 /// declares without it), not the whole fleet's listing, so a page that polls one tenant costs
 /// the same in a fleet of ten and of ten thousand.
@@ -119,32 +122,54 @@ pub async fn one(
     tenant_id: i64,
     customer_ref: &CustomerRef,
 ) -> Result<(TenantDepth, DepthSource)> {
-    let retrying: i64 = sqlx::query_scalar("select retrying from wafleet_retrying_counts() where tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await?
-        .unwrap_or(0);
-    let queues = [names::tenant_queue(customer_ref), names::dlq_queue(customer_ref)];
+    let (mut rows, source) = of_tenants(pool, endpoints, &[(tenant_id, customer_ref.clone())]).await?;
+    let depth = rows.pop().unwrap_or_else(|| depth_of(customer_ref, &HashMap::new(), 0, 0));
+    Ok((depth, source))
+}
+
+/// Depth of the named tenants `(tenant id, ref)`, in their order, from their own queues only
+/// (a page of a long tenant list costs its page, not the fleet).
+pub async fn of_tenants(
+    pool: &PgPool,
+    endpoints: &Endpoints,
+    tenants: &[(i64, CustomerRef)],
+) -> Result<(Vec<TenantDepth>, DepthSource)> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let ids: Vec<i64> = tenants.iter().map(|(id, _)| *id).collect();
+    let retrying: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
+        "select tenant_id, retrying from wafleet_retrying_counts() where tenant_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let queues: Vec<String> = tenants.iter().flat_map(|(_, r)| [names::tenant_queue(r), names::dlq_queue(r)]).collect();
     let from_management = async {
-        let management = endpoints.management()?;
+        let management = std::sync::Arc::new(endpoints.management()?);
         let vhost = wafleet_shared::amqp::vhost_of(&endpoints.amqp_url);
-        let mut stats = HashMap::new();
-        for queue in &queues {
-            if let Some(q) = management.get_json(&["queues", &vhost, queue]).await? {
-                stats.insert(queue.clone(), stats_of(&q));
+        // Owned inputs per read: borrowed ones make the future's lifetimes too narrow for axum.
+        let reads = queues.into_iter().map(|queue| {
+            let (management, vhost) = (management.clone(), vhost.clone());
+            async move {
+                let found = management.get_json(&["queues", &vhost, &queue]).await?;
+                Ok::<_, crate::error::Error>(found.map(|q| (queue, stats_of(&q))))
             }
-        }
-        Ok::<_, crate::error::Error>(stats)
+        });
+        let found: Vec<Option<(String, QueueStats)>> =
+            futures::stream::iter(reads).buffer_unordered(QUEUE_READS_IN_FLIGHT).try_collect().await?;
+        Ok::<_, crate::error::Error>(found.into_iter().flatten().collect::<HashMap<_, _>>())
     };
     let (stats, source) = match from_management.await {
         Ok(stats) => (stats, DepthSource::Management),
         Err(e) => {
             tracing::warn!(error = %e, "management API unavailable; falling back to passive declares");
-            let tenants = [(tenant_id, customer_ref.clone())];
-            (from_passive_declares(endpoints, &tenants).await?, DepthSource::PassiveDeclare)
+            (from_passive_declares(endpoints, tenants).await?, DepthSource::PassiveDeclare)
         }
     };
-    Ok((depth_of(customer_ref, &stats, retrying, chrono::Utc::now().timestamp()), source))
+    let now = chrono::Utc::now().timestamp();
+    let rows = tenants.iter().map(|(id, r)| depth_of(r, &stats, retrying.get(id).copied().unwrap_or(0), now)).collect();
+    Ok((rows, source))
 }
 
 async fn from_management(endpoints: &Endpoints) -> Result<HashMap<String, QueueStats>> {

@@ -12,6 +12,7 @@ use wafleet_fleet::console::{self, TenantFilter};
 use wafleet_fleet::depth::{self, TenantDepth};
 use wafleet_fleet::service;
 use wafleet_fleet::tenant::TenantStatus;
+use wafleet_shared::CustomerRef;
 
 use super::layout::{self, PageError, Viewer};
 use crate::problem::Kind;
@@ -51,7 +52,13 @@ pub async fn page(
     let filter = TenantFilter { search: search.map(str::to_owned), status };
     let limit = crate::routes::limit(query.limit, PAGE, 500)?;
     let (lines, next_cursor) = console::tenants_page(&state.pool, &filter, query.cursor.as_deref(), limit).await?;
-    let (depths, _) = depth::depth(&state.pool, &state.endpoints).await?;
+    // The queues of this page's tenants only (offboarded ones have none).
+    let live: Vec<(i64, CustomerRef)> = lines
+        .iter()
+        .filter(|t| t.status != TenantStatus::Offboarded)
+        .map(|t| (t.tenant_id, t.customer_ref.clone()))
+        .collect();
+    let (depths, _) = depth::of_tenants(&state.pool, &state.endpoints, &live).await?;
     let depths: HashMap<String, TenantDepth> = depths.into_iter().map(|d| (d.customer_ref.clone(), d)).collect();
     let next = next_cursor.as_deref().map(|c| {
         let filters = [

@@ -274,6 +274,25 @@ async fn the_tenant_list_searches_filters_and_pages_by_cursor() {
         }
     }
     assert_eq!(seen, ["pg_alpha", "pg_beta", "pg_delta", "pg_gamma"], "every match once, in ref order");
+    // Each row shows its own tenant's queue: two messages in pg_gamma's queue, none in the others.
+    for _ in 0..2 {
+        admin.env.publish_raw("", "wa.tenant.pg_gamma", b"{}").await;
+    }
+    // The management API refreshes its queue figures every few seconds.
+    let mut seen = (String::new(), String::new());
+    for _ in 0..60 {
+        let page = get(&admin, "/console/tenants?q=pg_", cookie).await;
+        let ready_of = |r: &str| -> String {
+            let row = page.text.split("<tr>").find(|row| row.contains(&format!(">{r}</a>"))).unwrap();
+            row.split("<td class=\"num\">").nth(1).unwrap().split('<').next().unwrap().to_owned()
+        };
+        seen = (ready_of("pg_gamma"), ready_of("pg_alpha"));
+        if seen.0 == "2" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(seen, ("2".to_owned(), "0".to_owned()));
     let disabled = get(&admin, "/console/tenants?status=disabled", cookie).await;
     assert_eq!(refs(&disabled.text), ["pg_beta"]);
     assert_eq!(get(&admin, "/console/tenants?status=zombie", cookie).await.status, StatusCode::BAD_REQUEST);
