@@ -166,7 +166,15 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
     .bind(hash(presented).as_slice())
     .fetch_optional(pool)
     .await?;
-    let Some(row) = row else { return Ok(None) };
+    match row {
+        Some(row) => caller_marked_used(pool, &row).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The caller of a row with `token_id`, `name`, `scopes` and `stale` (last use over a minute
+/// ago, or never), marking the token used when it is stale.
+pub(crate) async fn caller_marked_used(pool: &PgPool, row: &sqlx::postgres::PgRow) -> Result<Authenticated> {
     let caller = Authenticated {
         token_id: row.try_get("token_id")?,
         name: row.try_get("name")?,
@@ -178,7 +186,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
             .execute(pool)
             .await?;
     }
-    Ok(Some(caller))
+    Ok(caller)
 }
 
 #[cfg(test)]

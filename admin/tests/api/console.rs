@@ -217,7 +217,7 @@ async fn what_tenants_and_messages_control_renders_as_text() {
     assert!(page.text.contains("&lt;b&gt;hi&lt;/b&gt;"));
     assert!(!page.text.contains("<script>alert"));
     // What a failed message controls (its last error) is text too.
-    dead_letter_with_error(&admin, "esc_t", "<img src=x onerror=alert(1)>").await;
+    crate::dead_letter(&admin, "esc_t", "<img src=x onerror=alert(1)>").await;
     let page = get(&admin, "/console/tenants/esc_t", Some(&session.cookie)).await;
     assert!(page.text.contains("&lt;img src=x onerror=alert(1)&gt;"), "{}", page.text);
     assert!(!page.text.contains("<img src=x"));
@@ -230,22 +230,6 @@ async fn what_tenants_and_messages_control_renders_as_text() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(!bad.text.contains("<script>"));
     admin.env.cleanup().await;
-}
-
-/// Puts a message whose last error is `error` into `customer_ref`'s DLQ.
-async fn dead_letter_with_error(admin: &Admin, customer_ref: &str, error: &str) {
-    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-    let conn = wafleet_shared::amqp::connect(&admin.env.amqp_url, "test").await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
-    let mut headers = FieldTable::default();
-    let name = ShortString::from(wafleet_shared::topology::LAST_ERROR_HEADER);
-    headers.insert(name, AMQPValue::LongString(LongString::from(error.to_owned())));
-    let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-    let queue = format!("wa.dlq.{customer_ref}");
-    let publish = channel.basic_publish("", &queue, Default::default(), b"not an envelope", properties);
-    publish.await.unwrap().await.unwrap();
-    let _ = conn.close(200, "done").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,22 @@ impl Answer {
     }
 }
 
+/// Puts a message whose last-error header is `last_error` straight into `customer_ref`'s DLQ.
+pub async fn dead_letter(admin: &Admin, customer_ref: &str, last_error: &str) {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let conn = wafleet_shared::amqp::connect(&admin.env.amqp_url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let mut headers = FieldTable::default();
+    let name = ShortString::from(wafleet_shared::topology::LAST_ERROR_HEADER);
+    headers.insert(name, AMQPValue::LongString(LongString::from(last_error.to_owned())));
+    let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    let queue = format!("wa.dlq.{customer_ref}");
+    let publish = channel.basic_publish("", &queue, Default::default(), b"not an envelope", properties);
+    publish.await.unwrap().await.unwrap();
+    let _ = conn.close(200, "done").await;
+}
+
 /// An application state over `env` with the per-token `rate` and the per-address `address_rate`.
 pub fn state_over(env: &TestEnv, rate: RateLimit, address_rate: RateLimit) -> AppState {
     let budget = BudgetConfig {

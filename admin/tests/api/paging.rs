@@ -199,20 +199,9 @@ async fn the_fleet_dead_letter_listing_pages_tenants_in_ref_order() {
 
 /// Dead-letters `count` messages into `customer_ref`'s DLQ, each named by its last-error header.
 async fn dead_letters(admin: &Admin, customer_ref: &str, count: usize) {
-    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-    let conn = wafleet_shared::amqp::connect(&admin.env.amqp_url, "test").await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
     for i in 0..count {
-        let mut headers = FieldTable::default();
-        let name = ShortString::from(wafleet_shared::topology::LAST_ERROR_HEADER);
-        headers.insert(name, AMQPValue::LongString(LongString::from(format!("m{i}"))));
-        let properties = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-        let queue = format!("wa.dlq.{customer_ref}");
-        let publish = channel.basic_publish("", &queue, Default::default(), b"not an envelope", properties);
-        publish.await.unwrap().await.unwrap();
+        crate::dead_letter(admin, customer_ref, &format!("m{i}")).await;
     }
-    let _ = conn.close(200, "done").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

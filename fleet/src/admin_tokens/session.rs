@@ -7,9 +7,9 @@
 use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use super::{hash, Authenticated, Scopes};
+use super::{hash, Authenticated};
 use crate::error::Result;
 
 /// Every session secret starts with this, so a leaked cookie is recognisable.
@@ -59,20 +59,11 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Authe
     .bind(hash(presented).as_slice())
     .fetch_optional(pool)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let caller = Authenticated {
-        token_id: row.try_get("token_id")?,
-        name: row.try_get("name")?,
-        scopes: Scopes::from_db(&row.try_get::<Vec<String>, _>("scopes")?),
-    };
     // The token is in use through the console: its last use says so, as for an API request.
-    if row.try_get::<bool, _>("stale")? {
-        sqlx::query("update admin_tokens set last_used_at = now() where token_id = $1")
-            .bind(caller.token_id)
-            .execute(pool)
-            .await?;
+    match row {
+        Some(row) => super::caller_marked_used(pool, &row).await.map(Some),
+        None => Ok(None),
     }
-    Ok(Some(caller))
 }
 
 /// Ends the session `presented` names (signing out); nothing happens for an unknown one.
