@@ -95,29 +95,29 @@ vhost_works() {
     curl -fsS --max-time 30 -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$probe" >/dev/null 2>&1
 }
 
-wait_management
-if ! vhost_works; then
-  log "RabbitMQ answers but cannot create a vhost within 30 s: restarting it"
+# Stops the broker (killing it if it does not stop), starts it with the open-files limit, and
+# waits until it serves the management API and can create a vhost again.
+restart_rabbitmq() {
   timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq beam.smp || true
   for _ in $(seq 60); do port_open 5672 || break; sleep 0.5; done
-  start_rabbitmq || die "could not start RabbitMQ"
+  start_rabbitmq || die "could not start RabbitMQ with $min_open_files open files (ulimit -n needs root, or a hard limit that high)"
   wait_port 5672 RabbitMQ 240
   wait_port 15672 "RabbitMQ management" 120
   wait_management
   vhost_works || die "RabbitMQ still cannot create a vhost after a restart; see /var/log/rabbitmq"
+}
+
+wait_management
+if ! vhost_works; then
+  log "RabbitMQ answers but cannot create a vhost within 30 s: restarting it"
+  restart_rabbitmq
 fi
 
 limit=$(open_files_limit || true)
 if [ -n "$limit" ] && [ "$limit" -lt "$min_open_files" ]; then
   command -v rabbitmqctl >/dev/null || die "RabbitMQ runs with $limit open files (< $min_open_files) and rabbitmqctl is missing to restart it"
   log "RabbitMQ runs with an open-files limit of $limit (< $min_open_files): restarting it with $min_open_files"
-  timeout 60 rabbitmqctl stop >/dev/null 2>&1 || pkill -9 -u rabbitmq beam.smp || true
-  for _ in $(seq 60); do port_open 5672 || break; sleep 0.5; done
-  start_rabbitmq || die "could not restart RabbitMQ with $min_open_files open files (ulimit -n needs root, or a hard limit that high)"
-  wait_port 5672 RabbitMQ 240
-  wait_port 15672 "RabbitMQ management" 120
-  wait_management
-  vhost_works || die "RabbitMQ cannot create a vhost after its restart; see /var/log/rabbitmq"
+  restart_rabbitmq
   limit=$(open_files_limit || true)
   [ -n "$limit" ] && [ "$limit" -ge "$min_open_files" ] || die "RabbitMQ restarted with ${limit:-an unknown} open-files limit, still < $min_open_files"
   log "RabbitMQ runs with $limit open files"

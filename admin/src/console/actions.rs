@@ -137,8 +137,7 @@ pub async fn rotate_url(
     let entry = Entry::new("tenants rotate-url", Some(&path.customer_ref), json!({"base": form.base}));
     let result = async {
         service::rotate_url(&state.pool, state.signing_key()?, &customer_ref, &form.base).await?;
-        let meta = service::require_tenant(&state.pool, &customer_ref).await?;
-        service::signed_url(state.signing_key()?, &customer_ref, meta.generation, &form.base)
+        Ok(service::webhook_url(&state.pool, state.signing_key()?, &customer_ref, &form.base).await?.0)
     }
     .await;
     let url = audited(&state, &viewer.caller, entry, false, result).await?;
@@ -163,11 +162,8 @@ pub async fn webhook_url(
     let customer_ref = parse_ref(&path.customer_ref)?;
     service::check_base_url(&form.base)?;
     let entry = Entry::new("webhook-url", Some(&path.customer_ref), json!({"base": form.base}));
-    let result = async {
-        let meta = service::require_tenant(&state.pool, &customer_ref).await?;
-        service::signed_url(state.signing_key()?, &customer_ref, meta.generation, &form.base)
-    }
-    .await;
+    let result =
+        async { Ok(service::webhook_url(&state.pool, state.signing_key()?, &customer_ref, &form.base).await?.0) }.await;
     let url = audited(&state, &viewer.caller, entry, false, result).await?;
     let body =
         html! { p.secret #webhook-url { (url) } p.hint { "Anyone with this URL can make the tenant's bot answer." } };

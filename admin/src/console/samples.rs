@@ -36,19 +36,22 @@ pub struct Series {
 }
 
 impl Samples {
-    /// Whether `key` is due a new sample; marks it asked for.
+    /// Whether `key` is due a new sample (always, for a chart not kept yet); marks a kept chart
+    /// asked for. A new chart is kept only by [`Self::add`], after its first sample was read, so
+    /// a poll for a tenant that does not exist leaves nothing behind.
     pub fn due(&self, key: &str, now: Instant) -> bool {
         let mut charts = self.charts.lock().unwrap_or_else(|p| p.into_inner());
         charts.retain(|_, c| c.asked.is_some_and(|a| now.duration_since(a) < KEEP));
-        let chart = charts.entry(key.to_owned()).or_default();
+        let Some(chart) = charts.get_mut(key) else { return true };
         chart.asked = Some(now);
         chart.points.back().is_none_or(|(at, _, _)| now.duration_since(*at) >= SAMPLE_EVERY)
     }
 
-    /// Adds a sample to `key` and returns the chart.
+    /// Adds a sample to `key` (keeping the chart, asked for now) and returns the chart.
     pub fn add(&self, key: &str, value: Option<f64>, now: Instant) -> Series {
         let mut charts = self.charts.lock().unwrap_or_else(|p| p.into_inner());
         let chart = charts.entry(key.to_owned()).or_default();
+        chart.asked = Some(now);
         if let Some(value) = value {
             chart.points.push_back((now, chrono::Utc::now().timestamp(), value));
         }
@@ -82,6 +85,8 @@ mod tests {
         assert_eq!(series.ready, [3.0]);
         assert!(samples.due("fleet", start + SAMPLE_EVERY));
         assert!(samples.due("tenant:a", start + KEEP + Duration::from_secs(5)));
+        assert_eq!(samples.charts(), 0, "asking keeps no chart; only a read sample does");
+        samples.add("tenant:a", Some(1.0), start + KEEP + Duration::from_secs(5));
         assert_eq!(samples.charts(), 1, "the fleet chart, not asked for longer than KEEP, is dropped");
     }
 }

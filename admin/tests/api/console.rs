@@ -322,3 +322,35 @@ async fn only_sign_in_and_assets_are_open_and_every_answer_carries_the_policy() 
     assert_eq!(series.json["t"].as_array().unwrap().len(), 1);
     admin.env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_url_needs_its_confirmation_and_shows_the_new_url_once() {
+    let admin = Admin::new().await;
+    admin.create_tenant("rot_t").await;
+    let generation = || async {
+        sqlx::query_scalar::<_, i64>("select generation from tenants where customer_ref = 'rot_t'")
+            .fetch_one(&admin.env.owner_pool)
+            .await
+            .unwrap()
+    };
+    let before = generation().await;
+    let session = sign_in(&admin, &admin.full).await;
+    let uri = "/console/tenants/rot_t/rotate-url";
+    let base = ("base", "https://hooks.example.com");
+    let unconfirmed = form(&admin, uri, Some(&session.cookie), &[("csrf", &session.csrf), base], &[]).await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST, "{}", unconfirmed.text);
+    assert_eq!(generation().await, before, "nothing rotated without the confirmation");
+    let fields = [("csrf", session.csrf.as_str()), base, ("confirm", "yes")];
+    let rotated = form(&admin, uri, Some(&session.cookie), &fields, &[]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    assert_eq!(generation().await, before + 1);
+    let shown = admin.get("/v1/tenants/rot_t/webhook-url?base=https://hooks.example.com").await;
+    let url = shown.json["url"].as_str().unwrap();
+    assert!(rotated.text.contains(url), "the page shows the new URL: {}", rotated.text);
+    assert!(admin
+        .audit_of("rot_t")
+        .await
+        .iter()
+        .any(|(who, command, _, _)| who == "admin-token:ops" && command == "tenants rotate-url"));
+    admin.env.cleanup().await;
+}
