@@ -16,6 +16,7 @@ mod procs;
 mod proxy;
 mod raw;
 mod report;
+mod serve;
 mod scenarios;
 mod stack;
 mod stats;

@@ -13,9 +13,19 @@ fn chat(seq: u64) -> String {
 
 /// A `message` webhook body of about `size` bytes whose text starts with `<tag>-<seq>`.
 pub fn webhook_body(tag: &str, seq: u64, size: usize) -> Bytes {
+    body_with_ref(None, tag, seq, size)
+}
+
+/// [`webhook_body`] carrying the top-level `customer_ref` WA Bridges adds to every event by
+/// default: the naive ingest ceiling routes by it, and ingest checks it against the URL.
+pub fn webhook_body_of(customer_ref: &str, tag: &str, seq: u64, size: usize) -> Bytes {
+    body_with_ref(Some(customer_ref), tag, seq, size)
+}
+
+fn body_with_ref(customer_ref: Option<&str>, tag: &str, seq: u64, size: usize) -> Bytes {
     let build = |pad: usize| {
         let number = chat(seq);
-        serde_json::json!({
+        let mut event = serde_json::json!({
             "event": "message",
             "message_id": format!("BENCH{tag}{seq:012}"),
             "contact_id": format!("{number}@s.whatsapp.net"),
@@ -28,8 +38,11 @@ pub fn webhook_body(tag: &str, seq: u64, size: usize) -> Bytes {
             "is_group": false,
             "from_me": false,
             "timestamp": 1_777_180_700
-        })
-        .to_string()
+        });
+        if let Some(r) = customer_ref {
+            event["customer_ref"] = r.into();
+        }
+        event.to_string()
     };
     let base = build(0).len();
     Bytes::from(build(size.saturating_sub(base)))
@@ -76,6 +89,10 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
             assert_eq!(v["body"].as_str().and_then(parse_marker), Some(("e1", 42)));
         }
+        let with_ref = webhook_body_of("bench_t00001", "e1", 42, 600);
+        assert_eq!(with_ref.len(), 600);
+        let v: serde_json::Value = serde_json::from_slice(&with_ref).unwrap_or_default();
+        assert_eq!(v["customer_ref"], "bench_t00001");
         assert_eq!(parse_marker("a-b-7 xx"), Some(("a-b", 7)));
         assert_eq!(parse_marker("nothing"), None);
     }
