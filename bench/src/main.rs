@@ -16,8 +16,8 @@ mod procs;
 mod proxy;
 mod raw;
 mod report;
-mod serve;
 mod scenarios;
+mod serve;
 mod stack;
 mod stats;
 
@@ -79,9 +79,10 @@ enum Scenario {
     Spool,
     Budget,
     Console,
+    Slowbridge,
 }
 
-const ORDER: [Scenario; 8] = [
+const ORDER: [Scenario; 9] = [
     Scenario::Ingest,
     Scenario::E2e,
     Scenario::Noisy,
@@ -90,6 +91,7 @@ const ORDER: [Scenario; 8] = [
     Scenario::Spool,
     Scenario::Budget,
     Scenario::Console,
+    Scenario::Slowbridge,
 ];
 
 fn title(s: Scenario) -> &'static str {
@@ -103,6 +105,7 @@ fn title(s: Scenario) -> &'static str {
         Scenario::Spool => "6. Spool",
         Scenario::Budget => "7. Send budget",
         Scenario::Console => "8. Console pages against the admin API",
+        Scenario::Slowbridge => "9. Slow bridge and a seed-style synchronous handler",
     }
 }
 
@@ -117,6 +120,7 @@ fn key(s: Scenario) -> &'static str {
         Scenario::Spool => "spool",
         Scenario::Budget => "budget",
         Scenario::Console => "console",
+        Scenario::Slowbridge => "slowbridge",
     }
 }
 
@@ -276,6 +280,7 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
         Scenario::Spool => scenarios::spool::run(ctx).await,
         Scenario::Budget => scenarios::budget::run(ctx).await,
         Scenario::Console => scenarios::console::run(ctx).await,
+        Scenario::Slowbridge => scenarios::slowbridge::run(ctx).await,
         Scenario::All => Ok(Section::new("all", "all")),
     };
     match result {

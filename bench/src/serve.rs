@@ -1,11 +1,13 @@
 //! HTTP servers inside the bench process, on the bench's own runtime: the two ceilings of the
-//! ingest scenario (HTTP only; a naive durable ingest publishing on one confirmed channel). They
-//! are baselines, not products: each does the least its role needs and nothing ingest promises on
+//! ingest scenario (HTTP only; a naive durable ingest publishing on one confirmed channel), the
+//! seed-style synchronous handler and the 50 ms bot the worker's `http` bot calls. They are
+//! baselines, not products: each does the least its role needs and nothing ingest promises on
 //! top (no authentication, no spool, no envelope).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -16,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::BasicProperties;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wafleet_shared::topology::INBOUND_EXCHANGE;
@@ -134,4 +137,73 @@ async fn publish_one(channel: &lapin::Channel, body: &[u8]) -> StatusCode {
         Ok(Confirmation::Ack(None)) => StatusCode::OK,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// A bot for the worker's `http` bot: sleeps `delay`, then answers one reply with the message's
+/// text (so the marker reaches the simulator as the echo bot's would).
+pub async fn slow_bot(delay: Duration) -> anyhow::Result<Server> {
+    serve(Arc::new(move |_, body| {
+        Box::pin(async move {
+            let Some(request) = parse(&body) else { return plain(StatusCode::BAD_REQUEST) };
+            tokio::time::sleep(delay).await;
+            let text = request.get("text").and_then(|v| v.as_str()).unwrap_or_default();
+            let answer = serde_json::json!({"replies": [{"text": text}]});
+            (StatusCode::OK, Bytes::from(answer.to_string()))
+        })
+    }))
+    .await
+}
+
+/// Where the seed-style handler sends and what it waits for.
+#[derive(Clone)]
+pub struct Seed {
+    /// The bench database as its owner (the tenant lookup).
+    pub pool: PgPool,
+    /// One client for the simulator, as the raw loop uses.
+    pub http: reqwest::Client,
+    /// Simulator base URL.
+    pub sim_base: String,
+    /// WA Bridges API key.
+    pub api_key: String,
+    /// The bot's run time.
+    pub bot_delay: Duration,
+}
+
+/// The seed-style synchronous handler: per request one tenant lookup in Postgres (the ref from
+/// `/webhook/<ref>/<token>`), the bot's delay, the reply sent to the tenant's bridge at the
+/// simulator, and only then 200. Nothing is durable before the answer: a crash loses the event.
+pub async fn seed_handler(seed: Seed) -> anyhow::Result<Server> {
+    let seed = Arc::new(seed);
+    serve(Arc::new(move |path, body| {
+        let seed = seed.clone();
+        Box::pin(async move { plain(seed_one(&seed, &path, &body).await.unwrap_or(StatusCode::BAD_GATEWAY)) })
+    }))
+    .await
+}
+
+async fn seed_one(seed: &Seed, path: &str, body: &[u8]) -> anyhow::Result<StatusCode> {
+    let Some(customer_ref) = path.strip_prefix("/webhook/").and_then(|rest| rest.split('/').next()) else {
+        return Ok(StatusCode::NOT_FOUND);
+    };
+    let Some(event) = parse(body) else { return Ok(StatusCode::BAD_REQUEST) };
+    let bridge: Option<String> = sqlx::query_scalar("select bridge from tenants where customer_ref = $1")
+        .bind(customer_ref)
+        .fetch_optional(&seed.pool)
+        .await?;
+    let Some(bridge) = bridge else { return Ok(StatusCode::NOT_FOUND) };
+    tokio::time::sleep(seed.bot_delay).await;
+    let chat_id = event.get("chat_id").and_then(|v| v.as_str()).unwrap_or_default();
+    let chat = chat_id.strip_suffix("@s.whatsapp.net").unwrap_or(chat_id);
+    let text = event.get("body").and_then(|v| v.as_str()).unwrap_or_default();
+    let url = format!("{}/api/instances/{bridge}/proxy/send/text", seed.sim_base);
+    let response = seed
+        .http
+        .post(url)
+        .bearer_auth(&seed.api_key)
+        .json(&serde_json::json!({"chat": chat, "body": text}))
+        .send()
+        .await?;
+    let status = response.status();
+    response.bytes().await?;
+    Ok(if status.is_success() { StatusCode::OK } else { StatusCode::BAD_GATEWAY })
 }

@@ -117,6 +117,20 @@ impl Sim {
         Ok(())
     }
 
+    /// Answers every proxy call (sends and status) `delay_ms` late, until changed; `None` clears
+    /// it. A delay-only fault of the simulator: the send is recorded after the delay.
+    pub async fn set_delay(&self, delay_ms: Option<u64>) -> anyhow::Result<()> {
+        let url = format!("{}/_sim/fault", self.base);
+        let r = match delay_ms {
+            Some(ms) => self.http.post(url).json(&serde_json::json!({"status": 0, "delay_ms": ms})).send().await?,
+            None => self.http.delete(url).send().await?,
+        };
+        if !r.status().is_success() {
+            bail!("setting the simulator's delay -> {}", r.status());
+        }
+        Ok(())
+    }
+
     /// Waits until at least `n` sends are recorded; returns the count reached (maybe short
     /// after `timeout`, or when no progress was seen for `stall`).
     pub async fn wait_sends(&self, n: u64, timeout: Duration, stall: Duration) -> anyhow::Result<u64> {

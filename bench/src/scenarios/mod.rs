@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod memory;
 pub mod noisy;
+pub mod slowbridge;
 pub mod spool;
 
 use std::path::PathBuf;
