@@ -207,3 +207,33 @@ async fn seed_one(seed: &Seed, path: &str, body: &[u8]) -> anyhow::Result<Status
     response.bytes().await?;
     Ok(if status.is_success() { StatusCode::OK } else { StatusCode::BAD_GATEWAY })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn post(addr: SocketAddr, body: &'static str) -> (u16, String) {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = http.post(format!("http://{addr}/webhook/x/y")).body(body).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_http_only_ceiling_answers_json_with_200_and_anything_else_with_400() {
+        let server = http_only().await.unwrap();
+        assert_eq!(post(server.addr, r#"{"event":"message"}"#).await, (200, r#"{"ok":true}"#.to_owned()));
+        assert_eq!(post(server.addr, "not json").await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn the_slow_bot_answers_the_message_text_as_its_reply_after_its_delay() {
+        let server = slow_bot(Duration::from_millis(50)).await.unwrap();
+        let started = std::time::Instant::now();
+        let (status, body) = post(server.addr, r#"{"version":1,"text":"sb-7 hello"}"#).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(status, 200);
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["replies"][0]["text"], "sb-7 hello");
+    }
+}
