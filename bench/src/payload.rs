@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use wafleet_shared::envelope::Payload;
 use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, IngestId};
 
 /// The chat number of request `seq` (12 digits, 1:1 chat).
@@ -62,8 +63,10 @@ pub fn envelope(
     body: &[u8],
     received_at: DateTime<Utc>,
 ) -> Vec<u8> {
-    let payload: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-    let provider_message_id = payload.get("message_id").and_then(|v| v.as_str()).map(str::to_owned);
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    let provider_message_id = value.get("message_id").and_then(|v| v.as_str()).map(str::to_owned);
+    // The body's own text, as ingest forwards it.
+    let payload = Payload::from_json_text(String::from_utf8_lossy(body).into_owned()).unwrap_or_else(|_| value.into());
     Envelope::V1(EnvelopeV1 {
         ingest_id: IngestId::new(),
         customer_ref: customer_ref.clone(),

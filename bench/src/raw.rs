@@ -220,8 +220,14 @@ pub async fn raw_e2e(
 
 async fn handle(pool: &PgPool, http: &reqwest::Client, url: &str, api_key: &str, data: &[u8]) -> anyhow::Result<()> {
     let envelope = Envelope::decode(data)?.into_v1();
-    let chat_id = envelope.payload.get("chat_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let text = envelope.payload.get("body").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    // The two fields it needs, read from the payload's text like the worker reads its fields.
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Fields {
+        chat_id: String,
+        body: String,
+    }
+    let Fields { chat_id, body: text } = serde_json::from_str(envelope.payload.json()).unwrap_or_default();
     let chat = chat_id.strip_suffix("@s.whatsapp.net").unwrap_or(&chat_id).to_owned();
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(

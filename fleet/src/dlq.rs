@@ -132,7 +132,7 @@ fn describe(message: &BasicGetMessage, with_body: bool) -> DeadLetter {
         history: header_str(message, HISTORY_HEADER)
             .map(|h| h.lines().map(str::to_owned).collect())
             .unwrap_or_default(),
-        payload: if with_body { envelope.map(|e| e.payload) } else { None },
+        payload: if with_body { envelope.map(|e| e.payload.to_value()) } else { None },
     }
 }
 

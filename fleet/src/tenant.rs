@@ -18,10 +18,12 @@ use crate::error::{Error, InvalidInput, Result};
 mod detail;
 mod id;
 mod roster;
+mod snapshot;
 
 pub use detail::{detail, Limits, TenantDetail};
 pub use id::TenantId;
 pub use roster::{insert, insert_in_account, list, set_status, NewTenant, TenantSummary};
+pub use snapshot::{still_current, TenantSnapshot};
 
 /// The `/proxy/*` path key of a tenant's own bridge. Capability type: only the repository makes
 /// one, from the tenant's row, and the bridge client accepts nothing else.
@@ -284,7 +286,8 @@ pub struct DedupeKey<'a> {
 
 /// The message path's read: the tenant behind `id` checked for use: the ref must name an active tenant whose
 /// generation matches, and open events need an open tenant (there is no fallback tenant), and whether
-/// this event was processed before, in one read-only round trip (plus begin and commit).
+/// this event was processed before, in one read-only round trip (plus begin and commit). A usable
+/// tenant comes back as a [`TenantSnapshot`], which the worker keeps for the tenant's next messages.
 ///
 /// ISOLATION: the row is read in `id`'s own scope and must carry `customer_ref`, the ref of the
 /// queue the message came from; an id that maps to another ref (which cannot happen, since refs
@@ -296,10 +299,10 @@ pub async fn resolve_for_message(
     generation: Generation,
     auth: AuthMode,
     dedupe: DedupeKey<'_>,
-) -> Result<(std::result::Result<Tenant, Rejection>, bool)> {
+) -> Result<(std::result::Result<TenantSnapshot, Rejection>, bool)> {
     let mut tx = db::begin_tenant_read_only(pool, id).await?;
     let row = sqlx::query(&format!(
-        "select {TENANT_COLUMNS}, exists(select 1 from processed_events p where p.tenant_id = $1 and (p.ingest_id = $2 \
+        "select {TENANT_COLUMNS}, xmin::text::bigint as row_version, exists(select 1 from processed_events p where p.tenant_id = $1 and (p.ingest_id = $2 \
          or (p.provider_message_id = $3 and coalesce(p.chat_id, '') = coalesce($4, '') and p.from_me = $5))) as seen \
          from tenants where tenant_id = $1"
     ))
@@ -318,7 +321,8 @@ pub async fn resolve_for_message(
         return Ok((Err(Rejection::UnknownTenant), false));
     }
     let seen: bool = row.try_get("seen")?;
-    Ok((check_usable(tenant, generation, auth), seen))
+    let snapshot = TenantSnapshot::new(tenant, row.try_get("row_version")?);
+    Ok((snapshot.usable_for(generation, auth).map(|_| snapshot), seen))
 }
 
 /// Reads a tenant's own row by ref, whatever its status (operator commands).

@@ -33,11 +33,11 @@ pub async fn accept(
     let routing_key = event.customer_ref().clone();
     // Fixed before the publish, so a spooled copy keeps the same dedupe key.
     let ingest_id = IngestId::new();
+    // One copy of the envelope: the publish reads it, and the spool takes it if the broker fails.
     let body = event.into_envelope(ingest_id, chrono::Utc::now()).to_bytes();
-    let spare = spool.map(|_| body.clone());
 
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(deadline, publisher.publish(&routing_key, Some(ingest_id), body)).await {
+    let outcome = match tokio::time::timeout(deadline, publisher.publish(&routing_key, Some(ingest_id), &body)).await {
         Ok(result) => result,
         Err(_) => Err(PublishError::Deadline),
     };
@@ -54,7 +54,7 @@ pub async fn accept(
         Err(err) => err,
     };
     metrics::counter!(metric::PUBLISH_FAILED_TOTAL, "reason" => err.reason()).increment(1);
-    let (Some(spool), Some(body)) = (spool, spare) else { return Err(Error::BrokerUnavailable(err)) };
+    let Some(spool) = spool else { return Err(Error::BrokerUnavailable(err)) };
     // After a deadline the broker may still confirm the first copy; the spooled copy then
     // arrives as a duplicate, which the worker drops by ingest id. Losing it would be worse.
     // A nack is the tenant's own queue refusing (its length bound, `overflow: reject-publish`):

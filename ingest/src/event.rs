@@ -11,9 +11,6 @@ use wafleet_shared::{AuthMode, CustomerRef, Envelope, EnvelopeV1, Generation, In
 use crate::error::Error;
 use crate::payload::JsonObject;
 
-/// The body key that may name the tenant. Only ever read at the top level.
-pub const REF_KEY: &str = "customer_ref";
-
 /// An authenticated event, ready to be wrapped in an envelope. Its fields are private so that
 /// nothing can change the tenant between verification and publishing.
 #[derive(Debug)]
@@ -48,7 +45,7 @@ impl VerifiedEvent {
     pub fn signed(url_ref: CustomerRef, generation: Generation, payload: JsonObject) -> Result<Self, Error> {
         // ISOLATION: the URL ref is the tenant. A body ref may only confirm it, byte for byte;
         // a different, non-string or null body ref refuses the whole event.
-        match payload.get(REF_KEY) {
+        match payload.customer_ref() {
             None => {}
             Some(Value::String(body_ref)) if body_ref == url_ref.as_str() => {}
             Some(_) => return Err(Error::RefMismatch),
@@ -61,7 +58,7 @@ impl VerifiedEvent {
     pub fn open(payload: JsonObject) -> Result<Self, Dropped> {
         // ISOLATION: on the open route the top-level `customer_ref` is the only tenant source;
         // there is no fallback tenant, so anything else is dropped.
-        let customer_ref = match payload.get(REF_KEY) {
+        let customer_ref = match payload.customer_ref() {
             None => return Err(Dropped::MissingRef),
             Some(Value::String(raw)) => CustomerRef::parse(raw).map_err(|_| Dropped::InvalidRef(log_safe(raw)))?,
             Some(other) => return Err(Dropped::InvalidRef(format!("<{}>", json_type(other)))),
@@ -78,14 +75,8 @@ impl VerifiedEvent {
 
     /// Wraps the event in a v1 envelope under `ingest_id`.
     pub fn into_envelope(self, ingest_id: IngestId, received_at: chrono::DateTime<chrono::Utc>) -> Envelope {
-        let event_type = match self.payload.get("event") {
-            Some(Value::String(event)) => event.clone(),
-            _ => "unknown".to_owned(),
-        };
-        let provider_message_id = match self.payload.get("message_id") {
-            Some(Value::String(id)) => Some(id.clone()),
-            _ => None,
-        };
+        let event_type = self.payload.event().unwrap_or("unknown").to_owned();
+        let provider_message_id = self.payload.message_id().map(str::to_owned);
         Envelope::V1(EnvelopeV1 {
             ingest_id,
             customer_ref: self.customer_ref,
@@ -94,7 +85,7 @@ impl VerifiedEvent {
             received_at,
             event_type,
             provider_message_id,
-            payload: Value::Object(self.payload),
+            payload: self.payload.into_payload(),
         })
     }
 }
@@ -125,10 +116,7 @@ mod tests {
     use super::*;
 
     fn object(value: Value) -> JsonObject {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("not an object"),
-        }
+        crate::payload::parse_object(&serde_json::to_vec(&value).unwrap()).unwrap()
     }
 
     fn cref(raw: &str) -> CustomerRef {

@@ -1,10 +1,14 @@
-//! The queue message contract: one serde-tagged, versioned enum. Add variants, never change old
+//! The queue message contract: one versioned enum, tagged by `"v"`. Add variants, never change old
 //! ones, so old and new workers can run side by side during a rollout.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CustomerRef, Generation, IngestId};
+
+mod payload;
+
+pub use payload::Payload;
 
 /// How ingest authenticated the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,12 +57,12 @@ pub struct EnvelopeV1 {
     pub event_type: String,
     /// The WA Bridges `message_id`, when present.
     pub provider_message_id: Option<String>,
-    /// The webhook body exactly as parsed.
-    pub payload: serde_json::Value,
+    /// The webhook body as ingest received it (its JSON text, byte for byte).
+    pub payload: Payload,
 }
 
-/// Every envelope version. Serialized with a `"v"` tag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Every envelope version. Serialized with a `"v"` tag; read with [`Envelope::decode`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "v")]
 pub enum Envelope {
     /// Version 1.
@@ -85,23 +89,20 @@ impl Envelope {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Decodes a message body, telling unknown versions apart from garbage.
+    /// Decodes a message body, telling unknown versions apart from garbage. The version is read
+    /// first, then the version's own struct: serde's internally tagged enums buffer every field,
+    /// which would turn the payload into a tree (and cannot hold its text at all).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match serde_json::from_slice::<Envelope>(bytes) {
-            Ok(envelope) => Ok(envelope),
-            Err(err) => {
-                #[derive(Deserialize)]
-                struct VersionOnly {
-                    v: serde_json::Value,
-                }
-                match serde_json::from_slice::<VersionOnly>(bytes) {
-                    Ok(VersionOnly { v }) if v != serde_json::Value::String("1".into()) => {
-                        Err(DecodeError::UnknownVersion(v.to_string()))
-                    }
-                    _ => Err(DecodeError::Malformed(err)),
-                }
-            }
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            v: serde_json::Value,
         }
+        match serde_json::from_slice::<VersionOnly>(bytes) {
+            Ok(VersionOnly { v }) if v == serde_json::Value::String("1".into()) => {}
+            Ok(VersionOnly { v }) => return Err(DecodeError::UnknownVersion(v.to_string())),
+            Err(err) => return Err(DecodeError::Malformed(err)),
+        }
+        serde_json::from_slice::<EnvelopeV1>(bytes).map(Envelope::V1).map_err(DecodeError::Malformed)
     }
 
     /// The latest-version view every current consumer works with.
@@ -133,7 +134,7 @@ mod tests {
             received_at: Utc::now(),
             event_type: "message".into(),
             provider_message_id: Some("3EB0".into()),
-            payload: serde_json::json!({"event": "message", "body": "hi"}),
+            payload: serde_json::json!({"event": "message", "body": "hi"}).into(),
         })
     }
 
@@ -165,7 +166,7 @@ mod tests {
         #[test]
         fn any_v1_envelope_round_trips(r in "[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}", body in "\\PC{0,64}", gen in 0u64..i64::MAX as u64, open in any::<bool>()) {
             let mut e = sample(&r).into_v1();
-            e.payload = serde_json::json!({"event": "message", "body": body});
+            e.payload = serde_json::json!({"event": "message", "body": body}).into();
             e.generation = Generation::from_db(gen as i64).unwrap_or(Generation::FIRST);
             e.auth = if open { AuthMode::Open } else { AuthMode::Token };
             let e = Envelope::V1(e);
@@ -181,7 +182,7 @@ mod tests {
             received_ms in 0i64..4_102_444_800_000,
         ) {
             let mut e = sample(&r).into_v1();
-            e.payload = payload;
+            e.payload = payload.into();
             e.event_type = event_type;
             e.provider_message_id = provider_id;
             e.received_at = DateTime::from_timestamp_millis(received_ms).unwrap_or_default();

@@ -17,7 +17,7 @@ pub fn test_envelope(
         received_at,
         event_type: "message".into(),
         provider_message_id: Some(message_id.into()),
-        payload: message_event("15550000077", body, message_id),
+        payload: message_event("15550000077", body, message_id).into(),
     })
 }
 

@@ -1,7 +1,9 @@
 //! Handling of one delivered message, independent of AMQP so it can be tested directly:
-//! check the envelope against its queue, resolve the tenant, dedupe, run the bot in a fresh
-//! scope outside any transaction, then record the event and its replies in one short
-//! transaction. The returned [`Disposition`] tells the consumer what to do with the delivery.
+//! check the envelope against its queue, resolve the tenant (from the row the tenant's last
+//! message read, for the built-in bots; see `tenants`), run the bot in a fresh scope outside any
+//! transaction, then, in one short transaction, check the row still holds and record the event
+//! (its dedupe row) and its replies. The returned [`Disposition`] tells the consumer what to do
+//! with the delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,15 @@ use crate::bots::{BotError, BotFactory, HttpBotClient, InboundMessage, MessageKi
 use wafleet_fleet::db;
 use wafleet_fleet::error::{Error, Result};
 use wafleet_fleet::labels::TenantLabels;
-use wafleet_fleet::tenant::{self, BotKind, Tenant, TenantId};
+use wafleet_fleet::tenant::{self, BotKind, Tenant, TenantId, TenantSnapshot};
 
+mod fields;
 mod retries;
+mod tenants;
+
+use fields::EventFields;
+
+use tenants::{TenantIds, TenantRows};
 
 /// What the consumer must do with a delivery.
 #[derive(Debug, Clone)]
@@ -73,30 +81,7 @@ pub struct Processor {
     labels: Arc<TenantLabels>,
     http_bot: Option<HttpBotClient>,
     tenant_ids: Arc<TenantIds>,
-}
-
-/// Tenant ids by ref, filled on first use, so the message path does not call the cross-tenant
-/// lookup function for every event. Only the id is kept: status, generation, bridge and bot are
-/// read from the tenant's own row for every message.
-///
-/// ISOLATION: caching is sound because a ref names one row forever: refs are unique, are never
-/// reused after offboarding, and tenant rows are never deleted. Unknown refs are not cached, so a
-/// tenant provisioned later is found. The message path still checks that the row it reads carries
-/// the queue's ref ([`tenant::resolve_for_message`]).
-#[derive(Default)]
-struct TenantIds(std::sync::RwLock<std::collections::HashMap<CustomerRef, TenantId>>);
-
-impl TenantIds {
-    async fn get(&self, pool: &PgPool, customer_ref: &CustomerRef) -> Result<Option<TenantId>> {
-        if let Some(id) = self.0.read().ok().and_then(|ids| ids.get(customer_ref).copied()) {
-            return Ok(Some(id));
-        }
-        let Some(meta) = tenant::lookup(pool, customer_ref).await? else { return Ok(None) };
-        if let Ok(mut ids) = self.0.write() {
-            ids.insert(customer_ref.clone(), meta.id);
-        }
-        Ok(Some(meta.id))
-    }
+    tenant_rows: Arc<TenantRows>,
 }
 
 /// Pool timeouts one message rides out (each up to the pool's acquire timeout) before the
@@ -106,36 +91,8 @@ const POOL_TIMEOUT_RETRIES: u32 = 6;
 /// Bound of the health probe that tells a busy pool from a database that is away.
 const POOL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Fields of the webhook payload the worker uses. Everything is optional: WA Bridges documents
-/// few guarantees, and unknown fields are ignored.
-#[derive(Debug, Default)]
-struct EventFields {
-    chat_id: Option<String>,
-    contact_id: Option<String>,
-    body: Option<String>,
-    kind: Option<String>,
-    media_type: Option<String>,
-    from_me: bool,
-    is_group: bool,
-    name: Option<String>,
-}
-
-impl EventFields {
-    fn from_payload(payload: &serde_json::Value) -> Self {
-        let s = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        let b = |k: &str| payload.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        Self {
-            chat_id: s("chat_id"),
-            contact_id: s("contact_id"),
-            body: s("body"),
-            kind: s("type"),
-            media_type: s("media_type").filter(|m| !m.is_empty()),
-            from_me: b("from_me"),
-            is_group: b("is_group"),
-            name: s("name"),
-        }
-    }
-}
+/// Rounds of one message whose tenant row changes while its bot runs, before a later retry.
+const TENANT_CHANGED_ROUNDS: u32 = 3;
 
 /// Why a built-in bot does not see this message, if it does not: the built-in bots answer text
 /// only, and in a group only where the tenant allows it. An http bot receives every message with
@@ -159,7 +116,16 @@ impl Processor {
         bots: Arc<dyn BotFactory>,
         labels: Arc<TenantLabels>,
     ) -> Self {
-        Self { pool, config, outbox_ready, bots, labels, http_bot: None, tenant_ids: Arc::default() }
+        Self {
+            pool,
+            config,
+            outbox_ready,
+            bots,
+            labels,
+            http_bot: None,
+            tenant_ids: Arc::default(),
+            tenant_rows: Arc::default(),
+        }
     }
 
     /// Lends `client` (the worker's one SSRF-guarded client) to every `http` bot run.
@@ -239,10 +205,47 @@ impl Processor {
         }
     }
 
-    /// Processes the envelope; `Ok(Some(failure))` asks for a later retry.
+    /// Processes the envelope; `Ok(Some(failure))` asks for a later retry. The tenant's row
+    /// comes from the last message's read when there is one; if it changed before the record
+    /// commits, the message goes round again with a fresh read (the bot runs again).
     #[tracing::instrument(skip_all, fields(tenant = %envelope.customer_ref, ingest_id = %envelope.ingest_id))]
     async fn process(&self, envelope: EnvelopeV1, label: &str) -> Result<Option<Failure>> {
         let fields = EventFields::from_payload(&envelope.payload);
+        for round in 0..TENANT_CHANGED_ROUNDS {
+            let Some((snapshot, tenant)) = self.tenant_for(&envelope, &fields, round == 0).await? else {
+                return Ok(None);
+            };
+            let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields, label).await {
+                Ok(done) => done,
+                Err(failure) => return Ok(Some(failure)),
+            };
+            if self.record(&snapshot, &envelope, &fields, outcome, &replies, label).await? {
+                return Ok(None);
+            }
+            self.tenant_rows.forget(&envelope.customer_ref);
+            debug!(round, "tenant row changed while the bot ran; processing again");
+        }
+        // The row changed under every round: a later retry reads it once things settle.
+        Ok(Some(Failure::Serialization))
+    }
+
+    /// The tenant to run the message with, and the row it was read from; `None` when the message
+    /// is dropped (no usable tenant) or skipped (a duplicate seen before the bot runs).
+    async fn tenant_for(
+        &self,
+        envelope: &EnvelopeV1,
+        fields: &EventFields,
+        remembered: bool,
+    ) -> Result<Option<(Arc<TenantSnapshot>, Tenant)>> {
+        if remembered {
+            if let Some(snapshot) = self.tenant_rows.get(&envelope.customer_ref) {
+                // A refusal by a remembered row is not trusted: the row may have changed since
+                // (a rotated URL), so it is read again below.
+                if let Ok(tenant) = snapshot.usable_for(envelope.generation, envelope.auth) {
+                    return Ok(Some((snapshot, tenant)));
+                }
+            }
+        }
         let resolved = match self.tenant_ids.get(&self.pool, &envelope.customer_ref).await? {
             None => (Err(tenant::Rejection::UnknownTenant), false),
             Some(id) => {
@@ -263,26 +266,33 @@ impl Processor {
                 .await?
             }
         };
-        let tenant = match resolved {
-            (Ok(t), false) => t,
+        match resolved {
+            (Ok(snapshot), false) => {
+                let snapshot = Arc::new(snapshot);
+                self.tenant_rows.keep(&snapshot);
+                // Checked by the read just made; a refusal here cannot happen and drops the message.
+                match snapshot.usable_for(envelope.generation, envelope.auth) {
+                    Ok(tenant) => Ok(Some((snapshot, tenant))),
+                    Err(rejection) => Ok(self.drop_message(rejection)),
+                }
+            }
             (Ok(_), true) => {
                 debug!("duplicate event; skipping");
                 metrics::counter!(crate::metric::WORKER_DUPLICATES_TOTAL).increment(1);
-                return Ok(None);
+                Ok(None)
             }
             (Err(rejection), _) => {
-                // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
-                warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
-                metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => rejection.as_str()).increment(1);
-                return Ok(None);
+                self.tenant_rows.forget(&envelope.customer_ref);
+                Ok(self.drop_message(rejection))
             }
-        };
-        let tenant_id = tenant.id();
-        let (outcome, replies) = match self.run_bot_if_due(tenant, &envelope, &fields, label).await {
-            Ok(done) => done,
-            Err(failure) => return Ok(Some(failure)),
-        };
-        self.record(tenant_id, &envelope, &fields, outcome, &replies, label).await.map(|()| None)
+        }
+    }
+
+    fn drop_message<T>(&self, rejection: tenant::Rejection) -> Option<T> {
+        // ISOLATION: no fallback tenant, ever. The message is dropped, warned and counted.
+        warn!(reason = rejection.as_str(), "dropping message: no usable tenant");
+        metrics::counter!(crate::metric::WORKER_DROPPED_TOTAL, "reason" => rejection.as_str()).increment(1);
+        None
     }
 
     async fn run_bot_if_due(
@@ -364,15 +374,18 @@ impl Processor {
 
     // layout: the message path's one transaction (dedupe row, log, every reply, bridge state, echo
     // settlement) reads top to bottom in commit order; pieces would each need the open transaction.
+    /// Records the message and its replies; `false` (nothing written) when the tenant's row is
+    /// no longer the one the bot ran with.
     async fn record(
         &self,
-        tenant: TenantId,
+        snapshot: &TenantSnapshot,
         envelope: &EnvelopeV1,
         fields: &EventFields,
         outcome: &str,
         replies: &[Reply],
         label: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let tenant = snapshot.tenant().id();
         let chat = fields.chat_id.as_deref().map(reply_chat);
         // ISOLATION: `reply.chat` is set only by the http bot of a tenant that allows other
         // chats; either way the reply leaves on this tenant's own bridge.
@@ -384,6 +397,10 @@ impl Processor {
             Utc::now() + chrono::Duration::from_std(self.config.reply_ttl).unwrap_or(chrono::Duration::hours(1));
         let traceparent = wafleet_shared::trace::current_traceparent();
         let mut tx = db::begin_tenant(&self.pool, tenant).await?;
+        if !tenant::still_current(&mut tx, snapshot).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         let event = outbox::InboundRecord {
             ingest_id: envelope.ingest_id.as_uuid(),
             event_type: &envelope.event_type,
@@ -398,7 +415,7 @@ impl Processor {
         if !outbox::insert_with_event(&mut tx, tenant, &event, &queued).await? {
             tx.rollback().await?;
             metrics::counter!(crate::metric::WORKER_DUPLICATES_TOTAL).increment(1);
-            return Ok(());
+            return Ok(true);
         }
         self.update_bridge_state(&mut tx, tenant, envelope).await?;
         if envelope.event_type == "message" && fields.from_me {
@@ -418,7 +435,7 @@ impl Processor {
         if !replies.is_empty() {
             self.outbox_ready.notify_one();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `connected` / `disconnected` update the tenant's bridge state, last writer wins by

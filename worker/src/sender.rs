@@ -14,28 +14,28 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::ConnectOptions as _;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::error;
 use tracing::Instrument as _;
-use tracing::{error, warn};
 
 use wafleet_fleet::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
-use wafleet_fleet::bridge_client::SendOutcome;
-use wafleet_fleet::budget::{self, Bucket, BudgetConfig};
+use wafleet_fleet::budget::{self, BudgetConfig};
 use wafleet_fleet::clock::{Clock, DatabaseClock};
 use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
 use wafleet_fleet::labels::TenantLabels;
 use wafleet_fleet::outbox::{self, ClaimLease, ClaimedRow, Pick};
-use wafleet_fleet::tenant::{Tenant, TenantStatus};
+use wafleet_fleet::tenant::TenantStatus;
 
 mod loops;
 mod recheck;
+mod settle;
+
+use settle::{Claimed, Unsettled};
 
 /// Settings of the sender.
 #[derive(Clone, Debug)]
@@ -140,20 +140,6 @@ pub struct Sender {
     lease_stop: CancellationToken,
 }
 
-struct Claimed {
-    outbox_id: i64,
-    tenant: Tenant,
-    chat: String,
-    body: String,
-    attempts: i32,
-}
-
-/// When a retried reply comes due again.
-enum RetryAt {
-    At(DateTime<Utc>),
-    After(Duration),
-}
-
 impl Sender {
     /// A sender on `pool` sending for the accounts of `accounts`; `wake` is notified when
     /// replies are queued. Uses the database's clock.
@@ -243,209 +229,130 @@ impl Sender {
         Ok(step)
     }
 
-    /// Picks, claims and sends the next reply of `account`, if its budget allows.
+    /// Picks, claims and sends the next reply of `account`, if its budget allows, and writes the
+    /// outcome (tests drive the sender with this; the lanes write each outcome with their next
+    /// pick instead).
     pub async fn send_next(&self, account: &AccountRuntime) -> Result<Step> {
+        let mut unsettled = None;
+        let step = self.lane_step(account, &mut unsettled).await;
+        if let Some(unsettled) = unsettled {
+            self.settle_alone(unsettled).await;
+        }
+        step
+    }
+
+    /// One step of a send lane: writes the outcome of the lane's last send (`unsettled`, taken
+    /// once written) and picks, claims and sends the next reply in the same transaction, so a
+    /// busy lane commits once per reply. The next send's outcome is left in `unsettled`. On an
+    /// error nothing was written and `unsettled` is kept for the next step.
+    async fn lane_step(&self, account: &AccountRuntime, unsettled: &mut Option<Unsettled>) -> Result<Step> {
         let claimed_by = match &self.lease {
             // Without a live lease a claim could be taken for a crashed one and its tenant's
             // next reply sent alongside it: wait for the lease (the database is likely away).
             Some(lease) => match lease.token() {
                 Some(token) => Some(token),
-                None => return Ok(Step::Idle(Some(Duration::from_millis(200)))),
+                None => {
+                    if let Some(unsettled) = unsettled.take() {
+                        self.settle_alone(unsettled).await;
+                    }
+                    return Ok(Step::Idle(Some(Duration::from_millis(200))));
+                }
             },
             None => None,
         };
-        let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
+        let (undo, settled) = match unsettled.as_ref() {
+            Some(last) => {
+                let label = self.settle_in(&mut tx, last).await?;
+                db::mark_undo_point(&mut tx).await?;
+                (db::Undo::ToUndoPoint, Some(label))
+            }
+            None => (db::Undo::All, None),
+        };
+        let next = self.pick_and_claim(tx, account, claimed_by, undo).await?;
+        // The transaction has ended, committing the last outcome whatever the pick did.
+        if let (Some(last), Some(label)) = (unsettled.take(), settled) {
+            self.settled(&last, label);
+        }
+        let (claimed, traceparent) = match next {
+            Ok(granted) => granted,
+            Err(step) => return Ok(step),
+        };
+        // The send joins the trace of the message that produced the reply.
+        let span = tracing::info_span!("send", tenant = %claimed.tenant.customer_ref(), outbox_id = claimed.outbox_id, otel.kind = "client");
+        wafleet_shared::trace::set_parent_from_traceparent(&span, traceparent.as_deref());
+        let outcome =
+            account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).instrument(span).await;
+        *unsettled = Some(self.unsettled(account, claimed, outcome).await);
+        Ok(Step::Sent)
+    }
+
+    /// Runs the fair scheduler of `account` in `tx`, claims the reply it grants and takes the
+    /// egress token, and ends `tx`: committed with a claimed reply (and its trace context), or
+    /// undone as `undo` says with the step to report.
+    async fn pick_and_claim(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        account: &AccountRuntime,
+        claimed_by: Option<i32>,
+        undo: db::Undo,
+    ) -> Result<std::result::Result<(Claimed, Option<String>), Step>> {
+        let now = self.clock.now();
         // An idle or waiting pick changed nothing but the bucket's refill, which the next pick
-        // recomputes from the same stored state: rolling back gives the same tokens later and
+        // recomputes from the same stored state: undoing it gives the same tokens later and
         // spares a WAL flush while the bucket row is locked (idle lanes woken by new replies
         // otherwise queue durable commits in front of the picks that send).
         let (outbox_id, tenant_id) = match outbox::pick(&mut tx, account, now).await? {
             Pick::Idle(hint) => {
-                tx.rollback().await?;
-                return Ok(Step::Idle(hint));
+                db::end_undone(tx, undo).await?;
+                return Ok(Err(Step::Idle(hint)));
             }
             Pick::Wait(wait) => {
-                tx.rollback().await?;
-                if let Ok(mut waited) = self.waited.lock() {
-                    *waited.entry(account.id).or_default() += wait;
-                }
-                return Ok(Step::Wait(wait));
+                db::end_undone(tx, undo).await?;
+                self.note_wait(account, wait);
+                return Ok(Err(Step::Wait(wait)));
             }
             Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, tenant_id),
         };
         let Some(ClaimedRow { chat, body, attempts, traceparent, tenant }) =
             outbox::claim(&mut tx, tenant_id, outbox_id, now, claimed_by).await?
         else {
-            // Another replica claimed it, or it expired meanwhile: the rollback returns the token.
-            tx.rollback().await?;
-            return Ok(Step::Skipped);
+            // Another replica claimed it, or it expired meanwhile: undoing returns the token.
+            db::end_undone(tx, undo).await?;
+            return Ok(Err(Step::Skipped));
         };
         let tenant = match tenant {
             Some(t) if t.status() == TenantStatus::Active && t.account_id() == account.id => t,
             Some(t) if t.account_id() != account.id => {
-                tx.rollback().await?;
+                db::end_undone(tx, undo).await?;
                 error!(tenant = %t.customer_ref(), account = %account.name, "scheduler picked a reply of another account; not sending");
                 metrics::counter!(crate::metric::SENDER_ACCOUNT_MISMATCH_TOTAL).increment(1);
-                return Ok(Step::Skipped);
+                return Ok(Err(Step::Skipped));
             }
             // Disabled or gone: housekeeping cancels the row without spending a token.
             _ => {
-                tx.rollback().await?;
-                return Ok(Step::Skipped);
+                db::end_undone(tx, undo).await?;
+                return Ok(Err(Step::Skipped));
             }
         };
         // The egress group's token last, so the group's row (shared by every account behind
         // the same IP) is locked only until this commit. A refusal returns the account's token
-        // and the claim with one rollback.
-        if let budget::Take::Wait(wait) = budget::egress::take_and_end(&self.pool, tx, account, now).await? {
-            if let Ok(mut waited) = self.waited.lock() {
-                *waited.entry(account.id).or_default() += wait;
-            }
-            return Ok(Step::Wait(wait));
+        // and the claim with the same undo.
+        if let budget::Take::Wait(wait) = budget::egress::take_and_end(&self.pool, tx, account, now, undo).await? {
+            self.note_wait(account, wait);
+            return Ok(Err(Step::Wait(wait)));
         }
         let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
         metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
             .record(waited.as_secs_f64());
-        let claimed = Claimed { outbox_id, tenant, chat, body, attempts };
-        // The send joins the trace of the message that produced the reply.
-        let span =
-            tracing::info_span!("send", tenant = %claimed.tenant.customer_ref(), outbox_id, otel.kind = "client");
-        wafleet_shared::trace::set_parent_from_traceparent(&span, traceparent.as_deref());
-        let outcome =
-            account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).instrument(span).await;
-        self.record_outcome(account, &claimed, outcome).await;
-        Ok(Step::Sent)
+        Ok(Ok((Claimed { outbox_id, tenant, chat, body, attempts }, traceparent)))
     }
 
-    /// Writes the outcome; while Postgres is down the result is kept and the write retried, so
-    /// an outage alone never turns a sent reply into `unknown`.
-    async fn record_outcome(&self, account: &AccountRuntime, claimed: &Claimed, outcome: SendOutcome) {
-        let retry_at = match &outcome {
-            SendOutcome::Retry { status: Some(429), retry_after } => {
-                // The whole account pauses, for every replica; this reply comes due with it.
-                let pause = budget::pause(
-                    &self.pool,
-                    account,
-                    Bucket::Proxy,
-                    retry_after.map(Duration::from_secs),
-                    self.clock.now(),
-                )
-                .await;
-                Some(match pause {
-                    Ok(until) => RetryAt::At(until),
-                    Err(e) => {
-                        warn!(error = %e, "could not store the 429 pause; backing off this reply only");
-                        RetryAt::After(self.backoff(claimed.attempts))
-                    }
-                })
-            }
-            SendOutcome::Retry { .. } => Some(RetryAt::After(self.backoff(claimed.attempts))),
-            _ => None,
-        };
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.try_record(claimed, &outcome, retry_at.as_ref()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, outbox_id = claimed.outbox_id, "could not record send outcome; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+    fn note_wait(&self, account: &AccountRuntime, wait: Duration) {
+        if let Ok(mut waited) = self.waited.lock() {
+            *waited.entry(account.id).or_default() += wait;
         }
     }
-
-    async fn try_record(&self, claimed: &Claimed, outcome: &SendOutcome, retry_at: Option<&RetryAt>) -> Result<()> {
-        let tenant_id = claimed.tenant.id();
-        let now = self.clock.now();
-        let mut tx = db::begin_tenant(&self.pool, tenant_id).await?;
-        let label: &'static str = match outcome {
-            SendOutcome::Sent { message_id } => {
-                let updated =
-                    outbox::mark_sent(&mut tx, tenant_id, claimed.outbox_id, message_id.as_deref(), now).await?;
-                // Nothing to log if the row is gone (the contact was erased meanwhile).
-                if updated > 0 {
-                    sqlx::query(
-                    "insert into message_log (tenant_id, direction, event_type, chat_id, body) values ($1, 'out', 'message', $2, $3)",
-                )
-                .bind(tenant_id.get())
-                .bind(&claimed.chat)
-                .bind(&claimed.body)
-                .execute(&mut *tx)
-                .await?;
-                }
-                "sent"
-            }
-            SendOutcome::Retry { status, .. } => {
-                let (at, after_ms) = match retry_at {
-                    Some(RetryAt::At(at)) => (Some(*at), 0.0),
-                    Some(RetryAt::After(d)) => (None, d.as_millis() as f64),
-                    None => (None, 0.0),
-                };
-                let error = status.map_or_else(|| "connect error".to_owned(), |s| format!("http {s}"));
-                outbox::mark_retry(&mut tx, tenant_id, claimed.outbox_id, at, now, after_ms, &error).await?;
-                "retry"
-            }
-            SendOutcome::Unavailable { status } => {
-                if outbox::echo_already_seen(&mut tx, tenant_id, claimed.outbox_id).await? {
-                    finish(&mut tx, claimed, "sent", "reconciled from the bridge's from_me echo").await?;
-                    "sent"
-                } else {
-                    let error = format!("http {status}: resent after the from_me echo window unless its echo arrives");
-                    outbox::await_echo(&mut tx, tenant_id, claimed.outbox_id, now, self.config.echo_window, &error)
-                        .await?;
-                    "retry"
-                }
-            }
-            SendOutcome::NotConnected => {
-                wafleet_fleet::bridge_recheck::record_disconnected(&mut tx, tenant_id).await?;
-                outbox::mark_retry(&mut tx, tenant_id, claimed.outbox_id, None, now, 0.0, "bridge not connected; held")
-                    .await?;
-                "held"
-            }
-            SendOutcome::Unknown { reason } => {
-                // The bridge's from_me echo may have been processed already (it can overtake
-                // this response): then the reply did arrive.
-                if outbox::echo_already_seen(&mut tx, tenant_id, claimed.outbox_id).await? {
-                    finish(&mut tx, claimed, "sent", "reconciled from the bridge's from_me echo").await?;
-                    "sent"
-                } else {
-                    finish(&mut tx, claimed, "unknown", reason).await?;
-                    "unknown"
-                }
-            }
-            SendOutcome::Failed { status } => {
-                finish(&mut tx, claimed, "failed", &format!("http {status}")).await?;
-                "failed"
-            }
-        };
-        tx.commit().await?;
-        let tenant = claimed.tenant.customer_ref().to_string();
-        let tenant_label = self.labels.label(claimed.tenant.customer_ref());
-        metrics::counter!(crate::metric::SENDER_SENDS_TOTAL, "outcome" => label, "tenant" => tenant_label).increment(1);
-        if label != "sent" {
-            warn!(tenant = %tenant, outbox_id = claimed.outbox_id, outcome = label, "send did not complete");
-        }
-        Ok(())
-    }
-
-    fn backoff(&self, attempts: i32) -> Duration {
-        let base = Duration::from_millis(500u64.saturating_mul(1u64 << attempts.clamp(0, 10) as u32));
-        let capped = base.min(self.config.max_backoff);
-        // Full jitter spreads replicas and tenants that failed together.
-        let jitter = rand::rng().random_range(0.5..=1.0);
-        capped.mul_f64(jitter)
-    }
-}
-
-async fn finish(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    claimed: &Claimed,
-    state: &str,
-    error: &str,
-) -> Result<()> {
-    outbox::finish(tx, claimed.tenant.id(), claimed.outbox_id, state, error).await
 }
 
 #[cfg(test)]

@@ -15,16 +15,18 @@ use sqlx::{PgPool, Postgres, Row as _, Transaction};
 
 use super::{millis, EgressBucket, Take};
 use crate::accounts::{AccountId, AccountRuntime};
+use crate::db;
 use crate::error::Result;
 
 /// Takes `account`'s group token inside `tx`, after its own token and whatever else `tx` holds
-/// (a claimed reply), and ends `tx`: commits on a grant; on a refusal rolls back, which returns
-/// the account's token and the claim, and records the wait.
+/// (a claimed reply), and ends `tx`: commits on a grant; on a refusal undoes what `undo` says
+/// (which returns the account's token and the claim) and records the wait.
 pub async fn take_and_end(
     pool: &PgPool,
     mut tx: Transaction<'static, Postgres>,
     account: &AccountRuntime,
     now: Option<DateTime<Utc>>,
+    undo: db::Undo,
 ) -> Result<Take> {
     match take_in(&mut tx, &account.egress, account.id, now).await? {
         Take::Granted(tokens) => {
@@ -32,7 +34,7 @@ pub async fn take_and_end(
             Ok(Take::Granted(tokens))
         }
         Take::Wait(wait) => {
-            tx.rollback().await?;
+            db::end_undone(tx, undo).await?;
             note_waiting(pool, &account.egress, account.id, &account.name, now).await?;
             Ok(Take::Wait(wait))
         }

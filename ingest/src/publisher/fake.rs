@@ -74,13 +74,13 @@ impl FakePublisher {
 
 #[async_trait]
 impl Publisher for FakePublisher {
-    async fn publish(&self, routing_key: &CustomerRef, _: Option<IngestId>, body: Vec<u8>) -> Result<(), PublishError> {
+    async fn publish(&self, routing_key: &CustomerRef, _: Option<IngestId>, body: &[u8]) -> Result<(), PublishError> {
         match self.mode() {
             FakeMode::Accept => {
                 self.published
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push((routing_key.clone(), body));
+                    .push((routing_key.clone(), body.to_vec()));
                 Ok(())
             }
             FakeMode::Fail => Err(PublishError::Nack),

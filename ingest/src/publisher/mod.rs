@@ -61,7 +61,7 @@ pub trait Publisher: Send + Sync + 'static {
         &self,
         routing_key: &CustomerRef,
         ingest_id: Option<IngestId>,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> Result<(), PublishError>;
 
     /// True when a publish can be expected to succeed: connected, and `wa.inbound` exists.

@@ -44,8 +44,9 @@ async fn receive_webhook(
     let (customer_ref, generation) = auth::authenticate(&state.keyring, uri.path(), &url_ref, &token)?;
     tracing::Span::current().record("tenant", customer_ref.as_str());
     body::require_json(&headers)?;
-    let bytes = body::read(&headers, request_body, state.body_limits).await?;
-    let object = payload::parse_object(&bytes)?;
+    // The body's bytes are dropped once checked: the event keeps its own copy of the text, and
+    // a request waiting for its confirm should not hold two.
+    let object = payload::parse_object(&body::read(&headers, request_body, state.body_limits).await?)?;
     let event = VerifiedEvent::signed(customer_ref, generation, object)?;
     accept(state.publisher.as_ref(), state.spool.as_ref(), event, state.publish_timeout).await?;
     metrics::histogram!(metric::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -64,8 +65,7 @@ async fn receive_open_webhook(
         return Err(Error::OpenDisabled);
     }
     body::require_json(&headers)?;
-    let bytes = body::read(&headers, request_body, state.body_limits).await?;
-    let object = payload::parse_object(&bytes)?;
+    let object = payload::parse_object(&body::read(&headers, request_body, state.body_limits).await?)?;
     // ISOLATION: on this route the body's top-level customer_ref is the only tenant source.
     let event = match VerifiedEvent::open(object) {
         Ok(event) => event,

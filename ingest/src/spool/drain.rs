@@ -141,7 +141,7 @@ async fn publish_batch(
             };
             // ISOLATION: the routing key is the ref stored with the record, which
             // `read_envelopes` checked against the envelope's own ref.
-            match tokio::time::timeout(publish_timeout, publisher.publish(customer_ref, None, body)).await {
+            match tokio::time::timeout(publish_timeout, publisher.publish(customer_ref, None, &body)).await {
                 Ok(Ok(())) => Outcome::Acked,
                 Ok(Err(err)) => classify(&err),
                 Err(_) => classify(&PublishError::Deadline),

@@ -29,7 +29,7 @@ fn envelope(customer_ref: &str, n: u64) -> Vec<u8> {
         received_at: chrono::Utc::now(),
         event_type: "message".into(),
         provider_message_id: None,
-        payload: serde_json::json!({ "n": n }),
+        payload: serde_json::json!({ "n": n }).into(),
     })
     .to_bytes()
 }

@@ -24,7 +24,7 @@ impl Publisher for GatedPublisher {
         &self,
         _: &CustomerRef,
         _: Option<wafleet_shared::IngestId>,
-        _: Vec<u8>,
+        _: &[u8],
     ) -> Result<(), PublishError> {
         self.entered.notify_one();
         self.gate.notified().await;

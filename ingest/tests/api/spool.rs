@@ -216,13 +216,13 @@ impl Publisher for SelectivePublisher {
         &self,
         routing_key: &CustomerRef,
         _: Option<wafleet_shared::IngestId>,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> Result<(), PublishError> {
         let refused = self.refused.lock().unwrap().as_ref().is_none_or(|keys| keys.contains(routing_key.as_str()));
         if refused {
             return Err(PublishError::Nack);
         }
-        self.published.lock().unwrap().push((routing_key.clone(), body));
+        self.published.lock().unwrap().push((routing_key.clone(), body.to_vec()));
         Ok(())
     }
 

@@ -157,7 +157,7 @@ fn envelope(customer_ref: &str, provider_id: &str) -> (IngestId, Vec<u8>) {
         received_at: chrono::Utc::now(),
         event_type: "message".into(),
         provider_message_id: Some(provider_id.into()),
-        payload: json!({"event": "message"}),
+        payload: json!({"event": "message"}).into(),
     })
     .to_bytes();
     (ingest_id, bytes)

@@ -101,7 +101,7 @@ fn envelope(customer_ref: &str) -> Vec<u8> {
         received_at: chrono::Utc::now(),
         event_type: "message".into(),
         provider_message_id: Some("BU-1".into()),
-        payload: message_event("15550008001", "permissions", "BU-1"),
+        payload: message_event("15550008001", "permissions", "BU-1").into(),
     })
     .to_bytes()
 }

@@ -119,8 +119,43 @@ async fn tenant_disabled_before_processing_gets_no_reply_and_is_counted() {
     env.cleanup().await;
 }
 
+/// The worker keeps a tenant's row between messages (built-in bots) and checks it is unchanged
+/// when it records: a disable committed since stops the next message, and a rotated URL's new
+/// generation is accepted (the kept row knew only the old one) while the old one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_provider_message_posted_twice_runs_the_bot_once_and_sends_once() {
+async fn a_tenant_row_the_worker_keeps_is_never_trusted_past_a_change() {
+    let env = TestEnv::new().await.unwrap();
+    let old_url = env.add_tenant("kept", "kept").await.unwrap();
+    let kept = wafleet_shared::CustomerRef::parse("kept").unwrap();
+    let event = |body: &str, id: &str| message_event("15550000420", body, id);
+    let set_status = |status| wafleet_fleet::service::set_status(&env.admin_pool, &kept, status);
+    assert_eq!(post_json(&old_url, &event("first", "KEPT-1")).await, 200);
+    env.sim.wait_for_sends("kept", 1, Duration::from_secs(20)).await;
+
+    set_status(wafleet_fleet::tenant::TenantStatus::Disabled).await.unwrap();
+    let dropped = |reason: &'static str| move || counter_value("wafleet_worker_dropped_total", &[("reason", reason)]);
+    let (disabled, mismatched) = (dropped("disabled"), dropped("generation_mismatch"));
+    let before = disabled();
+    assert_eq!(post_json(&old_url, &event("while disabled", "KEPT-2")).await, 200);
+    wait_until(Duration::from_secs(20), || async { disabled() > before }).await.expect("dropped as disabled");
+
+    set_status(wafleet_fleet::tenant::TenantStatus::Active).await.unwrap();
+    let out = env.wafleet(&["tenants", "rotate-url", "kept", "--base", &env.ingest_url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new_url = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_owned();
+    assert_eq!(post_json(&new_url, &event("after rotation", "KEPT-3")).await, 200);
+    env.sim.wait_for_sends("kept", 2, Duration::from_secs(20)).await;
+    let before = mismatched();
+    assert_eq!(post_json(&old_url, &event("via the old url", "KEPT-4")).await, 200);
+    wait_until(Duration::from_secs(20), || async { mismatched() > before }).await.expect("dropped as rotated");
+
+    let bodies: Vec<String> = env.sim.sends_for("kept").into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies, ["first", "after rotation"]);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_provider_message_posted_twice_is_recorded_once_and_sent_once() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("dup", "dup").await.unwrap();
     for _ in 0..3 {

@@ -54,8 +54,9 @@ proptest! {
     fn whenever_ingest_accepts_a_body_every_json_reader_sees_the_same_tenant(bytes in body()) {
         if let Ok(object) = parse_object(&bytes) {
             let other: Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(object.get("customer_ref"), other.get("customer_ref"));
-            prop_assert_eq!(&Value::Object(object), &other);
+            prop_assert_eq!(object.customer_ref(), other.get("customer_ref"));
+            // What ingest forwards is the body's own text, which reads as the same object.
+            prop_assert_eq!(object.into_payload().to_value(), other);
         }
     }
 

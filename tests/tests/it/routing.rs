@@ -26,7 +26,7 @@ async fn envelope_naming_another_tenant_is_quarantined_and_never_processed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redelivered_envelope_runs_the_bot_once_and_sends_once() {
+async fn redelivered_envelope_is_recorded_once_and_sent_once() {
     let env = TestEnv::new().await.unwrap();
     env.add_tenant("redo", "redo").await.unwrap();
     let bytes = envelope_for("redo", "only once", "R1").to_bytes();

@@ -83,10 +83,12 @@ impl Sender {
         stop: CancellationToken,
     ) {
         let mut failures = 0u32;
+        // The outcome of the lane's last send, written with its next pick.
+        let mut unsettled = None;
         while !stop.is_cancelled() {
             // Mark wakes seen before looking, so one that arrives meanwhile is not lost.
             tick.borrow_and_update();
-            let (wait, wakeable) = match self.send_next(&account).await {
+            let (wait, wakeable) = match self.lane_step(&account, &mut unsettled).await {
                 Ok(Step::Sent | Step::Skipped) => {
                     failures = 0;
                     continue;
@@ -106,10 +108,13 @@ impl Sender {
                 }
             };
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 r = tick.changed(), if wakeable => if r.is_err() { tokio::time::sleep(wait).await },
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        if let Some(unsettled) = unsettled {
+            self.settle_alone(unsettled).await;
         }
     }
 
