@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use wafleet_shared::topology::QueueType;
 
 use super::{load_backlog, med, ratio, show, Ctx};
+use crate::charts::{self, LoadPoint};
 use crate::env::{register_bridges, BenchEnv, BenchTenant, API_KEY};
 use crate::load::{open_loop, uniform, Arrival, BodyFn, Target};
 use crate::payload::webhook_body;
@@ -201,9 +202,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let owner = env.owner_pool(10).await?;
     prepare_raw_tables(&owner).await?;
     let backlog = if ctx.quick { 400 } else { 4000 };
-    let queues: Vec<(String, String)> = tenants
+    let queues: Vec<(String, Option<String>)> = tenants
         .iter()
-        .map(|t| (wafleet_shared::topology::tenant_queue(&t.customer_ref), t.customer_ref.as_str().to_owned()))
+        .map(|t| (wafleet_shared::topology::tenant_queue(&t.customer_ref), Some(t.customer_ref.as_str().to_owned())))
         .collect();
     let limits =
         RawLoop { sim_base: sim.base.clone(), api_key: API_KEY.into(), queues, prefetch: 8, per_queue: 4, total: 64 };
@@ -278,6 +279,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     if saturation.is_finite() {
         ctx.shared.e2e_saturation = Some(saturation);
     }
+    let mut load_points = Vec::new();
     for fraction in [0.5, 0.8] {
         let rate = fraction * saturation;
         if !rate.is_finite() || rate <= 0.0 {
@@ -285,6 +287,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         }
         let (mut p50, mut p95, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut missing, mut errors, mut lag) = (0, 0, 0.0f64);
+        let mut all = Latencies::new();
         for rep in 0..ctx.reps() {
             let tag = format!("l{}r{rep}", (fraction * 100.0) as u32);
             let run = open_e2e(&sim, addr, &tenants, uniform(rate, dur, TENANTS), &tag).await?;
@@ -293,6 +296,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
             p95.extend(l.percentile_ms(95.0));
             p99.extend(l.percentile_ms(99.0));
             p999.extend(l.percentile_ms(99.9));
+            all.extend(&l);
             missing += run.missing;
             errors += run.errors;
             lag = lag.max(run.lag_ms);
@@ -314,6 +318,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
              worst dispatcher lag {lag:.1} ms",
             fraction * 100.0
         ));
+        load_points.push(LoadPoint { offered: rate, latencies: all });
+    }
+    let title = "End-to-end latency against offered load (webhook → reply at the simulator)";
+    match charts::latency_vs_load(&ctx.charts_dir, "e2e-latency", title, &mut load_points) {
+        Ok(files) => section.notes.push(format!("Chart and samples of the load points: {files}")),
+        Err(e) => section.notes.push(format!("e2e latency chart not written: {e:#}")),
     }
     worker.stop(Duration::from_secs(15)).await?;
     ingest.stop(Duration::from_secs(15)).await?;

@@ -145,6 +145,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         section.notes.push(format!(
             "{size} B open loop: {errors} non-200 answers; worst dispatcher lag {lag:.1} ms (latency counts from the due time)"
         ));
+        if size == 600 {
+            super::ingest_sweep::sweep(ctx, &env, &tenants, &target, saturation, size, &mut section).await?;
+        }
     }
 
     let cpu = ingest.cpu_seconds().unwrap_or(0.0) - cpu_before;
