@@ -26,7 +26,7 @@ pub async fn sweep(
     size: usize,
     section: &mut Section,
 ) -> anyhow::Result<()> {
-    let dur = ctx.secs(10.0, 1.5);
+    let dur = ctx.secs(10.0, 1.0);
     let mut points = Vec::new();
     for fraction in POINTS {
         let rate = fraction * saturation;

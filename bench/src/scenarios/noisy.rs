@@ -78,7 +78,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     // What one tenant can drain through the worker (4 in flight) and what the FIFO loop drains
     // (64 in flight on one queue), both in this run: the noisy tenant offers twice the larger,
     // so both its own queue and the shared queue must back up.
-    let count = if ctx.quick { 300 } else { 3000 };
+    let count = if ctx.quick { 200 } else { 3000 };
     let (one_tenant, _, _) = worker_drain(ctx, &env, &sim, &tenants[NOISY..=NOISY], count, "cap").await?;
     let fifo_rate = fifo_drain_rate(&rig, count).await?;
     let noisy_rate = 2.0 * one_tenant.max(fifo_rate);
@@ -86,8 +86,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let r = (0.25 * one_tenant / QUIET as f64).min(1.0);
     let quiet_only: Vec<f64> = std::iter::once(0.0).chain(std::iter::repeat_n(r, QUIET)).collect();
     let with_noisy: Vec<f64> = std::iter::once(noisy_rate).chain(std::iter::repeat_n(r, QUIET)).collect();
-    let dur = ctx.secs(20.0, 5.0);
-    let wait = dur + ctx.secs(60.0, 20.0);
+    let dur = ctx.secs(20.0, 3.0);
+    let wait = dur + ctx.secs(60.0, 15.0);
 
     let (mut alone, mut worker, mut shared) = (Tally::default(), Tally::default(), Tally::default());
     for rep in 0..ctx.reps() {
