@@ -166,8 +166,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
          ({one_tenant:.0}/s, a backlog of {count} in one tenant queue) and the FIFO loop's drain rate ({fifo_rate:.0}/s, \
          {count} in the shared queue), both measured in this run; quiet tenants {r:.2}/s each ({:.1}/s together). \
          {:.0} s open-loop runs through ingest; per repeat: quiet alone, then with the noisy tenant through the worker, \
-         then through the FIFO queue (worker stopped), {} repeats. After each noisy run the tenant queues are purged \
-         and pending replies cancelled; `bench.fifo` exists only during its run. A quiet event without a reply after \
+         then through the FIFO queue (worker stopped, tenant queues unbound from `wa.inbound` so each message \
+         is stored once), {} repeats. After each noisy run the tenant queues are purged and pending replies \
+         cancelled; `bench.fifo` exists only during its run. A quiet event without a reply after \
          the wait ({:.0} s after the load began) counts with the time waited.",
         r * QUIET as f64,
         dur.as_secs_f64(),

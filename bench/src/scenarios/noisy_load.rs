@@ -139,12 +139,11 @@ pub async fn offer(
     }
 }
 
-/// [`offer`] with the shared FIFO queue declared and the raw loop draining it; afterwards the
-/// queue is deleted and the copies the tenant queues received are purged (the worker is stopped
-/// meanwhile, or it would drain those copies too).
+/// [`offer`] with the tenants routed into the shared FIFO queue and the raw loop draining it
+/// (the worker stopped); afterwards the tenants are routed back and their queues purged.
 pub async fn offer_fifo(rig: &Rig<'_>, arrivals: Vec<Arrival>, tag: &str, wait: Duration) -> anyhow::Result<MixedRun> {
     let refs: Vec<_> = rig.tenants.iter().map(|t| &t.customer_ref).collect();
-    fifo::declare(&rig.env.amqp_url, &refs, QueueType::Quorum).await?;
+    fifo::route_to_fifo(&rig.env.amqp_url, &refs, QueueType::Quorum).await?;
     let stop = CancellationToken::new();
     let (amqp, pool, limits, until) =
         (rig.env.amqp_url.clone(), rig.owner.clone(), fifo::limits(&rig.sim.base, API_KEY), stop.clone());
@@ -153,7 +152,7 @@ pub async fn offer_fifo(rig: &Rig<'_>, arrivals: Vec<Arrival>, tag: &str, wait: 
     let run = offer(rig, Drain::Fifo, arrivals, tag, wait).await;
     stop.cancel();
     let consumed = consumer.await.context("the FIFO consumer panicked")?;
-    fifo::delete(&rig.env.amqp_url).await?;
+    fifo::route_to_tenants(&rig.env.amqp_url, &refs).await?;
     rig.env.purge(rig.tenants).await?;
     consumed.context("the FIFO consumer failed")?;
     run
@@ -172,13 +171,13 @@ pub async fn reset(rig: &Rig<'_>) -> anyhow::Result<()> {
 /// FIFO queue (no worker running): the rate the noisy tenant must exceed for that queue to back up.
 pub async fn fifo_drain_rate(rig: &Rig<'_>, count: usize) -> anyhow::Result<f64> {
     let refs: Vec<_> = rig.tenants.iter().map(|t| &t.customer_ref).collect();
-    fifo::declare(&rig.env.amqp_url, &refs, QueueType::Quorum).await?;
+    fifo::route_to_fifo(&rig.env.amqp_url, &refs, QueueType::Quorum).await?;
     load_backlog(rig.env, &rig.tenants[NOISY..=NOISY], count, "fcap").await?;
     rig.sim.clear().await?;
     let limits = fifo::limits(&rig.sim.base, API_KEY);
     let timeout = Duration::from_secs_f64((count as f64 / 20.0).max(60.0));
     let drained = raw_e2e(&rig.env.amqp_url, rig.owner, &limits, count, timeout).await;
-    fifo::delete(&rig.env.amqp_url).await?;
+    fifo::route_to_tenants(&rig.env.amqp_url, &refs).await?;
     rig.env.purge(rig.tenants).await?;
     let mut times = drained?;
     middle_rate(&mut times).context("too few FIFO completions to measure a rate")
