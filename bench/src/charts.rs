@@ -201,7 +201,9 @@ fn ratio_rows(markdown: &str) -> Vec<RatioRow> {
         let target = cells[4].trim();
         let op = target.chars().next().filter(|c| *c == '≥' || *c == '≤');
         let (Some(op), Some(ratio)) = (op, times(cells[3])) else { continue };
-        let Some(bound) = times(target.trim_start_matches(['≥', '≤', ' '])) else { continue };
+        // The whole target must be the bound: `≤ 2× alone + 10 ms` is not a ratio target.
+        let bound = target.trim_start_matches(['≥', '≤', ' ']).strip_suffix('×').and_then(|b| b.parse().ok());
+        let Some(bound) = bound else { continue };
         let metric: String = cells[0].trim_start_matches("| ").chars().take(70).collect();
         rows.push(RatioRow {
             label: format!("{block}: {metric}"),
@@ -273,6 +275,7 @@ mod tests {
                   | Metric | Value | Ceiling | Ratio | Target | |\n\
                   | accepts/s | 1/s | 2/s | 0.50× | ≥ 0.80× | FAIL |\n\
                   | p99 | 6 ms | p50 |  | ≤ 10 ms, no errors | PASS |\n\
+                  | noisy | 9 ms | 4 ms | 2.25× | ≤ 2× alone + 10 ms = 18 ms | PASS |\n\
                   <!-- bench:console:begin -->\n\
                   | page | 2 ms | 1 ms | 1.07× | ≤ 2.0× | PASS |\n\
                   | fleet | 2/s | 3/s | 0.79× (0.70–0.85, n=3) | ≥ 0.70× | PASS |\n";
