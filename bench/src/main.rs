@@ -9,7 +9,9 @@
 //! cargo run --release -p wafleet-bench -- --quick all    # smoke test (≈ 2 min), not for targets
 //! ```
 
+mod charts;
 mod env;
+mod fifo;
 mod load;
 mod payload;
 mod procs;
@@ -294,6 +296,27 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
     }
 }
 
+/// `--out`, or BENCHMARKS.md at the root (a quick run: `BENCHMARKS.quick.md` in the work directory).
+fn results_path(cli: &Cli, root: &Path, work_dir: &Path) -> PathBuf {
+    cli.out.clone().unwrap_or_else(|| {
+        if cli.quick {
+            work_dir.join("BENCHMARKS.quick.md")
+        } else {
+            root.join("BENCHMARKS.md")
+        }
+    })
+}
+
+/// Draws every ratio the results file `out` now holds (earlier runs of other scenarios
+/// included) against its target; a chart that cannot be drawn is reported, not fatal.
+fn draw_ratios(dir: &Path, out: &Path) {
+    let ratios = std::fs::read_to_string(out).map_err(anyhow::Error::from);
+    match ratios.and_then(|text| charts::ratios(dir, &text)) {
+        Ok(files) => eprintln!("[bench] ratio chart: {files}"),
+        Err(e) => eprintln!("[bench] ratio chart not written: {e:#}"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -315,19 +338,14 @@ async fn main() -> anyhow::Result<()> {
     let work_dir = root.join("target").join("bench");
     std::fs::create_dir_all(&work_dir)?;
     let bins = stack::Bins::in_dir(&bin_dir, work_dir.clone())?;
-    let out = cli.out.clone().unwrap_or_else(|| {
-        if cli.quick {
-            work_dir.join("BENCHMARKS.quick.md")
-        } else {
-            root.join("BENCHMARKS.md")
-        }
-    });
+    let out = results_path(&cli, &root, &work_dir);
     let mut ctx = Ctx {
         quick: cli.quick,
         bins,
         services: env::Services::from_env(),
         repo: root.clone(),
         shared: Default::default(),
+        charts_dir: charts::dir_for(&root, &out),
     };
     let wanted: Vec<Scenario> = if cli.scenarios.is_empty() || cli.scenarios.contains(&Scenario::All) {
         ORDER.to_vec()
@@ -361,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
     let total = started.elapsed().as_secs_f64();
     let env_block = format!("{env_block}| Wall time of the run | {:.1} min |\n", total / 60.0);
     report::write_block(&out, "env", &env_block)?;
+    draw_ratios(&ctx.charts_dir, &out);
     // Leave nothing behind: the scenarios tear down, this catches an interrupted one.
     if let Ok(m) = env::Mgmt::new(&ctx.services.rabbit_api) {
         let _ = m.delete_vhost(env::BENCH_NAME, &ctx.services.amqp_url()).await;

@@ -16,6 +16,7 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use wafleet_shared::topology::INBOUND_EXCHANGE;
 use wafleet_shared::Envelope;
 
@@ -136,8 +137,9 @@ pub struct RawLoop {
     pub sim_base: String,
     /// API key for the simulator.
     pub api_key: String,
-    /// `(queue, bridge)` pairs to consume.
-    pub queues: Vec<(String, String)>,
+    /// `(queue, bridge)` pairs to consume; no bridge: each message's own tenant's (a queue shared
+    /// by tenants, whose bridge keys are their refs as the bench registers them).
+    pub queues: Vec<(String, Option<String>)>,
     /// Unacked messages per queue.
     pub prefetch: u16,
     /// Concurrent messages per queue.
@@ -156,6 +158,21 @@ pub async fn raw_e2e(
     expected: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<f64>> {
+    raw_loop(amqp_url, pool, limits, expected, timeout, CancellationToken::new()).await
+}
+
+/// [`raw_e2e`] that also ends, without an error, when `stop` is cancelled (a consumer running
+/// beside an open-loop load for as long as the caller needs it).
+// layout: one consume loop with its permits, spawned handlers and completion count; splitting
+// it would pass the channel, semaphores and consumers between functions.
+pub async fn raw_loop(
+    amqp_url: &str,
+    pool: &PgPool,
+    limits: &RawLoop,
+    expected: usize,
+    timeout: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<f64>> {
     let connection = wafleet_shared::amqp::connect(amqp_url, "wafleet-bench-raw-loop").await?;
     let channel = connection.create_channel().await?;
     channel.basic_qos(limits.prefetch, BasicQosOptions { global: false }).await?;
@@ -170,7 +187,7 @@ pub async fn raw_e2e(
             channel.basic_consume(queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
         let per_queue = Arc::new(Semaphore::new(limits.per_queue));
         let (global, pool, http, done_tx) = (global.clone(), pool.clone(), http.clone(), done_tx.clone());
-        let url = format!("{}/api/instances/{bridge}/proxy/send/text", limits.sim_base);
+        let (sim_base, bridge) = (limits.sim_base.clone(), bridge.clone());
         let api_key = limits.api_key.clone();
         consumers.push(tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
@@ -178,11 +195,12 @@ pub async fn raw_e2e(
                 else {
                     return;
                 };
-                let (pool, http, done_tx, url, api_key) =
-                    (pool.clone(), http.clone(), done_tx.clone(), url.clone(), api_key.clone());
+                let (pool, http, done_tx, sim_base, bridge, api_key) =
+                    (pool.clone(), http.clone(), done_tx.clone(), sim_base.clone(), bridge.clone(), api_key.clone());
                 tokio::spawn(async move {
                     let _permits = (p1, p2);
-                    let result = handle(&pool, &http, &url, &api_key, &delivery.data).await;
+                    let send = Send { sim_base: &sim_base, bridge: bridge.as_deref(), api_key: &api_key };
+                    let result = handle(&pool, &http, &send, &delivery.data).await;
                     let result = match result {
                         Ok(()) => delivery
                             .acker
@@ -199,10 +217,19 @@ pub async fn raw_e2e(
     }
     drop(done_tx);
     let deadline = started + timeout;
-    let mut times = Vec::with_capacity(expected);
+    // `expected` may be unbounded (a consumer stopped by its token).
+    let mut times = Vec::with_capacity(expected.min(1 << 16));
     let mut errors = 0usize;
+    let mut stopped = false;
     while times.len() < expected {
-        match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline.into(), done_rx.recv()) => next,
+            () = stop.cancelled() => {
+                stopped = true;
+                break;
+            }
+        };
+        match next {
             Ok(Some(Ok(t))) => times.push(t),
             Ok(Some(Err(_))) => errors += 1,
             Ok(None) | Err(_) => break,
@@ -212,14 +239,24 @@ pub async fn raw_e2e(
         c.abort();
     }
     let _ = connection.close(200, "done").await;
-    if times.len() < expected {
+    if times.len() < expected && !stopped {
         bail!("raw loop finished {} of {expected} messages ({errors} errors) within {timeout:?}", times.len());
     }
     Ok(times)
 }
 
-async fn handle(pool: &PgPool, http: &reqwest::Client, url: &str, api_key: &str, data: &[u8]) -> anyhow::Result<()> {
+/// Where one reply goes.
+struct Send<'a> {
+    sim_base: &'a str,
+    /// The queue's bridge, or none for the envelope's tenant's.
+    bridge: Option<&'a str>,
+    api_key: &'a str,
+}
+
+async fn handle(pool: &PgPool, http: &reqwest::Client, send: &Send<'_>, data: &[u8]) -> anyhow::Result<()> {
     let envelope = Envelope::decode(data)?.into_v1();
+    let bridge = send.bridge.unwrap_or(envelope.customer_ref.as_str());
+    let url = format!("{}/api/instances/{bridge}/proxy/send/text", send.sim_base);
     // The two fields it needs, read from the payload's text like the worker reads its fields.
     #[derive(serde::Deserialize, Default)]
     #[serde(default)]
@@ -253,7 +290,7 @@ async fn handle(pool: &PgPool, http: &reqwest::Client, url: &str, api_key: &str,
     }
     tx.commit().await?;
     let response =
-        http.post(url).bearer_auth(api_key).json(&serde_json::json!({"chat": chat, "body": text})).send().await?;
+        http.post(url).bearer_auth(send.api_key).json(&serde_json::json!({"chat": chat, "body": text})).send().await?;
     if !response.status().is_success() {
         bail!("raw send -> {}", response.status());
     }

@@ -72,9 +72,9 @@ impl Latencies {
         self.sorted = false;
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.samples.len()
+    /// The samples, µs, in no particular order.
+    pub fn samples_us(&self) -> &[u64] {
+        &self.samples
     }
 
     /// The `p`-th percentile (nearest rank, 0 < p ≤ 100) in milliseconds.

@@ -1,15 +1,18 @@
-//! Reading a webhook body: content type first, then the bytes under a size limit and a deadline.
+//! Reading a webhook body: content type first, then room among the bodies in flight, then the
+//! bytes under a size limit and a deadline.
 //!
-//! This module owns the 415, 413 and 408 answers. It must only be called after authentication,
+//! This module owns the 415, 413, 408 and "busy" 503 answers. It must only be called after authentication,
 //! so an unauthenticated caller never makes ingest read (or wait for) a body, and it must not
 //! parse or log what it reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 
@@ -21,6 +24,39 @@ pub struct BodyLimits {
     /// Time allowed to receive the whole body.
     pub timeout: Duration,
 }
+
+/// Room for the webhook bodies handled at once (`WAFLEET_BODY_BYTES_IN_FLIGHT`), counted in KiB.
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl InFlight {
+    /// Room for `bytes` of bodies at once.
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
+        Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
+    }
+
+    /// KiB free now (for tests and metrics).
+    pub fn free_kib(&self) -> usize {
+        self.kib.available_permits()
+    }
+
+    async fn reserve(&self, bytes: usize, wait: Duration) -> Result<Room, Error> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
+        match tokio::time::timeout(wait, Arc::clone(&self.kib).acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(Room(permit)),
+            // The semaphore is never closed; treat it like waiting too long.
+            Ok(Err(_)) | Err(_) => Err(Error::Busy),
+        }
+    }
+}
+
+/// A body's share of [`InFlight`], given back when the request's answer is ready.
+#[derive(Debug)]
+pub struct Room(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Accepts exactly one `Content-Type` whose media type is `application/json` (any case,
 /// parameters such as `charset` allowed).
@@ -39,14 +75,31 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Error> {
 }
 
 /// Reads the whole body, refusing more than `limits.max_bytes` and anything slower than
-/// `limits.timeout`.
-pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, Error> {
+/// `limits.timeout`, with room for it in `in_flight`: a declared length is reserved before the
+/// first byte is read; a body without one (chunked) is read first and then reserved by its size,
+/// so a slow chunked sender holds no room while it trickles. Waiting for room longer than
+/// `limits.timeout` is refused as busy. The returned [`Room`] is held until the request is
+/// answered.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+    in_flight: &InFlight,
+) -> Result<(Bytes, Room), Error> {
     // A declared length over the limit is refused without reading a byte.
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_bytes as u64) {
         return Err(Error::PayloadTooLarge);
     }
+    let busy = |e: Error| {
+        tracing::warn!("webhook bodies in flight fill WAFLEET_BODY_BYTES_IN_FLIGHT; answering 503");
+        e
+    };
+    let room = match declared {
+        Some(len) => Some(in_flight.reserve(len as usize, limits.timeout).await.map_err(busy)?),
+        None => None,
+    };
     // Limited also covers chunked bodies and lying Content-Length headers.
     let limited = Limited::new(body, limits.max_bytes);
     let collected = tokio::time::timeout(limits.timeout, limited.collect()).await.map_err(|_| Error::BodyTimeout)?;
@@ -54,7 +107,11 @@ pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result
         Ok(collected) => {
             let bytes = collected.to_bytes();
             metrics::counter!(crate::metric::BYTES_TOTAL).increment(bytes.len() as u64);
-            Ok(bytes)
+            let room = match room {
+                Some(room) => room,
+                None => in_flight.reserve(bytes.len(), limits.timeout).await.map_err(busy)?,
+            };
+            Ok((bytes, room))
         }
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Error::PayloadTooLarge),
         Err(err) => Err(Error::BodyRead(err)),

@@ -29,6 +29,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:9080";
 /// Default body limit: WA Bridges events are small; 256 KiB leaves room for long texts.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 262_144;
+/// Default of `WAFLEET_BODY_BYTES_IN_FLIGHT`: 16 MiB.
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 16 * 1024 * 1024;
 /// Default time allowed to read a body.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(5_000);
 /// Default deadline for publish plus confirm. WA Bridges gives up after 10 s (§8.2).
@@ -74,6 +76,9 @@ pub struct IngestArgs {
     /// Larger bodies get 413.
     #[arg(long, env = "WAFLEET_BODY_LIMIT_BYTES", default_value = "262144")]
     pub body_limit_bytes: String,
+    /// Webhook bodies handled at once (bytes); a request waits for room, then gets 503.
+    #[arg(long, env = "WAFLEET_BODY_BYTES_IN_FLIGHT", default_value = "16777216")]
+    pub body_bytes_in_flight: String,
     /// A body that takes longer (milliseconds) gets 408.
     #[arg(long, env = "WAFLEET_BODY_TIMEOUT_MS", default_value = "5000")]
     pub body_timeout_ms: String,
@@ -186,6 +191,7 @@ impl IngestArgs {
             "WAFLEET_OPEN_WEBHOOK" => &self.open_webhook,
             "WAFLEET_BODY_LIMIT_BYTES" => &self.body_limit_bytes,
             "WAFLEET_BODY_TIMEOUT_MS" => &self.body_timeout_ms,
+            "WAFLEET_BODY_BYTES_IN_FLIGHT" => &self.body_bytes_in_flight,
             "WAFLEET_HEADER_TIMEOUT_MS" => &self.header_timeout_ms,
             "WAFLEET_MAX_CONNECTIONS" => &self.max_connections,
             "WAFLEET_PUBLISH_TIMEOUT_MS" => &self.publish_timeout_ms,
@@ -224,6 +230,11 @@ pub struct Config {
     pub body_limit_bytes: usize,
     /// `WAFLEET_BODY_TIMEOUT_MS` (default 5000): a body not fully read by then gets 408.
     pub body_timeout: Duration,
+    /// `WAFLEET_BODY_BYTES_IN_FLIGHT` (default 16 MiB, at least `WAFLEET_BODY_LIMIT_BYTES`): the
+    /// webhook bodies being handled at once, by declared length (reserved before reading) or, for
+    /// a body without one, by its size once read, so memory stays bounded whatever the connection
+    /// count. A request waits for room up to `WAFLEET_BODY_TIMEOUT_MS`, then gets 503.
+    pub body_bytes_in_flight: usize,
     /// `WAFLEET_HEADER_TIMEOUT_MS` (default 5000): a client must send its request headers within
     /// this time (slowloris on headers).
     pub header_timeout: Duration,
@@ -266,6 +277,7 @@ impl Config {
             keyring: Arc::new(keyring),
             open_webhook: false,
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            body_bytes_in_flight: DEFAULT_BODY_BYTES_IN_FLIGHT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             header_timeout: Duration::from_secs(5),
             max_connections: 4096,
@@ -317,6 +329,7 @@ impl Config {
             config.body_limit_bytes = usize::try_from(limit)
                 .map_err(|_| Error::Config { var: "WAFLEET_BODY_LIMIT_BYTES", reason: "is too large" })?;
         }
+        config.body_bytes_in_flight = parse_in_flight(&lookup, config.body_limit_bytes)?;
         if let Some(ms) = parse_positive(&lookup, "WAFLEET_BODY_TIMEOUT_MS")? {
             config.body_timeout = Duration::from_millis(ms);
         }
@@ -413,6 +426,20 @@ fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Re
         "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
         _ => Err(Error::Config { var, reason: "must be true or false" }),
     }
+}
+
+/// `WAFLEET_BODY_BYTES_IN_FLIGHT`, which must hold at least one body of the allowed size.
+fn parse_in_flight(lookup: &impl Fn(&str) -> Option<String>, body_limit: usize) -> Result<usize, Error> {
+    let var = "WAFLEET_BODY_BYTES_IN_FLIGHT";
+    let bytes = match parse_positive(lookup, var)? {
+        Some(bytes) => usize::try_from(bytes).map_err(|_| Error::Config { var, reason: "is too large" })?,
+        None => DEFAULT_BODY_BYTES_IN_FLIGHT,
+    };
+    if bytes < body_limit {
+        // Otherwise a body of the allowed size could never be read.
+        return Err(Error::Config { var, reason: "must be at least WAFLEET_BODY_LIMIT_BYTES" });
+    }
+    Ok(bytes)
 }
 
 fn parse_positive(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<u64>, Error> {

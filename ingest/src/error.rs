@@ -55,6 +55,10 @@ pub enum Error {
     /// The body was not fully received within `WAFLEET_BODY_TIMEOUT_MS`.
     #[error("body read timed out")]
     BodyTimeout,
+    /// Bodies already being handled fill `WAFLEET_BODY_BYTES_IN_FLIGHT` and none finished within
+    /// `WAFLEET_BODY_TIMEOUT_MS`.
+    #[error("too many body bytes in flight")]
+    Busy,
     /// The body stream failed (client went away mid-body).
     #[error("body could not be read")]
     BodyRead(#[source] axum::BoxError),
@@ -126,9 +130,11 @@ impl Error {
             }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BrokerUnavailable(_) | Error::SpoolFull | Error::TenantShareFull | Error::SpoolFailed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Busy
+            | Error::BrokerUnavailable(_)
+            | Error::SpoolFull
+            | Error::TenantShareFull
+            | Error::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config { .. }
             | Error::AmqpUrl(_)
             | Error::Keyring(_)
@@ -149,6 +155,7 @@ impl Error {
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PayloadTooLarge => "payload_too_large",
             Error::BodyTimeout => "body_timeout",
+            Error::Busy => "busy",
             Error::BodyRead(_) => "body_read",
             Error::InvalidUtf8 => "invalid_utf8",
             Error::InvalidJson => "invalid_json",
@@ -173,6 +180,7 @@ impl Error {
             Error::UnsupportedMediaType => "content type must be application/json",
             Error::PayloadTooLarge => "payload too large",
             Error::BodyTimeout => "body read timed out",
+            Error::Busy => "ingest busy; retry later",
             Error::BodyRead(_) => "body could not be read",
             Error::InvalidUtf8 => "body is not valid UTF-8",
             Error::InvalidJson => "body is not valid JSON",

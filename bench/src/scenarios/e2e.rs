@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use wafleet_shared::topology::QueueType;
 
 use super::{load_backlog, med, ratio, show, Ctx};
+use crate::charts::{self, LoadPoint};
 use crate::env::{register_bridges, BenchEnv, BenchTenant, API_KEY};
 use crate::load::{open_loop, uniform, Arrival, BodyFn, Target};
 use crate::payload::webhook_body;
@@ -53,6 +54,22 @@ pub async fn worker_drain(
     }
     let mut times: Vec<f64> = sim.sends().await?.iter().map(|s| s.at.timestamp_micros() as f64 / 1e6).collect();
     Ok((middle_rate(&mut times).context("too few replies to measure a rate")?, cpu, processing_rate(env, since).await?))
+}
+
+/// The transactions-per-event row: the change of `xact_commit + xact_rollback` of the bench
+/// database over the worker's first drain (its start and stop included), per event.
+fn xacts_row(worker: Option<f64>, raw: Option<f64>) -> Row {
+    let show = |x: Option<f64>| x.map_or_else(|| "not counted (quick mode)".to_owned(), |x| format!("{x:.2}"));
+    Row {
+        metric: "Postgres transactions per event, worker drain (commits + rollbacks, autocommit statements, the \
+                 worker's start and stop included)"
+            .into(),
+        value: show(worker),
+        ceiling: format!("raw loop: {}", show(raw)),
+        ratio: String::new(),
+        target: "≤ 2.0".into(),
+        verdict: worker.map_or(Verdict::Info, |x| Verdict::from_bool(x <= 2.0)),
+    }
 }
 
 /// Committed plus rolled-back transactions of the bench database so far. Backends flush their
@@ -201,9 +218,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let owner = env.owner_pool(10).await?;
     prepare_raw_tables(&owner).await?;
     let backlog = if ctx.quick { 400 } else { 4000 };
-    let queues: Vec<(String, String)> = tenants
+    let queues: Vec<(String, Option<String>)> = tenants
         .iter()
-        .map(|t| (wafleet_shared::topology::tenant_queue(&t.customer_ref), t.customer_ref.as_str().to_owned()))
+        .map(|t| (wafleet_shared::topology::tenant_queue(&t.customer_ref), Some(t.customer_ref.as_str().to_owned())))
         .collect();
     let limits =
         RawLoop { sim_base: sim.base.clone(), api_key: API_KEY.into(), queues, prefetch: 8, per_queue: 4, total: 64 };
@@ -212,8 +229,13 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let mut processing = Vec::new();
     let mut ceiling = Vec::new();
     let mut cpu_notes = Vec::new();
+    // Postgres transactions per event (first repeat of a full run): the worker's, the raw loop's.
+    let (mut worker_xacts, mut raw_xacts) = (None, None);
     for rep in 0..ctx.reps() {
         let (rate, cpu, processed) = worker_drain(ctx, &env, &sim, &tenants, backlog, &format!("w{rep}")).await?;
+        if cpu.transactions > 0.0 {
+            worker_xacts = Some(cpu.transactions / backlog as f64);
+        }
         product.push(rate);
         processing.extend(processed);
         cpu_notes.push(format!("worker drain {rep}: {}", cpu_line(&cpu, backlog, &["worker", "sim"])));
@@ -225,6 +247,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         let mut times = raw_e2e(&env.amqp_url, &owner, &limits, backlog, timeout).await?;
         let mut cpu = CpuSnapshot::take(&[sim.proc.pid()]).since(&before);
         cpu.transactions = transactions(&env, !ctx.quick && rep == 0).await? - xacts_before;
+        if cpu.transactions > 0.0 {
+            raw_xacts = Some(cpu.transactions / backlog as f64);
+        }
         cpu_notes.push(format!("raw loop {rep} (runs in the bench process): {}", cpu_line(&cpu, backlog, &["sim"])));
         ceiling.extend(middle_rate(&mut times));
     }
@@ -246,6 +271,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         target: "—".into(),
         verdict: Verdict::Info,
     });
+    section.rows.push(xacts_row(worker_xacts, raw_xacts));
     section.notes.extend(cpu_notes);
     let drain_rate = med(&p);
 
@@ -278,6 +304,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     if saturation.is_finite() {
         ctx.shared.e2e_saturation = Some(saturation);
     }
+    let mut load_points = Vec::new();
     for fraction in [0.5, 0.8] {
         let rate = fraction * saturation;
         if !rate.is_finite() || rate <= 0.0 {
@@ -285,6 +312,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         }
         let (mut p50, mut p95, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut missing, mut errors, mut lag) = (0, 0, 0.0f64);
+        let mut all = Latencies::new();
         for rep in 0..ctx.reps() {
             let tag = format!("l{}r{rep}", (fraction * 100.0) as u32);
             let run = open_e2e(&sim, addr, &tenants, uniform(rate, dur, TENANTS), &tag).await?;
@@ -293,6 +321,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
             p95.extend(l.percentile_ms(95.0));
             p99.extend(l.percentile_ms(99.0));
             p999.extend(l.percentile_ms(99.9));
+            all.extend(&l);
             missing += run.missing;
             errors += run.errors;
             lag = lag.max(run.lag_ms);
@@ -314,6 +343,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
              worst dispatcher lag {lag:.1} ms",
             fraction * 100.0
         ));
+        load_points.push(LoadPoint { offered: rate, latencies: all });
+    }
+    let title = "End-to-end latency against offered load (webhook → reply at the simulator)";
+    match charts::latency_vs_load(&ctx.charts_dir, "e2e-latency", title, &mut load_points) {
+        Ok(files) => section.notes.push(format!("Chart and samples of the load points: {files}")),
+        Err(e) => section.notes.push(format!("e2e latency chart not written: {e:#}")),
     }
     worker.stop(Duration::from_secs(15)).await?;
     ingest.stop(Duration::from_secs(15)).await?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use wafleet_shared::topology::QueueType;
 
-use super::{load_backlog, med, mib, ratio, show, Ctx};
+use super::{load_backlog, med, mib, show, Ctx};
 use crate::env::{register_bridges, BenchEnv, BENCH_NAME};
 use crate::procs::Mem;
 use crate::report::{Row, Section, Verdict};
@@ -32,19 +32,15 @@ pub struct FleetPoint {
     pub consumers: usize,
     /// Replies per second while draining (active tenants only).
     pub rate: Option<Summary>,
-    /// Replies per second with every tenant active (small fleets only, a fairer baseline).
-    pub rate_all_active: Option<Summary>,
     /// Worker memory when idle after start.
     pub idle: Mem,
     /// Worker memory after the drains (VmHWM = peak).
     pub after: Mem,
     /// What went wrong, if something did.
     pub problem: Option<String>,
-    /// Why this point replaces the one the issue asked for, if it does.
-    pub substitute: Option<String>,
 }
 
-/// Measures one fleet size; `start_timeout` bounds the worker start.
+/// Measures one fleet size with 10% of its tenants active; `start_timeout` bounds the worker start.
 pub async fn measure(
     ctx: &Ctx,
     tenants: usize,
@@ -53,8 +49,21 @@ pub async fn measure(
     reps: usize,
     start_timeout: Duration,
 ) -> anyhow::Result<FleetPoint> {
+    let active = (tenants / 10).max(1);
+    measure_active(ctx, (tenants, active), queue_type, backlog, reps, start_timeout).await
+}
+
+/// Measures `(tenants, active)`: a fleet of `tenants` of which `active` get the backlog.
+pub async fn measure_active(
+    ctx: &Ctx,
+    (tenants, active): (usize, usize),
+    queue_type: QueueType,
+    backlog: usize,
+    reps: usize,
+    start_timeout: Duration,
+) -> anyhow::Result<FleetPoint> {
     let env = BenchEnv::recreate(&ctx.services).await?;
-    let result = measure_in(ctx, &env, tenants, queue_type, backlog, reps, start_timeout).await;
+    let result = measure_in(ctx, &env, (tenants, active), queue_type, backlog, reps, start_timeout).await;
     let cleanup = env.teardown().await;
     let mut point = result?;
     if let Err(e) = cleanup {
@@ -88,7 +97,7 @@ pub async fn quorum_capacity(ctx: &Ctx) -> anyhow::Result<(usize, u64)> {
 async fn measure_in(
     ctx: &Ctx,
     env: &BenchEnv,
-    n: usize,
+    (n, active): (usize, usize),
     queue_type: QueueType,
     backlog: usize,
     reps: usize,
@@ -106,7 +115,6 @@ async fn measure_in(
     let queues = env.mgmt.queue_count(BENCH_NAME).await.unwrap_or(0);
     let tenant_queues = 2 * n;
     let mem_per_queue = (!ctx.quick).then(|| (mem_after as f64 - mem_before as f64) / tenant_queues as f64);
-    let active = (n / 10).max(1);
     let sim = Sim::start(&ctx.bins, &["--unlimited"], &[]).await?;
     register_bridges(&sim.base, &all[..active]).await?;
     let mut point = FleetPoint {
@@ -118,11 +126,9 @@ async fn measure_in(
         start: None,
         consumers: 0,
         rate: None,
-        rate_all_active: None,
         idle: Mem::default(),
         after: Mem::default(),
         problem: None,
-        substitute: None,
     };
     let started = start_worker(&ctx.bins, env, &sim.base, &ctx.budget_lifted(), start_timeout).await;
     let (worker, _, start) = match started {
@@ -151,21 +157,6 @@ async fn measure_in(
         rates.extend(middle_rate(&mut times));
     }
     point.rate = Summary::of(&rates);
-    if n <= 16 && active < n && point.problem.is_none() {
-        register_bridges(&sim.base, &all[active..]).await?;
-        let mut rates = Vec::new();
-        for rep in 0..reps {
-            sim.clear().await?;
-            load_backlog(env, &all, backlog, &format!("f{n}a{rep}")).await?;
-            let timeout = Duration::from_secs_f64((backlog as f64 / 10.0).max(90.0));
-            if sim.wait_sends(backlog as u64, timeout, Duration::from_secs(30)).await? < backlog as u64 {
-                break;
-            }
-            let mut times: Vec<f64> = sim.sends().await?.iter().map(|s| s.at.timestamp_micros() as f64 / 1e6).collect();
-            rates.extend(middle_rate(&mut times));
-        }
-        point.rate_all_active = Summary::of(&rates);
-    }
     point.after = worker.mem()?;
     if queues < tenant_queues {
         point.problem = Some(format!("the broker lists {queues} queues, expected at least {tenant_queues}"));
@@ -179,6 +170,54 @@ fn first_line(e: &anyhow::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
 
+/// Tenants of the baseline fleet, all of them active.
+const BASELINE: usize = 10;
+
+/// The sizes to measure, each with the queue type its target names and, when the broker's
+/// open-files limit does not fit that many quorum queues, the classic substitute and the largest
+/// quorum fleet that fits (with the reason).
+async fn plan(ctx: &Ctx, section: &mut Section) -> anyhow::Result<Vec<(usize, QueueType, Option<String>)>> {
+    let sizes: Vec<(usize, QueueType)> = if ctx.quick {
+        vec![(50, QueueType::Quorum)]
+    } else {
+        vec![(1000, QueueType::Quorum), (10_000, QueueType::Classic)]
+    };
+    let mut plan = Vec::new();
+    for (n, qt) in sizes {
+        let (cap, fd_total) = quorum_capacity(ctx).await?;
+        if qt != QueueType::Quorum || n <= cap {
+            plan.push((n, qt, None));
+            continue;
+        }
+        let why = format!(
+            "{} quorum queues need ≈{:.0} file-handle reservations; the broker's limit is {fd_total} (ulimit -n), \
+             shared with every other vhost",
+            2 * n,
+            2.0 * n as f64 * HANDLES_PER_QUORUM_QUEUE
+        );
+        section.notes.push(format!(
+            "{n} quorum tenants not run: {why}. Past the limit RabbitMQ 3.10 blocks classic-queue file operations in \
+             every vhost. Measured instead: the largest quorum fleet that fits ({} tenants) and {n} tenants on classic \
+             queues. `scripts/ensure-services.sh` starts the broker with 65536 open files, or its shell's hard limit \
+             where lower.",
+            (cap / 10) * 10
+        ));
+        if cap >= 20 {
+            let fits = "largest quorum fleet within the broker's file-handle limit".to_owned();
+            plan.push(((cap / 10) * 10, QueueType::Quorum, Some(fits)));
+        }
+        plan.push((n, QueueType::Classic, Some(format!("classic instead of quorum: {why}"))));
+    }
+    Ok(plan)
+}
+
+/// One size over the repeats, each beside the baseline run just before it.
+struct Paired {
+    points: Vec<FleetPoint>,
+    baselines: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
 /// Runs the scenario.
 // layout: a benchmark scenario reads as one script (set up, drive, measure, report) whose steps
 // share the measured locals and timings; splitting it would pass them all around.
@@ -187,136 +226,121 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let mut section = Section::new("fleet", "4. Fleet size (10% of tenants active)");
     // Every fleet size's simulator (in `measure_in`) runs with `--unlimited`.
     section.notes.push(UNLIMITED_NOTE.to_owned());
-    let sizes: Vec<(usize, QueueType)> = if ctx.quick {
-        vec![(10, QueueType::Quorum), (50, QueueType::Quorum)]
-    } else {
-        vec![(10, QueueType::Quorum), (1000, QueueType::Quorum), (10_000, QueueType::Classic)]
-    };
     let backlog = if ctx.quick { 300 } else { 3000 };
-    let mut plan: Vec<(usize, QueueType, Option<String>)> = Vec::new();
-    for (n, qt) in sizes {
-        let (cap, fd_total) = quorum_capacity(ctx).await?;
-        if qt == QueueType::Quorum && n > cap {
-            let why = format!(
-                "{} quorum queues need ≈{:.0} file-handle reservations; the broker's limit is {fd_total} (ulimit -n), \
-                 shared with every other vhost",
-                2 * n,
-                2.0 * n as f64 * HANDLES_PER_QUORUM_QUEUE
-            );
-            section.notes.push(format!(
-                "{n} quorum tenants not run: {why}. Past the limit RabbitMQ 3.10 blocks classic-queue file operations \
-                 in every vhost (seen in a first attempt of this run's development: `wa.unrouted` hung and the vhost \
-                 could not be deleted until the quorum queues were). Measured instead: the largest quorum fleet that \
-                 fits ({} tenants) and {n} tenants on classic queues. Raise the broker's open-files limit \
-                 (`scripts/ensure-services.sh` restarts it with 65536, or its shell's hard limit where lower) to \
-                 run {n} quorum tenants.",
-                (cap / 10) * 10
-            ));
-            if cap >= 20 {
-                plan.push((
-                    (cap / 10) * 10,
-                    QueueType::Quorum,
-                    Some("largest quorum fleet within the broker's file-handle limit".into()),
-                ));
-            }
-            plan.push((n, QueueType::Classic, Some(format!("classic instead of quorum: {why}"))));
-        } else {
-            plan.push((n, qt, None));
-        }
-    }
-    let mut points = Vec::new();
-    for (n, qt, why) in plan {
+    for (n, qt, why) in plan(ctx, &mut section).await? {
         let timeout = Duration::from_secs(if n >= 10_000 { 240 } else { 120 });
-        match measure(ctx, n, qt, backlog, ctx.reps(), timeout).await {
-            Ok(mut p) => {
-                p.substitute = why;
-                points.push(p);
+        let mut pair = Paired { points: Vec::new(), baselines: Vec::new(), ratios: Vec::new() };
+        for _ in 0..ctx.reps() {
+            // The baseline of this repeat: the same queue type and worker, 10 tenants all active.
+            let base = match measure_active(ctx, (BASELINE, BASELINE), qt, backlog, 1, Duration::from_secs(120)).await {
+                Ok(b) => {
+                    section.notes.extend(b.problem.map(|p| format!("baseline before {n} tenants: {p}")));
+                    b.rate.map(|r| r.median)
+                }
+                Err(e) => {
+                    section.notes.push(format!("baseline before {n} tenants failed: {e:#}"));
+                    None
+                }
+            };
+            match measure(ctx, n, qt, backlog, 1, timeout).await {
+                Ok(p) => {
+                    if let (Some(b), Some(r)) = (base, p.rate) {
+                        pair.ratios.push(r.median / b);
+                    }
+                    pair.baselines.extend(base);
+                    pair.points.push(p);
+                }
+                Err(e) => {
+                    section.rows.push(Row::info(format!("{n} {} tenants", qt.as_str()), format!("failed: {e:#}")));
+                    break;
+                }
             }
-            Err(e) => section.rows.push(Row::info(format!("{n} {} tenants", qt.as_str()), format!("failed: {e:#}"))),
         }
-    }
-    // The baseline is the better of the 10-tenant runs: with 10% active only one tenant (4 in
-    // flight) is busy, so the all-active run keeps the ratios from flattering larger fleets.
-    let first = points.first();
-    let base_10pct = first.map(|p| med(&p.rate)).unwrap_or(f64::NAN);
-    let base_all = first.map(|p| med(&p.rate_all_active)).unwrap_or(f64::NAN);
-    let base = if base_all.is_finite() { base_10pct.max(base_all) } else { base_10pct };
-    if let Some(p) = first {
-        section.rows.push(Row::info(
-            format!(
-                "{} {} tenants, all active: e2e throughput (baseline for the ratios)",
-                p.tenants,
-                p.queue_type.as_str()
-            ),
-            show(&p.rate_all_active, 0, "/s"),
-        ));
-    }
-    for p in &points {
-        let label = format!("{} {} tenants ({} active)", p.tenants, p.queue_type.as_str(), p.active);
-        let start_target = p.tenants >= 10_000;
-        let start_secs = p.start.map(|d| d.as_secs_f64());
-        section.rows.push(Row {
-            metric: format!("{label}: worker start until every tenant is consumed"),
-            value: start_secs.map_or("not ready".into(), |s| format!("{s:.1} s (n=1)")),
-            ceiling: format!("{} consumers in the vhost", p.consumers),
-            ratio: String::new(),
-            target: if start_target { "≤ 90 s".into() } else { "—".into() },
-            verdict: if start_target {
-                Verdict::from_bool(start_secs.is_some_and(|s| s <= 90.0))
-            } else {
-                Verdict::Info
-            },
-        });
-        let (target, verdict) = match p.tenants {
-            1000 => ("≥ 0.70×", Verdict::from_bool(med(&p.rate) >= 0.7 * base)),
-            10_000 => ("≥ 0.50×", Verdict::from_bool(med(&p.rate) >= 0.5 * base)),
-            _ => ("—", Verdict::Info),
-        };
-        if let Some(why) = &p.substitute {
-            section.notes.push(format!("{label}: {why}"));
-        }
-        section.rows.push(Row {
-            metric: format!("{label}: e2e throughput draining {backlog} events"),
-            value: show(&p.rate, 0, "/s"),
-            ceiling: format!("10 tenants (best of 1 and 10 active): {base:.0}/s"),
-            ratio: ratio(med(&p.rate), base),
-            target: target.into(),
-            verdict,
-        });
-        section.rows.push(Row::info(
-            format!("{label}: worker RSS idle / after load / VmHWM"),
-            format!("{:.1} / {:.1} / {:.1} MiB", mib(p.idle.rss_kib), mib(p.after.rss_kib), mib(p.after.hwm_kib)),
-        ));
-        section.rows.push(Row::info(
-            format!("{label}: broker memory per queue (mem_used delta / {} queues)", 2 * p.tenants),
-            match p.mem_per_queue {
-                Some(b) if b > 0.0 => format!("{:.1} KiB", b / 1024.0),
-                Some(b) => format!("below noise ({:.1} KiB)", b / 1024.0),
-                None => "n/a".into(),
-            },
-        ));
-        section.rows.push(Row::info(
-            format!("{label}: setup (declare {} queues + bindings, insert rows)", 2 * p.tenants),
-            format!("{:.1} s", p.setup_secs),
-        ));
-        if let Some(problem) = &p.problem {
-            section.notes.push(format!("{label}: {problem}"));
-        }
-        if p.tenants == 1000 || (ctx.quick && p.tenants == 50) {
-            // The memory target names 1,000 tenants; a classic substitute is reported as such.
-            ctx.shared.worker_mem = Some((p.tenants, p.queue_type, p.idle, p.after));
-        }
+        report(ctx, &mut section, &pair, backlog, why);
     }
     section.notes.push(format!(
-        "Each size gets a fresh vhost `{BENCH_NAME}` and database with tenants bench_t00001…; every tenant has a \
-         tenant queue and a dead-letter queue of the given type. The worker runs with production defaults; \
-         throughput is the reply rate at the simulator (middle 80%) while the worker drains {backlog} events \
-         spread over the active tenants, {} repeats. With 10 tenants only 1 is active, bound by one tenant's 4 \
-         in-flight slots, so the 10 tenants are also drained all active and the better rate is the baseline. Broker memory is `mem_used` of /api/nodes \
-         before and after declaring (other vhosts on the broker add noise). The vhost is deleted afterwards; names \
-         are fixed so quorum-queue atoms are reused across runs.",
+        "Each measurement gets a fresh vhost `{BENCH_NAME}` and database with tenants bench_t00001…; every tenant has \
+         a tenant queue and a dead-letter queue of the given type. The worker runs with production defaults; \
+         throughput is the reply rate at the simulator (middle 80%) while the worker drains {backlog} events spread \
+         over the active tenants. Each repeat ({} per size) first drains the same backlog through a baseline fleet of \
+         {BASELINE} tenants of the same queue type, all active, then through the size; each ratio divides by its own \
+         repeat's baseline and the row shows the median and spread of those ratios. Broker memory is `mem_used` of \
+         /api/nodes before and after declaring (other vhosts on the broker add noise). The vhost is deleted \
+         afterwards; names are fixed so quorum-queue atoms are reused across runs.",
         ctx.reps()
     ));
     section.seconds = started.elapsed().as_secs_f64();
     Ok(section)
+}
+
+/// The rows of one size.
+fn report(ctx: &mut Ctx, section: &mut Section, pair: &Paired, backlog: usize, why: Option<String>) {
+    let Some(last) = pair.points.last() else { return };
+    let label = format!("{} {} tenants ({} active)", last.tenants, last.queue_type.as_str(), last.active);
+    let starts: Vec<f64> = pair.points.iter().filter_map(|p| p.start.map(|d| d.as_secs_f64())).collect();
+    let start = Summary::of(&starts);
+    let start_target = last.tenants >= 10_000;
+    let all_ready = starts.len() == pair.points.len();
+    section.rows.push(Row {
+        metric: format!("{label}: worker start until every tenant is consumed"),
+        value: if all_ready {
+            show(&start, 1, " s")
+        } else {
+            format!("not ready in some repeats ({})", show(&start, 1, " s"))
+        },
+        ceiling: format!("{} consumers in the vhost", last.consumers),
+        ratio: String::new(),
+        target: if start_target { "≤ 90 s".into() } else { "—".into() },
+        verdict: if start_target { Verdict::from_bool(all_ready && med(&start) <= 90.0) } else { Verdict::Info },
+    });
+    let rates: Vec<f64> = pair.points.iter().filter_map(|p| p.rate.map(|r| r.median)).collect();
+    let (rate, base, r) = (Summary::of(&rates), Summary::of(&pair.baselines), Summary::of(&pair.ratios));
+    let (target, bound) = match last.tenants {
+        1000 => ("≥ 0.70×", Some(0.7)),
+        10_000 => ("≥ 0.50×", Some(0.5)),
+        _ => ("—", None),
+    };
+    section.rows.push(Row {
+        metric: format!("{label}: e2e throughput draining {backlog} events"),
+        value: show(&rate, 0, "/s"),
+        ceiling: format!(
+            "{BASELINE} {} tenants, all active, same repeats: {}",
+            last.queue_type.as_str(),
+            show(&base, 0, "/s")
+        ),
+        ratio: r.map_or_else(|| "n/a".into(), |r| r.show(2, "×")),
+        target: target.into(),
+        verdict: bound.map_or(Verdict::Info, |b| Verdict::from_bool(med(&r) >= b)),
+    });
+    let hwm = pair.points.iter().map(|p| p.after.hwm_kib).max().unwrap_or(0);
+    section.rows.push(Row::info(
+        format!("{label}: worker RSS idle / after load / VmHWM (last repeat; VmHWM the largest)"),
+        format!("{:.1} / {:.1} / {:.1} MiB", mib(last.idle.rss_kib), mib(last.after.rss_kib), mib(hwm)),
+    ));
+    let per_queue: Vec<f64> = pair.points.iter().filter_map(|p| p.mem_per_queue).collect();
+    section.rows.push(Row::info(
+        format!("{label}: broker memory per queue (mem_used delta / {} queues)", 2 * last.tenants),
+        match Summary::of(&per_queue) {
+            Some(b) if b.median > 0.0 => format!("{:.1} KiB", b.median / 1024.0),
+            Some(b) => format!("below noise ({:.1} KiB)", b.median / 1024.0),
+            None => "n/a".into(),
+        },
+    ));
+    let setup: Vec<f64> = pair.points.iter().map(|p| p.setup_secs).collect();
+    section.rows.push(Row::info(
+        format!("{label}: setup (declare {} queues + bindings, insert rows)", 2 * last.tenants),
+        show(&Summary::of(&setup), 1, " s"),
+    ));
+    if let Some(why) = why {
+        section.notes.push(format!("{label}: {why}"));
+    }
+    for p in &pair.points {
+        if let Some(problem) = &p.problem {
+            section.notes.push(format!("{label}: {problem}"));
+        }
+    }
+    if last.tenants == 1000 || (ctx.quick && last.tenants == 50) {
+        // The memory target names 1,000 tenants; a classic substitute is reported as such.
+        ctx.shared.worker_mem = Some((last.tenants, last.queue_type, last.idle, last.after));
+    }
 }

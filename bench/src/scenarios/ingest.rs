@@ -234,6 +234,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         if let Some(saturation) = saturation_256 {
             let target = c.ingest_target.clone();
             accepted_total += open_latency(ctx, &env, &tenants, &mut section, &target, 0.5 * saturation, size).await?;
+            if size == 600 {
+                super::ingest_sweep::sweep(ctx, &env, &tenants, &target, (saturation, 256), size, &mut section).await?;
+            }
         }
     }
     drop((naive, http));

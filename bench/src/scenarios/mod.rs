@@ -6,8 +6,10 @@ pub mod console;
 pub mod e2e;
 pub mod fleet;
 pub mod ingest;
+mod ingest_sweep;
 pub mod memory;
 pub mod noisy;
+mod noisy_load;
 pub mod slowbridge;
 pub mod spool;
 
@@ -31,6 +33,8 @@ pub struct Ctx {
     pub repo: PathBuf,
     /// Figures measured by one scenario and reused by another.
     pub shared: Shared,
+    /// Where charts and their CSV samples go ([`crate::charts::dir_for`]).
+    pub charts_dir: PathBuf,
 }
 
 /// Figures reused across scenarios.

@@ -40,6 +40,7 @@ fn every_variable_is_read() -> Result<(), Error> {
         ("WAFLEET_INGEST_OPS_ADDR", "0.0.0.0:9999"),
         ("WAFLEET_OPEN_WEBHOOK", "TRUE"),
         ("WAFLEET_BODY_LIMIT_BYTES", "1024"),
+        ("WAFLEET_BODY_BYTES_IN_FLIGHT", "2048"),
         ("WAFLEET_BODY_TIMEOUT_MS", "10"),
         ("WAFLEET_PUBLISH_TIMEOUT_MS", "20"),
         ("WAFLEET_INGEST_DECLARE_TOPOLOGY", "1"),
@@ -53,7 +54,7 @@ fn every_variable_is_read() -> Result<(), Error> {
     assert_eq!(config.amqp_url.expose_secret(), "amqp://u:p@h:5672/v");
     assert_eq!((config.addr.port(), config.ops_addr.port()), (0, 9999));
     assert!(config.open_webhook && config.declare_topology);
-    assert_eq!(config.body_limit_bytes, 1024);
+    assert_eq!((config.body_limit_bytes, config.body_bytes_in_flight), (1024, 2048));
     assert_eq!(config.body_timeout, Duration::from_millis(10));
     assert_eq!(config.publish_timeout, Duration::from_millis(20));
     assert_eq!(config.ready_recheck, Duration::from_millis(30));
@@ -90,6 +91,7 @@ fn defaults_of_the_parser_are_the_documented_ones() -> Result<(), Error> {
     let config = Config::from_args(&args)?;
     assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
     assert_eq!(config.body_limit_bytes, DEFAULT_BODY_LIMIT_BYTES);
+    assert_eq!(config.body_bytes_in_flight, DEFAULT_BODY_BYTES_IN_FLIGHT);
     assert_eq!(config.publish_timeout, DEFAULT_PUBLISH_TIMEOUT);
     assert!(config.spool_enabled && !config.open_webhook);
     assert_eq!(config.spool_max_bytes, DEFAULT_SPOOL_MAX_BYTES);
@@ -115,6 +117,8 @@ fn malformed_numbers_and_booleans_are_rejected() {
     for (var, value) in [
         ("WAFLEET_BODY_LIMIT_BYTES", "0"),
         ("WAFLEET_BODY_TIMEOUT_MS", "-5"),
+        // Less than one body of the default limit (256 KiB).
+        ("WAFLEET_BODY_BYTES_IN_FLIGHT", "1000"),
         ("WAFLEET_PUBLISH_TIMEOUT_MS", "2s"),
         ("WAFLEET_OPEN_WEBHOOK", "maybe"),
         ("WAFLEET_INGEST_ADDR", "localhost"),

@@ -21,7 +21,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use wafleet_shared::Keyring;
 
-use crate::body::BodyLimits;
+use crate::body::{BodyLimits, InFlight};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metric;
@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Size and time limits for webhook bodies.
     pub body_limits: BodyLimits,
+    /// Room for the bodies handled at once.
+    pub in_flight: InFlight,
     /// Deadline for publish plus confirm.
     pub publish_timeout: Duration,
     /// Whether `POST /webhook` (ref from the body) is enabled.
@@ -57,6 +59,7 @@ impl AppState {
             spool: None,
             metrics,
             body_limits: BodyLimits { max_bytes: config.body_limit_bytes, timeout: config.body_timeout },
+            in_flight: InFlight::new(config.body_bytes_in_flight),
             publish_timeout: config.publish_timeout,
             open_webhook: config.open_webhook,
         }

@@ -45,8 +45,10 @@ async fn receive_webhook(
     tracing::Span::current().record("tenant", customer_ref.as_str());
     body::require_json(&headers)?;
     // The body's bytes are dropped once checked: the event keeps its own copy of the text, and
-    // a request waiting for its confirm should not hold two.
-    let object = payload::parse_object(&body::read(&headers, request_body, state.body_limits).await?)?;
+    // a request waiting for its confirm should not hold two. Its room is held until the answer.
+    let (bytes, _room) = body::read(&headers, request_body, state.body_limits, &state.in_flight).await?;
+    let object = payload::parse_object(&bytes)?;
+    drop(bytes);
     let event = VerifiedEvent::signed(customer_ref, generation, object)?;
     accept(state.publisher.as_ref(), state.spool.as_ref(), event, state.publish_timeout).await?;
     metrics::histogram!(metric::ACCEPT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -65,7 +67,9 @@ async fn receive_open_webhook(
         return Err(Error::OpenDisabled);
     }
     body::require_json(&headers)?;
-    let object = payload::parse_object(&body::read(&headers, request_body, state.body_limits).await?)?;
+    let (bytes, _room) = body::read(&headers, request_body, state.body_limits, &state.in_flight).await?;
+    let object = payload::parse_object(&bytes)?;
+    drop(bytes);
     // ISOLATION: on this route the body's top-level customer_ref is the only tenant source.
     let event = match VerifiedEvent::open(object) {
         Ok(event) => event,

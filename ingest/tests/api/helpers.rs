@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::Value;
 use tower::ServiceExt;
+use wafleet_ingest::body::InFlight;
 use wafleet_ingest::{ops_router, router, AppState, Config, FakePublisher};
 use wafleet_shared::{CustomerRef, Envelope, Generation, Keyring};
 
@@ -43,6 +44,8 @@ pub struct TestRouter {
     pub ops: Router,
     pub publisher: Arc<FakePublisher>,
     pub config: Config,
+    /// The routers' room for bodies in flight (shared with them).
+    pub in_flight: InFlight,
 }
 
 /// A decoded answer.
@@ -71,7 +74,8 @@ impl TestRouter {
         adjust(&mut config);
         let publisher = Arc::new(FakePublisher::new());
         let state = AppState::new(&config, publisher.clone(), None);
-        Self { router: router(state.clone()), ops: ops_router(state), publisher, config }
+        let in_flight = state.in_flight.clone();
+        Self { router: router(state.clone()), ops: ops_router(state), publisher, config, in_flight }
     }
 
     /// The signed webhook path for `customer_ref` at `generation`.

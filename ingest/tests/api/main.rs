@@ -6,6 +6,7 @@ mod broker;
 mod drain_folder;
 mod health;
 mod helpers;
+mod in_flight;
 mod logs;
 mod open;
 mod shutdown;
