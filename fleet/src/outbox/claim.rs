@@ -39,10 +39,16 @@ pub async fn claim(
     // read under that tenant's RLS with the tenant filter repeated; the scheduler's ids
     // cannot pull another tenant's row.
     db::scope_to_tenant(tx, tenant_id).await?;
+    // A row another transaction has locked (housekeeping expiring it, an operator cancelling,
+    // another lane) is skipped, not waited for: this transaction holds the account's bucket row
+    // and may hold the outcome row of the lane's last send, so waiting here could close a cycle
+    // with a transaction that updates many rows (found as a deadlock by the benchmark's bulk
+    // cancel). A skipped claim is undone like any other.
     let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(
         "update outbox set status = 'sending', attempts = attempts + 1, attempted_at = coalesce($3, now()), \
-         updated_at = now(), claimed_by = $4 where outbox_id = $1 and tenant_id = $2 and status = 'pending' \
-         and expires_at > coalesce($3, now()) returning chat, body, attempts, traceparent",
+         updated_at = now(), claimed_by = $4 where outbox_id = (select outbox_id from outbox where outbox_id = $1 \
+         and tenant_id = $2 and status = 'pending' and expires_at > coalesce($3, now()) for update skip locked) \
+         and tenant_id = $2 and status = 'pending' returning chat, body, attempts, traceparent",
     )
     .bind(outbox_id)
     .bind(tenant_id.get())
