@@ -108,6 +108,11 @@ impl Sim {
         Ok(self.http.get(format!("{}/_sim/sends", self.base)).send().await?.json().await?)
     }
 
+    /// Sends recorded in `[from, to)` (epoch seconds).
+    pub async fn sends_between(&self, from: f64, to: f64) -> anyhow::Result<usize> {
+        Ok(self.sends().await?.iter().map(epoch_secs_of).filter(|t| *t >= from && *t < to).count())
+    }
+
     /// Forgets the recorded sends.
     pub async fn clear(&self) -> anyhow::Result<()> {
         let r = self.http.delete(format!("{}/_sim/sends", self.base)).send().await?;
@@ -157,7 +162,7 @@ pub fn replies_by_marker(sends: &[Send]) -> HashMap<(String, u64), f64> {
         .iter()
         .filter_map(|s| {
             let (tag, seq) = crate::payload::parse_marker(&s.body)?;
-            Some(((tag.to_owned(), seq), s.at.timestamp_micros() as f64 / 1e6))
+            Some(((tag.to_owned(), seq), epoch_secs_of(s)))
         })
         .collect()
 }
@@ -267,4 +272,9 @@ pub async fn start_admin(bins: &Bins, env: &BenchEnv) -> anyhow::Result<(Proc, S
     let mut proc = Proc::spawn(&bins.admin, "admin", &[], &vars, &bins.logs())?;
     wait_http_ok(&mut proc, &format!("http://127.0.0.1:{ops}/healthz"), Duration::from_secs(60)).await?;
     Ok((proc, format!("http://127.0.0.1:{port}")))
+}
+
+/// When the simulator recorded `send`, in epoch seconds.
+pub fn epoch_secs_of(send: &Send) -> f64 {
+    send.at.timestamp_micros() as f64 / 1e6
 }

@@ -52,7 +52,7 @@ pub async fn worker_drain(
     if got < count as u64 {
         anyhow::bail!("the worker sent {got} of {count} replies within {timeout:?}");
     }
-    let mut times: Vec<f64> = sim.sends().await?.iter().map(|s| s.at.timestamp_micros() as f64 / 1e6).collect();
+    let mut times: Vec<f64> = sim.sends().await?.iter().map(crate::stack::epoch_secs_of).collect();
     Ok((middle_rate(&mut times).context("too few replies to measure a rate")?, cpu, processing_rate(env, since).await?))
 }
 
@@ -192,13 +192,7 @@ async fn sustained_rate(
     let accepted = r.outcomes.iter().filter(|o| o.status == 200).count() as u64;
     let from = epoch_secs(r.origin) + 0.3 * dur.as_secs_f64();
     let to = epoch_secs(r.origin) + dur.as_secs_f64();
-    let in_window = sim
-        .sends()
-        .await?
-        .iter()
-        .map(|s| s.at.timestamp_micros() as f64 / 1e6)
-        .filter(|t| *t >= from && *t < to)
-        .count();
+    let in_window = sim.sends_between(from, to).await?;
     let timeout = Duration::from_secs_f64((accepted as f64 / 20.0).max(60.0));
     sim.wait_sends(accepted, timeout, Duration::from_secs(20)).await?;
     Ok((in_window > 0).then(|| in_window as f64 / (to - from)))

@@ -153,7 +153,7 @@ async fn measure_in(
             point.problem = Some(format!("only {got} of {backlog} replies within {timeout:?}"));
             break;
         }
-        let mut times: Vec<f64> = sim.sends().await?.iter().map(|s| s.at.timestamp_micros() as f64 / 1e6).collect();
+        let mut times: Vec<f64> = sim.sends().await?.iter().map(crate::stack::epoch_secs_of).collect();
         rates.extend(middle_rate(&mut times));
     }
     point.rate = Summary::of(&rates);

@@ -53,14 +53,7 @@ async fn settle(env: &BenchEnv, tenants: &[BenchTenant], owner: &PgPool, sim: &S
 
 /// Sends recorded at the simulator per second inside `[from, from + dur)` (epoch seconds).
 async fn delivered(sim: &Sim, from: f64, dur: Duration) -> anyhow::Result<f64> {
-    let to = from + dur.as_secs_f64();
-    let n = sim
-        .sends()
-        .await?
-        .iter()
-        .map(|s| s.at.timestamp_micros() as f64 / 1e6)
-        .filter(|t| *t >= from && *t < to)
-        .count();
+    let n = sim.sends_between(from, from + dur.as_secs_f64()).await?;
     Ok(n as f64 / dur.as_secs_f64())
 }
 
