@@ -23,7 +23,7 @@ pub mod settle;
 pub mod summary;
 pub mod upkeep;
 
-pub use claim::{claim, ClaimedRow};
+pub use claim::{claim, release_unsent, ClaimedRow};
 pub use insert::{insert_with_event, InboundRecord, Replies};
 pub use lease::{ClaimLease, CLAIM_LOCK_CLASS};
 pub use pick::{pick, Pick};

@@ -338,14 +338,25 @@ impl Sender {
         // The egress group's token last, so the group's row (shared by every account behind
         // the same IP) is locked only until this commit. A refusal returns the account's token
         // and the claim with the same undo.
-        if let budget::Take::Wait(wait) = budget::egress::take_and_end(&self.pool, tx, account, now, undo).await? {
-            self.note_wait(account, wait);
-            return Ok(Err(Step::Wait(wait)));
+        let claimed = Claimed { outbox_id, tenant, chat, body, attempts, claimed_by };
+        match budget::egress::take_and_end(&self.pool, tx, account, now, undo).await {
+            Ok(budget::Take::Granted(_)) => {}
+            Ok(budget::Take::Wait(wait)) => {
+                self.note_wait(account, wait);
+                return Ok(Err(Step::Wait(wait)));
+            }
+            Err(e) => {
+                // The commit may have gone through unseen: the claim is given back, since only
+                // this lane knows the reply was not sent. The lane's last outcome, written in the
+                // same transaction, stays with the lane and is written again.
+                self.release_in_doubt(&claimed).await;
+                return Err(e);
+            }
         }
         let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
         metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
             .record(waited.as_secs_f64());
-        Ok(Ok((Claimed { outbox_id, tenant, chat, body, attempts }, traceparent)))
+        Ok(Ok((claimed, traceparent)))
     }
 
     fn note_wait(&self, account: &AccountRuntime, wait: Duration) {

@@ -62,3 +62,34 @@ pub async fn claim(
     let tenant = tenant::load_in(tx, tenant_id).await?;
     Ok(Some(ClaimedRow { chat, body, attempts, traceparent, tenant }))
 }
+
+/// Gives back a claim whose commit its claimer could not confirm (the connection broke during
+/// the commit), so the reply was never sent: `pending` again, the attempt not counted. Only the
+/// claimer knows that nothing went out, so only a row still carrying this very claim is taken
+/// (its token `claimed_by` and its attempt count `attempts`), also after the stale-sending sweep
+/// made it `unknown` because the claimer's session ended with the broken connection (a failover).
+/// A claim that never committed matches nothing. Runs in the caller's transaction, scoped to
+/// `tenant_id`; returns whether the claim had committed.
+pub async fn release_unsent(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant_id: TenantId,
+    outbox_id: i64,
+    claimed_by: Option<i32>,
+    attempts: i32,
+) -> Result<bool> {
+    // ISOLATION: the row is addressed by its own tenant as well as its id, in that tenant's scope.
+    let released = sqlx::query(
+        "update outbox set status = 'pending', attempts = attempts - 1, claimed_by = null, updated_at = now(), \
+         last_error = 'claim interrupted before the send; not sent' \
+         where outbox_id = $1 and tenant_id = $2 and status in ('sending', 'unknown') \
+         and claimed_by is not distinct from $3 and attempts = $4",
+    )
+    .bind(outbox_id)
+    .bind(tenant_id.get())
+    .bind(claimed_by)
+    .bind(attempts)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(released > 0)
+}

@@ -1,13 +1,17 @@
 //! A send claim lives as long as its worker's database session. A crashed
 //! worker's cut sends turn `unknown` at once and its tenants' next replies go out within seconds
 //! of the restart (not after `WAFLEET_STALE_SENDING_SECS`); a black-holed worker loses its claim
-//! within `WAFLEET_CLAIM_LEASE_SECS` + 1 s. Nothing is ever sent twice.
+//! within `WAFLEET_CLAIM_LEASE_SECS` + 1 s. Nothing is ever sent twice. A claim whose commit
+//! its worker could not confirm is given back by that worker and sent once.
 
 use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use wafleet_fleet::outbox::CLAIM_LOCK_CLASS;
+use wafleet_fleet::db;
+use wafleet_fleet::labels::TenantLabels;
+use wafleet_fleet::outbox::{self, CLAIM_LOCK_CLASS};
+use wafleet_fleet::tenant::TenantId;
 use wafleet_sim::Fault;
 use wafleet_tests::fault_proxy::FaultProxy;
 use wafleet_tests::{wait_until, EnvOptions, TestEnv};
@@ -185,5 +189,62 @@ async fn a_black_holed_worker_loses_its_claim_within_the_lease_and_nothing_is_se
     assert_eq!(per_body.len(), MESSAGES);
     assert!(per_body.values().all(|n| *n == 1), "replies sent twice: {per_body:?}");
     proxy.stop();
+    env.cleanup().await;
+}
+
+/// Gives back `tenant`'s claim `(token, attempts)` of `outbox_id` the way a sender does when its
+/// claim's commit was cut; whether anything was taken.
+async fn give_back(pool: &sqlx::PgPool, tenant: TenantId, outbox_id: i64, token: i32, attempts: i32) -> bool {
+    let mut tx = db::begin_tenant(pool, tenant).await.unwrap();
+    let released = outbox::release_unsent(&mut tx, tenant, outbox_id, Some(token), attempts).await.unwrap();
+    tx.commit().await.unwrap();
+    released
+}
+
+/// A claim whose commit went through while its worker saw only the connection break (a primary
+/// failing mid-commit) leaves a row nobody will send: its token died with the session, so the
+/// sweep makes it `unknown`. Its claimer knows it sent nothing and gives it back; it then goes out
+/// once. A give-back naming another token or another attempt takes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cut_at_its_commit_is_given_back_by_its_claimer_and_sent_once() {
+    const DEAD_TOKEN: i32 = 0x0dead;
+    let mut env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    env.add_tenant("cutclaim", "cutclaim").await.unwrap();
+    sqlx::query(
+        "insert into outbox (tenant_id, ingest_id, chat, body, expires_at) select tenant_id, gen_random_uuid(), \
+         '15552030000', 'given back', now() + interval '1 hour' from tenants where customer_ref = 'cutclaim'",
+    )
+    .execute(&env.owner_pool)
+    .await
+    .unwrap();
+    let outbox_id: i64 = sqlx::query_scalar("select outbox_id from outbox").fetch_one(&env.owner_pool).await.unwrap();
+    let pool = sqlx::PgPool::connect(&env.worker_url).await.unwrap();
+    let tenant = wafleet_fleet::tenant::load_by_ref(&pool, &wafleet_shared::CustomerRef::parse("cutclaim").unwrap())
+        .await
+        .unwrap()
+        .id();
+
+    let mut tx = db::begin_tenant(&pool, tenant).await.unwrap();
+    let claimed = outbox::claim(&mut tx, tenant, outbox_id, None, Some(DEAD_TOKEN)).await.unwrap().expect("claimed");
+    tx.commit().await.unwrap();
+    let swept = outbox::mark_stale_sending(&pool, None, Duration::from_secs(120), &TenantLabels::default()).await;
+    assert_eq!(swept.unwrap(), 1, "no session holds the token: the sweep takes the claim for a cut send");
+    let owner = env.owner_pool.clone();
+    let state = || async {
+        sqlx::query_as::<_, (String, i32)>("select status, attempts from outbox").fetch_one(&owner).await.unwrap()
+    };
+    assert_eq!(state().await, ("unknown".to_owned(), 1));
+
+    assert!(!give_back(&pool, tenant, outbox_id, DEAD_TOKEN + 1, claimed.attempts).await, "another claimer's");
+    assert!(!give_back(&pool, tenant, outbox_id, DEAD_TOKEN, claimed.attempts + 1).await, "another attempt's");
+    assert_eq!(state().await.0, "unknown");
+    assert!(give_back(&pool, tenant, outbox_id, DEAD_TOKEN, claimed.attempts).await);
+    assert_eq!(state().await, ("pending".to_owned(), 0), "pending again, the attempt not counted");
+
+    env.start_worker().await.unwrap();
+    wait_until(Duration::from_secs(30), || async { state().await.0 == "sent" }).await.unwrap();
+    assert_eq!(env.sim.sends_for("cutclaim").len(), 1);
+    assert!(!give_back(&pool, tenant, outbox_id, DEAD_TOKEN, claimed.attempts).await, "a sent reply stays sent");
+    pool.close().await;
     env.cleanup().await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use sqlx::{Postgres, Transaction};
-use tracing::warn;
+use tracing::{info, warn};
 use wafleet_fleet::accounts::AccountRuntime;
 use wafleet_fleet::bridge_client::SendOutcome;
 use wafleet_fleet::budget::{self, Bucket};
@@ -26,6 +26,8 @@ pub(super) struct Claimed {
     pub(super) chat: String,
     pub(super) body: String,
     pub(super) attempts: i32,
+    /// The claim's lease token (`None` without a lease: tests driving single steps).
+    pub(super) claimed_by: Option<i32>,
 }
 
 /// When a retried reply comes due again.
@@ -88,6 +90,43 @@ impl Sender {
                 Ok(label) => return self.settled(&unsettled, label),
                 Err(e) => {
                     warn!(error = %e, outbox_id = unsettled.claimed.outbox_id, "could not record send outcome; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Gives back `claimed` when the commit of its claim failed: the connection broke, so the
+    /// claim may have committed (and the row may be `sending`, or `unknown` once the sweep finds
+    /// this worker's session gone) while the reply was never sent. Written again and again while
+    /// Postgres is away, like an outcome; a claim that never committed matches nothing.
+    pub(super) async fn release_in_doubt(&self, claimed: &Claimed) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let released = async {
+                let mut tx = db::begin_tenant(&self.pool, claimed.tenant.id()).await?;
+                let released = outbox::release_unsent(
+                    &mut tx,
+                    claimed.tenant.id(),
+                    claimed.outbox_id,
+                    claimed.claimed_by,
+                    claimed.attempts,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<_, wafleet_fleet::error::Error>(released)
+            };
+            match released.await {
+                Ok(released) => {
+                    if released {
+                        let tenant = claimed.tenant.customer_ref();
+                        info!(tenant = %tenant, outbox_id = claimed.outbox_id, "claim interrupted before its send given back; the reply goes out later");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, outbox_id = claimed.outbox_id, "could not give back an interrupted claim; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
