@@ -84,7 +84,7 @@ pub async fn take(pool: &PgPool, account: &AccountRuntime, bucket: Bucket, now: 
         tx.rollback().await?;
         return Ok(Take::Wait(millis(wait_ms)));
     }
-    Ok(match egress::take_and_end(pool, tx, account, now, crate::db::Undo::All).await? {
+    Ok(match egress::take_and_end(pool, tx, account, now).await? {
         // The account's tokens left, as the gauge and the callers know them.
         Take::Granted(_) => Take::Granted(tokens),
         wait => wait,

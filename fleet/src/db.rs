@@ -67,32 +67,17 @@ fn begin_statement(tenant: TenantId, read_only: bool) -> String {
     format!("BEGIN{mode}; SELECT set_config('app.tenant_id', '{id}', true)")
 }
 
-/// What a refusal undoes in a transaction that may already hold work to keep: the sender writes
-/// the outcome of a lane's last send in the same transaction as the lane's next pick, and a pick
-/// that grants nothing must not take that outcome with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Undo {
-    /// Everything: the transaction holds nothing else.
-    All,
-    /// What followed [`mark_undo_point`]; the rest commits.
-    ToUndoPoint,
-}
-
-/// Marks where [`Undo::ToUndoPoint`] rolls back to (a savepoint).
+/// Marks the point [`undo_to_point`] returns to (a savepoint). The sender writes the outcomes of
+/// finished sends and grants several replies in one transaction, and a grant that is refused must
+/// not take the rest with it.
 pub async fn mark_undo_point(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
     sqlx::query("savepoint wafleet_undo_point").execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Ends `tx` undoing what `undo` says: a rollback, or a rollback to the undo point and a commit.
-pub async fn end_undone(mut tx: Transaction<'static, Postgres>, undo: Undo) -> Result<()> {
-    match undo {
-        Undo::All => tx.rollback().await?,
-        Undo::ToUndoPoint => {
-            sqlx::query("rollback to savepoint wafleet_undo_point").execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
-    }
+/// Undoes what followed the last [`mark_undo_point`]; the transaction stays open.
+pub async fn undo_to_point(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+    sqlx::query("rollback to savepoint wafleet_undo_point").execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -1,10 +1,10 @@
-//! The outbox sender: the only code that sends. `concurrency` lanes per WA Bridges account (one
-//! send in flight per tenant, so a tenant's replies keep their order). Each send runs
-//! the account's fair scheduler and takes its budget token in Postgres (`outbox::pick`: round
-//! robin by tenant, weights, caps, bridge state and 429 pauses, shared by every replica), claims
-//! the row in the same transaction scoped to its tenant, reads the bridge and the account from
-//! that tenant's row, sends with that account's key, and records the outcome in the tenant's
-//! scope.
+//! The outbox sender: the only code that sends. Per WA Bridges account, one dispatcher keeps up
+//! to `concurrency` sends in flight (one per tenant, so a tenant's replies keep their order). Each
+//! round of the dispatcher is one transaction: it writes the outcomes of the sends that finished,
+//! each in its tenant's scope, and grants every free slot a reply (`grant`): the account's fair
+//! scheduler takes the budget token in Postgres (`outbox::pick`: round robin by tenant, weights,
+//! caps, bridge state and 429 pauses, shared by every replica), the claim reads the row and its
+//! tenant in that tenant's scope, and the send goes to that tenant's bridge with its account's key.
 //!
 //! States: `pending → sending → sent | failed | unknown | expired | cancelled`. A row is never
 //! resent once it may have reached the person (`unknown`): a duplicate reply is worse than a
@@ -16,26 +16,25 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::ConnectOptions as _;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
 use tracing::Instrument as _;
 
 use wafleet_fleet::accounts::{AccountDirectory, AccountId, AccountRuntime, DirectorySettings};
-use wafleet_fleet::budget::{self, BudgetConfig};
+use wafleet_fleet::budget::BudgetConfig;
 use wafleet_fleet::clock::{Clock, DatabaseClock};
-use wafleet_fleet::db;
 use wafleet_fleet::error::Result;
 use wafleet_fleet::labels::TenantLabels;
-use wafleet_fleet::outbox::{self, ClaimLease, ClaimedRow, Pick};
-use wafleet_fleet::tenant::TenantStatus;
+use wafleet_fleet::outbox::{self, ClaimLease};
 
+mod grant;
 mod loops;
 mod recheck;
 mod settle;
 
-use settle::{Claimed, Unsettled};
+use grant::Grant;
+use settle::Unsettled;
 
 /// Settings of the sender.
 #[derive(Clone, Debug)]
@@ -59,7 +58,7 @@ pub struct SenderConfig {
     pub account_refresh: Duration,
     /// How often replies that can no longer be sent are settled and the metrics refreshed.
     pub housekeeping_interval: Duration,
-    /// `WAFLEET_SENDER_CONCURRENCY`: sends in flight per account and replica (default 4). Picks
+    /// `WAFLEET_SENDER_CONCURRENCY`: sends in flight per account and replica (default 4). Grants
     /// stay serialised by the account's bucket row, and a tenant with a send in flight is not
     /// picked again until it completes, so one tenant's replies still go out in order.
     pub concurrency: usize,
@@ -229,134 +228,47 @@ impl Sender {
         Ok(step)
     }
 
-    /// Picks, claims and sends the next reply of `account`, if its budget allows, and writes the
-    /// outcome (tests drive the sender with this; the lanes write each outcome with their next
-    /// pick instead).
+    /// Grants, sends and writes the next reply of `account`, if its budget allows (tests drive the
+    /// sender with this; the dispatcher writes each outcome with its next round instead).
     pub async fn send_next(&self, account: &AccountRuntime) -> Result<Step> {
-        let mut unsettled = None;
-        let step = self.lane_step(account, &mut unsettled).await;
-        if let Some(unsettled) = unsettled {
+        let round = self.round(account, &mut Vec::new(), 1).await?;
+        let sent = !round.grants.is_empty();
+        for grant in round.grants {
+            let unsettled = self.send_granted(account, grant).await;
             self.settle_alone(unsettled).await;
         }
-        step
+        Ok(if sent { Step::Sent } else { round.stopped })
     }
 
-    /// One step of a send lane: writes the outcome of the lane's last send (`unsettled`, taken
-    /// once written) and picks, claims and sends the next reply in the same transaction, so a
-    /// busy lane commits once per reply. The next send's outcome is left in `unsettled`. On an
-    /// error nothing was written and `unsettled` is kept for the next step.
-    async fn lane_step(&self, account: &AccountRuntime, unsettled: &mut Option<Unsettled>) -> Result<Step> {
-        let claimed_by = match &self.lease {
-            // Without a live lease a claim could be taken for a crashed one and its tenant's
-            // next reply sent alongside it: wait for the lease (the database is likely away).
-            Some(lease) => match lease.token() {
-                Some(token) => Some(token),
-                None => {
-                    if let Some(unsettled) = unsettled.take() {
-                        self.settle_alone(unsettled).await;
-                    }
-                    return Ok(Step::Idle(Some(Duration::from_millis(200))));
-                }
-            },
-            None => None,
-        };
-        let mut tx = self.pool.begin().await?;
-        let (undo, settled) = match unsettled.as_ref() {
-            Some(last) => {
-                let label = self.settle_in(&mut tx, last).await?;
-                db::mark_undo_point(&mut tx).await?;
-                (db::Undo::ToUndoPoint, Some(label))
+    /// One round of the dispatcher, driven by hand (tests): grants up to `slots` replies of
+    /// `account` in one transaction, sends them side by side, and writes their outcomes together
+    /// in one more. Returns how many were sent.
+    pub async fn send_round(&self, account: &AccountRuntime, slots: usize) -> Result<usize> {
+        let round = self.round(account, &mut Vec::new(), slots).await?;
+        let sent = round.grants.len();
+        let sends = round.grants.into_iter().map(|grant| self.send_granted(account, grant));
+        let mut outcomes = futures::future::join_all(sends).await;
+        if let Err(e) = self.round(account, &mut outcomes, 0).await {
+            for unsettled in outcomes {
+                self.settle_alone(unsettled).await;
             }
-            None => (db::Undo::All, None),
-        };
-        let next = self.pick_and_claim(tx, account, claimed_by, undo).await?;
-        // The transaction has ended, committing the last outcome whatever the pick did.
-        if let (Some(last), Some(label)) = (unsettled.take(), settled) {
-            self.settled(&last, label);
+            return Err(e);
         }
-        let (claimed, traceparent) = match next {
-            Ok(granted) => granted,
-            Err(step) => return Ok(step),
-        };
+        Ok(sent)
+    }
+
+    /// Sends a granted reply with its account's key to its tenant's bridge; the outcome is
+    /// written later.
+    async fn send_granted(&self, account: &AccountRuntime, grant: Grant) -> Unsettled {
+        let Grant { claimed, traceparent } = grant;
         // The send joins the trace of the message that produced the reply.
         let span = tracing::info_span!("send", tenant = %claimed.tenant.customer_ref(), outbox_id = claimed.outbox_id, otel.kind = "client");
         wafleet_shared::trace::set_parent_from_traceparent(&span, traceparent.as_deref());
+        // ISOLATION: the bridge comes from the tenant row read in the claim's scope, and the key
+        // from the account that row names (checked by the grant).
         let outcome =
             account.client.send_text(claimed.tenant.bridge(), &claimed.chat, &claimed.body).instrument(span).await;
-        *unsettled = Some(self.unsettled(account, claimed, outcome).await);
-        Ok(Step::Sent)
-    }
-
-    /// Runs the fair scheduler of `account` in `tx`, claims the reply it grants and takes the
-    /// egress token, and ends `tx`: committed with a claimed reply (and its trace context), or
-    /// undone as `undo` says with the step to report.
-    async fn pick_and_claim(
-        &self,
-        mut tx: Transaction<'static, Postgres>,
-        account: &AccountRuntime,
-        claimed_by: Option<i32>,
-        undo: db::Undo,
-    ) -> Result<std::result::Result<(Claimed, Option<String>), Step>> {
-        let now = self.clock.now();
-        // An idle or waiting pick changed nothing but the bucket's refill, which the next pick
-        // recomputes from the same stored state: undoing it gives the same tokens later and
-        // spares a WAL flush while the bucket row is locked (idle lanes woken by new replies
-        // otherwise queue durable commits in front of the picks that send).
-        let (outbox_id, tenant_id) = match outbox::pick(&mut tx, account, now).await? {
-            Pick::Idle(hint) => {
-                db::end_undone(tx, undo).await?;
-                return Ok(Err(Step::Idle(hint)));
-            }
-            Pick::Wait(wait) => {
-                db::end_undone(tx, undo).await?;
-                self.note_wait(account, wait);
-                return Ok(Err(Step::Wait(wait)));
-            }
-            Pick::Granted { outbox_id, tenant_id, .. } => (outbox_id, tenant_id),
-        };
-        let Some(ClaimedRow { chat, body, attempts, traceparent, tenant }) =
-            outbox::claim(&mut tx, tenant_id, outbox_id, now, claimed_by).await?
-        else {
-            // Another replica claimed it, or it expired meanwhile: undoing returns the token.
-            db::end_undone(tx, undo).await?;
-            return Ok(Err(Step::Skipped));
-        };
-        let tenant = match tenant {
-            Some(t) if t.status() == TenantStatus::Active && t.account_id() == account.id => t,
-            Some(t) if t.account_id() != account.id => {
-                db::end_undone(tx, undo).await?;
-                error!(tenant = %t.customer_ref(), account = %account.name, "scheduler picked a reply of another account; not sending");
-                metrics::counter!(crate::metric::SENDER_ACCOUNT_MISMATCH_TOTAL).increment(1);
-                return Ok(Err(Step::Skipped));
-            }
-            // Disabled or gone: housekeeping cancels the row without spending a token.
-            _ => {
-                db::end_undone(tx, undo).await?;
-                return Ok(Err(Step::Skipped));
-            }
-        };
-        // The egress group's token last, so the group's row (shared by every account behind
-        // the same IP) is locked only until this commit. A refusal returns the account's token
-        // and the claim with the same undo.
-        let claimed = Claimed { outbox_id, tenant, chat, body, attempts, claimed_by };
-        match budget::egress::take_and_end(&self.pool, tx, account, now, undo).await {
-            Ok(budget::Take::Granted(_)) => {}
-            Ok(budget::Take::Wait(wait)) => {
-                self.note_wait(account, wait);
-                return Ok(Err(Step::Wait(wait)));
-            }
-            Err(e) => {
-                // The commit may have gone through unseen: the claim is given back, since only
-                // this lane knows the reply was not sent. The lane's last outcome, written in the
-                // same transaction, stays with the lane and is written again.
-                self.release_in_doubt(&claimed).await;
-                return Err(e);
-            }
-        }
-        let waited = self.waited.lock().ok().and_then(|mut w| w.remove(&account.id)).unwrap_or_default();
-        metrics::histogram!(crate::metric::BUDGET_WAIT_SECONDS, "account" => account.name.clone(), "bucket" => crate::metric::BUCKET_PROXY)
-            .record(waited.as_secs_f64());
-        Ok(Ok((claimed, traceparent)))
+        self.unsettled(account, claimed, outcome).await
     }
 
     fn note_wait(&self, account: &AccountRuntime, wait: Duration) {

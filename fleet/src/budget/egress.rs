@@ -8,41 +8,49 @@
 //! goes out only with both and a refusal by either is undone by one rollback. The refusal is then
 //! recorded in a statement of its own ([`note_waiting`]), which the fairness rule needs: the next
 //! token goes to the waiting account that has had the fewest. [`take_and_end`] is that whole
-//! step, for every caller.
+//! step for a call of its own; the sender, which grants several replies in one transaction,
+//! takes with [`take`] and records a refusal with [`note_waiting`] after its transaction ends.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row as _, Transaction};
 
 use super::{millis, EgressBucket, Take};
 use crate::accounts::{AccountId, AccountRuntime};
-use crate::db;
 use crate::error::Result;
 
-/// Takes `account`'s group token inside `tx`, after its own token and whatever else `tx` holds
-/// (a claimed reply), and ends `tx`: commits on a grant; on a refusal undoes what `undo` says
-/// (which returns the account's token and the claim) and records the wait.
+/// Takes `account`'s group token inside `tx`, after its own token and whatever else `tx` holds,
+/// and ends `tx`: commits on a grant; on a refusal rolls back (which returns the account's token)
+/// and records the wait.
 pub async fn take_and_end(
     pool: &PgPool,
     mut tx: Transaction<'static, Postgres>,
     account: &AccountRuntime,
     now: Option<DateTime<Utc>>,
-    undo: db::Undo,
 ) -> Result<Take> {
-    match take_in(&mut tx, &account.egress, account.id, now).await? {
+    match take(&mut tx, account, now).await? {
         Take::Granted(tokens) => {
             tx.commit().await?;
             Ok(Take::Granted(tokens))
         }
         Take::Wait(wait) => {
-            db::end_undone(tx, undo).await?;
-            note_waiting(pool, &account.egress, account.id, &account.name, now).await?;
+            tx.rollback().await?;
+            note_waiting(pool, account, now).await?;
             Ok(Take::Wait(wait))
         }
     }
 }
 
-/// Takes a group token for `account` inside `tx` (after the account's own token). On
-/// [`Take::Wait`] the caller rolls back and then calls [`note_waiting`].
+/// Takes `account`'s group token inside `tx` (after the account's own token). On
+/// [`Take::Wait`] the caller undoes what the refusal must not keep, ends `tx`, and then calls
+/// [`note_waiting`].
+pub async fn take(
+    tx: &mut Transaction<'static, Postgres>,
+    account: &AccountRuntime,
+    now: Option<DateTime<Utc>>,
+) -> Result<Take> {
+    take_in(tx, &account.egress, account.id, now).await
+}
+
 async fn take_in(
     tx: &mut Transaction<'static, Postgres>,
     egress: &EgressBucket,
@@ -66,24 +74,19 @@ async fn take_in(
 
 /// Records that `account` was refused a group token and comes back for one, so the next token
 /// goes to the waiting account that has had the fewest.
-async fn note_waiting(
-    pool: &PgPool,
-    egress: &EgressBucket,
-    account: AccountId,
-    account_name: &str,
-    now: Option<DateTime<Utc>>,
-) -> Result<()> {
+pub async fn note_waiting(pool: &PgPool, account: &AccountRuntime, now: Option<DateTime<Utc>>) -> Result<()> {
+    let egress = &account.egress;
     let s = egress.bucket;
     sqlx::query("select wafleet_egress_wait($1, $2, $3, $4, $5, $6)")
         .bind(&egress.group)
-        .bind(account.get())
+        .bind(account.id.get())
         .bind(s.rate_per_window)
         .bind(s.burst)
         .bind(s.window_secs)
         .bind(now)
         .execute(pool)
         .await?;
-    metrics::counter!(crate::metric::EGRESS_WAITS_TOTAL, "group" => egress.group.clone(), "account" => account_name.to_owned())
+    metrics::counter!(crate::metric::EGRESS_WAITS_TOTAL, "group" => egress.group.clone(), "account" => account.name.clone())
         .increment(1);
     Ok(())
 }

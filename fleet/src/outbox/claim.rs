@@ -40,8 +40,8 @@ pub async fn claim(
     // cannot pull another tenant's row.
     db::scope_to_tenant(tx, tenant_id).await?;
     // A row another transaction has locked (housekeeping expiring it, an operator cancelling,
-    // another lane) is skipped, not waited for: this transaction holds the account's bucket row
-    // and may hold the outcome row of the lane's last send, so waiting here could close a cycle
+    // another replica) is skipped, not waited for: this transaction holds the account's bucket row
+    // and may hold the outcome rows of finished sends, so waiting here could close a cycle
     // with a transaction that updates many rows (found as a deadlock by the benchmark's bulk
     // cancel). A skipped claim is undone like any other.
     let row: Option<(String, String, i32, Option<String>)> = sqlx::query_as(

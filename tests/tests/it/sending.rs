@@ -6,6 +6,7 @@ use wafleet_fleet::tenant::TenantStatus;
 use wafleet_shared::CustomerRef;
 use wafleet_sim::{Fault, SimConfig};
 use wafleet_tests::{wait_until, EnvOptions, TestEnv, TEST_API_KEY};
+use wafleet_worker::sender::SenderConfig;
 
 async fn outbox_status(env: &TestEnv) -> Vec<String> {
     sqlx::query_scalar("select status from outbox order by outbox_id").fetch_all(&env.owner_pool).await.unwrap()
@@ -177,5 +178,38 @@ async fn sends_of_different_tenants_overlap_but_one_tenants_replies_go_one_at_a_
         let sent: Vec<String> = env.sim.sends_for(t).into_iter().map(|s| s.body).collect();
         assert_eq!(sent, queued, "{t}'s replies left in outbox order");
     }
+    env.cleanup().await;
+}
+
+/// A round of the dispatcher grants every free send slot a reply in one commit and writes the
+/// finished sends' outcomes together in one more (rows changed by one transaction share its
+/// `xmin` and its `now()`): replies of five tenants, four slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_grants_every_free_slot_in_one_commit_and_writes_their_outcomes_in_one_more() {
+    let env = TestEnv::with(EnvOptions { no_worker: true, ..EnvOptions::default() }).await.unwrap();
+    for t in 0..5 {
+        let tenant = format!("round{t}");
+        env.add_tenant(&tenant, &tenant).await.unwrap();
+        env.queue_replies(&tenant, "15550000201", &[format!("round reply {t}")], None, Duration::from_secs(3600)).await;
+    }
+    let sender = env.sender(SenderConfig::default(), None);
+    let (accounts, _) = sender.accounts().refresh().await.unwrap();
+    assert_eq!(sender.send_round(&accounts[0], 4).await.unwrap(), 4);
+    let rows: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("select status, xmin::text, attempted_at from outbox").fetch_all(&env.owner_pool).await.unwrap();
+    let sent: Vec<_> = rows.iter().filter(|(status, ..)| status == "sent").collect();
+    assert_eq!(sent.len(), 4, "{rows:?}");
+    assert_eq!(rows.iter().filter(|(status, ..)| status == "pending").count(), 1);
+    let distinct = |values: Vec<String>| values.into_iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(
+        distinct(sent.iter().map(|r| format!("{:?}", r.2)).collect()),
+        1,
+        "claimed in one transaction: {rows:?}"
+    );
+    assert_eq!(distinct(sent.iter().map(|r| r.1.clone()).collect()), 1, "written in one transaction: {rows:?}");
+    assert_eq!(env.sim.all_sends().len(), 4);
+    assert_eq!(sender.send_round(&accounts[0], 4).await.unwrap(), 1, "the fifth in the next round");
+    assert_eq!(sender.send_round(&accounts[0], 4).await.unwrap(), 0);
+    assert_eq!(env.sim.all_sends().len(), 5);
     env.cleanup().await;
 }

@@ -1,7 +1,7 @@
-//! Writing a send's outcome. A lane writes it in the transaction of its next pick (one commit for
-//! both, see `Sender::lane_step`), or alone ([`Sender::settle_alone`]) when the lane stops or a
-//! test drives single steps; either way the outcome is kept and written again while Postgres is
-//! away, so an outage alone never turns a sent reply into `unknown`.
+//! Writing a send's outcome. The dispatcher writes it in the transaction of its next round (one
+//! commit for the outcomes and the grants, see `grant`), or alone ([`Sender::settle_alone`]) when
+//! it stops or a test drives single steps; either way the outcome is kept and written again while
+//! Postgres is away, so an outage alone never turns a sent reply into `unknown`.
 
 use std::time::Duration;
 
@@ -155,7 +155,7 @@ impl Sender {
         let Unsettled { claimed, outcome, retry_at } = unsettled;
         let tenant_id = claimed.tenant.id();
         // ISOLATION: every statement below runs in the reply's own tenant scope and repeats the
-        // tenant filter; the lane's next pick re-scopes the transaction to its own tenant.
+        // tenant filter; the next outcome and the round's claims re-scope the transaction to theirs.
         db::scope_to_tenant(tx, tenant_id).await?;
         let now = self.clock.now();
         Ok(match outcome {
