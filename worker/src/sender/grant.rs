@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use sqlx::{Postgres, Transaction};
-use tracing::error;
+use tracing::{error, warn};
 use wafleet_fleet::accounts::AccountRuntime;
 use wafleet_fleet::budget::{self, Take};
 use wafleet_fleet::db;
@@ -89,8 +89,12 @@ impl Sender {
         for (unsettled, label) in outcomes.drain(..).zip(labels) {
             self.settled(&unsettled, label);
         }
+        // The grants are committed and must reach their sends: a failed note costs the account
+        // only its turn at the group's next token.
         if egress_refused {
-            budget::egress::note_waiting(&self.pool, account, self.clock.now()).await?;
+            if let Err(e) = budget::egress::note_waiting(&self.pool, account, self.clock.now()).await {
+                warn!(account = %account.name, error = %e, "could not record the wait for an egress token");
+            }
         }
         Ok(Round { grants, stopped })
     }
