@@ -204,7 +204,9 @@ fn markers(key: &str) -> (String, String) {
 }
 
 /// Replaces the block between the markers of `key`; a missing block is inserted before the
-/// first block that comes after it in [`BLOCK_ORDER`], or appended.
+/// first block that comes after it in [`BLOCK_ORDER`], else after the last block that comes
+/// before it (so a new last scenario lands beside the others, not under the hand-written
+/// analysis that follows them), or appended.
 pub fn replace_block(text: &str, key: &str, body: &str) -> String {
     let (begin, end) = markers(key);
     let block = format!("{begin}\n{}\n{end}", body.trim_end());
@@ -219,6 +221,11 @@ pub fn replace_block(text: &str, key: &str, body: &str) -> String {
         if let Some(at) = text.find(&next_begin) {
             return format!("{}{}\n\n{}", &text[..at], block, &text[at..]);
         }
+    }
+    let earlier = BLOCK_ORDER.iter().take_while(|k| **k != key);
+    let before = earlier.filter_map(|k| text.find(&markers(k).1).map(|at| at + markers(k).1.len())).max();
+    if let Some(at) = before.filter(|_| BLOCK_ORDER.contains(&key)) {
+        return format!("{}\n\n{}{}", &text[..at], block, &text[at..]);
     }
     let mut out = text.trim_end().to_owned();
     out.push_str("\n\n");
@@ -238,7 +245,11 @@ mod tests {
         assert_eq!(replaced, "head\n\n<!-- bench:e2e:begin -->\nnew\n<!-- bench:e2e:end -->\n\ntail\n");
         let inserted = replace_block(&replaced, "ingest", "first");
         assert!(inserted.find("bench:ingest:begin") < inserted.find("bench:e2e:begin"));
-        let appended = replace_block(&inserted, "budget", "last");
+        // No later block: after the last earlier one, above the hand-written text that follows.
+        let placed = replace_block(&inserted, "budget", "later");
+        assert!(placed.find("bench:e2e:end") < placed.find("bench:budget:begin"));
+        assert!(placed.find("bench:budget:end") < placed.find("tail"), "{placed}");
+        let appended = replace_block("head\n", "budget", "only");
         assert!(appended.trim_end().ends_with("<!-- bench:budget:end -->"));
     }
 }
