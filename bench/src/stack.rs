@@ -66,6 +66,8 @@ pub struct Sim {
 pub struct Send {
     /// Bridge key.
     pub bridge: String,
+    /// The API key that made the call (the account it was sent for).
+    pub api_key: String,
     /// Text.
     pub body: String,
     /// When it was recorded.
@@ -101,6 +103,17 @@ impl Sim {
     /// The `_sim/stats` document.
     pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
         Ok(self.http.get(format!("{}/_sim/stats", self.base)).send().await?.json().await?)
+    }
+
+    /// Most proxy calls that arrived in one of the simulator's own windows (refused ones
+    /// included), and the requests its limiter answered 429.
+    pub async fn limit_counts(&self) -> anyhow::Result<(u64, u64)> {
+        let stats = self.stats().await?;
+        let busiest = stats["proxy_calls_per_window"]
+            .as_array()
+            .and_then(|windows| windows.iter().filter_map(serde_json::Value::as_u64).max())
+            .unwrap_or(0);
+        Ok((busiest, stats["rejected_429"].as_u64().unwrap_or(0)))
     }
 
     /// Every recorded send.
