@@ -301,6 +301,16 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
     }
 }
 
+/// The note naming the send and egress budgets the scenario's workers ran with, so no figure is
+/// read without the limits behind it.
+fn budgets_note(budgets: &[String]) -> String {
+    match budgets {
+        [] => "Send and egress budgets: none apply (no worker ran).".to_owned(),
+        [one] => format!("Send and egress budgets of the worker(s): {one}."),
+        several => format!("Send and egress budgets of the workers: {}.", several.join("; ")),
+    }
+}
+
 /// `--out`, or BENCHMARKS.md at the root (a quick run: `BENCHMARKS.quick.md` in the work directory).
 fn results_path(cli: &Cli, root: &Path, work_dir: &Path) -> PathBuf {
     cli.out.clone().unwrap_or_else(|| {
@@ -372,6 +382,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(section) => section,
             Err(_) => Section::not_run(key(s), title(s), "not run: the run's time budget was used up"),
         };
+        section.notes.push(budgets_note(&stack::take_worker_budgets()));
         section.notes.push(format!(
             "Machine {:.0}% busy just before the scenario started (other work on this shared box adds noise).",
             background * 100.0
