@@ -62,7 +62,7 @@ pub struct Sim {
 }
 
 /// One recorded send, as the simulator lists it.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Send {
     /// Bridge key.
     pub bridge: String,

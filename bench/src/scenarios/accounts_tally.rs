@@ -251,3 +251,91 @@ pub fn tenants_fairness_row(accounts: &[AccountSpec], groups: &[GroupRecord], to
         verdict: Verdict::from_bool((0.0..=1.0).contains(&spread_max)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGETS: Budgets =
+        Budgets { window_secs: 6, group_rate: 200.0, group_burst: 5.0, per_ip_floor: 210, per_key: 120.0 };
+
+    fn span() -> Span {
+        let from = DateTime::<Utc>::from_timestamp(1_000_000, 0).unwrap_or_default();
+        Span { from, to: from + chrono::Duration::seconds(12), windows: 2, window_secs: 6 }
+    }
+
+    /// `count` sends by `key` on `bridges` in turn, spread evenly over window `window` of the span.
+    fn sends(key: &str, bridges: &[&str], window: i64, count: usize) -> Vec<Send> {
+        let start = span().from + chrono::Duration::seconds(6 * window);
+        (0..count)
+            .map(|i| Send {
+                bridge: bridges[i % bridges.len()].to_owned(),
+                api_key: key.to_owned(),
+                body: String::new(),
+                at: start + chrono::Duration::milliseconds((6000 * i / count) as i64),
+            })
+            .collect()
+    }
+
+    fn account(name: &str, tenants: &[&str]) -> AccountSpec {
+        AccountSpec {
+            name: name.to_owned(),
+            key: format!("sk_{name}"),
+            rate: 110.0,
+            burst: 5.0,
+            own_budget: false,
+            tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    fn group(sends: Vec<Send>, rejected_429: u64, busiest_window: u64) -> GroupRecord {
+        GroupRecord { name: "g1".into(), sends, rejected_429, busiest_window }
+    }
+
+    #[test]
+    fn a_group_at_its_rate_passes_and_one_over_its_budget_or_refused_fails() {
+        let at_rate = [sends("sk_a", &["t1"], 0, 200), sends("sk_a", &["t1"], 1, 200)].concat();
+        let over = [sends("sk_a", &["t1"], 0, 206), sends("sk_a", &["t1"], 1, 200)].concat();
+        let verdicts: Vec<Verdict> = [group(at_rate.clone(), 0, 200), group(over, 0, 206), group(at_rate, 3, 200)]
+            .iter()
+            .flat_map(|g| group_rows(&BUDGETS, &span(), std::slice::from_ref(g)))
+            .map(|r| r.verdict)
+            .collect();
+        assert_eq!(verdicts, [Verdict::Pass, Verdict::Fail, Verdict::Fail]);
+        let short = [sends("sk_a", &["t1"], 0, 180), sends("sk_a", &["t1"], 1, 180)].concat();
+        assert_eq!(group_rows(&BUDGETS, &span(), &[group(short, 0, 180)])[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn an_account_is_counted_over_every_simulator_against_its_own_budget() {
+        let accounts = [account("a", &["t1"])];
+        // 60 + 60 in one window through two groups: 120 > 110 + 5, though each group saw only 60.
+        let groups = [group(sends("sk_a", &["t1"], 0, 60), 0, 60), group(sends("sk_a", &["t1"], 0, 60), 0, 60)];
+        let windows = account_windows(&span(), &groups, &accounts);
+        assert_eq!(windows, [vec![120.0, 0.0]]);
+        assert_eq!(account_rows(&BUDGETS, &accounts, &windows, 60.0)[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn tenants_served_by_age_instead_of_round_robin_fail_the_fairness_row() {
+        let accounts = [account("a", &["t1", "t2", "t3"])];
+        let round_robin = group(sends("sk_a", &["t1", "t2", "t3"], 0, 7), 0, 7);
+        assert_eq!(tenants_fairness_row(&accounts, &[round_robin], span().to).verdict, Verdict::Pass);
+        // Oldest first: both of t1's replies before t3's first.
+        let by_age = group(sends("sk_a", &["t1", "t1", "t2"], 0, 3), 0, 3);
+        assert_eq!(tenants_fairness_row(&accounts, &[by_age], span().to).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn accounts_far_from_their_share_fail_the_fairness_rows() {
+        let accounts = [account("a", &["ta"]), account("b", &["tb"])];
+        let fair = [sends("sk_a", &["ta"], 0, 100), sends("sk_b", &["tb"], 0, 96)].concat();
+        let unfair = [sends("sk_a", &["ta"], 0, 120), sends("sk_b", &["tb"], 0, 76)].concat();
+        for (all, verdict) in [(fair, Verdict::Pass), (unfair, Verdict::Fail)] {
+            let groups = [group(all, 0, 196)];
+            let windows = account_windows(&span(), &groups, &accounts);
+            assert_eq!(accounts_fairness_row(&accounts, &windows, 49.0, 0.1).verdict, verdict);
+            assert_eq!(group_fairness_row(&span(), &groups, &accounts, 0.1).verdict, verdict);
+        }
+    }
+}
