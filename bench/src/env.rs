@@ -300,9 +300,21 @@ impl BenchEnv {
         }
     }
 
-    /// Adds tenants `1..=count` (echo bot, signed URLs): rows through the same repository
-    /// function as `wafleet tenants add`, queues declared on 8 channels in parallel.
+    /// Adds tenants `1..=count` (echo bot, signed URLs) to the default account: rows through the
+    /// same repository function as `wafleet tenants add`, queues declared on 8 channels in parallel.
     pub async fn add_tenants(&self, count: usize, queue_type: QueueType) -> anyhow::Result<Vec<BenchTenant>> {
+        self.add_tenants_in(count, queue_type, &[wafleet_fleet::accounts::DEFAULT_ACCOUNT]).await
+    }
+
+    /// Like [`Self::add_tenants`], the tenants split over `accounts` in consecutive blocks of
+    /// equal size (tenant `i` of `count` goes to `accounts[i * accounts.len() / count]`), as
+    /// `wafleet tenants add --account` does.
+    pub async fn add_tenants_in(
+        &self,
+        count: usize,
+        queue_type: QueueType,
+        accounts: &[&str],
+    ) -> anyhow::Result<Vec<BenchTenant>> {
         let refs: Vec<CustomerRef> =
             (1..=count).map(|i| CustomerRef::parse(&tenant_ref(i))).collect::<Result<_, _>>()?;
         let connection = wafleet_shared::amqp::connect(&self.amqp_url, "wafleet-bench-setup").await?;
@@ -323,9 +335,10 @@ impl BenchEnv {
         }
         let _ = connection.close(200, "done").await;
         let pool = wafleet_fleet::db::app_pool(&self.admin_url, 2)?;
-        for part in refs.chunks(500) {
+        for (block, part) in refs.chunks(500).enumerate() {
             let mut tx = pool.begin().await?;
-            for r in part {
+            for (offset, r) in part.iter().enumerate() {
+                let account = accounts[(block * 500 + offset) * accounts.len() / count];
                 let new = NewTenant {
                     customer_ref: r.clone(),
                     bridge: r.as_str().to_owned(),
@@ -333,7 +346,7 @@ impl BenchEnv {
                     auth_mode: AuthMode::Token,
                     queue_type,
                 };
-                wafleet_fleet::tenant::insert(&mut tx, &new).await.context("adding a tenant")?;
+                wafleet_fleet::tenant::insert_in_account(&mut tx, &new, account).await.context("adding a tenant")?;
             }
             tx.commit().await?;
         }
@@ -415,17 +428,24 @@ async fn delete_queues(amqp_url: &str, queues: &[String]) -> anyhow::Result<()> 
     results.into_iter().collect()
 }
 
-/// Registers bridges at a running simulator (16 requests at a time).
+/// Registers bridges at a running simulator (16 requests at a time), owned by its first key.
 pub async fn register_bridges(sim_base: &str, tenants: &[BenchTenant]) -> anyhow::Result<()> {
+    let owned: Vec<(&BenchTenant, Option<&str>)> = tenants.iter().map(|t| (t, None)).collect();
+    register_owned_bridges(sim_base, &owned).await
+}
+
+/// Registers bridges at a running simulator (16 requests at a time), each owned by the given API
+/// key (the simulator's first key when `None`): a bridge answers only the key that owns it.
+pub async fn register_owned_bridges(sim_base: &str, owned: &[(&BenchTenant, Option<&str>)]) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let url = format!("{sim_base}/_sim/bridges");
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(tenants.iter())
-        .map(|t| {
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(owned.iter())
+        .map(|(t, api_key)| {
             let http = &http;
             let url = &url;
             async move {
-                let r =
-                    http.post(url).json(&serde_json::json!({"customer_ref": t.customer_ref.as_str()})).send().await?;
+                let bridge = serde_json::json!({"customer_ref": t.customer_ref.as_str(), "api_key": api_key});
+                let r = http.post(url).json(&bridge).send().await?;
                 if !r.status().is_success() {
                     bail!("registering bridge {} -> {}", t.customer_ref, r.status());
                 }

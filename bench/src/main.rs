@@ -82,9 +82,10 @@ enum Scenario {
     Budget,
     Console,
     Slowbridge,
+    Accounts,
 }
 
-const ORDER: [Scenario; 9] = [
+const ORDER: [Scenario; 10] = [
     Scenario::Ingest,
     Scenario::E2e,
     Scenario::Noisy,
@@ -94,6 +95,7 @@ const ORDER: [Scenario; 9] = [
     Scenario::Budget,
     Scenario::Console,
     Scenario::Slowbridge,
+    Scenario::Accounts,
 ];
 
 fn title(s: Scenario) -> &'static str {
@@ -108,6 +110,7 @@ fn title(s: Scenario) -> &'static str {
         Scenario::Budget => "7. Send budget",
         Scenario::Console => "8. Console pages against the admin API",
         Scenario::Slowbridge => "9. Slow bridge and a seed-style synchronous handler",
+        Scenario::Accounts => "10. Several accounts and egress groups",
     }
 }
 
@@ -123,6 +126,7 @@ fn key(s: Scenario) -> &'static str {
         Scenario::Budget => "budget",
         Scenario::Console => "console",
         Scenario::Slowbridge => "slowbridge",
+        Scenario::Accounts => "accounts",
     }
 }
 
@@ -283,6 +287,7 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
         Scenario::Budget => scenarios::budget::run(ctx).await,
         Scenario::Console => scenarios::console::run(ctx).await,
         Scenario::Slowbridge => scenarios::slowbridge::run(ctx).await,
+        Scenario::Accounts => scenarios::accounts::run(ctx).await,
         Scenario::All => Ok(Section::new("all", "all")),
     };
     match result {
@@ -293,6 +298,16 @@ async fn run_one(ctx: &mut Ctx, s: Scenario) -> Section {
             section.seconds = started.elapsed().as_secs_f64();
             section
         }
+    }
+}
+
+/// The note naming the send and egress budgets the scenario's workers ran with, so no figure is
+/// read without the limits behind it.
+fn budgets_note(budgets: &[String]) -> String {
+    match budgets {
+        [] => "Send and egress budgets: none apply (no worker ran).".to_owned(),
+        [one] => format!("Send and egress budgets of the worker(s): {one}."),
+        several => format!("Send and egress budgets of the workers: {}.", several.join("; ")),
     }
 }
 
@@ -367,6 +382,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(section) => section,
             Err(_) => Section::not_run(key(s), title(s), "not run: the run's time budget was used up"),
         };
+        section.notes.push(budgets_note(&stack::take_worker_budgets()));
         section.notes.push(format!(
             "Machine {:.0}% busy just before the scenario started (other work on this shared box adds noise).",
             background * 100.0

@@ -121,7 +121,8 @@ pub fn set_extra_child_env(vars: Vec<(String, String)>) {
     let _ = EXTRA_CHILD_ENV.set(vars);
 }
 
-fn extra_child_env() -> &'static [(String, String)] {
+/// The `--child-env` settings every child gets (after its own, so they win).
+pub fn extra_child_env() -> &'static [(String, String)] {
     EXTRA_CHILD_ENV.get().map(Vec::as_slice).unwrap_or(&[])
 }
 

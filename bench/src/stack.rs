@@ -62,10 +62,12 @@ pub struct Sim {
 }
 
 /// One recorded send, as the simulator lists it.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct Send {
     /// Bridge key.
     pub bridge: String,
+    /// The API key that made the call (the account it was sent for).
+    pub api_key: String,
     /// Text.
     pub body: String,
     /// When it was recorded.
@@ -101,6 +103,17 @@ impl Sim {
     /// The `_sim/stats` document.
     pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
         Ok(self.http.get(format!("{}/_sim/stats", self.base)).send().await?.json().await?)
+    }
+
+    /// Most proxy calls that arrived in one of the simulator's own windows (refused ones
+    /// included), and the requests its limiter answered 429.
+    pub async fn limit_counts(&self) -> anyhow::Result<(u64, u64)> {
+        let stats = self.stats().await?;
+        let busiest = stats["proxy_calls_per_window"]
+            .as_array()
+            .and_then(|windows| windows.iter().filter_map(serde_json::Value::as_u64).max())
+            .unwrap_or(0);
+        Ok((busiest, stats["rejected_429"].as_u64().unwrap_or(0)))
     }
 
     /// Every recorded send.
@@ -223,6 +236,42 @@ pub async fn start_ingest_with_ops(
     Ok((proc, addr, ops, up))
 }
 
+/// The worker's budget settings and their documented defaults (docs/configuration.md).
+const BUDGET_SETTINGS: [(&str, &str); 5] = [
+    ("WAFLEET_SEND_RATE_PER_MIN", "110"),
+    ("WAFLEET_SEND_BURST", "5"),
+    ("WAFLEET_EGRESS_RATE_PER_MIN", "290"),
+    ("WAFLEET_EGRESS_BURST", "5"),
+    ("WAFLEET_BUDGET_WINDOW_SECS", "60"),
+];
+
+/// The distinct send and egress budgets of the workers started since the last
+/// [`take_worker_budgets`], so every section can say what its workers ran with.
+static WORKER_BUDGETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records the budget a worker started with `vars` runs with: each setting as the child gets it
+/// (`--child-env` after the worker's own, the last one winning), else its default.
+fn note_worker_budget(vars: &[(String, String)]) {
+    let given = vars.iter().chain(crate::procs::extra_child_env());
+    let budget: Vec<String> = BUDGET_SETTINGS
+        .iter()
+        .map(|(name, default)| match given.clone().rfind(|(k, _)| k == name) {
+            Some((_, value)) => format!("{name}={value}"),
+            None => format!("{name}={default} (default)"),
+        })
+        .collect();
+    let budget = budget.join(", ");
+    let mut seen = WORKER_BUDGETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.contains(&budget) {
+        seen.push(budget);
+    }
+}
+
+/// The budgets recorded since the last call (see [`note_worker_budget`]), forgetting them.
+pub fn take_worker_budgets() -> Vec<String> {
+    std::mem::take(&mut *WORKER_BUDGETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
 /// Starts `wafleet-worker` with its production defaults (only the endpoints set, plus `extra`);
 /// returns the process, its health base URL and the time until `/readyz` answered 200 (which
 /// happens once the first consumer refresh has started a consumer for every tenant).
@@ -244,6 +293,7 @@ pub async fn start_worker(
         kv("RUST_LOG", "warn"),
     ];
     vars.extend_from_slice(extra);
+    note_worker_budget(&vars);
     let started = Instant::now();
     let mut proc = Proc::spawn(&bins.worker, "worker", &[], &vars, &bins.logs())?;
     let base = format!("http://127.0.0.1:{port}");

@@ -85,7 +85,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     tokio::time::sleep(Duration::from_secs(WINDOW_SECS * windows)).await;
     let to = chrono::Utc::now();
     let sends = sim.sends().await?;
-    let stats = sim.stats().await?;
+    let (sim_max, rejected_429) = sim.limit_counts().await?;
     worker.stop(Duration::from_secs(15)).await?;
     sim.proc.stop(Duration::from_secs(5)).await?;
 
@@ -103,12 +103,6 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     let overall = in_range.len() as f64 / span;
     let r = Summary::of(&rates);
     let max_window = per_window.iter().copied().fold(0.0, f64::max);
-    let rejected_429 = stats["rejected_429"].as_u64().unwrap_or(0);
-    let sim_windows: Vec<u64> = stats["proxy_calls_per_window"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        .unwrap_or_default();
-    let sim_max = sim_windows.iter().copied().max().unwrap_or(0);
     section.rows.push(Row {
         metric: format!("send rate under backlog ({windows} windows of {WINDOW_SECS} s)"),
         value: format!("{overall:.2}/s; per window {}", show(&r, 2, "/s")),

@@ -1,6 +1,8 @@
 //! The scenarios. Each one recreates the bench database and vhost, starts the real
 //! binaries it needs, measures the product beside its ceiling or baseline, and tears down.
 
+pub mod accounts;
+mod accounts_tally;
 pub mod budget;
 pub mod console;
 pub mod e2e;

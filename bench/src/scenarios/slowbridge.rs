@@ -249,8 +249,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
         set_bot(&admin, &t.customer_ref, &change).await?;
     }
     admin.close().await;
-    let lifted = ctx.budget_lifted();
-    let mut worker_env = lifted.clone();
+    let mut worker_env = ctx.budget_lifted();
     worker_env.push(("WAFLEET_HTTP_BOT_ALLOW_PRIVATE".into(), "true".into()));
     worker_env.push(("WAFLEET_HTTP_BOT_PORTS".into(), bot.addr.port().to_string()));
     let (ingest, addr) = start_ingest(&ctx.bins, &env, &IngestOptions::default()).await?;
@@ -271,16 +270,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Section> {
     ten_times(ctx, &env, &tenants, &owner, &sim, &paths, &mut section).await?;
     slow_bridge(ctx, &env, &tenants, &owner, &sim, &paths, &mut section).await?;
 
-    let budgets = if lifted.is_empty() {
-        "the worker's defaults (no send budget in this build)".to_owned()
-    } else {
-        lifted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-    };
     section.notes.push(format!(
         "wafleet: ingest and one worker with production defaults (64 messages in flight, 4 per tenant) over \
          {TENANTS} quorum tenants, each with the `http` bot pointing at a bench-served endpoint that answers the \
-         message's text after {} ms (WAFLEET_HTTP_BOT_ALLOW_PRIVATE=true, its port allowed). Send and egress budgets \
-         of the worker: {budgets}. Seed-style handler: a hyper server in the bench process; per request one query \
+         message's text after {} ms (WAFLEET_HTTP_BOT_ALLOW_PRIVATE=true, its port allowed; its send and egress \
+         budgets below). Seed-style handler: a hyper server in the bench process; per request one query \
          on the bench database's `tenants` table (pool of 10), a {} ms sleep for the bot, the send to the tenant's \
          bridge at the same simulator (reqwest), then 200.",
         BOT_DELAY.as_millis(),
