@@ -78,23 +78,14 @@ impl Sender {
 
     /// Writes `unsettled` in a transaction of its own, again and again while Postgres is away.
     pub(super) async fn settle_alone(&self, unsettled: Unsettled) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let written = async {
-                let mut tx = self.pool.begin().await?;
-                let label = self.settle_in(&mut tx, &unsettled).await?;
-                tx.commit().await?;
-                Ok::<_, wafleet_fleet::error::Error>(label)
-            };
-            match written.await {
-                Ok(label) => return self.settled(&unsettled, label),
-                Err(e) => {
-                    warn!(error = %e, outbox_id = unsettled.claimed.outbox_id, "could not record send outcome; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let label = until_written(unsettled.claimed.outbox_id, "could not record send outcome; retrying", || async {
+            let mut tx = self.pool.begin().await?;
+            let label = self.settle_in(&mut tx, &unsettled).await?;
+            tx.commit().await?;
+            Ok(label)
+        })
+        .await;
+        self.settled(&unsettled, label);
     }
 
     /// Gives back `claimed` when the commit of its claim failed: the connection broke, so the
@@ -102,35 +93,20 @@ impl Sender {
     /// this worker's session gone) while the reply was never sent. Written again and again while
     /// Postgres is away, like an outcome; a claim that never committed matches nothing.
     pub(super) async fn release_in_doubt(&self, claimed: &Claimed) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let released = async {
-                let mut tx = db::begin_tenant(&self.pool, claimed.tenant.id()).await?;
-                let released = outbox::release_unsent(
-                    &mut tx,
-                    claimed.tenant.id(),
-                    claimed.outbox_id,
-                    claimed.claimed_by,
-                    claimed.attempts,
-                )
-                .await?;
+        let tenant = claimed.tenant.id();
+        let released =
+            until_written(claimed.outbox_id, "could not give back an interrupted claim; retrying", || async {
+                let mut tx = db::begin_tenant(&self.pool, tenant).await?;
+                let released =
+                    outbox::release_unsent(&mut tx, tenant, claimed.outbox_id, claimed.claimed_by, claimed.attempts)
+                        .await?;
                 tx.commit().await?;
-                Ok::<_, wafleet_fleet::error::Error>(released)
-            };
-            match released.await {
-                Ok(released) => {
-                    if released {
-                        let tenant = claimed.tenant.customer_ref();
-                        info!(tenant = %tenant, outbox_id = claimed.outbox_id, "claim interrupted before its send given back; the reply goes out later");
-                    }
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, outbox_id = claimed.outbox_id, "could not give back an interrupted claim; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+                Ok(released)
+            })
+            .await;
+        if released {
+            let tenant = claimed.tenant.customer_ref();
+            info!(tenant = %tenant, outbox_id = claimed.outbox_id, "claim interrupted before its send given back; the reply goes out later");
         }
     }
 
@@ -229,3 +205,23 @@ impl Sender {
 }
 
 const ECHO_RECONCILED: &str = "reconciled from the bridge's from_me echo";
+
+/// Runs `write` until it succeeds, backing off from 100 ms to 5 s while Postgres is away: what a
+/// finished send leaves to record must not be dropped by an outage.
+async fn until_written<T, F, Fut>(outbox_id: i64, failed: &'static str, mut write: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(value) => return value,
+            Err(e) => {
+                warn!(error = %e, outbox_id, "{failed}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
